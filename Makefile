@@ -1,0 +1,47 @@
+# Entry points. Everything installs its Debian dependencies first (scripts/setup.sh is a
+# no-op when all are present), then builds with CMake into build/ (or build-<sanitizer>/).
+JOBS    ?= $(shell nproc)
+WERROR  ?= OFF
+CMAKE   := cmake
+CTEST   := ctest --output-on-failure --no-tests=error -j$(JOBS)
+
+.PHONY: all setup build demo test test-asan test-tsan bench format clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build/CMakeCache.txt: | setup
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBIGARRAY_WERROR=$(WERROR)
+
+build: setup build/CMakeCache.txt
+	$(CMAKE) -B build -DBIGARRAY_WERROR=$(WERROR) >/dev/null
+	$(CMAKE) --build build -j$(JOBS)
+
+demo: build
+	./build/bin/bigarray-storage-demo
+
+test: build
+	cd build && $(CTEST)
+
+# ASan + UBSan over the whole suite.
+test-asan: setup
+	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBIGARRAY_WERROR=ON -DBIGARRAY_SANITIZE=address,undefined
+	$(CMAKE) --build build-asan -j$(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CTEST) -LE no-asan
+
+# TSan (clang) over the threaded tests.
+test-tsan: setup
+	CC=clang CXX=clang++ $(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBIGARRAY_WERROR=ON -DBIGARRAY_SANITIZE=thread
+	$(CMAKE) --build build-tsan -j$(JOBS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 $(CTEST) -L threads
+
+bench: build
+	./build/bin/bigarray-bench
+
+format:
+	git ls-files '*.h' '*.cc' | xargs clang-format -i
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything bigarray needs from Debian packages. Idempotent: when every package is
+# already installed it only checks (dpkg-query) and exits, in well under a second.
+set -euo pipefail
+
+packages=(
+  cmake g++ make pkg-config
+  liblmdb-dev lmdb-utils libboost-dev libspdlog-dev doctest-dev libxxhash-dev
+  clang libclang-rt-14-dev            # sanitizers (TSan with clang) and libFuzzer
+  python3-numpy                        # .npy fixtures and round-trip tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: missing Debian packages: ${missing[*]}" >&2
+  echo "setup: run as root (or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

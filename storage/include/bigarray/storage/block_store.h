@@ -1,0 +1,232 @@
+// bigarray/storage/block_store.h: the block store interface (docs/architecture.md, docs/format.md).
+//
+// A BlockStore holds fixed-size blocks addressed by (array id, block index), small metadata
+// records addressed by string keys, and a change log keyed by commit id. It knows nothing of
+// pages, mappings or array shapes: callers pass the block size with every read.
+//
+// Semantics (docs/semantics.md, section Storage):
+//   S1  a block never written, or deleted, reads as zeros; a stored payload may be shorter than
+//       the block (trailing zeros trimmed) and reads are zero-filled to the caller's size.
+//   S2  a WriteBatch commits atomically: all of it or none of it, across kill -9 (and power loss
+//       in durable mode).
+//   S3  a Snapshot sees one committed state for as long as it lives.
+//   S4  every stored block records the commit that wrote it; Commit() refuses a batch with
+//       kConflict, writing nothing, when a key it writes changed after the batch's base commit.
+//   S5  Snapshot::ChangesSince() tells which keys changed between two commits.
+//   S6  every block read is checked against its checksum; a mismatch is kCorruption.
+//
+// Thread contract: every method of BlockStore and Snapshot may be called from any thread,
+// concurrently. Commits are serialized inside the store. A WriteBatch is a plain value used by
+// one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bigarray/status.h"
+
+namespace bigarray::storage {
+
+using ArrayId = uint64_t;
+using BlockIndex = uint64_t;
+using CommitId = uint64_t;  // strictly increasing; 0 is "before the first commit"
+
+// Meta keys that begin with this byte belong to the store itself (format record, log floor).
+inline constexpr char kReservedMetaPrefix = '\0';
+
+struct BlockInfo {
+  BlockIndex index = 0;
+  CommitId commit = 0;        // the commit that last wrote the block
+  uint64_t stored_bytes = 0;  // payload length after trimming trailing zeros
+};
+
+// Blocks [first, end) of one array.
+struct BlockRange {
+  ArrayId array = 0;
+  BlockIndex first = 0;
+  BlockIndex end = 0;
+  bool Contains(ArrayId a, BlockIndex i) const { return a == array && i >= first && i < end; }
+};
+
+// What changed in (from, to].
+struct ChangeSet {
+  CommitId from = 0;
+  CommitId to = 0;
+  // False when the change log no longer reaches back to `from` (trimmed): the caller must treat
+  // every block and every key as changed.
+  bool complete = true;
+  std::vector<BlockRange> blocks;
+  std::vector<std::string> meta_keys;
+
+  bool BlockChanged(ArrayId a, BlockIndex i) const;
+  bool MetaChanged(std::string_view key) const;
+};
+
+// The length of `data` without its trailing zero bytes (0 for an all-zero block).
+size_t TrimmedSize(std::span<const std::byte> data) noexcept;
+
+// A set of block and metadata changes to commit atomically.
+class WriteBatch {
+ public:
+  // Supplies a block's payload during Commit. It may be called more than once (a commit that
+  // must grow the storage map is retried); the span stays valid until the next call of the same
+  // function or the end of Commit.
+  using DataFn = std::function<Result<std::span<const std::byte>>()>;
+
+  struct Put {
+    ArrayId array;
+    BlockIndex index;
+    size_t size;  // payload bytes; 0 deletes the block
+    DataFn data;
+  };
+
+  // Conflicts are checked against changes committed after `base` (the writer's snapshot).
+  explicit WriteBatch(CommitId base = 0) : base_(base) {}
+
+  CommitId base() const { return base_; }
+
+  // Stores `size` bytes of payload (callers pass TrimmedSize of the block; 0 deletes it).
+  void PutBlock(ArrayId array, BlockIndex index, size_t size, DataFn data);
+  // Convenience: copies `data` (without its trailing zeros) into the batch.
+  void PutBlock(ArrayId array, BlockIndex index, std::span<const std::byte> data);
+  void DeleteBlock(ArrayId array, BlockIndex index);
+  void DeleteBlocks(ArrayId array, BlockIndex first, BlockIndex end);  // [first, end)
+  void PutMeta(std::string key, std::string value);
+  void DeleteMeta(std::string key);
+  // Adds `key` to the read set: the commit conflicts if it changed after base.
+  void CheckMeta(std::string key);
+
+  const std::vector<Put>& puts() const { return puts_; }
+  const std::vector<BlockRange>& deletes() const { return deletes_; }
+  const std::vector<std::pair<std::string, std::optional<std::string>>>& meta() const { return meta_; }
+  const std::vector<std::string>& checks() const { return checks_; }
+  bool empty() const { return puts_.empty() && deletes_.empty() && meta_.empty(); }
+  // Payload bytes this batch stores (an upper bound of what it adds to the store).
+  uint64_t PayloadBytes() const;
+
+  // Why this batch conflicts with `changes` ("array #A block I was changed by another
+  // transaction after commit B"); nullopt when it does not.
+  std::optional<std::string> FindConflict(const ChangeSet& changes) const;
+
+ private:
+  CommitId base_;
+  std::vector<Put> puts_;
+  std::vector<BlockRange> deletes_;
+  std::vector<std::pair<std::string, std::optional<std::string>>> meta_;
+  std::vector<std::string> checks_;
+};
+
+// One committed state, held open. Destroying it releases the state.
+class Snapshot {
+ public:
+  virtual ~Snapshot() = default;
+
+  virtual CommitId commit_id() const = 0;
+
+  // Fills `out` with the block's bytes: the stored payload, then zeros. kCorruption when the
+  // checksum does not match or the payload is longer than `out`.
+  virtual Status ReadBlock(ArrayId array, BlockIndex index, std::span<std::byte> out) = 0;
+
+  // Stored blocks of `array` in index order, without reading payloads; `fn` returns false to stop.
+  virtual Status ForEachBlock(ArrayId array, const std::function<bool(const BlockInfo&)>& fn) = 0;
+
+  virtual Result<std::optional<std::string>> GetMeta(std::string_view key) = 0;
+  // Metadata records whose key begins with `prefix`, in key order; `fn` returns false to stop.
+  virtual Status ForEachMeta(std::string_view prefix,
+                             const std::function<bool(std::string_view, std::string_view)>& fn) = 0;
+
+  // Changes committed in (from, commit_id()].
+  virtual Result<ChangeSet> ChangesSince(CommitId from) = 0;
+};
+
+class BlockStore {
+ public:
+  virtual ~BlockStore() = default;
+
+  // A snapshot of the latest committed state.
+  virtual Result<std::shared_ptr<Snapshot>> OpenSnapshot() = 0;
+
+  // Commits `batch` atomically and returns its commit id. kConflict (nothing written) when a
+  // key the batch writes or checks changed after batch.base(). kNoSpace / kIOError leave the
+  // last committed state intact.
+  virtual Result<CommitId> Commit(const WriteBatch& batch) = 0;
+
+  // Makes every earlier commit durable (a no-op in durable mode).
+  virtual Status Sync() = 0;
+
+  // A short description for messages, e.g. the path.
+  virtual std::string Describe() const = 0;
+};
+
+// Forwards every call to another store. Tests subclass it and override one method to inject
+// faults; snapshots are wrapped by WrapSnapshot so that reads can be intercepted as well.
+class ForwardingSnapshot : public Snapshot {
+ public:
+  explicit ForwardingSnapshot(std::shared_ptr<Snapshot> base) : base_(std::move(base)) {}
+  CommitId commit_id() const override { return base_->commit_id(); }
+  Status ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) override {
+    return base_->ReadBlock(a, i, out);
+  }
+  Status ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) override {
+    return base_->ForEachBlock(a, fn);
+  }
+  Result<std::optional<std::string>> GetMeta(std::string_view key) override {
+    return base_->GetMeta(key);
+  }
+  Status ForEachMeta(std::string_view prefix,
+                     const std::function<bool(std::string_view, std::string_view)>& fn) override {
+    return base_->ForEachMeta(prefix, fn);
+  }
+  Result<ChangeSet> ChangesSince(CommitId from) override { return base_->ChangesSince(from); }
+
+ protected:
+  std::shared_ptr<Snapshot> base_;
+};
+
+class ForwardingStore : public BlockStore {
+ public:
+  explicit ForwardingStore(std::shared_ptr<BlockStore> base) : base_(std::move(base)) {}
+  Result<std::shared_ptr<Snapshot>> OpenSnapshot() override {
+    BA_ASSIGN_OR_RETURN(auto snapshot, base_->OpenSnapshot());
+    return WrapSnapshot(std::move(snapshot));
+  }
+  Result<CommitId> Commit(const WriteBatch& batch) override { return base_->Commit(batch); }
+  Status Sync() override { return base_->Sync(); }
+  std::string Describe() const override { return base_->Describe(); }
+
+ protected:
+  virtual std::shared_ptr<Snapshot> WrapSnapshot(std::shared_ptr<Snapshot> s) { return s; }
+  std::shared_ptr<BlockStore> base_;
+};
+
+// ---- implementations -------------------------------------------------------------------------
+
+// In memory, for fast deterministic tests. Commits are copy-on-write; snapshots share state.
+std::shared_ptr<BlockStore> NewMemoryStore();
+
+struct LmdbOptions {
+  // true: every commit is on disk when Commit returns (fsync). false ("relaxed"): a commit
+  // survives a crash of the process but may be lost, whole, on power loss or OS crash; Sync()
+  // makes earlier commits durable.
+  bool durable = true;
+  bool create_if_missing = true;
+  bool read_only = false;
+  uint64_t initial_map_bytes = 64ull << 20;  // the map then grows by itself (S7)
+  unsigned max_readers = 510;                // open snapshots across all processes
+};
+
+// An LMDB environment in directory `path` (data.mdb, lock.mdb). Opening something that is not a
+// bigarray database, or one of a newer format version, fails and changes nothing on disk.
+Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const LmdbOptions& options);
+
+// The format version this build writes and the newest it reads.
+inline constexpr uint32_t kFormatVersion = 1;
+
+}  // namespace bigarray::storage

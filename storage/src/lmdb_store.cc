@@ -1,0 +1,794 @@
+// LmdbStore: the block store on LMDB, the embedded default (docs/format.md).
+//
+// Environment: MDB_NOTLS (snapshots are used by loader threads) | MDB_WRITEMAP (commits write
+// straight into the file's pages) and, per commit, MDB_NOSYNC in relaxed mode. Three named
+// databases: "meta", "blocks" and "log".
+//
+// Block payloads never pass through LMDB's memory map on our side: a commit reserves the value
+// with MDB_RESERVE and pwritev()s header and payload at the value's file offset; a read looks the
+// value up with mdb_get and preadv()s it. The page cache is the same one the map uses, so this
+// is coherent, and it keeps LMDB's file pages out of this process's RSS (no page-table entries)
+// and turns I/O errors into error codes instead of SIGBUS.
+//
+// Full disks: with MDB_WRITEMAP the file is sparse up to the map size and a write into a hole
+// on a full disk would raise SIGBUS. Every commit therefore fallocate()s the pages it may append
+// before it writes anything, and fails with kNoSpace, nothing written, when that fails.
+//
+// Locks (in this order):
+//   Env::writer_mu   serializes write transactions within the process (LMDB's own writer lock
+//                    serializes them across processes).
+//   Env::map_mu      shared around every LMDB call that touches the map; exclusive to remap it
+//                    (mdb_env_set_mapsize), which happens only with no write transaction open.
+//                    Open read transactions survive a remap: they hold no pointers into it
+//                    between calls, and payloads are read by file offset, not by pointer.
+//   Snapshot::mu     LMDB calls on one read transaction (LMDB requires callers to serialize
+//                    them); payload preadv runs outside it, so loads of different blocks
+//                    proceed in parallel.
+#include <dirent.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+
+#include "bigarray/storage/block_store.h"
+#include "change_log.h"
+#include "checksum.h"
+#include "lmdb_status.h"
+
+namespace bigarray::storage {
+namespace {
+
+using internal::LmdbStatus;
+
+constexpr size_t kBlockHeaderBytes = 16;  // u64 checksum, u64 commit id (little-endian)
+constexpr char kFormatKey[] = "\0format";  // value: "bigarray" + u32 LE version
+constexpr char kLogFloorKey[] = "\0logfloor";  // value: u64 LE; log entries <= it were trimmed
+constexpr std::string_view kFormatMagic = "bigarray";
+
+std::string_view FormatKey() { return {kFormatKey, sizeof kFormatKey - 1}; }
+std::string_view LogFloorKey() { return {kLogFloorKey, sizeof kLogFloorKey - 1}; }
+
+void PutBE64(unsigned char* p, uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<unsigned char>(v);
+}
+uint64_t GetBE64(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  return v;
+}
+void PutLE64(unsigned char* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i, v >>= 8) p[i] = static_cast<unsigned char>(v);
+}
+uint64_t GetLE64(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+struct BlockKey {
+  unsigned char bytes[16];
+  BlockKey(ArrayId a, BlockIndex i) {
+    PutBE64(bytes, a);
+    PutBE64(bytes + 8, i);
+  }
+  MDB_val val() { return MDB_val{sizeof bytes, bytes}; }
+};
+
+MDB_val StrVal(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+std::string_view ValStr(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+
+std::string BlockName(ArrayId a, BlockIndex i) {
+  return "array #" + std::to_string(a) + " block " + std::to_string(i);
+}
+
+// Where a value's bytes live in data.mdb when LMDB stored it on overflow pages (every block of
+// more than ~2 KiB): such a value starts right after the 16-byte header of its first page, whose
+// first field is the page number and whose flags say P_OVERFLOW (LMDB's on-disk page layout).
+// nullopt for a value stored inline in a leaf page: copy it through the pointer instead.
+std::optional<off_t> OverflowOffset(const MDB_val& v, size_t page_size) {
+  constexpr size_t kPageHeader = 16;
+  constexpr uint16_t kOverflowFlag = 0x04;
+  const auto addr = reinterpret_cast<uintptr_t>(v.mv_data);
+  if (v.mv_size < page_size / 2 || (addr - kPageHeader) % page_size != 0) return std::nullopt;
+  const auto* page = static_cast<const unsigned char*>(v.mv_data) - kPageHeader;
+  uint64_t pgno;
+  uint16_t flags;
+  std::memcpy(&pgno, page, 8);
+  std::memcpy(&flags, page + 10, 2);
+  if (!(flags & kOverflowFlag)) return std::nullopt;
+  return static_cast<off_t>(pgno * page_size + kPageHeader);
+}
+
+// Reads or writes exactly the iovecs' bytes at `offset`, retrying short transfers and EINTR.
+Status FullIo(bool write, int fd, iovec* iov, int iovcnt, off_t offset, std::string_view what) {
+  while (iovcnt > 0) {
+    ssize_t n = write ? pwritev(fd, iov, iovcnt, offset) : preadv(fd, iov, iovcnt, offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, what);
+    }
+    if (n == 0) return Corruption(std::string(what) + ": unexpected end of data.mdb");
+    offset += n;
+    while (iovcnt > 0 && static_cast<size_t>(n) >= iov->iov_len) {
+      n -= static_cast<ssize_t>(iov->iov_len);
+      ++iov;
+      --iovcnt;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + n;
+      iov->iov_len -= static_cast<size_t>(n);
+    }
+  }
+  return Status::Ok();
+}
+
+// One LMDB environment, shared by every LmdbStore of this process on the same directory
+// (LMDB forbids opening an environment twice in one process).
+class Env {
+ public:
+  ~Env() {
+    if (env_) mdb_env_close(env_);
+  }
+
+  static Result<std::shared_ptr<Env>> Open(const std::string& path, const LmdbOptions& options);
+
+  // Remaps to at least `min_bytes` (0: adopt the size another process set). Takes map_mu
+  // exclusively; the caller must hold writer_mu and no write transaction.
+  Status Remap(uint64_t min_bytes);
+
+  // Begins a transaction, adopting another process's map growth when LMDB asks to.
+  Result<MDB_txn*> Begin(unsigned flags);
+
+  MDB_env* env_ = nullptr;
+  MDB_dbi meta_ = 0, blocks_ = 0, log_ = 0;
+  int fd_ = -1;
+  size_t page_size_ = 4096;
+  std::string path_;
+
+  std::mutex writer_mu_;
+  std::shared_mutex map_mu_;
+};
+
+Result<MDB_txn*> Env::Begin(unsigned flags) {
+  for (int attempt = 0;; ++attempt) {
+    MDB_txn* txn = nullptr;
+    int rc;
+    {
+      std::shared_lock lock(map_mu_);
+      rc = mdb_txn_begin(env_, nullptr, flags, &txn);
+    }
+    if (rc == MDB_SUCCESS) return txn;
+    if (rc != MDB_MAP_RESIZED || attempt > 3) return LmdbStatus(rc, "begin transaction on " + path_);
+    // Another process grew the map beyond ours: adopt its size. A read-only begin may race
+    // with our own commit, so take the writer lock as Remap requires.
+    std::lock_guard w(writer_mu_);
+    BA_RETURN_IF_ERROR(Remap(0));
+  }
+}
+
+Status Env::Remap(uint64_t min_bytes) {
+  std::unique_lock lock(map_mu_);
+  MDB_envinfo info;
+  mdb_env_info(env_, &info);
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return ErrnoStatus(errno, "stat " + path_ + "/data.mdb");
+  uint64_t size = std::max<uint64_t>(min_bytes, static_cast<uint64_t>(st.st_size));
+  if (min_bytes == 0) {
+    int rc = mdb_env_set_mapsize(env_, 0);  // adopt the size in the meta page
+    if (rc != MDB_SUCCESS) return LmdbStatus(rc, "adopt map size of " + path_);
+    mdb_env_info(env_, &info);
+  }
+  if (size <= info.me_mapsize) return Status::Ok();
+  constexpr uint64_t kAlign = 2ull << 20;
+  size = (size + kAlign - 1) / kAlign * kAlign;
+  int rc = mdb_env_set_mapsize(env_, size);
+  if (rc != MDB_SUCCESS) {
+    return LmdbStatus(rc, "grow the map of " + path_ + " to " + std::to_string(size) + " bytes");
+  }
+  return Status::Ok();
+}
+
+// Checks, without writing anything, that `path` holds a bigarray database we can read.
+Status ProbeExisting(const std::string& path) {
+  MDB_env* env = nullptr;
+  int rc = mdb_env_create(&env);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "create LMDB environment");
+  mdb_env_set_maxdbs(env, 4);
+  struct Closer {
+    MDB_env* e;
+    ~Closer() { mdb_env_close(e); }
+  } closer{env};
+  rc = mdb_env_open(env, path.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
+  if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
+    return InvalidArgument(path + " is not a bigarray database (data.mdb is not an LMDB file)");
+  }
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
+  // A truncated data.mdb would make LMDB fault on pages past its end: check before any read.
+  MDB_envinfo info;
+  MDB_stat est;
+  mdb_env_info(env, &info);
+  mdb_env_stat(env, &est);
+  struct stat st;
+  if (stat((path + "/data.mdb").c_str(), &st) != 0) return ErrnoStatus(errno, "stat " + path);
+  const uint64_t needed = (static_cast<uint64_t>(info.me_last_pgno) + 1) * est.ms_psize;
+  if (static_cast<uint64_t>(st.st_size) < needed) {
+    return Corruption(path + "/data.mdb is truncated: " + std::to_string(st.st_size) +
+                      " bytes, but its pages reach " + std::to_string(needed));
+  }
+  MDB_txn* txn = nullptr;
+  rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read " + path);
+  MDB_dbi dbi;
+  rc = mdb_dbi_open(txn, "meta", 0, &dbi);
+  Status status;
+  if (rc == MDB_NOTFOUND) {
+    status = InvalidArgument(path + " is an LMDB environment but not a bigarray database");
+  } else if (rc != MDB_SUCCESS) {
+    status = LmdbStatus(rc, "open the meta database of " + path);
+  } else {
+    MDB_val key = StrVal(FormatKey()), val;
+    rc = mdb_get(txn, dbi, &key, &val);
+    if (rc == MDB_NOTFOUND) {
+      status = InvalidArgument(path + " is an LMDB environment but not a bigarray database");
+    } else if (rc != MDB_SUCCESS) {
+      status = LmdbStatus(rc, "read the format record of " + path);
+    } else if (val.mv_size != kFormatMagic.size() + 4 || !ValStr(val).starts_with(kFormatMagic)) {
+      status = Corruption(path + ": malformed format record");
+    } else {
+      const auto* p = static_cast<const unsigned char*>(val.mv_data) + kFormatMagic.size();
+      uint32_t version = p[0] | p[1] << 8 | p[2] << 16 | uint32_t{p[3]} << 24;
+      if (version > kFormatVersion) {
+        status = Unsupported(path + " has format version " + std::to_string(version) +
+                             "; this build of bigarray reads versions up to " +
+                             std::to_string(kFormatVersion));
+      }
+    }
+  }
+  mdb_txn_abort(txn);
+  return status;
+}
+
+// True when `path` holds no entry but "." and "..": the only directory we initialize.
+bool DirectoryIsEmpty(const std::string& path) {
+  DIR* d = opendir(path.c_str());
+  if (!d) return false;
+  bool empty = true;
+  while (dirent* e = readdir(d)) {
+    std::string_view name = e->d_name;
+    if (name != "." && name != ".." && name != "lock.mdb") {
+      empty = false;
+      break;
+    }
+  }
+  closedir(d);
+  return empty;
+}
+
+Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOptions& options) {
+  struct stat st;
+  bool exists = stat(path.c_str(), &st) == 0;
+  if (exists && !S_ISDIR(st.st_mode)) {
+    return InvalidArgument(path + " is not a bigarray database (a database is a directory)");
+  }
+  const std::string data_file = path + "/data.mdb";
+  const bool has_data = exists && stat(data_file.c_str(), &st) == 0;
+  if (!exists) {
+    if (!options.create_if_missing || options.read_only) {
+      return NotFound("no bigarray database at " + path);
+    }
+    if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoStatus(errno, "create database directory " + path);
+    }
+  } else if (has_data) {
+    BA_RETURN_IF_ERROR(ProbeExisting(path));
+  } else if (!options.create_if_missing || options.read_only) {
+    return NotFound("no bigarray database at " + path + " (the directory has no data.mdb)");
+  } else if (!DirectoryIsEmpty(path)) {
+    return InvalidArgument(path + " is not a bigarray database (a non-empty directory without data.mdb)");
+  }
+
+  auto env = std::make_shared<Env>();
+  env->path_ = path;
+  int rc = mdb_env_create(&env->env_);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "create LMDB environment");
+  mdb_env_set_maxdbs(env->env_, 4);
+  mdb_env_set_maxreaders(env->env_, options.max_readers);
+  uint64_t map = options.initial_map_bytes;
+  if (has_data) map = std::max<uint64_t>(map, static_cast<uint64_t>(st.st_size));
+  mdb_env_set_mapsize(env->env_, map);
+  unsigned flags = MDB_NOTLS | (options.read_only ? MDB_RDONLY : MDB_WRITEMAP);
+  rc = mdb_env_open(env->env_, path.c_str(), flags, 0644);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
+  mdb_env_get_fd(env->env_, &env->fd_);
+  MDB_stat est;
+  mdb_env_stat(env->env_, &est);
+  env->page_size_ = est.ms_psize;
+  int reaped = 0;
+  mdb_reader_check(env->env_, &reaped);
+
+  // Open (or create) the named databases; initialize the format record of a new database.
+  BA_ASSIGN_OR_RETURN(MDB_txn * txn, env->Begin(options.read_only ? MDB_RDONLY : 0));
+  const unsigned create = options.read_only ? 0 : MDB_CREATE;
+  Status status;
+  struct {
+    const char* name;
+    MDB_dbi* dbi;
+  } dbs[] = {{"meta", &env->meta_}, {"blocks", &env->blocks_}, {"log", &env->log_}};
+  for (auto& d : dbs) {
+    rc = mdb_dbi_open(txn, d.name, create, d.dbi);
+    if (rc != MDB_SUCCESS) {
+      mdb_txn_abort(txn);
+      return LmdbStatus(rc, std::string("open the ") + d.name + " database of " + path);
+    }
+  }
+  if (!options.read_only) {
+    MDB_val key = StrVal(FormatKey()), val;
+    rc = mdb_get(txn, env->meta_, &key, &val);
+    if (rc == MDB_NOTFOUND) {
+      std::string record(kFormatMagic);
+      for (int i = 0; i < 4; ++i) record.push_back(static_cast<char>(kFormatVersion >> (8 * i)));
+      MDB_val v = StrVal(record);
+      rc = mdb_put(txn, env->meta_, &key, &v, 0);
+    }
+    if (rc != MDB_SUCCESS) {
+      mdb_txn_abort(txn);
+      return LmdbStatus(rc, "initialize " + path);
+    }
+  }
+  // Commit even a read-only transaction: an aborted one would close the database handles.
+  rc = mdb_txn_commit(txn);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "initialize " + path);
+  return env;
+}
+
+// ---- snapshots -------------------------------------------------------------------------------
+
+class LmdbSnapshot final : public Snapshot {
+ public:
+  LmdbSnapshot(std::shared_ptr<Env> env, MDB_txn* txn)
+      : env_(std::move(env)), txn_(txn), commit_(mdb_txn_id(txn)) {}
+  ~LmdbSnapshot() override { mdb_txn_abort(txn_); }
+
+  CommitId commit_id() const override { return commit_; }
+  Status ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) override;
+  Status ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) override;
+  Result<std::optional<std::string>> GetMeta(std::string_view key) override;
+  Status ForEachMeta(std::string_view prefix,
+                     const std::function<bool(std::string_view, std::string_view)>& fn) override;
+  Result<ChangeSet> ChangesSince(CommitId from) override;
+
+ private:
+  // Where a block's value is: its file offset and size, or (small values) a copy of it.
+  struct Located {
+    bool found = false;
+    std::optional<off_t> offset;
+    size_t size = 0;
+    std::string inline_copy;
+  };
+  Result<Located> Locate(ArrayId a, BlockIndex i);
+
+  const std::shared_ptr<Env> env_;
+  MDB_txn* const txn_;
+  const CommitId commit_;
+  std::mutex mu_;  // serializes LMDB calls on txn_
+};
+
+Result<LmdbSnapshot::Located> LmdbSnapshot::Locate(ArrayId a, BlockIndex i) {
+  BlockKey key(a, i);
+  MDB_val k = key.val(), v;
+  std::shared_lock map_lock(env_->map_mu_);
+  std::lock_guard lock(mu_);
+  int rc = mdb_get(txn_, env_->blocks_, &k, &v);
+  Located where;
+  if (rc == MDB_NOTFOUND) return where;
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "look up " + BlockName(a, i));
+  where.found = true;
+  where.size = v.mv_size;
+  where.offset = OverflowOffset(v, env_->page_size_);
+  if (!where.offset) where.inline_copy.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+  return where;
+}
+
+Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) {
+  BA_ASSIGN_OR_RETURN(Located where, Locate(a, i));
+  if (!where.found) {
+    std::memset(out.data(), 0, out.size());
+    return Status::Ok();
+  }
+  const size_t size = where.size;
+  if (size < kBlockHeaderBytes || size - kBlockHeaderBytes > out.size()) {
+    return Corruption(BlockName(a, i) + ": stored value of " + std::to_string(size) +
+                      " bytes does not fit a block of " + std::to_string(out.size()) + " bytes");
+  }
+  const size_t payload = size - kBlockHeaderBytes;
+  unsigned char header[kBlockHeaderBytes];
+  if (where.offset) {
+    iovec iov[2] = {{header, sizeof header}, {out.data(), payload}};
+    BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, iov, 2, *where.offset, "read " + BlockName(a, i)));
+  } else {
+    std::memcpy(header, where.inline_copy.data(), kBlockHeaderBytes);
+    std::memcpy(out.data(), where.inline_copy.data() + kBlockHeaderBytes, payload);
+  }
+  const uint64_t stored_sum = GetLE64(header);
+  const CommitId commit = GetLE64(header + 8);
+  if (internal::BlockChecksum(a, i, commit, out.first(payload)) != stored_sum) {
+    return Corruption(BlockName(a, i) + ": checksum mismatch (the data on disk is damaged)");
+  }
+  std::memset(out.data() + payload, 0, out.size() - payload);
+  return Status::Ok();
+}
+
+Status LmdbSnapshot::ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) {
+  // Collect under the locks, call back outside them.
+  std::vector<BlockInfo> found;
+  {
+    std::shared_lock map_lock(env_->map_mu_);
+    std::lock_guard lock(mu_);
+    MDB_cursor* cur;
+    int rc = mdb_cursor_open(txn_, env_->blocks_, &cur);
+    if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list blocks");
+    BlockKey start(a, 0);
+    MDB_val k = start.val(), v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+      const auto* kb = static_cast<const unsigned char*>(k.mv_data);
+      if (k.mv_size != 16 || GetBE64(kb) != a) break;
+      if (v.mv_size < kBlockHeaderBytes) {
+        rc = MDB_CORRUPTED;
+        break;
+      }
+      const auto* header = static_cast<const unsigned char*>(v.mv_data);
+      found.push_back(BlockInfo{GetBE64(kb + 8), GetLE64(header + 8), v.mv_size - kBlockHeaderBytes});
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+      return LmdbStatus(rc, "list the blocks of array #" + std::to_string(a));
+    }
+  }
+  for (const BlockInfo& info : found) {
+    if (!fn(info)) break;
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<std::string>> LmdbSnapshot::GetMeta(std::string_view key) {
+  std::shared_lock map_lock(env_->map_mu_);
+  std::lock_guard lock(mu_);
+  MDB_val k = StrVal(key), v;
+  int rc = mdb_get(txn_, env_->meta_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<std::string>();
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read metadata");
+  return std::optional<std::string>(ValStr(v));
+}
+
+Status LmdbSnapshot::ForEachMeta(std::string_view prefix,
+                                 const std::function<bool(std::string_view, std::string_view)>& fn) {
+  std::vector<std::pair<std::string, std::string>> found;
+  {
+    std::shared_lock map_lock(env_->map_mu_);
+    std::lock_guard lock(mu_);
+    MDB_cursor* cur;
+    int rc = mdb_cursor_open(txn_, env_->meta_, &cur);
+    if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list metadata");
+    MDB_val k = StrVal(prefix), v;
+    for (rc = mdb_cursor_get(cur, &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+         rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+      if (!ValStr(k).starts_with(prefix)) break;
+      found.emplace_back(ValStr(k), ValStr(v));
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return LmdbStatus(rc, "list metadata");
+  }
+  for (const auto& [k, v] : found) {
+    if (!fn(k, v)) break;
+  }
+  return Status::Ok();
+}
+
+// Reads the change log of `txn` in (from, to] into `out`; `out.complete` is false when the log
+// was trimmed past `from`. Caller holds the locks that make `txn` usable.
+Status ReadChanges(MDB_txn* txn, const Env& env, CommitId from, CommitId to, ChangeSet& out) {
+  out.from = from;
+  out.to = to;
+  if (from >= to) return Status::Ok();
+  MDB_val k = StrVal(LogFloorKey()), v;
+  int rc = mdb_get(txn, env.meta_, &k, &v);
+  if (rc == MDB_SUCCESS && v.mv_size == 8) {
+    if (from < GetLE64(static_cast<const unsigned char*>(v.mv_data))) {
+      out.complete = false;
+      return Status::Ok();
+    }
+  } else if (rc != MDB_NOTFOUND) {
+    return LmdbStatus(rc, "read the change log floor");
+  }
+  MDB_cursor* cur;
+  rc = mdb_cursor_open(txn, env.log_, &cur);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read the change log");
+  unsigned char start[8];
+  PutBE64(start, from + 1);
+  k = MDB_val{8, start};
+  Status status;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) {
+      status = Corruption("change log: malformed key");
+      break;
+    }
+    if (GetBE64(static_cast<const unsigned char*>(k.mv_data)) > to) break;
+    status = internal::DecodeChanges(ValStr(v), out);
+    if (!status.ok()) break;
+  }
+  mdb_cursor_close(cur);
+  if (status.ok() && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+    status = LmdbStatus(rc, "read the change log");
+  }
+  return status;
+}
+
+Result<ChangeSet> LmdbSnapshot::ChangesSince(CommitId from) {
+  ChangeSet cs;
+  std::shared_lock map_lock(env_->map_mu_);
+  std::lock_guard lock(mu_);
+  BA_RETURN_IF_ERROR(ReadChanges(txn_, *env_, from, commit_, cs));
+  return cs;
+}
+
+// ---- the store -------------------------------------------------------------------------------
+
+class LmdbStore final : public BlockStore {
+ public:
+  LmdbStore(std::shared_ptr<Env> env, LmdbOptions options)
+      : env_(std::move(env)), options_(options) {}
+
+  Result<std::shared_ptr<Snapshot>> OpenSnapshot() override {
+    BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(MDB_RDONLY));
+    return std::shared_ptr<Snapshot>(std::make_shared<LmdbSnapshot>(env_, txn));
+  }
+  Result<CommitId> Commit(const WriteBatch& batch) override;
+  Status Sync() override {
+    std::shared_lock map_lock(env_->map_mu_);
+    return LmdbStatus(mdb_env_sync(env_->env_, 1), "sync " + env_->path_);
+  }
+  std::string Describe() const override { return env_->path_; }
+
+ private:
+  // One attempt; kNoSpace with `*map_full` set asks the caller to grow the map and retry.
+  Result<CommitId> TryCommit(const WriteBatch& batch, uint64_t need, bool* map_full);
+  // The txn id of the oldest open read transaction of any process (or `fallback`).
+  CommitId OldestReader(CommitId fallback);
+
+  std::shared_ptr<Env> env_;
+  LmdbOptions options_;
+};
+
+CommitId LmdbStore::OldestReader(CommitId fallback) {
+  struct Ctx {
+    CommitId oldest;
+  } ctx{fallback};
+  mdb_reader_list(
+      env_->env_,
+      [](const char* msg, void* p) -> int {
+        int pid;
+        size_t tid;
+        char txnid[32];
+        if (std::sscanf(msg, "%d %zx %31s", &pid, &tid, txnid) == 3 && txnid[0] != '-') {
+          auto* c = static_cast<Ctx*>(p);
+          c->oldest = std::min<CommitId>(c->oldest, std::strtoull(txnid, nullptr, 10));
+        }
+        return 0;
+      },
+      &ctx);
+  return ctx.oldest;
+}
+
+Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
+  if (options_.read_only) return FailedPrecondition(env_->path_ + " was opened read-only");
+  // Pages the commit may append: each payload rounded to pages, plus its header and a leaf and
+  // branch page's worth of B-tree churn, plus the log record, metadata and a fixed margin.
+  const uint64_t ps = env_->page_size_;
+  uint64_t need = 64 * ps + batch.PayloadBytes() / 64;
+  for (const auto& p : batch.puts()) need += (p.size + 32 + ps - 1) / ps * ps + 2 * ps;
+  for (const auto& [k, v] : batch.meta()) need += 2 * ps + k.size() + (v ? v->size() : 0);
+  need += batch.deletes().size() * 2 * ps;
+
+  std::lock_guard writer(env_->writer_mu_);
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    MDB_envinfo info;
+    {
+      std::shared_lock map_lock(env_->map_mu_);
+      mdb_env_info(env_->env_, &info);
+    }
+    const uint64_t used = (static_cast<uint64_t>(info.me_last_pgno) + 1) * ps;
+    if (used + need > info.me_mapsize) {
+      // Grow geometrically (at most 8 GiB a step) so that growth is rare.
+      uint64_t grow = std::min<uint64_t>(info.me_mapsize, 8ull << 30);
+      BA_RETURN_IF_ERROR(env_->Remap(std::max(used + need, info.me_mapsize + grow)));
+    }
+    bool map_full = false;
+    Result<CommitId> r = TryCommit(batch, need, &map_full);
+    if (r.ok() || !map_full) return r;
+    need *= 2;
+  }
+  return NoSpace("commit to " + env_->path_ + ": the map is still full after growing it");
+}
+
+Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bool* map_full) {
+  BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(0));
+  std::shared_lock map_lock(env_->map_mu_);
+  struct Aborter {
+    MDB_txn* txn;
+    ~Aborter() {
+      if (txn) mdb_txn_abort(txn);
+    }
+  } aborter{txn};
+  const CommitId id = mdb_txn_id(txn);
+  auto fail = [&](int rc, std::string_view what) -> Status {
+    if (rc == MDB_MAP_FULL) *map_full = true;
+    return LmdbStatus(rc, std::string(what) + " (commit to " + env_->path_ + ")");
+  };
+
+  // Reserve the disk space the commit may append, so that no write into the sparse map can
+  // hit a full disk (which would be SIGBUS, not an error code).
+  MDB_envinfo info;
+  mdb_env_info(env_->env_, &info);
+  const off_t end_used = static_cast<off_t>((info.me_last_pgno + 1) * env_->page_size_);
+  const off_t reserve = static_cast<off_t>(
+      std::min<uint64_t>(need, info.me_mapsize - std::min<uint64_t>(info.me_mapsize, end_used)));
+  if (reserve > 0 && fallocate(env_->fd_, 0, end_used, reserve) != 0 && errno != EOPNOTSUPP) {
+    return ErrnoStatus(errno, "reserve " + std::to_string(reserve) + " bytes of disk for a commit to " +
+                                  env_->path_);
+  }
+
+  // Conflict check against everything committed after the batch's base.
+  if (batch.base() + 1 < id) {
+    ChangeSet cs;
+    BA_RETURN_IF_ERROR(ReadChanges(txn, *env_, batch.base(), id - 1, cs));
+    if (auto what = batch.FindConflict(cs)) {
+      return ConflictError(*what);
+    }
+  }
+
+  int rc;
+  for (const auto& p : batch.puts()) {
+    BlockKey key(p.array, p.index);
+    MDB_val k = key.val();
+    if (p.size == 0) {
+      rc = mdb_del(txn, env_->blocks_, &k, nullptr);
+      if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "delete " + BlockName(p.array, p.index));
+      continue;
+    }
+    BA_ASSIGN_OR_RETURN(std::span<const std::byte> data, p.data());
+    if (data.size() < p.size) return Internal(BlockName(p.array, p.index) + ": short payload");
+    data = data.first(p.size);
+    MDB_val v{kBlockHeaderBytes + p.size, nullptr};
+    rc = mdb_put(txn, env_->blocks_, &k, &v, MDB_RESERVE);
+    if (rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(p.array, p.index));
+    unsigned char header[kBlockHeaderBytes];
+    PutLE64(header, internal::BlockChecksum(p.array, p.index, id, data));
+    PutLE64(header + 8, id);
+    if (auto offset = OverflowOffset(v, env_->page_size_)) {
+      iovec iov[2] = {{header, sizeof header}, {const_cast<std::byte*>(data.data()), data.size()}};
+      BA_RETURN_IF_ERROR(
+          FullIo(true, env_->fd_, iov, 2, *offset, "write " + BlockName(p.array, p.index)));
+    } else {
+      std::memcpy(v.mv_data, header, sizeof header);
+      std::memcpy(static_cast<char*>(v.mv_data) + sizeof header, data.data(), data.size());
+    }
+  }
+  for (const BlockRange& r : batch.deletes()) {
+    MDB_cursor* cur;
+    rc = mdb_cursor_open(txn, env_->blocks_, &cur);
+    if (rc != MDB_SUCCESS) return fail(rc, "delete blocks");
+    BlockKey start(r.array, r.first);
+    MDB_val k = start.val(), v;
+    // Re-seek after each delete: the cursor's position after mdb_cursor_del is not portable.
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
+         k = start.val(), rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)) {
+      const auto* kb = static_cast<const unsigned char*>(k.mv_data);
+      if (GetBE64(kb) != r.array || GetBE64(kb + 8) >= r.end) break;
+      rc = mdb_cursor_del(cur, 0);
+      if (rc != MDB_SUCCESS) break;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "delete blocks of array #" + std::to_string(r.array));
+  }
+  for (const auto& [key, value] : batch.meta()) {
+    MDB_val k = StrVal(key);
+    if (value) {
+      MDB_val v = StrVal(*value);
+      rc = mdb_put(txn, env_->meta_, &k, &v, 0);
+    } else {
+      rc = mdb_del(txn, env_->meta_, &k, nullptr);
+      if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+    }
+    if (rc != MDB_SUCCESS) return fail(rc, "write metadata");
+  }
+
+  // The change log: this commit's record, then trim what no open snapshot can ask for.
+  unsigned char log_key[8];
+  PutBE64(log_key, id);
+  std::string record = internal::EncodeChanges(batch);
+  MDB_val k{8, log_key}, v = StrVal(record);
+  rc = mdb_put(txn, env_->log_, &k, &v, 0);
+  if (rc != MDB_SUCCESS) return fail(rc, "write the change log");
+  const CommitId floor = OldestReader(id - 1);
+  MDB_val fk = StrVal(LogFloorKey()), fv;
+  rc = mdb_get(txn, env_->meta_, &fk, &fv);
+  const CommitId old_floor = rc == MDB_SUCCESS && fv.mv_size == 8
+                                 ? GetLE64(static_cast<const unsigned char*>(fv.mv_data))
+                                 : 0;
+  if (floor > old_floor) {
+    MDB_cursor* cur;
+    rc = mdb_cursor_open(txn, env_->log_, &cur);
+    if (rc != MDB_SUCCESS) return fail(rc, "trim the change log");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) {
+      if (GetBE64(static_cast<const unsigned char*>(k.mv_data)) > floor) break;
+      rc = mdb_cursor_del(cur, 0);
+      if (rc != MDB_SUCCESS) break;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "trim the change log");
+    unsigned char fb[8];
+    PutLE64(fb, floor);
+    fv = MDB_val{8, fb};
+    rc = mdb_put(txn, env_->meta_, &fk, &fv, 0);
+    if (rc != MDB_SUCCESS) return fail(rc, "trim the change log");
+  }
+
+  mdb_env_set_flags(env_->env_, MDB_NOSYNC, options_.durable ? 0 : 1);
+  aborter.txn = nullptr;
+  rc = mdb_txn_commit(txn);
+  if (rc != MDB_SUCCESS) return fail(rc, "commit");
+  return id;
+}
+
+// Environments open in this process, by directory identity (LMDB allows one per process).
+// A forked child must not use its parent's environments (LMDB's rule), so the registry
+// forgets them, without closing them, when it finds itself in a new process.
+struct Registry {
+  std::mutex mu;
+  pid_t pid = getpid();
+  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<Env>> envs;
+};
+Registry& TheRegistry() {
+  static Registry* r = new Registry;  // never destroyed: stores may outlive static destruction
+  return *r;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const LmdbOptions& options) {
+  Registry& reg = TheRegistry();
+  std::lock_guard lock(reg.mu);
+  if (reg.pid != getpid()) {
+    for (auto& [key, weak] : reg.envs) {
+      if (auto env = weak.lock()) new std::shared_ptr<Env>(env);  // leak: never close in a child
+    }
+    reg.envs.clear();
+    reg.pid = getpid();
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    auto it = reg.envs.find({st.st_dev, st.st_ino});
+    if (it != reg.envs.end()) {
+      if (auto env = it->second.lock()) {
+        return std::shared_ptr<BlockStore>(std::make_shared<LmdbStore>(env, options));
+      }
+    }
+  }
+  BA_ASSIGN_OR_RETURN(std::shared_ptr<Env> env, Env::Open(path, options));
+  if (stat(path.c_str(), &st) == 0) reg.envs[{st.st_dev, st.st_ino}] = env;
+  return std::shared_ptr<BlockStore>(std::make_shared<LmdbStore>(env, options));
+}
+
+}  // namespace bigarray::storage

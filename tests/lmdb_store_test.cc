@@ -1,0 +1,349 @@
+// LMDB-specific behaviour of the block store: persistence, map growth, format checks,
+// corruption detection, cross-process snapshots and change logs, and LMDB error translation.
+#include <doctest/doctest.h>
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <iterator>
+
+#include "bigarray/storage/block_store.h"
+#include "lmdb_status.h"
+#include "test_util.h"
+
+using namespace bigarray;
+using namespace bigarray::storage;
+using bigarray::testing::AllZero;
+using bigarray::testing::Pattern;
+using bigarray::testing::TempDir;
+
+namespace {
+
+constexpr size_t kBlock = 256 * 1024;
+
+std::shared_ptr<BlockStore> Open(const std::string& path, LmdbOptions o = {}) {
+  auto r = OpenLmdbStore(path, o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return *r;
+}
+
+std::vector<char> Slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(f), {});
+}
+
+// Runs `fn` in a child process; returns its exit status.
+template <typename Fn>
+int InChild(Fn fn) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int rc = 1;
+    try {
+      rc = fn();
+    } catch (...) {
+    }
+    _exit(rc);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Writes a raw LMDB environment at `path` with one named database "meta" holding `records`.
+void WriteRawLmdb(const std::string& path, const std::vector<std::pair<std::string, std::string>>& records,
+                  const char* dbname = "meta") {
+  mkdir(path.c_str(), 0755);
+  MDB_env* env;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 4);
+  REQUIRE(mdb_env_open(env, path.c_str(), 0, 0644) == 0);
+  MDB_txn* txn;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  MDB_dbi dbi;
+  REQUIRE(mdb_dbi_open(txn, dbname, MDB_CREATE, &dbi) == 0);
+  for (const auto& [k, v] : records) {
+    MDB_val key{k.size(), const_cast<char*>(k.data())}, val{v.size(), const_cast<char*>(v.data())};
+    REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
+  }
+  REQUIRE(mdb_txn_commit(txn) == 0);
+  mdb_env_close(env);
+}
+
+std::string FormatRecord(uint32_t version) {
+  std::string r = "bigarray";
+  for (int i = 0; i < 4; ++i) r.push_back(static_cast<char>(version >> (8 * i)));
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("data and metadata survive close and reopen") {
+  TempDir dir;
+  auto data = Pattern(kBlock, 3);
+  CommitId c;
+  {
+    auto store = Open(dir / "db");
+    WriteBatch b(0);
+    b.PutBlock(9, 4, data);
+    b.PutMeta("name", "value");
+    c = store->Commit(b).value();
+  }
+  auto store = Open(dir / "db");
+  auto s = store->OpenSnapshot().value();
+  CHECK(s->commit_id() == c);
+  std::vector<std::byte> out(kBlock);
+  REQUIRE(s->ReadBlock(9, 4, out).ok());
+  CHECK(out == data);
+  CHECK(*s->GetMeta("name").value() == "value");
+}
+
+TEST_CASE("two stores on one path in one process share the environment") {
+  TempDir dir;
+  auto a = Open(dir / "db");
+  auto b = Open(dir / "db");  // LMDB alone would refuse a second open in one process
+  WriteBatch w(0);
+  w.PutMeta("k", "v");
+  REQUIRE(a->Commit(w).ok());
+  CHECK(*b->OpenSnapshot().value()->GetMeta("k").value() == "v");
+}
+
+TEST_CASE("S7: the map grows by itself, while snapshots stay open") {
+  TempDir dir;
+  LmdbOptions o;
+  o.initial_map_bytes = 1 << 20;  // 1 MiB: the first commit already needs more
+  auto store = Open(dir / "db", o);
+  auto early = store->OpenSnapshot().value();
+  CommitId c = early->commit_id();
+  std::vector<std::vector<std::byte>> data;
+  for (int i = 0; i < 48; ++i) data.push_back(Pattern(kBlock, i));  // 12 MiB
+  for (int round = 0; round < 4; ++round) {
+    WriteBatch b(c);
+    for (int i = round * 12; i < (round + 1) * 12; ++i) b.PutBlock(1, i, data[i]);
+    auto r = store->Commit(b);
+    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+    c = *r;
+  }
+  auto s = store->OpenSnapshot().value();
+  std::vector<std::byte> out(kBlock);
+  for (int i = 0; i < 48; ++i) {
+    REQUIRE(s->ReadBlock(1, i, out).ok());
+    CHECK(out == data[i]);
+  }
+  REQUIRE(early->ReadBlock(1, 0, out).ok());  // the old snapshot survived the remaps
+  CHECK(AllZero(out));
+  struct stat st;
+  REQUIRE(stat((dir / "db/data.mdb").c_str(), &st) == 0);
+  CHECK(st.st_size >= 12 << 20);
+}
+
+TEST_CASE("S8: something that is not a bigarray database is refused, untouched") {
+  TempDir dir;
+  SUBCASE("a regular file") {
+    std::ofstream(dir / "file") << "hello";
+    auto r = OpenLmdbStore(dir / "file", {});
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    CHECK(r.status().message().find("not a bigarray database") != std::string::npos);
+  }
+  SUBCASE("a directory with other files") {
+    mkdir((dir / "d").c_str(), 0755);
+    std::ofstream(dir / "d/notes.txt") << "mine";
+    auto r = OpenLmdbStore(dir / "d", {});
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    struct stat st;
+    CHECK(stat((dir / "d/data.mdb").c_str(), &st) != 0);  // nothing created
+  }
+  SUBCASE("a data.mdb that is not LMDB") {
+    mkdir((dir / "d").c_str(), 0755);
+    std::ofstream(dir / "d/data.mdb") << std::string(100000, 'x');
+    auto before = Slurp(dir / "d/data.mdb");
+    auto r = OpenLmdbStore(dir / "d", {});
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    CHECK(Slurp(dir / "d/data.mdb") == before);
+  }
+  SUBCASE("an LMDB environment of another application") {
+    WriteRawLmdb(dir / "d", {{"x", "y"}}, "theirs");
+    auto before = Slurp(dir / "d/data.mdb");
+    auto r = OpenLmdbStore(dir / "d", {});
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    CHECK(r.status().message().find("not a bigarray database") != std::string::npos);
+    CHECK(Slurp(dir / "d/data.mdb") == before);
+  }
+  SUBCASE("a newer format version") {
+    WriteRawLmdb(dir / "d", {{std::string("\0format", 7), FormatRecord(kFormatVersion + 1)}});
+    auto before = Slurp(dir / "d/data.mdb");
+    auto r = OpenLmdbStore(dir / "d", {});
+    CHECK(r.status().code() == Code::kUnsupported);
+    CHECK(r.status().message().find("format version 2") != std::string::npos);
+    CHECK(Slurp(dir / "d/data.mdb") == before);
+  }
+  SUBCASE("a missing database without create") {
+    LmdbOptions o;
+    o.create_if_missing = false;
+    CHECK(OpenLmdbStore(dir / "nope", o).status().code() == Code::kNotFound);
+  }
+}
+
+TEST_CASE("S8: a truncated data.mdb is reported as corruption") {
+  TempDir dir;
+  {
+    auto store = Open(dir / "db");
+    WriteBatch b(0);
+    for (int i = 0; i < 8; ++i) b.PutBlock(1, i, Pattern(kBlock, i));
+    REQUIRE(store->Commit(b).ok());
+  }
+  REQUIRE(truncate((dir / "db/data.mdb").c_str(), 64 * 1024) == 0);
+  auto r = OpenLmdbStore(dir / "db", {});
+  CHECK(r.status().code() == Code::kCorruption);
+  CHECK(r.status().message().find("truncated") != std::string::npos);
+}
+
+TEST_CASE("S6: a flipped byte in data.mdb is reported naming the array and block") {
+  TempDir dir;
+  auto data = Pattern(kBlock, 77);
+  {
+    auto store = Open(dir / "db");
+    WriteBatch b(0);
+    b.PutBlock(6, 2, data);
+    b.PutBlock(6, 3, Pattern(kBlock, 78));
+    REQUIRE(store->Commit(b).ok());
+  }
+  // Find the payload of block 2 in the file and flip one byte in its middle.
+  auto file = Slurp(dir / "db/data.mdb");
+  auto at = std::search(file.begin(), file.end(), reinterpret_cast<const char*>(data.data()),
+                        reinterpret_cast<const char*>(data.data()) + 64);
+  REQUIRE(at != file.end());
+  off_t offset = (at - file.begin()) + kBlock / 2;
+  {
+    std::fstream f(dir / "db/data.mdb", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(offset);
+    f.put(static_cast<char>(file[offset] ^ 0x10));
+  }
+  auto store = Open(dir / "db");
+  auto s = store->OpenSnapshot().value();
+  std::vector<std::byte> out(kBlock);
+  Status st = s->ReadBlock(6, 2, out);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK(st.message().find("array #6 block 2") != std::string::npos);
+  CHECK(st.message().find("checksum") != std::string::npos);
+  CHECK(s->ReadBlock(6, 3, out).ok());  // the neighbour is intact
+}
+
+TEST_CASE("S3: a reader keeps its snapshot while another process commits") {
+  TempDir dir;
+  auto store = Open(dir / "db");
+  WriteBatch b(0);
+  b.PutBlock(1, 0, Pattern(kBlock, 1));
+  CommitId c1 = store->Commit(b).value();
+  auto snap = store->OpenSnapshot().value();
+
+  int rc = InChild([&] {
+    // A fresh process: the registry was inherited, so open by a new path spelling is not
+    // needed; LMDB requires the child not to use the parent's environment, so reopen.
+    auto child = OpenLmdbStore(dir / "db", {});
+    if (!child.ok()) return 2;
+    for (int i = 0; i < 3; ++i) {
+      auto s = (*child)->OpenSnapshot();
+      if (!s.ok()) return 3;
+      WriteBatch w((*s)->commit_id());
+      w.PutBlock(1, 0, Pattern(kBlock, 100 + i));
+      w.PutBlock(1, 1 + i, Pattern(kBlock, 200 + i));
+      if (!(*child)->Commit(w).ok()) return 4;
+    }
+    return 0;
+  });
+  REQUIRE(rc == 0);
+  std::vector<std::byte> out(kBlock);
+  REQUIRE(snap->ReadBlock(1, 0, out).ok());
+  CHECK(out == Pattern(kBlock, 1));
+  REQUIRE(snap->ReadBlock(1, 2, out).ok());
+  CHECK(AllZero(out));
+
+  auto now = store->OpenSnapshot().value();
+  CHECK(now->commit_id() > c1);
+  REQUIRE(now->ReadBlock(1, 0, out).ok());
+  CHECK(out == Pattern(kBlock, 102));
+  // S5 across processes: the log between the two snapshots names every changed block.
+  ChangeSet cs = now->ChangesSince(snap->commit_id()).value();
+  CHECK(cs.complete);
+  for (int i = 0; i <= 3; ++i) CHECK(cs.BlockChanged(1, i));
+  CHECK_FALSE(cs.BlockChanged(1, 4));
+}
+
+TEST_CASE("S4: a conflict between processes") {
+  TempDir dir;
+  auto store = Open(dir / "db");
+  auto snap = store->OpenSnapshot().value();
+  int rc = InChild([&] {
+    auto child = OpenLmdbStore(dir / "db", {});
+    if (!child.ok()) return 2;
+    WriteBatch w((*child)->OpenSnapshot().value()->commit_id());
+    w.PutBlock(3, 3, Pattern(kBlock, 1));
+    return (*child)->Commit(w).ok() ? 0 : 3;
+  });
+  REQUIRE(rc == 0);
+  WriteBatch mine(snap->commit_id());
+  mine.PutBlock(3, 3, Pattern(kBlock, 2));
+  CHECK(store->Commit(mine).status().code() == Code::kConflict);
+  WriteBatch other(snap->commit_id());
+  other.PutBlock(3, 4, Pattern(kBlock, 2));
+  CHECK(store->Commit(other).ok());
+}
+
+TEST_CASE("relaxed mode commits and syncs") {
+  TempDir dir;
+  LmdbOptions o;
+  o.durable = false;
+  auto store = Open(dir / "db", o);
+  WriteBatch b(0);
+  b.PutBlock(1, 0, Pattern(kBlock, 5));
+  REQUIRE(store->Commit(b).ok());
+  CHECK(store->Sync().ok());
+  std::vector<std::byte> out(kBlock);
+  REQUIRE(store->OpenSnapshot().value()->ReadBlock(1, 0, out).ok());
+  CHECK(out == Pattern(kBlock, 5));
+}
+
+TEST_CASE("read-only stores read and refuse to commit") {
+  TempDir dir;
+  { auto w = Open(dir / "db"); WriteBatch b(0); b.PutMeta("k", "v"); REQUIRE(w->Commit(b).ok()); }
+  int rc = InChild([&] {  // a separate process, so the read-only environment is its own
+    LmdbOptions o;
+    o.read_only = true;
+    auto r = OpenLmdbStore(dir / "db", o);
+    if (!r.ok()) return 2;
+    if (*(*r)->OpenSnapshot().value()->GetMeta("k").value() != "v") return 3;
+    WriteBatch b(0);
+    b.PutMeta("k", "w");
+    return (*r)->Commit(b).status().code() == Code::kFailedPrecondition ? 0 : 4;
+  });
+  CHECK(rc == 0);
+}
+
+TEST_CASE("LmdbStatus translates every LMDB code") {
+  using internal::LmdbStatus;
+  CHECK(LmdbStatus(MDB_SUCCESS, "x").ok());
+  const std::pair<int, Code> cases[] = {
+      {MDB_KEYEXIST, Code::kAlreadyExists},     {MDB_NOTFOUND, Code::kNotFound},
+      {MDB_PAGE_NOTFOUND, Code::kCorruption},   {MDB_CORRUPTED, Code::kCorruption},
+      {MDB_PANIC, Code::kCorruption},           {MDB_VERSION_MISMATCH, Code::kUnsupported},
+      {MDB_INVALID, Code::kCorruption},         {MDB_MAP_FULL, Code::kNoSpace},
+      {MDB_DBS_FULL, Code::kResourceExhausted}, {MDB_READERS_FULL, Code::kResourceExhausted},
+      {MDB_TLS_FULL, Code::kResourceExhausted}, {MDB_TXN_FULL, Code::kResourceExhausted},
+      {MDB_CURSOR_FULL, Code::kResourceExhausted}, {MDB_PAGE_FULL, Code::kResourceExhausted},
+      {MDB_MAP_RESIZED, Code::kInternal},       {MDB_INCOMPATIBLE, Code::kCorruption},
+      {MDB_BAD_RSLOT, Code::kInternal},         {MDB_BAD_TXN, Code::kInternal},
+      {MDB_BAD_VALSIZE, Code::kInternal},       {MDB_BAD_DBI, Code::kCorruption},
+      {ENOSPC, Code::kNoSpace},                 {EIO, Code::kIOError},
+      {ENOMEM, Code::kResourceExhausted},       {EACCES, Code::kIOError},
+  };
+  for (auto [rc, code] : cases) {
+    Status s = LmdbStatus(rc, "op on thing");
+    CHECK_MESSAGE(s.code() == code, rc);
+    CHECK(s.message().find("op on thing: ") == 0);
+  }
+  CHECK(LmdbStatus(MDB_READERS_FULL, "x").message().find("too many open transactions") !=
+        std::string::npos);
+}

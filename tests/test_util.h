@@ -1,0 +1,73 @@
+// test_util.h: helpers shared by the tests (temporary directories, seeds, byte patterns).
+#pragma once
+
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace bigarray::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/bigarray-test-XXXXXX";
+    if (!mkdtemp(tmpl.data())) std::abort();
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// The seed of a randomized test: $BIGARRAY_SEED if set, else random; always printed.
+inline uint64_t TestSeed(const char* test) {
+  uint64_t seed;
+  if (const char* s = std::getenv("BIGARRAY_SEED")) {
+    seed = std::strtoull(s, nullptr, 0);
+  } else {
+    seed = std::random_device{}();
+  }
+  std::fprintf(stderr, "%s: seed %llu (rerun with BIGARRAY_SEED=%llu)\n", test,
+               static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+  return seed;
+}
+
+// A deterministic, position-dependent byte pattern: block `tag`, byte i.
+inline std::vector<std::byte> Pattern(size_t n, uint64_t tag) {
+  std::vector<std::byte> v(n);
+  uint64_t x = tag * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    v[i] = static_cast<std::byte>(x | 1);  // never zero, so nothing is trimmed
+  }
+  return v;
+}
+
+inline bool AllZero(std::span<const std::byte> s) {
+  for (std::byte b : s) {
+    if (b != std::byte{0}) return false;
+  }
+  return true;
+}
+
+}  // namespace bigarray::testing
