@@ -34,8 +34,8 @@ size_t TrimmedSize(std::span<const std::byte> data) noexcept {
   return n;
 }
 
-void WriteBatch::PutBlock(ArrayId array, BlockIndex index, size_t size, DataFn data) {
-  puts_.push_back(Put{array, index, size, std::move(data)});
+void WriteBatch::PutBlock(ArrayId array, BlockIndex index, size_t max_size, DataFn data) {
+  puts_.push_back(Put{array, index, max_size, std::move(data)});
 }
 
 void WriteBatch::PutBlock(ArrayId array, BlockIndex index, std::span<const std::byte> data) {

@@ -661,15 +661,17 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
   for (const auto& p : batch.puts()) {
     BlockKey key(p.array, p.index);
     MDB_val k = key.val();
-    if (p.size == 0) {
+    std::span<const std::byte> data;
+    if (p.size > 0) {
+      BA_ASSIGN_OR_RETURN(data, p.data());
+      if (data.size() > p.size) return Internal(BlockName(p.array, p.index) + ": payload too long");
+    }
+    if (data.empty()) {
       rc = mdb_del(txn, env_->blocks_, &k, nullptr);
       if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "delete " + BlockName(p.array, p.index));
       continue;
     }
-    BA_ASSIGN_OR_RETURN(std::span<const std::byte> data, p.data());
-    if (data.size() < p.size) return Internal(BlockName(p.array, p.index) + ": short payload");
-    data = data.first(p.size);
-    MDB_val v{kBlockHeaderBytes + p.size, nullptr};
+    MDB_val v{kBlockHeaderBytes + data.size(), nullptr};
     rc = mdb_put(txn, env_->blocks_, &k, &v, MDB_RESERVE);
     if (rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(p.array, p.index));
     unsigned char header[kBlockHeaderBytes];

@@ -157,13 +157,16 @@ Result<CommitId> MemoryStore::Commit(const WriteBatch& batch) {
       continue;
     }
     BA_ASSIGN_OR_RETURN(std::span<const std::byte> data, p.data());
-    if (data.size() < p.size) {
+    if (data.size() > p.size) {
       return Internal("array #" + std::to_string(p.array) + " block " + std::to_string(p.index) +
-                      ": data function returned fewer bytes than announced");
+                      ": data function returned more bytes than announced");
+    }
+    if (data.empty()) {
+      next->blocks.erase({p.array, p.index});
+      continue;
     }
     next->blocks[{p.array, p.index}] =
-        StoredBlock{id, std::make_shared<const std::vector<std::byte>>(data.begin(),
-                                                                       data.begin() + p.size)};
+        StoredBlock{id, std::make_shared<const std::vector<std::byte>>(data.begin(), data.end())};
   }
   for (const BlockRange& r : batch.deletes()) {
     auto it = next->blocks.lower_bound({r.array, r.first});

@@ -75,15 +75,16 @@ size_t TrimmedSize(std::span<const std::byte> data) noexcept;
 // A set of block and metadata changes to commit atomically.
 class WriteBatch {
  public:
-  // Supplies a block's payload during Commit. It may be called more than once (a commit that
-  // must grow the storage map is retried); the span stays valid until the next call of the same
-  // function or the end of Commit.
+  // Supplies a block's payload during Commit: the bytes to store, without trailing zeros (an
+  // empty span deletes the block). It may be called more than once (a commit that must grow the
+  // storage map is retried); the span stays valid until the next call of any DataFn of the
+  // batch or the end of Commit.
   using DataFn = std::function<Result<std::span<const std::byte>>()>;
 
   struct Put {
     ArrayId array;
     BlockIndex index;
-    size_t size;  // payload bytes; 0 deletes the block
+    size_t size;  // at most this many payload bytes (space estimates); 0 deletes the block
     DataFn data;
   };
 
@@ -92,8 +93,8 @@ class WriteBatch {
 
   CommitId base() const { return base_; }
 
-  // Stores `size` bytes of payload (callers pass TrimmedSize of the block; 0 deletes it).
-  void PutBlock(ArrayId array, BlockIndex index, size_t size, DataFn data);
+  // Stores the payload `data` returns, of at most `max_size` bytes.
+  void PutBlock(ArrayId array, BlockIndex index, size_t max_size, DataFn data);
   // Convenience: copies `data` (without its trailing zeros) into the batch.
   void PutBlock(ArrayId array, BlockIndex index, std::span<const std::byte> data);
   void DeleteBlock(ArrayId array, BlockIndex index);

@@ -1,0 +1,235 @@
+// SignalFaultSource: the SIGSEGV handler and its lock-free tables (docs/pager.md, "Signal
+// safety"). Everything the handler touches is static storage initialized before the handler is
+// installed; it uses only atomics, sem_post, sem_wait, write, sigaction and raise, all
+// async-signal-safe.
+#include "pager/fault_source.h"
+
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <mutex>
+
+namespace bigarray::pager {
+namespace {
+
+constexpr size_t kMaxRanges = 4096;
+constexpr size_t kMaxFaults = 1024;  // threads faulting at the same moment (more wait their turn)
+
+struct RangeEntry {
+  std::atomic<uintptr_t> start{0};  // 0: free. Published last, cleared first.
+  std::atomic<uintptr_t> end{0};
+  std::atomic<FaultTarget*> target{nullptr};
+};
+
+RangeEntry g_ranges[kMaxRanges];
+std::atomic<size_t> g_range_high_water{0};  // entries at or above it were never used
+FaultRecord g_faults[kMaxFaults];
+struct sigaction g_previous;  // the SIGSEGV disposition before ours; written once before install
+std::mutex g_ranges_mu;       // serializes AddRange/RemoveRange (never taken by the handler)
+
+static_assert(std::atomic<uintptr_t>::is_always_lock_free);
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<FaultTarget*>::is_always_lock_free);
+
+FaultTarget* FindTarget(uintptr_t addr) {
+  const size_t n = g_range_high_water.load(std::memory_order_acquire);
+  for (size_t i = 0; i < n; ++i) {
+    uintptr_t s = g_ranges[i].start.load(std::memory_order_acquire);
+    if (s != 0 && addr >= s && addr < g_ranges[i].end.load(std::memory_order_relaxed)) {
+      return g_ranges[i].target.load(std::memory_order_relaxed);
+    }
+  }
+  return nullptr;
+}
+
+bool IsWriteFault(void* context) {
+#if defined(__x86_64__)
+  const auto* uc = static_cast<const ucontext_t*>(context);
+  return (uc->uc_mcontext.gregs[REG_ERR] & 0x2) != 0;  // page-fault error code bit 1: write
+#else
+  (void)context;
+  return false;  // a write then faults twice: once to load, once to make the page writable
+#endif
+}
+
+void WriteAll(const char* s) {
+  size_t n = strlen(s);
+  while (n > 0) {
+    ssize_t w = write(STDERR_FILENO, s, n);
+    if (w <= 0) {
+      if (w < 0 && errno == EINTR) continue;
+      return;
+    }
+    s += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+// Hands a fault that is not ours to whoever handled SIGSEGV before us.
+void Chain(int sig, siginfo_t* info, void* context) {
+  if (g_previous.sa_flags & SA_SIGINFO) {
+    if (g_previous.sa_sigaction) {
+      g_previous.sa_sigaction(sig, info, context);
+      return;
+    }
+  } else if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+    g_previous.sa_handler(sig);
+    return;
+  }
+  // Default action: restore it; returning re-executes the access, which then kills the
+  // process exactly as an unhandled segfault would (with a core dump where enabled).
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(SIGSEGV, &dfl, nullptr);
+}
+
+void Handler(int sig, siginfo_t* info, void* context) {
+  const int saved_errno = errno;
+  const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
+  FaultTarget* target = FindTarget(addr);
+  if (target == nullptr) {
+    Chain(sig, info, context);
+    errno = saved_errno;
+    return;
+  }
+  // Claim a free record, starting at a spot that spreads threads apart.
+  FaultRecord* r = nullptr;
+  size_t i = (addr >> 12) % kMaxFaults;
+  for (size_t tries = 0; r == nullptr; ++tries, i = (i + 1) % kMaxFaults) {
+    uint32_t expected = FaultRecord::kFree;
+    if (g_faults[i].state.compare_exchange_strong(expected, FaultRecord::kFilling,
+                                                  std::memory_order_acquire)) {
+      r = &g_faults[i];
+    } else if (tries % kMaxFaults == kMaxFaults - 1) {
+      const timespec pause{0, 100000};  // every record busy: wait 0.1 ms and scan again
+      nanosleep(&pause, nullptr);
+    }
+  }
+  r->target = target;
+  r->addr = addr;
+  r->write = IsWriteFault(context);
+  r->state.store(FaultRecord::kPosted, std::memory_order_release);
+  target->NotifyFault();
+  while (sem_wait(&r->done) != 0 && errno == EINTR) {
+  }
+  const FaultOutcome outcome = r->outcome;
+  if (outcome == FaultOutcome::kFatal) WriteAll(r->message);
+  r->state.store(FaultRecord::kFree, std::memory_order_release);
+
+  switch (outcome) {
+    case FaultOutcome::kRetry:
+      break;
+    case FaultOutcome::kForeign:
+      Chain(sig, info, context);
+      break;
+    case FaultOutcome::kFatal: {
+      // Like SIGBUS from an mmap'ed file whose read failed: unless the program handles
+      // SIGBUS itself, the process ends here.
+      struct sigaction bus;
+      sigaction(SIGBUS, nullptr, &bus);
+      if (!(bus.sa_flags & SA_SIGINFO) && (bus.sa_handler == SIG_IGN || bus.sa_handler == SIG_DFL)) {
+        memset(&bus, 0, sizeof bus);
+        bus.sa_handler = SIG_DFL;
+        sigemptyset(&bus.sa_mask);
+        sigaction(SIGBUS, &bus, nullptr);
+      }
+      raise(SIGBUS);
+      break;
+    }
+  }
+  errno = saved_errno;
+}
+
+}  // namespace
+
+// Installs our handler unless it is the current one, remembering the current one as the handler
+// to chain to. Called at start-up and again whenever a range is added, so that a program (or a
+// test framework) that replaced our handler after we installed it does not silently take our
+// faults: it becomes the previous handler instead. REQUIRES: g_ranges_mu held.
+static void EnsureInstalled() {
+  struct sigaction current;
+  sigaction(SIGSEGV, nullptr, &current);
+  if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == Handler) return;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = Handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &g_previous);
+}
+
+SignalFaultSource::SignalFaultSource() {
+  for (FaultRecord& r : g_faults) sem_init(&r.done, 0, 0);
+  std::lock_guard lock(g_ranges_mu);
+  EnsureInstalled();
+}
+
+SignalFaultSource& SignalFaultSource::Get() {
+  static SignalFaultSource* source = new SignalFaultSource();  // lives as long as the process
+  return *source;
+}
+
+Status SignalFaultSource::AddRange(uintptr_t start, size_t length, FaultTarget* target) {
+  std::lock_guard lock(g_ranges_mu);
+  EnsureInstalled();
+  for (size_t i = 0; i < kMaxRanges; ++i) {
+    if (g_ranges[i].start.load(std::memory_order_relaxed) != 0) continue;
+    g_ranges[i].target.store(target, std::memory_order_relaxed);
+    g_ranges[i].end.store(start + length, std::memory_order_relaxed);
+    g_ranges[i].start.store(start, std::memory_order_release);
+    if (i >= g_range_high_water.load(std::memory_order_relaxed)) {
+      g_range_high_water.store(i + 1, std::memory_order_release);
+    }
+    return Status::Ok();
+  }
+  return ResourceExhausted("too many mapped array regions at once (" + std::to_string(kMaxRanges) +
+                           "); drop some views");
+}
+
+void SignalFaultSource::RemoveRange(uintptr_t start) {
+  std::lock_guard lock(g_ranges_mu);
+  for (size_t i = 0; i < g_range_high_water.load(std::memory_order_relaxed); ++i) {
+    if (g_ranges[i].start.load(std::memory_order_relaxed) == start) {
+      g_ranges[i].start.store(0, std::memory_order_release);
+      g_ranges[i].end.store(0, std::memory_order_relaxed);
+      g_ranges[i].target.store(nullptr, std::memory_order_relaxed);
+      return;
+    }
+  }
+}
+
+FaultRecord* SignalFaultSource::Take(FaultTarget* target) {
+  for (FaultRecord& r : g_faults) {
+    if (r.state.load(std::memory_order_acquire) != FaultRecord::kPosted || r.target != target) {
+      continue;
+    }
+    uint32_t expected = FaultRecord::kPosted;
+    if (r.state.compare_exchange_strong(expected, FaultRecord::kTaken, std::memory_order_acquire)) {
+      if (r.target == target) return &r;
+      // The record was completed and posted again for another target between our two reads.
+      r.state.store(FaultRecord::kPosted, std::memory_order_release);
+      r.target->NotifyFault();
+    }
+  }
+  return nullptr;
+}
+
+void SignalFaultSource::Complete(FaultRecord* r, FaultOutcome outcome, const char* message) {
+  r->outcome = outcome;
+  if (message) {
+    strncpy(r->message, message, sizeof r->message - 2);
+    r->message[sizeof r->message - 2] = '\0';
+    size_t n = strlen(r->message);
+    if (n == 0 || r->message[n - 1] != '\n') strcat(r->message, "\n");
+  }
+  r->state.store(FaultRecord::kDone, std::memory_order_release);
+  sem_post(&r->done);
+}
+
+}  // namespace bigarray::pager

@@ -1,0 +1,78 @@
+// fault_source.h: how page faults in the pager's regions reach the pager (docs/pager.md).
+//
+// A FaultSource detects accesses to registered address ranges that the current protection does
+// not allow and hands each one, as a FaultRecord, to the range's FaultTarget; a thread of the
+// target (a loader thread, free to lock, allocate, log and do I/O) takes the record, makes the
+// access possible (or decides it cannot be), and completes it. The faulting thread is blocked
+// until then, and then retries its access.
+//
+// SignalFaultSource is the default mechanism: SIGSEGV + mprotect, which works unprivileged and
+// in containers that block userfaultfd. Its handler is async-signal-safe: it reads lock-free
+// tables, claims a preallocated record with an atomic compare-and-swap, wakes the target with
+// sem_post and sleeps in sem_wait (both async-signal-safe), and saves and restores errno. It
+// never allocates, locks or logs. A userfaultfd source would implement the same three calls.
+//
+// Thread contract: all functions are thread-safe. AddRange/RemoveRange must not run inside a
+// signal handler.
+#pragma once
+
+#include <semaphore.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "bigarray/status.h"
+
+namespace bigarray::pager {
+
+enum class FaultOutcome : uint32_t {
+  kRetry,    // the access may now proceed: return from the fault and re-execute it
+  kForeign,  // not ours after all (the range went away): behave as an unhandled SIGSEGV
+  kFatal,    // the block could not be loaded: print the record's message, raise SIGBUS
+};
+
+// Receives faults. NotifyFault is called from signal context: it must be async-signal-safe.
+class FaultTarget {
+ public:
+  virtual void NotifyFault() noexcept = 0;
+
+ protected:
+  ~FaultTarget() = default;
+};
+
+// One fault in flight. Records are preallocated; their lifecycle is
+//   kFree -(handler claims)-> kFilling -(handler posts)-> kPosted -(target takes)-> kTaken
+//   -(target completes, sem_post)-> kDone -(handler reads outcome)-> kFree.
+struct FaultRecord {
+  enum State : uint32_t { kFree, kFilling, kPosted, kTaken, kDone };
+  std::atomic<uint32_t> state{kFree};
+  FaultTarget* target = nullptr;
+  uintptr_t addr = 0;
+  bool write = false;  // known from the CPU's error code on x86-64; false elsewhere
+  FaultOutcome outcome = FaultOutcome::kRetry;
+  char message[480] = {};  // for kFatal: written to stderr by the handler
+  sem_t done;
+};
+
+class SignalFaultSource {
+ public:
+  // The process-wide source. The first call installs the SIGSEGV handler, remembering the one
+  // installed before so that faults outside every range go to it (semantics.md P7).
+  static SignalFaultSource& Get();
+
+  // Faults in [start, start + length) go to `target`. kResourceExhausted when the table of
+  // ranges (4096) is full.
+  Status AddRange(uintptr_t start, size_t length, FaultTarget* target);
+  void RemoveRange(uintptr_t start);
+
+  // A posted record for `target`, now owned by the caller until Complete; nullptr if none.
+  FaultRecord* Take(FaultTarget* target);
+  // Finishes a taken record: sets the outcome (and message for kFatal) and wakes the thread.
+  void Complete(FaultRecord* record, FaultOutcome outcome, const char* message = nullptr);
+
+ private:
+  SignalFaultSource();
+};
+
+}  // namespace bigarray::pager

@@ -1,0 +1,1136 @@
+// The pager (docs/pager.md): page table, RAM pool, loader threads, eviction, spill, writeout.
+//
+// Locking: one mutex, mu_, guards every page record, the LRU list, the pools' free lists, the
+// files and mappings tables and the request queue. It is never held across a BlockSource load,
+// a spill read or write, or a wait for a fault: a page is put in a transient state (kLoading,
+// kSpilling) first, which pins it, and mu_ is released for the I/O. Threads that need a page in
+// a transient state park their request on the page; whoever ends the transient state re-queues
+// the parked requests. So different blocks load in parallel, and no thread waits behind
+// another block's I/O (semantics.md P9).
+//
+// Memory: a page's RAM is a slot of a memfd pool (one per block size). A slot is mapped into a
+// Mapping at the block's address with MAP_POPULATE (no later minor faults) and is reached by the
+// pager itself only through short-lived per-thread windows, so that resident RAM is counted once
+// in RSS. Freed slots keep their RAM and are reused: a load is a copy into warm memory.
+#include "pager/pager.h"
+
+#include <semaphore.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <fcntl.h>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+#include "pager/fault_source.h"
+
+namespace bigarray::pager {
+namespace {
+
+size_t TrimmedLength(std::span<const std::byte> data) noexcept {
+  const std::byte* p = data.data();
+  size_t n = data.size();
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p + n - 8, 8);
+    if (w != 0) break;
+    n -= 8;
+  }
+  while (n > 0 && p[n - 1] == std::byte{0}) --n;
+  return n;
+}
+
+constexpr unsigned kMaxMappingsPerFile = 64;  // bits of Page::mapped
+constexpr uint32_t kMaxSlots = 32768;         // mapped pages stay well under vm.max_map_count
+constexpr unsigned kMinBudgetBlocks = 8;
+
+Status PreadFull(int fd, std::byte* dst, size_t n, off_t off, const std::string& what) {
+  while (n > 0) {
+    ssize_t r = pread(fd, dst, n, off);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, what);
+    }
+    if (r == 0) return IOError(what + ": unexpected end of file");
+    dst += r;
+    off += r;
+    n -= static_cast<size_t>(r);
+  }
+  return Status::Ok();
+}
+
+Status PwriteFull(int fd, const std::byte* src, size_t n, off_t off, const std::string& what) {
+  while (n > 0) {
+    ssize_t r = pwrite(fd, src, n, off);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, what);
+    }
+    src += r;
+    off += r;
+    n -= static_cast<size_t>(r);
+  }
+  return Status::Ok();
+}
+
+// A pool of RAM pages of one size: slots of a memfd.
+struct Pool {
+  size_t block_size = 0;
+  int fd = -1;
+  uint32_t capacity = 0;
+  uint32_t next_fresh = 0;       // slots at or above it were never used
+  std::vector<uint32_t> free;    // used before, RAM still allocated: reuse first
+  ~Pool() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+// A private view of one slot, for the pager's own copies in and out.
+class Window {
+ public:
+  ~Window() {
+    if (addr_) munmap(addr_, size_);
+  }
+  Result<std::byte*> Map(const Pool& pool, uint32_t slot) {
+    if (size_ != pool.block_size) {
+      if (addr_) munmap(addr_, size_);
+      addr_ = nullptr;
+      size_ = pool.block_size;
+    }
+    void* want = addr_;
+    void* p = mmap(want, size_, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE | (want ? MAP_FIXED : 0), pool.fd,
+                   static_cast<off_t>(slot) * static_cast<off_t>(size_));
+    if (p == MAP_FAILED) {
+      addr_ = nullptr;
+      return ErrnoStatus(errno, "map a page of the cache");
+    }
+    addr_ = static_cast<std::byte*>(p);
+    return addr_;
+  }
+
+ private:
+  std::byte* addr_ = nullptr;
+  size_t size_ = 0;
+};
+
+struct LoadWaiter {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t remaining = 0;
+  Status error;
+};
+
+struct MappingRef {
+  uint64_t file_id = 0;
+  unsigned index = 0;
+  uint64_t serial = 0;  // distinguishes a mapping from a later one in the same index
+};
+
+struct Request {
+  uint64_t file_id = 0;
+  uint64_t block = 0;
+  bool write = false;
+  bool prefetch = false;
+  MappingRef mapping;  // where to map the page once resident; serial 0: nowhere
+  FaultRecord* fault = nullptr;
+  std::shared_ptr<LoadWaiter> waiter;
+};
+
+}  // namespace
+
+struct Page {
+  enum State : uint8_t { kLoading, kClean, kDirty, kSpilling, kSpilled };
+  State state = kLoading;
+  bool from_spill = false;   // kLoading: the data comes from the spill file; becomes kDirty
+  bool invalidated = false;  // kLoading/kSpilling: drop the result when done
+  bool writeout = false;     // held by a Writeout: write-protected, not evictable
+  int32_t slot = -1;
+  uint64_t spill_offset = 0;
+  uint64_t mapped = 0;    // bit i: mapped in the file's mapping i
+  uint64_t writable = 0;  // subset of mapped with PROT_WRITE
+  FileState* file = nullptr;
+  uint64_t block = 0;
+  Page* lru_prev = nullptr;  // in the LRU list iff state is kClean or kDirty
+  Page* lru_next = nullptr;
+  bool in_lru = false;
+  std::vector<Request> waiters;
+};
+
+struct MappingSlot {
+  uint64_t serial = 0;  // 0: free
+  std::byte* base = nullptr;
+  uint64_t first = 0;
+  uint64_t count = 0;
+};
+
+class FileState {
+ public:
+  uint64_t id = 0;
+  std::weak_ptr<PagedFile> handle;
+  std::shared_ptr<BlockSource> source;
+  size_t block_size = 0;
+  std::string name;
+  Pool* pool = nullptr;
+  std::unordered_map<uint64_t, Page> pages;
+  MappingSlot mappings[kMaxMappingsPerFile];
+  uint64_t next_expected = UINT64_MAX;  // read-ahead: the block a sequential run faults next
+  unsigned in_flight = 0;               // pages in a transient state
+};
+
+class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<PagerImpl> {
+ public:
+  explicit PagerImpl(const PagerOptions& o);
+  virtual ~PagerImpl();
+  Status Start();
+
+  void NotifyFault() noexcept override { sem_post(&work_); }
+
+  Result<std::shared_ptr<PagedFile>> OpenFile(std::shared_ptr<BlockSource> source, size_t block_size,
+                                              std::string name);
+  void CloseFile(FileState* f);
+  Result<std::shared_ptr<Mapping>> Map(PagedFile& file, uint64_t first, uint64_t count);
+  void Unmap(Mapping& m);
+  Status Load(Mapping& m, size_t offset, size_t length);
+  void Invalidate(FileState* f, uint64_t first, uint64_t end);
+  Result<std::unique_ptr<Writeout>> BeginWriteout();
+  Result<std::span<const std::byte>> WriteoutData(Writeout& w, size_t i);
+  void FinishWriteout(Writeout& w, bool committed);
+  void Abort();
+  PagerStats Stats();
+
+ private:
+  struct Windows {
+    std::map<size_t, Window> by_size;
+    Window& For(size_t block_size) { return by_size[block_size]; }
+  };
+
+  void LoaderMain();
+  // Bracket blocking I/O on a loader thread. BeginIo starts another loader when none would be
+  // left idle, so a new fault never waits behind another block's I/O (P9). REQUIRES: mu_ held.
+  void BeginIo();
+  void EndIo() { --busy_loaders_; }
+  void HandleFault(FaultRecord* r, Windows& w);
+  void Process(Request req, Windows& w);
+  void Complete(Request& req, FaultOutcome outcome, const Status& error);
+  void WakeWaiters(Page& p);
+  void Enqueue(Request req);  // REQUIRES: mu_ held
+
+  // REQUIRES: mu_ held (lk). May release and re-acquire it (to spill). nullopt: no slot
+  // (prefetch only, or an error stored in *error).
+  std::optional<uint32_t> AllocateSlot(std::unique_lock<std::mutex>& lk, Pool& pool, bool prefetch,
+                                       Windows& w, Status* error);
+  void FreeSlot(Page& p);
+  bool MapInto(Page& p, const MappingRef& ref);  // REQUIRES: mu_ held
+  void UnmapAll(Page& p);                        // REQUIRES: mu_ held
+  void WriteProtect(Page& p);                    // REQUIRES: mu_ held
+  void Erase(Page& p);                           // REQUIRES: mu_ held, p stable
+  void LruRemove(Page& p);
+  void LruPush(Page& p);
+  FileState* FindFile(uint64_t id);
+  uint64_t Budget() const;
+  Result<uint64_t> AllocSpill();
+  void FreeSpill(uint64_t offset);
+
+  // Immutable after construction.
+  const PagerOptions options_;
+  sem_t work_;
+
+  // Guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable settled_cv_;  // a transient page became stable, or a slot was freed
+  std::map<size_t, std::unique_ptr<Pool>> pools_;
+  std::unordered_map<uint64_t, std::unique_ptr<FileState>> files_;
+  std::map<uintptr_t, MappingRef> mappings_by_address_;  // key: mapping base
+  std::deque<Request> ready_;
+  Page* lru_head_ = nullptr;  // least recently used
+  Page* lru_tail_ = nullptr;
+  uint64_t resident_bytes_ = 0;
+  uint64_t dirty_blocks_ = 0;
+  uint64_t next_file_id_ = 1;
+  uint64_t next_mapping_serial_ = 1;
+  uint64_t max_block_size_ = 0;
+  int spill_fd_ = -1;
+  uint64_t spill_end_ = 0;
+  std::vector<uint64_t> spill_free_;
+  uint64_t spilled_pages_ = 0;
+  bool stopping_ = false;
+  size_t busy_loaders_ = 0;  // loader threads inside blocking I/O
+
+  // Counters, read without the lock by Stats.
+  std::atomic<uint64_t> faults_{0}, loads_{0}, readahead_loads_{0}, evictions_{0}, spills_{0};
+
+  std::vector<std::thread> loaders_;  // guarded by mu_ (grows on demand, joined at destruction)
+};
+
+constexpr size_t kMaxLoaders = 256;
+
+// ---- construction ----------------------------------------------------------------------------
+
+PagerImpl::PagerImpl(const PagerOptions& o) : options_(o) { sem_init(&work_, 0, 0); }
+
+Status PagerImpl::Start() {
+  SignalFaultSource::Get();  // install the handler before any mapping exists
+  const unsigned n = std::max(1u, options_.loader_threads);
+  std::lock_guard lock(mu_);
+  for (unsigned i = 0; i < n; ++i) loaders_.emplace_back([this] { LoaderMain(); });
+  return Status::Ok();
+}
+
+void PagerImpl::BeginIo() {
+  ++busy_loaders_;
+  if (busy_loaders_ >= loaders_.size() && loaders_.size() < kMaxLoaders && !stopping_) {
+    loaders_.emplace_back([this] { LoaderMain(); });
+  }
+}
+
+PagerImpl::~PagerImpl() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    threads = std::move(loaders_);
+  }
+  for (size_t i = 0; i < threads.size(); ++i) sem_post(&work_);
+  for (auto& t : threads) t.join();
+  if (spill_fd_ >= 0) close(spill_fd_);
+  sem_destroy(&work_);
+}
+
+Result<std::shared_ptr<Pager>> Pager::Create(const PagerOptions& options) {
+  auto impl = std::make_shared<PagerImpl>(options);
+  BA_RETURN_IF_ERROR(impl->Start());
+  return std::shared_ptr<Pager>(new Pager(std::move(impl)));
+}
+
+Pager::~Pager() = default;
+
+uint64_t PagerImpl::Budget() const {
+  return std::max<uint64_t>(options_.cache_bytes, kMinBudgetBlocks * max_block_size_);
+}
+
+// ---- files and mappings ----------------------------------------------------------------------
+
+Result<std::shared_ptr<PagedFile>> Pager::OpenFile(std::shared_ptr<BlockSource> source,
+                                                   size_t block_size, std::string name) {
+  return impl_->OpenFile(std::move(source), block_size, std::move(name));
+}
+
+Result<std::shared_ptr<PagedFile>> PagerImpl::OpenFile(std::shared_ptr<BlockSource> source,
+                                                       size_t block_size, std::string name) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  if (block_size == 0 || block_size % page != 0) {
+    return InvalidArgument("block size " + std::to_string(block_size) +
+                           " is not a positive multiple of the page size " + std::to_string(page));
+  }
+  std::lock_guard lock(mu_);
+  auto& pool = pools_[block_size];
+  if (!pool) {
+    max_block_size_ = std::max<uint64_t>(max_block_size_, block_size);
+    auto p = std::make_unique<Pool>();
+    p->block_size = block_size;
+    uint64_t slots = std::max<uint64_t>(Budget() / block_size, kMinBudgetBlocks);
+    if (slots > kMaxSlots) {
+      if (options_.logger) {
+        options_.logger->warn("cache of {} blocks of {} bytes capped at {} blocks (mapping limit)",
+                              slots, block_size, kMaxSlots);
+      }
+      slots = kMaxSlots;
+    }
+    p->capacity = static_cast<uint32_t>(slots);
+    p->fd = memfd_create("bigarray-cache", MFD_CLOEXEC);
+    if (p->fd < 0) return ErrnoStatus(errno, "create the page cache (memfd_create)");
+    if (ftruncate(p->fd, static_cast<off_t>(slots * block_size)) != 0) {
+      return ErrnoStatus(errno, "size the page cache");
+    }
+    pool = std::move(p);
+  }
+  auto state = std::make_unique<FileState>();
+  state->id = next_file_id_++;
+  state->source = std::move(source);
+  state->block_size = block_size;
+  state->name = name;
+  state->pool = pool.get();
+  auto file = std::shared_ptr<PagedFile>(new PagedFile());
+  file->pager_ = shared_from_this();
+  file->source_ = state->source;
+  file->block_size_ = block_size;
+  file->name_ = std::move(name);
+  file->state_ = state.get();
+  state->handle = file;
+  files_[state->id] = std::move(state);
+  return file;
+}
+
+PagedFile::~PagedFile() { pager_->CloseFile(state_); }
+
+void PagerImpl::CloseFile(FileState* f) {
+  std::unique_lock lk(mu_);
+  settled_cv_.wait(lk, [&] { return f->in_flight == 0; });
+  for (auto& [block, p] : f->pages) {
+    LruRemove(p);
+    if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_;
+    if (p.state == Page::kSpilled) FreeSpill(p.spill_offset);
+    FreeSlot(p);
+    for (Request& r : p.waiters) Complete(r, FaultOutcome::kForeign, Status());
+  }
+  files_.erase(f->id);
+  settled_cv_.notify_all();
+}
+
+Result<std::shared_ptr<Mapping>> PagedFile::Map(uint64_t first_block, uint64_t block_count) {
+  return pager_->Map(*this, first_block, block_count);
+}
+
+Result<std::shared_ptr<Mapping>> PagerImpl::Map(PagedFile& file, uint64_t first, uint64_t count) {
+  const size_t bs = file.block_size_;
+  if (count == 0) count = 1;  // an empty view still gets a valid, distinct address
+  if (count > (uint64_t{1} << 62) / bs) {
+    return ResourceExhausted("cannot reserve " + std::to_string(count) + " blocks of address space for " +
+                             file.name_ + ": larger than the address space");
+  }
+  const size_t size = count * bs;
+  void* base = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) {
+    return ResourceExhausted("cannot reserve " + std::to_string(size) + " bytes of address space for " +
+                             file.name_ + ": " + std::strerror(errno) +
+                             " (map a smaller part of the array)");
+  }
+  std::lock_guard lock(mu_);
+  FileState* f = file.state_;
+  unsigned index = kMaxMappingsPerFile;
+  for (unsigned i = 0; i < kMaxMappingsPerFile; ++i) {
+    if (f->mappings[i].serial == 0) {
+      index = i;
+      break;
+    }
+  }
+  if (index == kMaxMappingsPerFile) {
+    munmap(base, size);
+    return ResourceExhausted(file.name_ + ": too many simultaneous mappings (" +
+                             std::to_string(kMaxMappingsPerFile) + ")");
+  }
+  Status st = SignalFaultSource::Get().AddRange(reinterpret_cast<uintptr_t>(base), size, this);
+  if (!st.ok()) {
+    munmap(base, size);
+    return st;
+  }
+  MappingSlot& slot = f->mappings[index];
+  slot.serial = next_mapping_serial_++;
+  slot.base = static_cast<std::byte*>(base);
+  slot.first = first;
+  slot.count = count;
+  mappings_by_address_[reinterpret_cast<uintptr_t>(base)] = MappingRef{f->id, index, slot.serial};
+  auto m = std::shared_ptr<Mapping>(new Mapping());
+  m->file_ = file.shared_from_this();
+  m->base_ = slot.base;
+  m->size_ = size;
+  m->first_block_ = first;
+  m->index_ = index;
+  return m;
+}
+
+Mapping::~Mapping() { file_->pager_->Unmap(*this); }
+
+void PagerImpl::Unmap(Mapping& m) {
+  std::lock_guard lock(mu_);
+  FileState* f = m.file_->state_;
+  const uint64_t bit = uint64_t{1} << m.index_;
+  for (auto& [block, p] : f->pages) {
+    p.mapped &= ~bit;
+    p.writable &= ~bit;
+  }
+  SignalFaultSource::Get().RemoveRange(reinterpret_cast<uintptr_t>(m.base_));
+  mappings_by_address_.erase(reinterpret_cast<uintptr_t>(m.base_));
+  f->mappings[m.index_] = MappingSlot{};
+  munmap(m.base_, m.size_);
+}
+
+Status Mapping::Load(size_t offset, size_t length) {
+  return file_->pager_->Load(*this, offset, length);
+}
+
+Status PagerImpl::Load(Mapping& m, size_t offset, size_t length) {
+  if (length == 0) return Status::Ok();
+  if (offset > m.size_ || length > m.size_ - offset) {
+    return OutOfRange("load of bytes [" + std::to_string(offset) + ", " +
+                      std::to_string(offset + length) + ") outside a mapping of " +
+                      std::to_string(m.size_) + " bytes");
+  }
+  const size_t bs = m.file_->block_size_;
+  const uint64_t first = offset / bs, end = (offset + length + bs - 1) / bs;
+  auto waiter = std::make_shared<LoadWaiter>();
+  waiter->remaining = end - first;
+  {
+    std::lock_guard lock(mu_);
+    FileState* f = m.file_->state_;
+    for (uint64_t b = first; b < end; ++b) {
+      Request r;
+      r.file_id = f->id;
+      r.block = m.first_block_ + b;
+      r.mapping = MappingRef{f->id, m.index_, f->mappings[m.index_].serial};
+      r.waiter = waiter;
+      Enqueue(std::move(r));
+    }
+  }
+  std::unique_lock wl(waiter->mu);
+  waiter->cv.wait(wl, [&] { return waiter->remaining == 0; });
+  return waiter->error;
+}
+
+// ---- the loader threads ----------------------------------------------------------------------
+
+void PagerImpl::Enqueue(Request req) {
+  ready_.push_back(std::move(req));
+  sem_post(&work_);
+}
+
+void PagerImpl::LoaderMain() {
+  Windows windows;
+  SignalFaultSource& source = SignalFaultSource::Get();
+  for (;;) {
+    while (sem_wait(&work_) != 0 && errno == EINTR) {
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    while (FaultRecord* r = source.Take(this)) HandleFault(r, windows);
+    for (;;) {
+      Request req;
+      {
+        std::lock_guard lock(mu_);
+        if (ready_.empty()) break;
+        req = std::move(ready_.front());
+        ready_.pop_front();
+      }
+      Process(std::move(req), windows);
+      // Faults come first: a thread is stopped on each of them.
+      while (FaultRecord* r = source.Take(this)) HandleFault(r, windows);
+    }
+  }
+}
+
+void PagerImpl::HandleFault(FaultRecord* r, Windows& w) {
+  ++faults_;
+  Request req;
+  {
+    std::lock_guard lock(mu_);
+    auto it = mappings_by_address_.upper_bound(r->addr);
+    if (it == mappings_by_address_.begin()) {
+      SignalFaultSource::Get().Complete(r, FaultOutcome::kForeign);
+      return;
+    }
+    --it;
+    FileState* f = FindFile(it->second.file_id);
+    if (!f) {
+      SignalFaultSource::Get().Complete(r, FaultOutcome::kForeign);
+      return;
+    }
+    const MappingSlot& m = f->mappings[it->second.index];
+    const uintptr_t base = reinterpret_cast<uintptr_t>(m.base);
+    if (r->addr >= base + m.count * f->block_size) {
+      SignalFaultSource::Get().Complete(r, FaultOutcome::kForeign);
+      return;
+    }
+    req.file_id = f->id;
+    req.block = m.first + (r->addr - base) / f->block_size;
+    req.write = r->write;
+    req.mapping = it->second;
+    req.fault = r;
+    // Read-ahead (P11): a fault on the block a sequential run expects loads the next ones.
+    if (f->next_expected == req.block && options_.readahead_blocks > 0) {
+      const uint64_t end = std::min(m.first + m.count, req.block + 1 + options_.readahead_blocks);
+      for (uint64_t b = req.block + 1; b < end; ++b) {
+        if (f->pages.count(b)) continue;
+        Request ra;
+        ra.file_id = f->id;
+        ra.block = b;
+        ra.prefetch = true;
+        Enqueue(std::move(ra));
+      }
+    }
+    f->next_expected = req.block + 1;
+  }
+  Process(std::move(req), w);
+}
+
+FileState* PagerImpl::FindFile(uint64_t id) {
+  auto it = files_.find(id);
+  return it == files_.end() ? nullptr : it->second.get();
+}
+
+void PagerImpl::Complete(Request& req, FaultOutcome outcome, const Status& error) {
+  if (req.fault) {
+    std::string msg;
+    if (outcome == FaultOutcome::kFatal) msg = "bigarray: fatal page fault: " + error.ToString();
+    SignalFaultSource::Get().Complete(req.fault, outcome, msg.empty() ? nullptr : msg.c_str());
+    req.fault = nullptr;
+  }
+  if (req.waiter) {
+    std::lock_guard lock(req.waiter->mu);
+    if (!error.ok() && req.waiter->error.ok()) req.waiter->error = error;
+    if (outcome == FaultOutcome::kForeign && req.waiter->error.ok()) {
+      req.waiter->error = FailedPrecondition("the mapping was released during the load");
+    }
+    if (--req.waiter->remaining == 0) req.waiter->cv.notify_all();
+    req.waiter.reset();
+  }
+}
+
+void PagerImpl::WakeWaiters(Page& p) {
+  for (Request& r : p.waiters) Enqueue(std::move(r));
+  p.waiters.clear();
+  settled_cv_.notify_all();
+}
+
+// The state machine of one request. See docs/pager.md for the diagram.
+void PagerImpl::Process(Request req, Windows& w) {
+  std::unique_lock lk(mu_);
+  FileState* f = FindFile(req.file_id);
+  if (!f) {
+    Complete(req, FaultOutcome::kForeign, Status());
+    return;
+  }
+  for (;;) {
+    auto it = f->pages.find(req.block);
+    if (it == f->pages.end()) {
+      // Empty: load it.
+      Status error;
+      auto slot = AllocateSlot(lk, *f->pool, req.prefetch, w, &error);
+      if (!slot) {
+        if (!error.ok()) Complete(req, FaultOutcome::kFatal, error);
+        return;  // prefetch given up
+      }
+      if (f->pages.count(req.block)) {  // someone loaded it while AllocateSlot had the lock released
+        f->pool->free.push_back(*slot);
+        resident_bytes_ -= f->block_size;
+        continue;
+      }
+      if (req.prefetch) ++readahead_loads_;
+      Page& p = f->pages[req.block];
+      p.file = f;
+      p.block = req.block;
+      p.state = Page::kLoading;
+      p.slot = static_cast<int32_t>(*slot);
+      ++f->in_flight;
+      BeginIo();
+      Status st;
+      do {
+        p.invalidated = false;
+        lk.unlock();
+        auto dst = w.For(f->block_size).Map(*f->pool, *slot);
+        if (!dst.ok()) {
+          st = dst.status();
+        } else {
+          ++loads_;
+          st = f->source->LoadBlock(req.block, std::span<std::byte>(*dst, f->block_size));
+        }
+        lk.lock();
+      } while (st.ok() && p.invalidated);  // W5: invalidated while loading: load again
+      EndIo();
+      --f->in_flight;
+      if (!st.ok()) {
+        const Status failed = st.WithContext(f->name + " block " + std::to_string(req.block));
+        FreeSlot(p);
+        std::vector<Request> waiters = std::move(p.waiters);
+        f->pages.erase(req.block);
+        settled_cv_.notify_all();
+        for (Request& r : waiters) Complete(r, FaultOutcome::kFatal, failed);
+        Complete(req, FaultOutcome::kFatal, failed);
+        return;
+      }
+      p.state = Page::kClean;
+      LruPush(p);
+      WakeWaiters(p);
+      if (req.prefetch) return;  // mapped on the first access, which continues the read-ahead
+      continue;
+    }
+
+    Page& p = it->second;
+    switch (p.state) {
+      case Page::kLoading:
+      case Page::kSpilling:
+        if (req.prefetch) return;
+        p.waiters.push_back(std::move(req));
+        return;
+      case Page::kSpilled: {
+        if (req.prefetch) return;
+        if (p.writeout) {
+          p.waiters.push_back(std::move(req));
+          return;
+        }
+        // Bring the dirty data back from the scratch file.
+        Status error;
+        const uint64_t offset = p.spill_offset;
+        p.state = Page::kSpilling;  // pinned while we find a slot
+        auto slot = AllocateSlot(lk, *f->pool, false, w, &error);
+        if (!slot) {
+          p.state = Page::kSpilled;
+          WakeWaiters(p);
+          Complete(req, FaultOutcome::kFatal, error);
+          return;
+        }
+        p.state = Page::kLoading;
+        p.from_spill = true;
+        p.slot = static_cast<int32_t>(*slot);
+        ++f->in_flight;
+        BeginIo();
+        lk.unlock();
+        Status st;
+        auto dst = w.For(f->block_size).Map(*f->pool, *slot);
+        st = dst.ok() ? PreadFull(spill_fd_, *dst, f->block_size, static_cast<off_t>(offset),
+                                  "read back a spilled page of " + f->name)
+                      : dst.status();
+        lk.lock();
+        EndIo();
+        --f->in_flight;
+        p.from_spill = false;
+        if (!st.ok()) {
+          FreeSlot(p);
+          p.state = Page::kSpilled;
+          WakeWaiters(p);
+          Complete(req, FaultOutcome::kFatal, st);
+          return;
+        }
+        FreeSpill(offset);
+        if (p.invalidated) {  // aborted or invalidated meanwhile: the changes are gone
+          p.invalidated = false;
+          --dirty_blocks_;
+          FreeSlot(p);
+          std::vector<Request> waiters = std::move(p.waiters);
+          f->pages.erase(req.block);
+          for (Request& r : waiters) Enqueue(std::move(r));
+          settled_cv_.notify_all();
+          continue;
+        }
+        p.state = Page::kDirty;
+        LruPush(p);
+        WakeWaiters(p);
+        continue;
+      }
+      case Page::kClean:
+      case Page::kDirty:
+        if (req.prefetch) return;
+        if (req.write && p.writeout) {  // being committed: the write belongs to the next transaction
+          p.waiters.push_back(std::move(req));
+          return;
+        }
+        if (req.write && p.state == Page::kClean) {
+          p.state = Page::kDirty;
+          ++dirty_blocks_;
+        }
+        if (req.mapping.serial != 0 && !MapInto(p, req.mapping)) {
+          Complete(req, FaultOutcome::kFatal,
+                   ErrnoStatus(errno, "map " + f->name + " block " + std::to_string(req.block)));
+          return;
+        }
+        LruRemove(p);
+        LruPush(p);
+        Complete(req, FaultOutcome::kRetry, Status());
+        return;
+    }
+  }
+}
+
+// ---- RAM slots, eviction, spill ---------------------------------------------------------------
+
+std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk, Pool& pool,
+                                                bool prefetch, Windows& w, Status* error) {
+  const uint64_t bs = pool.block_size;
+  for (;;) {
+    const uint64_t budget = Budget();
+    if (resident_bytes_ + bs <= budget &&
+        (!pool.free.empty() || pool.next_fresh < pool.capacity)) {
+      uint32_t slot;
+      if (!pool.free.empty()) {
+        slot = pool.free.back();
+        pool.free.pop_back();
+      } else {
+        slot = pool.next_fresh++;
+      }
+      resident_bytes_ += bs;
+      return slot;
+    }
+    if (prefetch) {
+      // Read-ahead may only displace clean pages older than... anything: it must not stall or
+      // spill. Take the least recently used clean page if there is one.
+      Page* victim = nullptr;
+      for (Page* p = lru_head_; p; p = p->lru_next) {
+        if (p->state == Page::kClean && !p->writeout) {
+          victim = p;
+          break;
+        }
+      }
+      if (!victim) return std::nullopt;
+      ++evictions_;
+      Erase(*victim);
+      continue;
+    }
+    // Evict clean pages, least recently used first, in a batch: down to 1/16 of the budget
+    // below it (at most 16 blocks), so that the next loads find room at once (P5).
+    const uint64_t target = budget - std::min<uint64_t>(budget / 16, 16 * bs);
+    bool evicted = false;
+    for (Page* p = lru_head_; p && resident_bytes_ + bs > target;) {
+      Page* next = p->lru_next;
+      if (p->state == Page::kClean && !p->writeout && p->file->pool == &pool) {
+        ++evictions_;
+        Erase(*p);
+        evicted = true;
+      }
+      p = next;
+    }
+    if (!evicted) {  // pages of other block sizes count against the same budget
+      for (Page* p = lru_head_; p && !evicted; p = p->lru_next) {
+        if (p->state == Page::kClean && !p->writeout) {
+          ++evictions_;
+          Erase(*p);
+          evicted = true;
+        }
+      }
+    }
+    if (evicted) continue;
+    // Only dirty pages left: spill the least recently used one (P6).
+    Page* victim = nullptr;
+    for (Page* p = lru_head_; p; p = p->lru_next) {
+      if (p->state == Page::kDirty && !p->writeout) {
+        victim = p;
+        break;
+      }
+    }
+    if (!victim) {
+      // Every page is in flight or held by a writeout: wait for one to settle.
+      settled_cv_.wait(lk);
+      continue;
+    }
+    auto offset = AllocSpill();
+    if (!offset.ok()) {
+      *error = offset.status();
+      return std::nullopt;
+    }
+    Page& v = *victim;
+    FileState* vf = v.file;
+    UnmapAll(v);  // no more writes through any mapping
+    LruRemove(v);
+    v.state = Page::kSpilling;
+    ++vf->in_flight;
+    BeginIo();
+    const uint32_t vslot = static_cast<uint32_t>(v.slot);
+    lk.unlock();
+    Status st;
+    auto src = w.For(vf->block_size).Map(*vf->pool, vslot);
+    st = src.ok() ? PwriteFull(spill_fd_, *src, vf->block_size, static_cast<off_t>(*offset),
+                               "spill a dirty page of " + vf->name)
+                  : src.status();
+    lk.lock();
+    EndIo();
+    --vf->in_flight;
+    if (!st.ok()) {
+      FreeSpill(*offset);
+      v.state = Page::kDirty;
+      LruPush(v);
+      WakeWaiters(v);
+      *error = st.WithContext("the transaction is larger than the cache and could not be spilled");
+      return std::nullopt;
+    }
+    ++spills_;
+    FreeSlot(v);
+    v.spill_offset = *offset;
+    v.state = Page::kSpilled;
+    if (v.invalidated) {
+      v.invalidated = false;
+      Erase(v);
+    } else {
+      WakeWaiters(v);
+    }
+  }
+}
+
+void PagerImpl::FreeSlot(Page& p) {
+  if (p.slot < 0) return;
+  UnmapAll(p);
+  Pool& pool = *p.file->pool;
+  pool.free.push_back(static_cast<uint32_t>(p.slot));
+  p.slot = -1;
+  resident_bytes_ -= pool.block_size;
+  settled_cv_.notify_all();
+}
+
+Result<uint64_t> PagerImpl::AllocSpill() {
+  if (spill_fd_ < 0) {
+    spill_fd_ = open(options_.spill_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (spill_fd_ < 0) {
+      std::string tmpl = options_.spill_dir + "/bigarray-spill-XXXXXX";
+      spill_fd_ = mkostemp(tmpl.data(), O_CLOEXEC);
+      if (spill_fd_ < 0) {
+        return ErrnoStatus(errno, "create a spill file in " + options_.spill_dir);
+      }
+      unlink(tmpl.c_str());
+    }
+  }
+  ++spilled_pages_;
+  if (!spill_free_.empty()) {
+    uint64_t off = spill_free_.back();
+    spill_free_.pop_back();
+    return off;
+  }
+  uint64_t off = spill_end_;
+  spill_end_ += max_block_size_;
+  return off;
+}
+
+void PagerImpl::FreeSpill(uint64_t offset) {
+  spill_free_.push_back(offset);
+  if (--spilled_pages_ == 0) {  // nothing spilled: give the disk space back
+    spill_free_.clear();
+    spill_end_ = 0;
+    if (spill_fd_ >= 0 && ftruncate(spill_fd_, 0) != 0 && options_.logger) {
+      options_.logger->warn("could not truncate the spill file: {}", std::strerror(errno));
+    }
+  }
+}
+
+// ---- page table helpers ----------------------------------------------------------------------
+
+bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
+  FileState* f = p.file;
+  const MappingSlot& m = f->mappings[ref.index];
+  if (m.serial != ref.serial) return true;  // the mapping went away: nothing to map
+  if (p.block < m.first || p.block >= m.first + m.count) return true;
+  const uint64_t bit = uint64_t{1} << ref.index;
+  std::byte* addr = m.base + (p.block - m.first) * f->block_size;
+  const bool want_write = p.state == Page::kDirty;
+  if (p.mapped & bit) {
+    if (want_write && !(p.writable & bit)) {
+      if (mprotect(addr, f->block_size, PROT_READ | PROT_WRITE) != 0) return false;
+      p.writable |= bit;
+    }
+    return true;
+  }
+  const int prot = want_write ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* r = mmap(addr, f->block_size, prot, MAP_SHARED | MAP_FIXED | MAP_POPULATE, f->pool->fd,
+                 static_cast<off_t>(p.slot) * static_cast<off_t>(f->block_size));
+  if (r == MAP_FAILED) return false;
+  p.mapped |= bit;
+  if (want_write) p.writable |= bit;
+  return true;
+}
+
+void PagerImpl::UnmapAll(Page& p) {
+  FileState* f = p.file;
+  for (uint64_t bits = p.mapped; bits; bits &= bits - 1) {
+    const unsigned i = static_cast<unsigned>(__builtin_ctzll(bits));
+    const MappingSlot& m = f->mappings[i];
+    std::byte* addr = m.base + (p.block - m.first) * f->block_size;
+    // Replace the page with a fresh inaccessible reservation: the next access faults.
+    mmap(addr, f->block_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  }
+  p.mapped = 0;
+  p.writable = 0;
+}
+
+void PagerImpl::WriteProtect(Page& p) {
+  FileState* f = p.file;
+  for (uint64_t bits = p.writable; bits; bits &= bits - 1) {
+    const unsigned i = static_cast<unsigned>(__builtin_ctzll(bits));
+    const MappingSlot& m = f->mappings[i];
+    mprotect(m.base + (p.block - m.first) * f->block_size, f->block_size, PROT_READ);
+  }
+  p.writable = 0;
+}
+
+// Drops a stable page (clean or dirty) and its RAM.
+void PagerImpl::Erase(Page& p) {
+  LruRemove(p);
+  if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_;
+  if (p.state == Page::kSpilled) FreeSpill(p.spill_offset);
+  FreeSlot(p);
+  std::vector<Request> waiters = std::move(p.waiters);
+  FileState* f = p.file;
+  f->pages.erase(p.block);
+  for (Request& r : waiters) Enqueue(std::move(r));
+}
+
+void PagerImpl::LruRemove(Page& p) {
+  if (!p.in_lru) return;
+  (p.lru_prev ? p.lru_prev->lru_next : lru_head_) = p.lru_next;
+  (p.lru_next ? p.lru_next->lru_prev : lru_tail_) = p.lru_prev;
+  p.lru_prev = p.lru_next = nullptr;
+  p.in_lru = false;
+}
+
+void PagerImpl::LruPush(Page& p) {
+  p.lru_prev = lru_tail_;
+  p.lru_next = nullptr;
+  (lru_tail_ ? lru_tail_->lru_next : lru_head_) = &p;
+  lru_tail_ = &p;
+  p.in_lru = true;
+}
+
+// ---- invalidation, writeout, abort -------------------------------------------------------------
+
+void PagedFile::Invalidate(uint64_t block) { pager_->Invalidate(state_, block, block + 1); }
+void PagedFile::InvalidateAll() { pager_->Invalidate(state_, 0, UINT64_MAX); }
+void PagedFile::Truncate(uint64_t block_count) { pager_->Invalidate(state_, block_count, UINT64_MAX); }
+
+void PagerImpl::Invalidate(FileState* f, uint64_t first, uint64_t end) {
+  std::lock_guard lock(mu_);
+  if (end - first == 1) {
+    auto it = f->pages.find(first);
+    if (it == f->pages.end()) return;  // W4: not resident: nothing to do
+  }
+  std::vector<Page*> victims;
+  for (auto& [block, p] : f->pages) {
+    if (block >= first && block < end) victims.push_back(&p);
+  }
+  for (Page* p : victims) {
+    if (p->writeout) continue;  // boundaries never overlap a writeout (thread contract)
+    switch (p->state) {
+      case Page::kLoading:
+      case Page::kSpilling:
+        p->invalidated = true;  // W5: the loader discards its result
+        break;
+      default:
+        Erase(*p);
+    }
+  }
+  f->next_expected = UINT64_MAX;
+}
+
+Result<std::unique_ptr<Writeout>> Pager::BeginWriteout() { return impl_->BeginWriteout(); }
+void Pager::Abort() { impl_->Abort(); }
+
+Result<std::unique_ptr<Writeout>> PagerImpl::BeginWriteout() {
+  std::unique_ptr<Writeout> w(new Writeout());
+  w->pager_ = shared_from_this();
+  std::unique_lock lk(mu_);
+  // Let spills and spill read-backs finish: their pages are dirty data in motion.
+  settled_cv_.wait(lk, [&] {
+    for (auto& [id, f] : files_) {
+      for (auto& [b, p] : f->pages) {
+        if (p.state == Page::kSpilling || (p.state == Page::kLoading && p.from_spill)) return false;
+      }
+    }
+    return true;
+  });
+  for (auto& [id, f] : files_) {
+    auto handle = f->handle.lock();
+    if (!handle) continue;
+    for (auto& [block, p] : f->pages) {
+      if (p.state != Page::kDirty && p.state != Page::kSpilled) continue;
+      WriteProtect(p);  // writes from now on fault and wait for Finish
+      p.writeout = true;
+      w->entries_.push_back(Writeout::Entry{handle, block});
+      w->pages_.push_back(&p);
+    }
+  }
+  return w;
+}
+
+Result<std::span<const std::byte>> Writeout::Data(size_t i) { return pager_->WriteoutData(*this, i); }
+
+Result<std::span<const std::byte>> PagerImpl::WriteoutData(Writeout& w, size_t i) {
+  Page* p = static_cast<Page*>(w.pages_.at(i));
+  std::unique_lock lk(mu_);
+  FileState* f = p->file;
+  const size_t bs = f->block_size;
+  if (p->state == Page::kSpilled) {
+    const uint64_t offset = p->spill_offset;
+    lk.unlock();
+    w.buffer_.resize(bs);
+    BA_RETURN_IF_ERROR(PreadFull(spill_fd_, w.buffer_.data(), bs, static_cast<off_t>(offset),
+                                 "read a spilled page of " + f->name));
+    std::span<const std::byte> all(w.buffer_.data(), bs);
+    return all.first(TrimmedLength(all));
+  }
+  const uint32_t slot = static_cast<uint32_t>(p->slot);
+  Pool& pool = *f->pool;
+  lk.unlock();  // the page is pinned by writeout: its slot cannot change
+  // Map the slot into the writeout's window (reserved on first use, then replaced in place).
+  if (w.window_size_ != bs) {
+    if (w.window_) munmap(w.window_, w.window_size_);
+    w.window_ = nullptr;
+    w.window_size_ = bs;
+  }
+  void* addr = mmap(w.window_, bs, PROT_READ, MAP_SHARED | MAP_POPULATE | (w.window_ ? MAP_FIXED : 0),
+                    pool.fd, static_cast<off_t>(slot) * static_cast<off_t>(bs));
+  if (addr == MAP_FAILED) {
+    w.window_ = nullptr;
+    return ErrnoStatus(errno, "map a dirty page of " + f->name + " for commit");
+  }
+  w.window_ = addr;
+  std::span<const std::byte> all(static_cast<const std::byte*>(addr), bs);
+  return all.first(TrimmedLength(all));
+}
+
+void Writeout::Finish(bool committed) {
+  if (finished_) return;
+  finished_ = true;
+  pager_->FinishWriteout(*this, committed);
+}
+
+Writeout::~Writeout() {
+  Finish(false);
+  if (window_) munmap(window_, window_size_);
+}
+
+void PagerImpl::FinishWriteout(Writeout& w, bool committed) {
+  std::lock_guard lock(mu_);
+  for (void* vp : w.pages_) {
+    Page& p = *static_cast<Page*>(vp);
+    p.writeout = false;
+    if (committed) {
+      if (p.state == Page::kDirty) {
+        p.state = Page::kClean;  // W1: clean, still resident and mapped read-only
+        --dirty_blocks_;
+        WakeWaiters(p);
+      } else if (p.state == Page::kSpilled) {
+        Erase(p);  // its committed bytes are in storage now; the next access reads them
+      }
+    } else {
+      WakeWaiters(p);  // W2: stays dirty
+    }
+  }
+  w.pages_.clear();
+}
+
+void PagerImpl::Abort() {
+  std::lock_guard lock(mu_);
+  for (auto& [id, f] : files_) {
+    std::vector<Page*> dirty;
+    for (auto& [block, p] : f->pages) {
+      if (p.writeout) continue;
+      if (p.state == Page::kDirty || p.state == Page::kSpilled) {
+        dirty.push_back(&p);
+      } else if (p.state == Page::kSpilling || (p.state == Page::kLoading && p.from_spill)) {
+        p.invalidated = true;
+      }
+    }
+    for (Page* p : dirty) Erase(*p);  // W3: the next access reads the committed bytes
+  }
+}
+
+PagerStats Pager::stats() const { return impl_->Stats(); }
+
+PagerStats PagerImpl::Stats() {
+  PagerStats s;
+  s.faults = faults_;
+  s.loads = loads_;
+  s.readahead_loads = readahead_loads_;
+  s.evictions = evictions_;
+  s.spills = spills_;
+  std::lock_guard lock(mu_);
+  s.resident_bytes = resident_bytes_;
+  s.dirty_blocks = dirty_blocks_;
+  return s;
+}
+
+}  // namespace bigarray::pager

@@ -1,0 +1,172 @@
+// pager.h: the userspace pager (docs/pager.md holds its invariants and state machine).
+//
+// A Pager keeps blocks of "files" (one file per array) in a bounded pool of RAM pages and shows
+// them through Mappings: reserved address ranges in which an access to a block that is not
+// there faults, and a loader thread loads the block from the file's BlockSource and maps its
+// RAM page in. Writes make pages dirty; Writeout hands all dirty blocks to the caller (who
+// commits them to storage) and then marks them clean; Abort drops them.
+//
+// The pager knows nothing of the storage, arrays or transactions: it reaches its data only
+// through BlockSource, which it defines here.
+//
+// Thread contract: every method may be called from any thread. Many threads may fault on the
+// mappings at once. BeginWriteout, Abort, Invalidate and Truncate are the transaction's
+// boundaries: call them while no other thread writes through a mapping (writes that race with
+// them land on one side of the boundary or the other, never half).
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "bigarray/status.h"
+
+namespace bigarray::pager {
+
+class PagerImpl;
+class FileState;
+
+// Where a file's blocks come from. LoadBlock is called on loader threads, concurrently for
+// different blocks; it must fill all of `out` (block size bytes).
+class BlockSource {
+ public:
+  virtual ~BlockSource() = default;
+  virtual Status LoadBlock(uint64_t block, std::span<std::byte> out) = 0;
+};
+
+struct PagerOptions {
+  // Bytes of RAM pages the pager keeps resident (clean and dirty). Clean pages beyond it are
+  // evicted least recently used first; dirty pages beyond it are spilled to a scratch file.
+  // At least 8 blocks of the largest block size in use are always allowed.
+  uint64_t cache_bytes = 1ull << 30;
+  unsigned loader_threads = 4;
+  unsigned readahead_blocks = 4;  // blocks loaded ahead of a sequential run of faults
+  std::string spill_dir = "/tmp";
+  std::shared_ptr<spdlog::logger> logger;  // used on loader threads only; null: no logging
+};
+
+struct PagerStats {
+  uint64_t faults = 0;          // faults handled (read and write)
+  uint64_t loads = 0;           // blocks loaded from a BlockSource
+  uint64_t readahead_loads = 0; // of which started by read-ahead
+  uint64_t evictions = 0;       // clean pages dropped for room
+  uint64_t spills = 0;          // dirty pages written to the scratch file
+  uint64_t resident_bytes = 0;  // RAM pages in use now
+  uint64_t dirty_blocks = 0;    // dirty pages, resident or spilled
+};
+
+class PagedFile;
+
+// A reserved address range showing blocks [first_block, first_block + block_count) of a file.
+// Destroying it releases the range. Keeps its file (and so the pager) alive.
+class Mapping {
+ public:
+  ~Mapping();
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+
+  std::byte* data() const { return base_; }
+  size_t size() const { return size_; }
+  uint64_t first_block() const { return first_block_; }
+  const std::shared_ptr<PagedFile>& file() const { return file_; }
+
+  // Loads every block overlapping [offset, offset + length) of this mapping and maps it here,
+  // so that the bytes can be read (and, for dirty blocks, written) without faulting, e.g. by
+  // write(2). Errors are returned (the fault path would terminate the process instead).
+  Status Load(size_t offset, size_t length);
+
+ private:
+  friend class PagerImpl;
+  Mapping() = default;
+  std::shared_ptr<PagedFile> file_;
+  std::byte* base_ = nullptr;
+  size_t size_ = 0;
+  uint64_t first_block_ = 0;
+  unsigned index_ = 0;  // this mapping's bit in its file's pages' mapped masks
+};
+
+// One paged file (an array's blocks). Created by Pager::OpenFile.
+class PagedFile : public std::enable_shared_from_this<PagedFile> {
+ public:
+  ~PagedFile();
+  size_t block_size() const { return block_size_; }
+  const std::string& name() const { return name_; }
+
+  // Reserves address space for `block_count` blocks starting at `first_block`; touches nothing.
+  // kResourceExhausted when the address space cannot hold it.
+  Result<std::shared_ptr<Mapping>> Map(uint64_t first_block, uint64_t block_count);
+
+  // W4/W5: drops the block's page, whatever its state; a dirty page loses its changes; a load
+  // in progress is discarded and retried.
+  void Invalidate(uint64_t block);
+  void InvalidateAll();
+  // Drops every page at or past `block_count` (dirty ones included): used when an array shrinks.
+  void Truncate(uint64_t block_count);
+
+ private:
+  friend class PagerImpl;
+  friend class Mapping;
+  PagedFile() = default;
+  std::shared_ptr<PagerImpl> pager_;
+  std::shared_ptr<BlockSource> source_;
+  size_t block_size_ = 0;
+  std::string name_;
+  FileState* state_ = nullptr;  // guarded by the pager's mutex; owned by the pager
+};
+
+// The dirty blocks of every file, write-protected while the caller stores them.
+class Writeout {
+ public:
+  struct Entry {
+    std::shared_ptr<PagedFile> file;
+    uint64_t block;
+  };
+  ~Writeout();  // Finish(false) unless finished
+  Writeout(const Writeout&) = delete;
+  Writeout& operator=(const Writeout&) = delete;
+
+  const std::vector<Entry>& entries() const { return entries_; }
+  // The bytes of entry i without trailing zeros; valid until the next Data call or Finish.
+  Result<std::span<const std::byte>> Data(size_t i);
+  // committed: the pages become clean (still resident, write-protected); otherwise they stay
+  // dirty, as if Writeout had not begun.
+  void Finish(bool committed);
+
+ private:
+  friend class PagerImpl;
+  Writeout() = default;
+  std::shared_ptr<PagerImpl> pager_;
+  std::vector<Entry> entries_;
+  std::vector<void*> pages_;  // the pager's page records, pinned until Finish
+  bool finished_ = false;
+  void* window_ = nullptr;     // where Data maps a page's RAM to read it
+  size_t window_size_ = 0;
+  std::vector<std::byte> buffer_;  // Data of a spilled page
+};
+
+class Pager {
+ public:
+  static Result<std::shared_ptr<Pager>> Create(const PagerOptions& options);
+  ~Pager();
+
+  Result<std::shared_ptr<PagedFile>> OpenFile(std::shared_ptr<BlockSource> source,
+                                              size_t block_size, std::string name);
+
+  // Write-protects every dirty page and returns them for storing (W1).
+  Result<std::unique_ptr<Writeout>> BeginWriteout();
+  // Drops every dirty page of every file (W3); clean pages stay.
+  void Abort();
+
+  PagerStats stats() const;
+
+ private:
+  explicit Pager(std::shared_ptr<PagerImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<PagerImpl> impl_;
+};
+
+}  // namespace bigarray::pager

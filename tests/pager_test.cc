@@ -1,0 +1,468 @@
+// Pager tests against a fake block source (no storage): semantics.md P1-P11 and W1-W5.
+// Concurrency is tested with barriers inside the source, never with timings.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "pager/pager.h"
+#include "test_util.h"
+
+using namespace bigarray;
+using namespace bigarray::pager;
+
+namespace {
+
+constexpr size_t kBlock = 64 * 1024;
+
+// Block b, byte i holds Byte(version, b, i). Counts loads; can fail or hold chosen blocks.
+class FakeSource : public BlockSource {
+ public:
+  static std::byte Byte(uint32_t version, uint64_t b, size_t i) {
+    return static_cast<std::byte>((version * 131 + b * 31 + i * 7 + 1) & 0xFF);
+  }
+
+  Status LoadBlock(uint64_t block, std::span<std::byte> out) override {
+    uint32_t v;
+    {
+      std::unique_lock lock(mu);
+      ++loads[block];
+      ++in_load;
+      cv.notify_all();
+      // Held blocks wait until released (bounded: a test that forgets fails, not hangs).
+      cv.wait_for(lock, std::chrono::seconds(20), [&] { return !held.count(block); });
+      --in_load;
+      v = version;
+      if (fail.count(block)) return IOError("injected read error");
+    }
+    for (size_t i = 0; i < out.size(); ++i) out[i] = Byte(v, block, i);
+    return Status::Ok();
+  }
+
+  int Loads(uint64_t b) {
+    std::lock_guard lock(mu);
+    return loads[b];
+  }
+  // Waits (bounded) until at least n loads are in progress at once.
+  bool WaitInLoad(int n) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(20), [&] { return in_load >= n; });
+  }
+  void Hold(uint64_t b) {
+    std::lock_guard lock(mu);
+    held.insert(b);
+  }
+  void Fail(uint64_t b) {
+    std::lock_guard lock(mu);
+    fail.insert(b);
+  }
+  void Release(uint64_t b) {
+    std::lock_guard lock(mu);
+    held.erase(b);
+    cv.notify_all();
+  }
+  void SetVersion(uint32_t to) {
+    std::lock_guard lock(mu);
+    version = to;
+  }
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<uint64_t, int> loads;
+  std::set<uint64_t> held, fail;
+  int in_load = 0;
+  uint32_t version = 0;
+};
+
+struct Fixture {
+  explicit Fixture(uint64_t cache_blocks = 64, unsigned readahead = 0) {
+    PagerOptions o;
+    o.cache_bytes = cache_blocks * kBlock;
+    o.readahead_blocks = readahead;
+    pager = Pager::Create(o).value();
+    source = std::make_shared<FakeSource>();
+    file = pager->OpenFile(source, kBlock, "array 'test'").value();
+  }
+  std::shared_ptr<Pager> pager;
+  std::shared_ptr<FakeSource> source;
+  std::shared_ptr<PagedFile> file;
+};
+
+std::byte ReadByte(const std::byte* p) { return *static_cast<const volatile std::byte*>(p); }
+void WriteByte(std::byte* p, std::byte v) { *static_cast<volatile std::byte*>(p) = v; }
+
+bool BlockMatches(const std::byte* block, uint32_t version, uint64_t b) {
+  for (size_t i = 0; i < kBlock; ++i) {
+    if (block[i] != FakeSource::Byte(version, b, i)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("P1: mapping reserves address space only; nothing loads until touched") {
+  Fixture fx;
+  auto m = fx.file->Map(0, (uint64_t{1} << 40) / kBlock).value();  // 1 TiB
+  CHECK(m->size() == uint64_t{1} << 40);
+  CHECK(fx.pager->stats().loads == 0);
+  CHECK(fx.pager->stats().resident_bytes == 0);
+  // A block deep inside loads alone.
+  const uint64_t deep = ((uint64_t{1} << 40) - kBlock) / kBlock;
+  CHECK(ReadByte(m->data() + deep * kBlock + 5) == FakeSource::Byte(0, deep, 5));
+  CHECK(fx.pager->stats().loads == 1);
+}
+
+TEST_CASE("P2: the first read loads once; every byte is the committed content") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 16).value();
+  CHECK(BlockMatches(m->data() + 3 * kBlock, 0, 3));
+  CHECK(BlockMatches(m->data() + 3 * kBlock, 0, 3));
+  CHECK(fx.source->Loads(3) == 1);
+  auto s = fx.pager->stats();
+  CHECK(s.loads == 1);
+  CHECK(s.dirty_blocks == 0);
+  CHECK(s.resident_bytes == kBlock);
+}
+
+TEST_CASE("P3: the first write makes a block dirty; unwritten bytes keep their content") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  std::byte* b1 = m->data() + kBlock;
+  WriteByte(b1 + 100, std::byte{0xAB});  // write first, without a read before
+  CHECK(fx.pager->stats().dirty_blocks == 1);
+  CHECK(fx.source->Loads(1) == 1);
+  for (size_t i = 0; i < kBlock; ++i) {
+    if (i == 100) {
+      CHECK(b1[i] == std::byte{0xAB});
+    } else if (b1[i] != FakeSource::Byte(0, 1, i)) {
+      FAIL("byte " << i << " lost its content");
+    }
+  }
+  // A block read first and written later becomes dirty too.
+  CHECK(ReadByte(m->data() + 2 * kBlock) == FakeSource::Byte(0, 2, 0));
+  CHECK(fx.pager->stats().dirty_blocks == 1);
+  WriteByte(m->data() + 2 * kBlock + 1, std::byte{1});
+  CHECK(fx.pager->stats().dirty_blocks == 2);
+}
+
+TEST_CASE("P4: several mappings of the same bytes are coherent") {
+  Fixture fx;
+  auto a = fx.file->Map(0, 8).value();
+  auto b = fx.file->Map(2, 4).value();  // blocks 2..5 at another address
+  CHECK(ReadByte(b->data()) == FakeSource::Byte(0, 2, 0));
+  WriteByte(a->data() + 3 * kBlock + 9, std::byte{0x77});
+  CHECK(ReadByte(b->data() + kBlock + 9) == std::byte{0x77});
+  WriteByte(b->data() + kBlock + 10, std::byte{0x66});
+  CHECK(ReadByte(a->data() + 3 * kBlock + 10) == std::byte{0x66});
+  CHECK(fx.source->Loads(3) == 1);
+}
+
+TEST_CASE("P5: clean pages are evicted least recently used first and reload identically") {
+  Fixture fx(8);
+  auto m = fx.file->Map(0, 64).value();
+  for (uint64_t b = 0; b < 8; ++b) CHECK(ReadByte(m->data() + b * kBlock) == FakeSource::Byte(0, b, 0));
+  // Touch block 0 again through a fault: invalidate its mapping by reading a new block after
+  // re-reading 0 would not fault (it is mapped). So order is decided by faults: 1 is oldest.
+  CHECK(ReadByte(m->data() + 8 * kBlock) == FakeSource::Byte(0, 8, 0));
+  auto s = fx.pager->stats();
+  CHECK(s.evictions >= 1);
+  CHECK(s.resident_bytes <= 8 * kBlock);
+  CHECK(ReadByte(m->data() + 0 * kBlock + 1) == FakeSource::Byte(0, 0, 1));
+  CHECK(fx.source->Loads(0) == 2);  // block 0 was least recently used: evicted and reloaded
+  // A sweep through many blocks stays within budget and every block reads back right.
+  for (uint64_t b = 0; b < 64; ++b) CHECK(BlockMatches(m->data() + b * kBlock, 0, b));
+  CHECK(fx.pager->stats().resident_bytes <= 8 * kBlock);
+  for (uint64_t b = 0; b < 64; ++b) CHECK(BlockMatches(m->data() + b * kBlock, 0, b));
+}
+
+TEST_CASE("P6 and T8: dirty data beyond the budget spills; commit writes all of it; abort drops it") {
+  Fixture fx(8);
+  auto m = fx.file->Map(0, 40).value();
+  for (uint64_t b = 0; b < 40; ++b) {
+    std::memset(m->data() + b * kBlock, static_cast<int>(b + 1), kBlock / 2);
+  }
+  auto s = fx.pager->stats();
+  CHECK(s.dirty_blocks == 40);
+  CHECK(s.spills >= 32);
+  CHECK(s.resident_bytes <= 8 * kBlock);
+  // Every byte is still there, spilled or not.
+  for (uint64_t b = 0; b < 40; ++b) {
+    CHECK(m->data()[b * kBlock] == std::byte(b + 1));
+    CHECK(m->data()[b * kBlock + kBlock / 2] == FakeSource::Byte(0, b, kBlock / 2));
+  }
+  {
+    auto w = fx.pager->BeginWriteout().value();
+    REQUIRE(w->entries().size() == 40);
+    for (size_t i = 0; i < w->entries().size(); ++i) {
+      uint64_t b = w->entries()[i].block;
+      auto data = w->Data(i).value();
+      REQUIRE(data.size() == kBlock);  // the tail bytes are nonzero: nothing trimmed
+      CHECK(data[0] == std::byte(b + 1));
+      CHECK(data[kBlock - 1] == FakeSource::Byte(0, b, kBlock - 1));
+    }
+    w->Finish(false);
+  }
+  fx.pager->Abort();
+  CHECK(fx.pager->stats().dirty_blocks == 0);
+  for (uint64_t b = 0; b < 40; ++b) CHECK(BlockMatches(m->data() + b * kBlock, 0, b));
+}
+
+TEST_CASE("P8: errno of the interrupted code is unchanged by a handled fault") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  errno = EDOM;
+  std::byte v = ReadByte(m->data() + kBlock);
+  CHECK(errno == EDOM);
+  errno = ERANGE;
+  WriteByte(m->data() + 2 * kBlock, v);
+  CHECK(errno == ERANGE);
+}
+
+TEST_CASE("P9: threads faulting the same block cause one load") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  fx.source->Hold(2);
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      if (ReadByte(m->data() + 2 * kBlock + t) == FakeSource::Byte(0, 2, t)) ++ok;
+    });
+  }
+  REQUIRE(fx.source->WaitInLoad(1));
+  fx.source->Release(2);
+  for (auto& t : threads) t.join();
+  CHECK(ok == 8);
+  CHECK(fx.source->Loads(2) == 1);
+}
+
+TEST_CASE("P9: faults on different blocks load in parallel and never wait behind another's I/O") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 8).value();
+  for (uint64_t b = 0; b < 4; ++b) fx.source->Hold(b);
+  std::vector<std::thread> threads;
+  for (uint64_t b = 0; b < 4; ++b) {
+    threads.emplace_back([&, b] { (void)ReadByte(m->data() + b * kBlock); });
+  }
+  // All four loads are inside the source at once: none waits for another.
+  CHECK(fx.source->WaitInLoad(4));
+  // And while they are all stuck, another block still loads.
+  CHECK(ReadByte(m->data() + 6 * kBlock) == FakeSource::Byte(0, 6, 0));
+  for (uint64_t b = 0; b < 4; ++b) fx.source->Release(b);
+  for (auto& t : threads) t.join();
+}
+
+TEST_CASE("P10: an explicit load returns the error naming the array and block") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 8).value();
+  fx.source->Fail(5);
+  Status st = m->Load(4 * kBlock, 2 * kBlock);
+  CHECK(st.code() == Code::kIOError);
+  CHECK(st.message().find("array 'test' block 5") != std::string::npos);
+  CHECK(st.message().find("injected read error") != std::string::npos);
+  CHECK(m->Load(0, 4 * kBlock).ok());
+  CHECK(fx.pager->stats().loads == 4 + 2);  // block 4 loaded, 5 failed, 0..3 loaded
+}
+
+TEST_CASE("P10: a load error inside a fault ends the process with SIGBUS and a message") {
+  int pipefd[2];
+  REQUIRE(pipe(pipefd) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipefd[1], STDERR_FILENO);
+    Fixture fx;
+    auto m = fx.file->Map(0, 8).value();
+    fx.source->Fail(3);
+    (void)ReadByte(m->data() + 3 * kBlock);
+    _exit(0);  // not reached
+  }
+  close(pipefd[1]);
+  std::string err;
+  char buf[512];
+  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) err.append(buf, n);
+  close(pipefd[0]);
+  int status;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGBUS);
+  CHECK(err.find("array 'test' block 3") != std::string::npos);
+  CHECK(err.find("injected read error") != std::string::npos);
+}
+
+TEST_CASE("kernel access to an unloaded page fails with EFAULT; Load makes it work") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  errno = 0;
+  CHECK(write(fds[1], m->data() + kBlock, 100) == -1);
+  CHECK(errno == EFAULT);
+  REQUIRE(m->Load(kBlock, 100).ok());
+  CHECK(write(fds[1], m->data() + kBlock, 100) == 100);
+  char back[100];
+  REQUIRE(read(fds[0], back, 100) == 100);
+  CHECK(std::byte(back[7]) == FakeSource::Byte(0, 1, 7));
+  close(fds[0]);
+  close(fds[1]);
+}
+
+TEST_CASE("P11: sequential faults trigger read-ahead of the following blocks") {
+  Fixture fx(64, 4);
+  auto m = fx.file->Map(0, 32).value();
+  for (uint64_t b = 0; b < 3; ++b) (void)ReadByte(m->data() + b * kBlock);
+  // Blocks 3.. are being loaded ahead without being touched.
+  for (int i = 0; i < 2000 && fx.source->Loads(5) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(fx.source->Loads(5) == 1);
+  CHECK(fx.pager->stats().readahead_loads >= 3);
+  // Touching them now loads nothing again.
+  (void)ReadByte(m->data() + 4 * kBlock);
+  (void)ReadByte(m->data() + 5 * kBlock);
+  CHECK(fx.source->Loads(4) == 1);
+  CHECK(fx.source->Loads(5) == 1);
+  // Random access does not read ahead.
+  Fixture rnd(64, 4);
+  auto r = rnd.file->Map(0, 32).value();
+  for (uint64_t b : {20, 3, 11, 27}) (void)ReadByte(r->data() + b * kBlock);
+  CHECK(rnd.pager->stats().readahead_loads == 0);
+}
+
+TEST_CASE("W1: writeout stores dirty blocks; they become clean, resident, write-protected") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 8).value();
+  WriteByte(m->data() + 1 * kBlock, std::byte{9});
+  std::memset(m->data() + 2 * kBlock, 0, kBlock);  // all zero: trims to nothing
+  CHECK(ReadByte(m->data() + 3 * kBlock) == FakeSource::Byte(0, 3, 0));  // clean: not written out
+  auto w = fx.pager->BeginWriteout().value();
+  REQUIRE(w->entries().size() == 2);
+  std::map<uint64_t, size_t> sizes;
+  for (size_t i = 0; i < 2; ++i) sizes[w->entries()[i].block] = w->Data(i).value().size();
+  CHECK(sizes[1] == kBlock);
+  CHECK(sizes[2] == 0);
+  w->Finish(true);
+  auto s = fx.pager->stats();
+  CHECK(s.dirty_blocks == 0);
+  CHECK(ReadByte(m->data() + kBlock) == std::byte{9});
+  CHECK(fx.source->Loads(1) == 1);  // still resident: no reload
+  WriteByte(m->data() + kBlock + 1, std::byte{8});  // write-protected: faults, dirty again
+  CHECK(fx.pager->stats().dirty_blocks == 1);
+}
+
+TEST_CASE("W2: a failed writeout leaves every page dirty and abortable") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  WriteByte(m->data(), std::byte{1});
+  WriteByte(m->data() + kBlock, std::byte{2});
+  {
+    auto w = fx.pager->BeginWriteout().value();
+    CHECK(w->entries().size() == 2);
+  }  // destroyed unfinished: as Finish(false)
+  CHECK(fx.pager->stats().dirty_blocks == 2);
+  WriteByte(m->data() + 5, std::byte{5});  // still writable after the failed writeout
+  CHECK(ReadByte(m->data()) == std::byte{1});
+  fx.pager->Abort();
+  CHECK(ReadByte(m->data()) == FakeSource::Byte(0, 0, 0));
+}
+
+TEST_CASE("W3: abort drops dirty pages; dirty-abort-dirty-abort repeats cleanly") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  CHECK(ReadByte(m->data() + 3 * kBlock) == FakeSource::Byte(0, 3, 0));
+  for (int round = 0; round < 5; ++round) {
+    WriteByte(m->data() + kBlock + 7, std::byte(0xF0 + round));
+    CHECK(ReadByte(m->data() + kBlock + 7) == std::byte(0xF0 + round));
+    CHECK(fx.pager->stats().dirty_blocks == 1);
+    fx.pager->Abort();
+    CHECK(fx.pager->stats().dirty_blocks == 0);
+    CHECK(ReadByte(m->data() + kBlock + 7) == FakeSource::Byte(0, 1, 7));
+  }
+  CHECK(fx.source->Loads(3) == 1);  // clean pages survive aborts
+}
+
+TEST_CASE("W4: invalidation of absent, clean and dirty blocks") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  fx.file->Invalidate(2);  // not resident: nothing happens
+  CHECK(fx.pager->stats().loads == 0);
+  CHECK(ReadByte(m->data()) == FakeSource::Byte(0, 0, 0));
+  WriteByte(m->data() + kBlock, std::byte{0xEE});
+  fx.source->SetVersion(1);
+  fx.file->Invalidate(0);
+  fx.file->Invalidate(1);
+  CHECK(fx.pager->stats().dirty_blocks == 0);  // the dirty page lost its changes
+  CHECK(BlockMatches(m->data(), 1, 0));
+  CHECK(BlockMatches(m->data() + kBlock, 1, 1));
+  CHECK(fx.source->Loads(0) == 2);
+}
+
+TEST_CASE("W5: an invalidation during a load discards it; the access sees the new content") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  fx.source->Hold(1);
+  std::byte seen{};
+  std::thread reader([&] { seen = ReadByte(m->data() + kBlock + 3); });
+  REQUIRE(fx.source->WaitInLoad(1));
+  fx.source->SetVersion(7);
+  fx.file->Invalidate(1);
+  fx.source->Release(1);
+  reader.join();
+  CHECK(seen == FakeSource::Byte(7, 1, 3));
+  CHECK(fx.source->Loads(1) == 2);
+}
+
+TEST_CASE("Truncate drops pages at and past the end, dirty ones included") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 8).value();
+  for (uint64_t b = 0; b < 6; ++b) WriteByte(m->data() + b * kBlock, std::byte{0x11});
+  fx.file->Truncate(3);
+  CHECK(fx.pager->stats().dirty_blocks == 3);
+  CHECK(ReadByte(m->data() + 4 * kBlock) == FakeSource::Byte(0, 4, 0));
+  CHECK(ReadByte(m->data() + 2 * kBlock) == std::byte{0x11});
+}
+
+TEST_CASE("many threads write disjoint blocks; writeout sees every byte") {
+  Fixture fx(16);
+  auto m = fx.file->Map(0, 64).value();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t b = t; b < 64; b += 4) std::memset(m->data() + b * kBlock, int(b) + 1, kBlock);
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto w = fx.pager->BeginWriteout().value();
+  REQUIRE(w->entries().size() == 64);
+  for (size_t i = 0; i < 64; ++i) {
+    uint64_t b = w->entries()[i].block;
+    auto data = w->Data(i).value();
+    REQUIRE(data.size() == kBlock);
+    CHECK(data[0] == std::byte(b + 1));
+    CHECK(data[kBlock - 1] == std::byte(b + 1));
+  }
+  w->Finish(true);
+  CHECK(fx.pager->stats().dirty_blocks == 0);
+}
+
+TEST_CASE("a mapping stays valid after its file handle is dropped") {
+  Fixture fx;
+  auto m = fx.file->Map(0, 4).value();
+  fx.file.reset();
+  CHECK(ReadByte(m->data() + kBlock) == FakeSource::Byte(0, 1, 0));
+}
+
+TEST_CASE("block sizes must be multiples of the page size") {
+  Fixture fx;
+  CHECK(fx.pager->OpenFile(fx.source, 1000, "x").status().code() == Code::kInvalidArgument);
+}
