@@ -466,3 +466,49 @@ TEST_CASE("block sizes must be multiples of the page size") {
   Fixture fx;
   CHECK(fx.pager->OpenFile(fx.source, 1000, "x").status().code() == Code::kInvalidArgument);
 }
+
+TEST_CASE("a read in another mapping during a writeout does not let writes slip through") {
+  Fixture fx;
+  auto a = fx.file->Map(0, 4).value();
+  WriteByte(a->data() + kBlock, std::byte{1});
+  auto w = fx.pager->BeginWriteout().value();
+  REQUIRE(w->entries().size() == 1);
+  auto b = fx.file->Map(0, 4).value();
+  CHECK(ReadByte(b->data() + kBlock) == std::byte{1});  // maps the page into b, read-only
+  std::thread writer([&] { WriteByte(b->data() + kBlock, std::byte{2}); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // give a wrong write time to land
+  CHECK(w->Data(0).value()[0] == std::byte{1});  // the writeout sees the state it began with
+  w->Finish(true);
+  writer.join();  // the parked write proceeds in the next transaction
+  CHECK(ReadByte(a->data() + kBlock) == std::byte{2});
+  CHECK(fx.pager->stats().dirty_blocks == 1);
+}
+
+TEST_CASE("files of two block sizes spill side by side without overwriting each other") {
+  PagerOptions o;
+  o.cache_bytes = 8 * kBlock;
+  auto pager = Pager::Create(o).value();
+  auto source = std::make_shared<FakeSource>();
+  auto small = pager->OpenFile(source, kBlock, "small").value();
+  auto large = pager->OpenFile(source, 2 * kBlock, "large").value();
+  auto ms = small->Map(0, 16).value();
+  auto ml = large->Map(0, 16).value();
+  for (uint64_t b = 0; b < 16; ++b) {
+    std::memset(ms->data() + b * kBlock, int(b) + 1, kBlock);
+    std::memset(ml->data() + b * 2 * kBlock, int(b) + 101, 2 * kBlock);
+  }
+  CHECK(pager->stats().spills > 0);
+  auto w = pager->BeginWriteout().value();
+  REQUIRE(w->entries().size() == 32);
+  for (size_t i = 0; i < 32; ++i) {
+    const auto& e = w->entries()[i];
+    auto data = w->Data(i).value();
+    const bool is_small = e.file == small;
+    REQUIRE(data.size() == (is_small ? kBlock : 2 * kBlock));
+    const std::byte want{static_cast<unsigned char>(e.block + (is_small ? 1 : 101))};
+    CHECK(data.front() == want);
+    CHECK(data.back() == want);
+  }
+  w->Finish(true);
+  CHECK(pager->stats().dirty_blocks == 0);
+}

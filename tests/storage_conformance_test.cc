@@ -351,3 +351,20 @@ TEST_CASE_TEMPLATE("snapshots serve concurrent readers while commits proceed", B
   for (auto& t : readers) t.join();
   CHECK(bad == 0);
 }
+
+TEST_CASE_TEMPLATE("deleted ranges apply before puts in one batch", B, BACKENDS) {
+  B b;
+  WriteBatch w(0);
+  for (int i = 0; i < 6; ++i) w.PutBlock(7, i, Pattern(4096, i));
+  CommitId c = b.store->Commit(w).value();
+  auto keep = Snap(*b.store);
+  WriteBatch shrink_regrow(c);
+  shrink_regrow.DeleteBlocks(7, 2, UINT64_MAX);
+  shrink_regrow.PutBlock(7, 4, Pattern(4096, 40));
+  REQUIRE(b.store->Commit(shrink_regrow).ok());
+  auto s = Snap(*b.store);
+  CHECK(Read(*s, 7, 1, 4096) == Pattern(4096, 1));
+  CHECK(AllZero(Read(*s, 7, 2, 4096)));
+  CHECK(Read(*s, 7, 4, 4096) == Pattern(4096, 40));
+  CHECK(AllZero(Read(*s, 7, 5, 4096)));
+}

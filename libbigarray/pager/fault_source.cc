@@ -28,7 +28,10 @@ struct RangeEntry {
 RangeEntry g_ranges[kMaxRanges];
 std::atomic<size_t> g_range_high_water{0};  // entries at or above it were never used
 FaultRecord g_faults[kMaxFaults];
-struct sigaction g_previous;  // the SIGSEGV disposition before ours; written once before install
+// The SIGSEGV disposition before ours. Written (under g_ranges_mu) before our handler is
+// installed, and again only when SIGSEGV was reset to SIG_DFL/SIG_IGN, which no foreign fault in
+// flight can be reading through our handler.
+struct sigaction g_previous;
 std::mutex g_ranges_mu;       // serializes AddRange/RemoveRange (never taken by the handler)
 
 static_assert(std::atomic<uintptr_t>::is_always_lock_free);
@@ -148,14 +151,19 @@ void Handler(int sig, siginfo_t* info, void* context) {
 
 }  // namespace
 
-// Installs our handler unless it is the current one, remembering the current one as the handler
-// to chain to. Called at start-up and again whenever a range is added, so that a program (or a
-// test framework) that replaced our handler after we installed it does not silently take our
-// faults: it becomes the previous handler instead. REQUIRES: g_ranges_mu held.
-static void EnsureInstalled() {
+// Installs our handler, remembering the current disposition as the handler to chain to. At
+// start-up unconditionally; when a range is added, only if somebody reset SIGSEGV to SIG_DFL or
+// SIG_IGN after us (as test frameworks do when they restore the disposition they found). A
+// handler that somebody installed after us is left alone: it must chain to the one it replaced
+// (ours), as crash reporters do; taking over again could make the two chain to each other
+// forever. REQUIRES: g_ranges_mu held.
+static void EnsureInstalled(bool at_start) {
   struct sigaction current;
   sigaction(SIGSEGV, nullptr, &current);
   if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == Handler) return;
+  const bool reset = !(current.sa_flags & SA_SIGINFO) &&
+                     (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN);
+  if (!at_start && !reset) return;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = Handler;
@@ -167,7 +175,7 @@ static void EnsureInstalled() {
 SignalFaultSource::SignalFaultSource() {
   for (FaultRecord& r : g_faults) sem_init(&r.done, 0, 0);
   std::lock_guard lock(g_ranges_mu);
-  EnsureInstalled();
+  EnsureInstalled(true);
 }
 
 SignalFaultSource& SignalFaultSource::Get() {
@@ -177,7 +185,7 @@ SignalFaultSource& SignalFaultSource::Get() {
 
 Status SignalFaultSource::AddRange(uintptr_t start, size_t length, FaultTarget* target) {
   std::lock_guard lock(g_ranges_mu);
-  EnsureInstalled();
+  EnsureInstalled(false);
   for (size_t i = 0; i < kMaxRanges; ++i) {
     if (g_ranges[i].start.load(std::memory_order_relaxed) != 0) continue;
     g_ranges[i].target.store(target, std::memory_order_relaxed);

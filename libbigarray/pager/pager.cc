@@ -10,8 +10,9 @@
 //
 // Memory: a page's RAM is a slot of a memfd pool (one per block size). A slot is mapped into a
 // Mapping at the block's address with MAP_POPULATE (no later minor faults) and is reached by the
-// pager itself only through short-lived per-thread windows, so that resident RAM is counted once
-// in RSS. Freed slots keep their RAM and are reused: a load is a copy into warm memory.
+// pager itself only through one window per loader thread (re-pointed at each use), not through
+// a permanent mapping of the whole pool, so that resident RAM is not counted twice in RSS.
+// Freed slots keep their RAM and are reused: a load is a copy into warm memory.
 #include "pager/pager.h"
 
 #include <semaphore.h>
@@ -49,7 +50,8 @@ size_t TrimmedLength(std::span<const std::byte> data) noexcept {
 }
 
 constexpr unsigned kMaxMappingsPerFile = 64;  // bits of Page::mapped
-constexpr uint32_t kMaxSlots = 32768;         // mapped pages stay well under vm.max_map_count
+constexpr uint32_t kMaxSlots = 16384;  // each mapped page may split its reservation into 2 map
+                                       // entries: stay well under vm.max_map_count (65530)
 constexpr unsigned kMinBudgetBlocks = 8;
 
 Status PreadFull(int fd, std::byte* dst, size_t n, off_t off, const std::string& what) {
@@ -237,8 +239,8 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   void LruPush(Page& p);
   FileState* FindFile(uint64_t id);
   uint64_t Budget() const;
-  Result<uint64_t> AllocSpill();
-  void FreeSpill(uint64_t offset);
+  Result<uint64_t> AllocSpill(size_t block_size);
+  void FreeSpill(uint64_t offset, size_t block_size);
 
   // Immutable after construction.
   const PagerOptions options_;
@@ -260,7 +262,7 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   uint64_t max_block_size_ = 0;
   int spill_fd_ = -1;
   uint64_t spill_end_ = 0;
-  std::vector<uint64_t> spill_free_;
+  std::map<size_t, std::vector<uint64_t>> spill_free_;  // by block size
   uint64_t spilled_pages_ = 0;
   bool stopping_ = false;
   size_t busy_loaders_ = 0;  // loader threads inside blocking I/O
@@ -378,7 +380,7 @@ void PagerImpl::CloseFile(FileState* f) {
   for (auto& [block, p] : f->pages) {
     LruRemove(p);
     if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_;
-    if (p.state == Page::kSpilled) FreeSpill(p.spill_offset);
+    if (p.state == Page::kSpilled) FreeSpill(p.spill_offset, p.file->block_size);
     FreeSlot(p);
     for (Request& r : p.waiters) Complete(r, FaultOutcome::kForeign, Status());
   }
@@ -669,47 +671,53 @@ void PagerImpl::Process(Request req, Windows& w) {
           return;
         }
         // Bring the dirty data back from the scratch file.
+        const std::string what = f->name + " block " + std::to_string(req.block);
+        auto give_up = [&](const Status& st) {  // back to kSpilled, or dropped if aborted meanwhile
+          --f->in_flight;
+          p.from_spill = false;
+          if (p.invalidated) {
+            p.invalidated = false;
+            p.state = Page::kSpilled;
+            Erase(p);
+          } else {
+            p.state = Page::kSpilled;
+            WakeWaiters(p);
+          }
+          Complete(req, FaultOutcome::kFatal, st.WithContext(what));
+        };
         Status error;
         const uint64_t offset = p.spill_offset;
         p.state = Page::kSpilling;  // pinned while we find a slot
+        ++f->in_flight;
         auto slot = AllocateSlot(lk, *f->pool, false, w, &error);
         if (!slot) {
-          p.state = Page::kSpilled;
-          WakeWaiters(p);
-          Complete(req, FaultOutcome::kFatal, error);
+          give_up(error);
           return;
         }
         p.state = Page::kLoading;
         p.from_spill = true;
         p.slot = static_cast<int32_t>(*slot);
-        ++f->in_flight;
         BeginIo();
         lk.unlock();
         Status st;
         auto dst = w.For(f->block_size).Map(*f->pool, *slot);
         st = dst.ok() ? PreadFull(spill_fd_, *dst, f->block_size, static_cast<off_t>(offset),
-                                  "read back a spilled page of " + f->name)
+                                  "read back a spilled page")
                       : dst.status();
         lk.lock();
         EndIo();
-        --f->in_flight;
-        p.from_spill = false;
         if (!st.ok()) {
           FreeSlot(p);
-          p.state = Page::kSpilled;
-          WakeWaiters(p);
-          Complete(req, FaultOutcome::kFatal, st);
+          give_up(st);
           return;
         }
-        FreeSpill(offset);
+        --f->in_flight;
+        p.from_spill = false;
+        FreeSpill(offset, f->block_size);
         if (p.invalidated) {  // aborted or invalidated meanwhile: the changes are gone
           p.invalidated = false;
-          --dirty_blocks_;
-          FreeSlot(p);
-          std::vector<Request> waiters = std::move(p.waiters);
-          f->pages.erase(req.block);
-          for (Request& r : waiters) Enqueue(std::move(r));
-          settled_cv_.notify_all();
+          p.state = Page::kDirty;
+          Erase(p);
           continue;
         }
         p.state = Page::kDirty;
@@ -718,8 +726,15 @@ void PagerImpl::Process(Request req, Windows& w) {
         continue;
       }
       case Page::kClean:
-      case Page::kDirty:
+      case Page::kDirty: {
         if (req.prefetch) return;
+        // A fault on a page already mapped read-only in this mapping can only be a write (where
+        // the CPU's error code does not say so).
+        const uint64_t bit = uint64_t{1} << req.mapping.index;
+        if (req.fault && req.mapping.serial == f->mappings[req.mapping.index].serial &&
+            (p.mapped & bit) && !(p.writable & bit)) {
+          req.write = true;
+        }
         if (req.write && p.writeout) {  // being committed: the write belongs to the next transaction
           p.waiters.push_back(std::move(req));
           return;
@@ -737,6 +752,7 @@ void PagerImpl::Process(Request req, Windows& w) {
         LruPush(p);
         Complete(req, FaultOutcome::kRetry, Status());
         return;
+      }
     }
   }
 }
@@ -776,10 +792,12 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       continue;
     }
     // Evict clean pages, least recently used first, in a batch: down to 1/16 of the budget
-    // below it (at most 16 blocks), so that the next loads find room at once (P5).
+    // below it (at most 16 blocks), so that the next loads find room at once (P5). A pool that
+    // is full by its own capacity needs a page of its own freed.
+    auto pool_full = [&] { return pool.free.empty() && pool.next_fresh >= pool.capacity; };
     const uint64_t target = budget - std::min<uint64_t>(budget / 16, 16 * bs);
     bool evicted = false;
-    for (Page* p = lru_head_; p && resident_bytes_ + bs > target;) {
+    for (Page* p = lru_head_; p && (resident_bytes_ + bs > target || pool_full());) {
       Page* next = p->lru_next;
       if (p->state == Page::kClean && !p->writeout && p->file->pool == &pool) {
         ++evictions_;
@@ -788,7 +806,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       }
       p = next;
     }
-    if (!evicted) {  // pages of other block sizes count against the same budget
+    if (!evicted && !pool_full()) {  // over budget: pages of other block sizes count too
       for (Page* p = lru_head_; p && !evicted; p = p->lru_next) {
         if (p->state == Page::kClean && !p->writeout) {
           ++evictions_;
@@ -801,17 +819,20 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     // Only dirty pages left: spill the least recently used one (P6).
     Page* victim = nullptr;
     for (Page* p = lru_head_; p; p = p->lru_next) {
-      if (p->state == Page::kDirty && !p->writeout) {
+      if (p->state == Page::kDirty && !p->writeout && (!pool_full() || p->file->pool == &pool)) {
         victim = p;
         break;
       }
     }
     if (!victim) {
-      // Every page is in flight or held by a writeout: wait for one to settle.
+      // Every page is in flight or held by a writeout: wait for one to settle (as busy, so that
+      // other faults still find an idle loader).
+      BeginIo();
       settled_cv_.wait(lk);
+      EndIo();
       continue;
     }
-    auto offset = AllocSpill();
+    auto offset = AllocSpill(victim->file->block_size);
     if (!offset.ok()) {
       *error = offset.status();
       return std::nullopt;
@@ -834,11 +855,17 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     EndIo();
     --vf->in_flight;
     if (!st.ok()) {
-      FreeSpill(*offset);
+      FreeSpill(*offset, vf->block_size);
       v.state = Page::kDirty;
-      LruPush(v);
-      WakeWaiters(v);
-      *error = st.WithContext("the transaction is larger than the cache and could not be spilled");
+      if (v.invalidated) {  // aborted meanwhile: its changes are gone anyway
+        v.invalidated = false;
+        Erase(v);
+      } else {
+        LruPush(v);
+        WakeWaiters(v);
+      }
+      *error = st.WithContext("the transaction is larger than the cache and a dirty page of " +
+                              vf->name + " could not be spilled");
       return std::nullopt;
     }
     ++spills_;
@@ -864,7 +891,7 @@ void PagerImpl::FreeSlot(Page& p) {
   settled_cv_.notify_all();
 }
 
-Result<uint64_t> PagerImpl::AllocSpill() {
+Result<uint64_t> PagerImpl::AllocSpill(size_t block_size) {
   if (spill_fd_ < 0) {
     spill_fd_ = open(options_.spill_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (spill_fd_ < 0) {
@@ -877,18 +904,19 @@ Result<uint64_t> PagerImpl::AllocSpill() {
     }
   }
   ++spilled_pages_;
-  if (!spill_free_.empty()) {
-    uint64_t off = spill_free_.back();
-    spill_free_.pop_back();
+  auto& free = spill_free_[block_size];
+  if (!free.empty()) {
+    uint64_t off = free.back();
+    free.pop_back();
     return off;
   }
   uint64_t off = spill_end_;
-  spill_end_ += max_block_size_;
+  spill_end_ += block_size;
   return off;
 }
 
-void PagerImpl::FreeSpill(uint64_t offset) {
-  spill_free_.push_back(offset);
+void PagerImpl::FreeSpill(uint64_t offset, size_t block_size) {
+  spill_free_[block_size].push_back(offset);
   if (--spilled_pages_ == 0) {  // nothing spilled: give the disk space back
     spill_free_.clear();
     spill_end_ = 0;
@@ -907,7 +935,7 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   if (p.block < m.first || p.block >= m.first + m.count) return true;
   const uint64_t bit = uint64_t{1} << ref.index;
   std::byte* addr = m.base + (p.block - m.first) * f->block_size;
-  const bool want_write = p.state == Page::kDirty;
+  const bool want_write = p.state == Page::kDirty && !p.writeout;  // a writeout write-protects
   if (p.mapped & bit) {
     if (want_write && !(p.writable & bit)) {
       if (mprotect(addr, f->block_size, PROT_READ | PROT_WRITE) != 0) return false;
@@ -951,7 +979,7 @@ void PagerImpl::WriteProtect(Page& p) {
 void PagerImpl::Erase(Page& p) {
   LruRemove(p);
   if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_;
-  if (p.state == Page::kSpilled) FreeSpill(p.spill_offset);
+  if (p.state == Page::kSpilled) FreeSpill(p.spill_offset, p.file->block_size);
   FreeSlot(p);
   std::vector<Request> waiters = std::move(p.waiters);
   FileState* f = p.file;
@@ -978,6 +1006,7 @@ void PagerImpl::LruPush(Page& p) {
 // ---- invalidation, writeout, abort -------------------------------------------------------------
 
 void PagedFile::Invalidate(uint64_t block) { pager_->Invalidate(state_, block, block + 1); }
+void PagedFile::InvalidateRange(uint64_t first, uint64_t end) { pager_->Invalidate(state_, first, end); }
 void PagedFile::InvalidateAll() { pager_->Invalidate(state_, 0, UINT64_MAX); }
 void PagedFile::Truncate(uint64_t block_count) { pager_->Invalidate(state_, block_count, UINT64_MAX); }
 

@@ -104,6 +104,7 @@ class PagedFile : public std::enable_shared_from_this<PagedFile> {
   // W4/W5: drops the block's page, whatever its state; a dirty page loses its changes; a load
   // in progress is discarded and retried.
   void Invalidate(uint64_t block);
+  void InvalidateRange(uint64_t first, uint64_t end);  // blocks [first, end); cost ~ resident pages
   void InvalidateAll();
   // Drops every page at or past `block_count` (dirty ones included): used when an array shrinks.
   void Truncate(uint64_t block_count);

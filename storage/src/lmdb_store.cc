@@ -658,6 +658,25 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
   }
 
   int rc;
+  // Deleted ranges first, then puts: a batch may delete past a shrink and then store a block
+  // there again (shrink, grow and write in one transaction).
+  for (const BlockRange& r : batch.deletes()) {
+    MDB_cursor* cur;
+    rc = mdb_cursor_open(txn, env_->blocks_, &cur);
+    if (rc != MDB_SUCCESS) return fail(rc, "delete blocks");
+    BlockKey start(r.array, r.first);
+    MDB_val k = start.val(), v;
+    // Re-seek after each delete: the cursor's position after mdb_cursor_del is not portable.
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
+         k = start.val(), rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)) {
+      const auto* kb = static_cast<const unsigned char*>(k.mv_data);
+      if (GetBE64(kb) != r.array || GetBE64(kb + 8) >= r.end) break;
+      rc = mdb_cursor_del(cur, 0);
+      if (rc != MDB_SUCCESS) break;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "delete blocks of array #" + std::to_string(r.array));
+  }
   for (const auto& p : batch.puts()) {
     BlockKey key(p.array, p.index);
     MDB_val k = key.val();
@@ -685,23 +704,6 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
       std::memcpy(v.mv_data, header, sizeof header);
       std::memcpy(static_cast<char*>(v.mv_data) + sizeof header, data.data(), data.size());
     }
-  }
-  for (const BlockRange& r : batch.deletes()) {
-    MDB_cursor* cur;
-    rc = mdb_cursor_open(txn, env_->blocks_, &cur);
-    if (rc != MDB_SUCCESS) return fail(rc, "delete blocks");
-    BlockKey start(r.array, r.first);
-    MDB_val k = start.val(), v;
-    // Re-seek after each delete: the cursor's position after mdb_cursor_del is not portable.
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
-         k = start.val(), rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)) {
-      const auto* kb = static_cast<const unsigned char*>(k.mv_data);
-      if (GetBE64(kb) != r.array || GetBE64(kb + 8) >= r.end) break;
-      rc = mdb_cursor_del(cur, 0);
-      if (rc != MDB_SUCCESS) break;
-    }
-    mdb_cursor_close(cur);
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "delete blocks of array #" + std::to_string(r.array));
   }
   for (const auto& [key, value] : batch.meta()) {
     MDB_val k = StrVal(key);

@@ -151,6 +151,12 @@ Result<CommitId> MemoryStore::Commit(const WriteBatch& batch) {
   auto next = std::make_shared<State>(*state_);
   const CommitId id = current + 1;
   next->commit = id;
+  for (const BlockRange& r : batch.deletes()) {
+    auto it = next->blocks.lower_bound({r.array, r.first});
+    while (it != next->blocks.end() && it->first.first == r.array && it->first.second < r.end) {
+      it = next->blocks.erase(it);
+    }
+  }
   for (const auto& p : batch.puts()) {
     if (p.size == 0) {
       next->blocks.erase({p.array, p.index});
@@ -167,12 +173,6 @@ Result<CommitId> MemoryStore::Commit(const WriteBatch& batch) {
     }
     next->blocks[{p.array, p.index}] =
         StoredBlock{id, std::make_shared<const std::vector<std::byte>>(data.begin(), data.end())};
-  }
-  for (const BlockRange& r : batch.deletes()) {
-    auto it = next->blocks.lower_bound({r.array, r.first});
-    while (it != next->blocks.end() && it->first.first == r.array && it->first.second < r.end) {
-      it = next->blocks.erase(it);
-    }
   }
   for (const auto& [k, v] : batch.meta()) {
     if (v) {

@@ -72,7 +72,8 @@ struct ChangeSet {
 // The length of `data` without its trailing zero bytes (0 for an all-zero block).
 size_t TrimmedSize(std::span<const std::byte> data) noexcept;
 
-// A set of block and metadata changes to commit atomically.
+// A set of block and metadata changes to commit atomically. Deleted ranges are applied before
+// block puts, so a batch may delete a range and store some blocks of it again.
 class WriteBatch {
  public:
   // Supplies a block's payload during Commit: the bytes to store, without trailing zeros (an

@@ -1,0 +1,152 @@
+// bigarray/database.h: databases, arrays and transactions (docs/api.md, docs/transactions.md).
+//
+// The ZODB model: a Database handle works in one transaction at a time. Its reads see the
+// committed state as of the transaction's start (T3); Commit() makes every change to every array
+// since the last boundary durable and visible at once (T2, T7); Abort() discards them (T1).
+// Concurrency between handles and processes is optimistic: a commit that changes a block or an
+// array's metadata that another transaction changed and committed first fails with
+// Code::kConflict, writing nothing (T4, T5); the handle must then Abort() and may redo its work.
+//
+// Thread contract: a Database handle and its Arrays may be used from several threads for data
+// access (reading and writing through views). Calls that change the catalog or the transaction
+// (Create, Drop, Rename, Append, Resize, Commit, Abort) are serialized by the handle, and must not
+// race with writes through views (such writes land on either side of the boundary). For
+// independent transactions, open one handle per thread, like ZODB connections.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bigarray/dtype.h"
+#include "bigarray/status.h"
+#include "bigarray/view.h"
+
+namespace bigarray {
+
+namespace internal {
+class Session;
+class ArrayState;
+}  // namespace internal
+
+enum class Durability {
+  kDurable,  // each commit is on disk when Commit returns (fsync)
+  kRelaxed,  // a commit survives a crash of the process; an OS crash may lose the latest commits
+};
+
+struct Options {
+  // RAM the page cache of this handle may use (clean and dirty pages). Dirty data beyond it is
+  // spilled to a scratch file, so a transaction may be larger than RAM.
+  uint64_t cache_bytes = 1ull << 30;
+  Durability durability = Durability::kDurable;
+  bool create_if_missing = true;
+  bool read_only = false;
+  unsigned readahead_blocks = 4;
+  unsigned loader_threads = 4;
+  // Where dirty pages beyond the cache go; empty: the database directory.
+  std::string spill_dir;
+  // Receives the library's log messages (map growth, spills, warnings); null: silent.
+  std::shared_ptr<spdlog::logger> logger;
+};
+
+enum class Order : char { kC = 'C', kF = 'F' };
+
+struct ArrayOptions {
+  Order order = Order::kC;
+  uint64_t block_size = 2ull << 20;  // bytes; a multiple of the OS page size
+};
+
+struct CacheStats {
+  uint64_t faults = 0, loads = 0, readahead_loads = 0, evictions = 0, spills = 0;
+  uint64_t resident_bytes = 0, dirty_blocks = 0;
+};
+
+// A named array of one Database handle. Copies refer to the same array.
+class Array {
+ public:
+  const std::string& name() const;
+  const DType& dtype() const;
+  Order order() const;
+  uint64_t block_size() const;
+  // As NumPy computes them, for the array's current shape in this transaction (A2).
+  std::vector<int64_t> shape() const;
+  std::vector<int64_t> strides() const;
+  int ndim() const;
+  int64_t size() const;
+  int64_t itemsize() const;
+  int64_t nbytes() const;
+  Result<int64_t> len() const;
+
+  // A view of the whole array. kResourceExhausted when the array does not fit the address
+  // space: then index a part of it instead.
+  Result<View> view() const;
+  // A view of part of the array (basic indexing, as View::Index), mapping only what it covers:
+  // a small view deep inside a huge array works.
+  Result<View> Index(std::initializer_list<IndexItem> index) const {
+    return Index(std::span<const IndexItem>(index.begin(), index.size()));
+  }
+  Result<View> Index(std::span<const IndexItem> index) const;
+
+  // Extends the major axis (axis 0 in C order, the last in F order) by values.shape() along it;
+  // every other extent must match, else kInvalidArgument and nothing changes. Cost is
+  // proportional to the appended data (A6).
+  Status Append(const View& values);
+  // New shape, same rank or not, same element order (NumPy's ndarray.resize): the element data
+  // is kept in flat order, new elements read as zeros, blocks past a smaller end are released at
+  // commit. O(1) in the array's size (A7).
+  Status Resize(std::vector<int64_t> shape);
+
+  // Blocks stored for this array as of the transaction's snapshot.
+  Result<uint64_t> BlocksStored() const;
+
+ private:
+  friend class Database;
+  explicit Array(std::shared_ptr<internal::ArrayState> state) : state_(std::move(state)) {}
+  std::shared_ptr<internal::ArrayState> state_;
+};
+
+class Database {
+ public:
+  // Opens (or creates) the database at `path`, a directory holding an LMDB environment.
+  // "memory:" opens a fresh in-memory database, private to this handle (for tests).
+  static Result<Database> Open(const std::string& path, const Options& options = {});
+
+  Database(Database&&) noexcept;
+  Database& operator=(Database&&) noexcept;
+  ~Database();  // aborts the open transaction
+
+  Result<Array> Create(const std::string& name, std::vector<int64_t> shape, const DType& dtype,
+                       const ArrayOptions& options = {});
+  Result<Array> Create(const std::string& name, std::vector<int64_t> shape, std::string_view dtype,
+                       const ArrayOptions& options = {});
+  Result<Array> Get(const std::string& name);
+  Result<bool> Contains(const std::string& name);
+  Result<std::vector<std::string>> Names();
+  Status Drop(const std::string& name);
+  Status Rename(const std::string& from, const std::string& to);
+
+  // Commits the transaction: all or nothing (T2, T7). kConflict: another transaction committed
+  // a change to the same block or array first; nothing was written and the transaction must be
+  // aborted. kNoSpace, kIOError: nothing was written; the changes are still there, Commit may
+  // be retried or the transaction aborted. Then a new transaction begins, seeing every commit.
+  Status Commit();
+  // Discards every change since the last boundary; a new transaction begins.
+  void Abort();
+  // Makes relaxed-mode commits durable.
+  Status Sync();
+
+  // The commit this transaction reads.
+  uint64_t snapshot_commit() const;
+  CacheStats cache_stats() const;
+  const std::string& path() const;
+
+ private:
+  explicit Database(std::shared_ptr<internal::Session> s) : session_(std::move(s)) {}
+  std::shared_ptr<internal::Session> session_;
+};
+
+}  // namespace bigarray

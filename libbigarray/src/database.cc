@@ -1,0 +1,755 @@
+// Database, Array: the one place that joins the storage and the pager (docs/architecture.md).
+//
+// A Session is one Database handle: its store, its pager (its own page cache) and the snapshot
+// its transaction reads. Every array it touches has an ArrayState: the array's metadata as
+// committed and as changed in this transaction, its PagedFile and its current whole-array
+// mapping. Blocks load from the session's current snapshot through ArraySource.
+//
+// Catalog (docs/format.md, "Array layer records"): meta key "n/<name>" -> array id (16 hex
+// digits); "a/<id>" -> the array's record ("dtype=<f8;order=C;block_size=2097152;shape=3,4").
+//
+// Locking: Session::mu_ serializes the transaction-level calls; ArrayState::mu guards an
+// array's metadata for readers on other threads (order: Session::mu_, then ArrayState::mu).
+// SnapshotHolder::mu guards the current snapshot pointer, read by loader threads.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+
+#include "bigarray/database.h"
+#include "bigarray/storage/block_store.h"
+#include "layout.h"
+#include "pager/pager.h"
+
+namespace bigarray {
+namespace internal {
+
+namespace {
+
+constexpr uint64_t kNoZeroFrom = UINT64_MAX;
+constexpr uint64_t kMaxBlockSize = 1ull << 30;
+constexpr size_t kMaxNameBytes = 255;
+
+std::string Hex(uint64_t v) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+std::string ArrayKey(uint64_t id) { return "a/" + Hex(id); }
+std::string NameKey(const std::string& name) { return "n/" + name; }
+
+struct ArrayMeta {
+  DType dtype = DType::Of<double>();
+  Order order = Order::kC;
+  uint64_t block_size = 0;
+  std::vector<int64_t> shape;
+};
+
+std::string EncodeMeta(const ArrayMeta& m) {
+  std::string s = "dtype=" + m.dtype.str() + ";order=" + static_cast<char>(m.order) +
+                  ";block_size=" + std::to_string(m.block_size) + ";shape=";
+  for (size_t i = 0; i < m.shape.size(); ++i) {
+    if (i) s += ",";
+    s += std::to_string(m.shape[i]);
+  }
+  return s;
+}
+
+Result<ArrayMeta> DecodeMeta(std::string_view s, const std::string& what) {
+  auto bad = [&](const std::string& why) { return Corruption(what + ": malformed array record (" + why + ")"); };
+  ArrayMeta m;
+  bool have_dtype = false, have_order = false, have_bs = false, have_shape = false;
+  while (!s.empty()) {
+    size_t end = s.find(';');
+    std::string_view field = s.substr(0, end);
+    s = end == std::string_view::npos ? std::string_view() : s.substr(end + 1);
+    size_t eq = field.find('=');
+    if (eq == std::string_view::npos) return bad("field without '='");
+    std::string_view key = field.substr(0, eq), value = field.substr(eq + 1);
+    try {
+      if (key == "dtype") {
+        auto d = DType::Parse(value);
+        if (!d.ok()) return bad(d.status().message());
+        m.dtype = *d;
+        have_dtype = true;
+      } else if (key == "order") {
+        if (value != "C" && value != "F") return bad("order");
+        m.order = value == "C" ? Order::kC : Order::kF;
+        have_order = true;
+      } else if (key == "block_size") {
+        m.block_size = std::stoull(std::string(value));
+        have_bs = true;
+      } else if (key == "shape") {
+        while (!value.empty()) {
+          size_t comma = value.find(',');
+          m.shape.push_back(std::stoll(std::string(value.substr(0, comma))));
+          value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+        }
+        have_shape = true;
+      }
+    } catch (const std::exception&) {
+      return bad("number in '" + std::string(key) + "'");
+    }
+  }
+  if (!have_dtype || !have_order || !have_bs || !have_shape) return bad("missing field");
+  const long page = sysconf(_SC_PAGESIZE);
+  if (m.block_size == 0 || m.block_size % page != 0 || m.block_size > kMaxBlockSize) {
+    return bad("block size " + std::to_string(m.block_size));
+  }
+  auto nbytes = CheckedNbytes(m.shape, m.dtype.itemsize());
+  if (!nbytes.ok()) return bad(nbytes.status().message());
+  return m;
+}
+
+uint64_t BlockCount(const ArrayMeta& m) {
+  int64_t n = CheckedNbytes(m.shape, m.dtype.itemsize()).value();
+  return (static_cast<uint64_t>(n) + m.block_size - 1) / m.block_size;
+}
+
+// The snapshot a session's transaction reads; loader threads read it concurrently.
+class SnapshotHolder {
+ public:
+  std::shared_ptr<storage::Snapshot> Get() const {
+    std::lock_guard lock(mu_);
+    return snapshot_;
+  }
+  void Set(std::shared_ptr<storage::Snapshot> s) {
+    std::lock_guard lock(mu_);
+    snapshot_ = std::move(s);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<storage::Snapshot> snapshot_;
+};
+
+// Loads an array's blocks from the session's current snapshot.
+class ArraySource final : public pager::BlockSource {
+ public:
+  ArraySource(std::shared_ptr<SnapshotHolder> snapshots, uint64_t id)
+      : snapshots_(std::move(snapshots)), id_(id) {}
+  Status LoadBlock(uint64_t block, std::span<std::byte> out) override {
+    if (block >= zero_from.load(std::memory_order_acquire)) {  // released by a shrink
+      std::memset(out.data(), 0, out.size());
+      return Status::Ok();
+    }
+    return snapshots_->Get()->ReadBlock(id_, block, out);
+  }
+  // Blocks at or past this read as zeros: the array shrank below them in this transaction,
+  // and the commit will delete them from storage.
+  std::atomic<uint64_t> zero_from{kNoZeroFrom};
+
+ private:
+  std::shared_ptr<SnapshotHolder> snapshots_;
+  uint64_t id_;
+};
+
+class MappingBacking final : public Backing {
+ public:
+  explicit MappingBacking(std::shared_ptr<pager::Mapping> m) : mapping_(std::move(m)) {}
+  Status Load(const std::byte* begin, const std::byte* end) const override {
+    if (begin == end) return Status::Ok();
+    return mapping_->Load(static_cast<size_t>(begin - mapping_->data()), static_cast<size_t>(end - begin));
+  }
+
+ private:
+  std::shared_ptr<pager::Mapping> mapping_;
+};
+
+}  // namespace
+
+class ArrayState {
+ public:
+  uint64_t id = 0;
+  std::shared_ptr<ArraySource> source;
+  std::shared_ptr<pager::PagedFile> file;
+  std::weak_ptr<Session> session;
+
+  mutable std::mutex mu;  // guards the fields below
+  std::string name, committed_name;
+  ArrayMeta meta, committed;
+  bool exists = true, committed_exists = false, created = false, meta_dirty = false;
+  std::shared_ptr<pager::Mapping> whole;  // maps blocks [0, whole->size() / block_size)
+
+  Status CheckExists() const {
+    if (!exists) {
+      return NotFound("array '" + name + "' no longer exists (dropped, or created in an aborted transaction)");
+    }
+    return Status::Ok();
+  }
+};
+
+class Session {
+ public:
+  std::string path;
+  Options options;
+  std::shared_ptr<storage::BlockStore> store;
+  std::shared_ptr<pager::Pager> pager;
+  std::shared_ptr<SnapshotHolder> snapshots = std::make_shared<SnapshotHolder>();
+
+  std::mutex mu_;
+  std::map<uint64_t, std::shared_ptr<ArrayState>> arrays;  // every array this handle touched
+  Status failed;  // sticky: a conflict ends the transaction until Abort
+  std::mt19937_64 ids{std::random_device{}()};
+
+  // REQUIRES: mu_ held.
+  Result<std::shared_ptr<ArrayState>> Find(const std::string& name);
+  Result<std::shared_ptr<ArrayState>> Load(uint64_t id, const std::string& name);
+  Status Refresh(const storage::WriteBatch* own);
+  void AbortLocked();
+};
+
+Result<std::shared_ptr<ArrayState>> Session::Load(uint64_t id, const std::string& name) {
+  auto snap = snapshots->Get();
+  BA_ASSIGN_OR_RETURN(auto record, snap->GetMeta(ArrayKey(id)));
+  if (!record) return Corruption("array '" + name + "' is in the catalog but its record " + ArrayKey(id) + " is missing");
+  BA_ASSIGN_OR_RETURN(ArrayMeta meta, DecodeMeta(*record, "array '" + name + "'"));
+  auto state = std::make_shared<ArrayState>();
+  state->id = id;
+  state->name = state->committed_name = name;
+  state->meta = state->committed = meta;
+  state->committed_exists = true;
+  state->source = std::make_shared<ArraySource>(snapshots, id);
+  BA_ASSIGN_OR_RETURN(state->file, pager->OpenFile(state->source, meta.block_size, "array '" + name + "'"));
+  arrays[id] = state;
+  return state;
+}
+
+Result<std::shared_ptr<ArrayState>> Session::Find(const std::string& name) {
+  for (auto& [id, s] : arrays) {
+    std::lock_guard lock(s->mu);
+    if (s->exists && s->name == name) return s;
+  }
+  auto snap = snapshots->Get();
+  BA_ASSIGN_OR_RETURN(auto idstr, snap->GetMeta(NameKey(name)));
+  if (!idstr) return NotFound("no array named '" + name + "' in " + path);
+  uint64_t id = 0;
+  try {
+    id = std::stoull(*idstr, nullptr, 16);
+  } catch (const std::exception&) {
+    return Corruption("catalog entry of array '" + name + "' is malformed");
+  }
+  if (arrays.count(id)) {  // renamed or dropped in this transaction
+    return NotFound("no array named '" + name + "' in this transaction (renamed or dropped)");
+  }
+  return Load(id, name);
+}
+
+// Starts the next transaction: a new snapshot, and the cache and metadata brought up to it.
+// `own`: the batch this handle just committed (its blocks are already cached correctly).
+Status Session::Refresh(const storage::WriteBatch* own) {
+  const auto old_snap = snapshots->Get();
+  BA_ASSIGN_OR_RETURN(auto snap, store->OpenSnapshot());
+  BA_ASSIGN_OR_RETURN(storage::ChangeSet changes, snap->ChangesSince(old_snap->commit_id()));
+  snapshots->Set(snap);  // first: reloads from here on read the new state (W5)
+
+  std::set<std::pair<uint64_t, uint64_t>> mine;
+  if (own) {
+    for (const auto& p : own->puts()) mine.emplace(p.array, p.index);
+  }
+  bool names_changed = !changes.complete;
+  for (const std::string& k : changes.meta_keys) names_changed |= k.starts_with("n/");
+  for (auto it = arrays.begin(); it != arrays.end();) {
+    ArrayState& s = *it->second;
+    if (!changes.complete) {
+      s.file->InvalidateAll();
+    } else {
+      for (const storage::BlockRange& r : changes.blocks) {
+        if (r.array != s.id) continue;
+        if (r.end - r.first <= 1024) {
+          for (uint64_t b = r.first; b < r.end; ++b) {
+            if (!mine.count({s.id, b})) s.file->Invalidate(b);
+          }
+        } else {
+          s.file->InvalidateRange(r.first, r.end);  // a deleted range: cost ~ resident pages
+        }
+      }
+    }
+    if (!changes.complete || changes.MetaChanged(ArrayKey(s.id))) {
+      BA_ASSIGN_OR_RETURN(auto record, snap->GetMeta(ArrayKey(s.id)));
+      std::lock_guard lock(s.mu);
+      if (!record) {  // dropped by another transaction
+        s.exists = s.committed_exists = false;
+        s.file->InvalidateAll();
+        it = arrays.erase(it);
+        continue;
+      }
+      BA_ASSIGN_OR_RETURN(ArrayMeta meta, DecodeMeta(*record, "array '" + s.name + "'"));
+      s.meta = s.committed = meta;
+      s.file->Truncate(BlockCount(meta));
+    }
+    ++it;
+  }
+  if (names_changed) {  // renames by others: find each array's current name
+    std::map<uint64_t, std::string> names;
+    BA_RETURN_IF_ERROR(snap->ForEachMeta("n/", [&](std::string_view k, std::string_view v) {
+      try {
+        names[std::stoull(std::string(v), nullptr, 16)] = std::string(k.substr(2));
+      } catch (const std::exception&) {
+      }
+      return true;
+    }));
+    for (auto& [id, s] : arrays) {
+      std::lock_guard lock(s->mu);
+      if (auto n = names.find(id); n != names.end()) s->name = s->committed_name = n->second;
+    }
+  }
+  return Status::Ok();
+}
+
+void Session::AbortLocked() {
+  pager->Abort();  // W3: dirty pages dropped
+  for (auto it = arrays.begin(); it != arrays.end();) {
+    ArrayState& s = *it->second;
+    const uint64_t zf = s.source->zero_from.exchange(kNoZeroFrom);
+    if (zf != kNoZeroFrom) s.file->Truncate(zf);  // cached zeros past a shrink are not committed data
+    std::lock_guard lock(s.mu);
+    if (s.created) {
+      s.exists = false;
+      s.file->InvalidateAll();
+      it = arrays.erase(it);
+      continue;
+    }
+    s.meta = s.committed;
+    s.name = s.committed_name;
+    s.exists = s.committed_exists;
+    s.meta_dirty = false;
+    ++it;
+  }
+  failed = Status::Ok();
+}
+
+}  // namespace internal
+
+using internal::ArrayMeta;
+using internal::ArrayState;
+using internal::Session;
+
+// ---- Database --------------------------------------------------------------------------------
+
+Result<Database> Database::Open(const std::string& path, const Options& options) {
+  auto s = std::make_shared<Session>();
+  s->path = path;
+  s->options = options;
+  if (path == "memory:") {
+    s->store = storage::NewMemoryStore();
+  } else {
+    storage::LmdbOptions lo;
+    lo.durable = options.durability == Durability::kDurable;
+    lo.create_if_missing = options.create_if_missing;
+    lo.read_only = options.read_only;
+    BA_ASSIGN_OR_RETURN(s->store, storage::OpenLmdbStore(path, lo));
+  }
+  pager::PagerOptions po;
+  po.cache_bytes = options.cache_bytes;
+  po.loader_threads = options.loader_threads;
+  po.readahead_blocks = options.readahead_blocks;
+  po.spill_dir = !options.spill_dir.empty() ? options.spill_dir : path == "memory:" ? "/tmp" : path;
+  po.logger = options.logger;
+  BA_ASSIGN_OR_RETURN(s->pager, pager::Pager::Create(po));
+  BA_ASSIGN_OR_RETURN(auto snap, s->store->OpenSnapshot());
+  s->snapshots->Set(std::move(snap));
+  return Database(std::move(s));
+}
+
+Database::Database(Database&&) noexcept = default;
+Database& Database::operator=(Database&& other) noexcept {
+  if (this != &other) {
+    if (session_) Abort();
+    session_ = std::move(other.session_);
+  }
+  return *this;
+}
+Database::~Database() {
+  if (session_) Abort();
+}
+
+const std::string& Database::path() const { return session_->path; }
+
+uint64_t Database::snapshot_commit() const { return session_->snapshots->Get()->commit_id(); }
+
+CacheStats Database::cache_stats() const {
+  auto p = session_->pager->stats();
+  return CacheStats{p.faults, p.loads, p.readahead_loads, p.evictions, p.spills, p.resident_bytes, p.dirty_blocks};
+}
+
+Result<Array> Database::Create(const std::string& name, std::vector<int64_t> shape,
+                               std::string_view dtype, const ArrayOptions& options) {
+  BA_ASSIGN_OR_RETURN(DType d, DType::Parse(dtype));
+  return Create(name, std::move(shape), d, options);
+}
+
+Result<Array> Database::Create(const std::string& name, std::vector<int64_t> shape, const DType& dtype,
+                               const ArrayOptions& options) {
+  Session& s = *session_;
+  if (name.empty() || name.size() > internal::kMaxNameBytes || name.find('\0') != std::string::npos) {
+    return InvalidArgument("array name '" + name + "': must be 1 to 255 bytes without NUL");
+  }
+  BA_RETURN_IF_ERROR(CheckedNbytes(shape, dtype.itemsize()).status());
+  const long page = sysconf(_SC_PAGESIZE);
+  if (options.block_size == 0 || options.block_size % page != 0 || options.block_size > internal::kMaxBlockSize) {
+    return InvalidArgument("block size " + std::to_string(options.block_size) +
+                           ": must be a multiple of the page size (" + std::to_string(page) +
+                           ") and at most 1 GiB");
+  }
+  if (options.order != Order::kC && options.order != Order::kF) return InvalidArgument("order must be C or F");
+  std::lock_guard lock(s.mu_);
+  auto existing = s.Find(name);
+  if (existing.ok()) return AlreadyExists("an array named '" + name + "' already exists in " + s.path);
+  if (existing.status().code() != Code::kNotFound) return existing.status();
+  auto snap = s.snapshots->Get();
+  uint64_t id = 0;
+  while (id == 0 || s.arrays.count(id) || snap->GetMeta(internal::ArrayKey(id)).value().has_value()) id = s.ids();
+  auto state = std::make_shared<ArrayState>();
+  state->id = id;
+  state->session = session_;
+  state->name = name;
+  state->meta = ArrayMeta{dtype, options.order, options.block_size, std::move(shape)};
+  state->created = state->meta_dirty = true;
+  state->source = std::make_shared<internal::ArraySource>(s.snapshots, id);
+  BA_ASSIGN_OR_RETURN(state->file, s.pager->OpenFile(state->source, options.block_size, "array '" + name + "'"));
+  s.arrays[id] = state;
+  return Array(state);
+}
+
+Result<Array> Database::Get(const std::string& name) {
+  std::lock_guard lock(session_->mu_);
+  BA_ASSIGN_OR_RETURN(auto state, session_->Find(name));
+  state->session = session_;
+  return Array(state);
+}
+
+Result<bool> Database::Contains(const std::string& name) {
+  std::lock_guard lock(session_->mu_);
+  auto r = session_->Find(name);
+  if (r.ok()) return true;
+  if (r.status().code() == Code::kNotFound) return false;
+  return r.status();
+}
+
+Result<std::vector<std::string>> Database::Names() {
+  Session& s = *session_;
+  std::lock_guard lock(s.mu_);
+  std::set<std::string> names;
+  BA_RETURN_IF_ERROR(s.snapshots->Get()->ForEachMeta("n/", [&](std::string_view k, std::string_view v) {
+    uint64_t id = 0;
+    try {
+      id = std::stoull(std::string(v), nullptr, 16);
+    } catch (const std::exception&) {
+    }
+    if (!s.arrays.count(id)) names.emplace(k.substr(2));
+    return true;
+  }));
+  for (auto& [id, st] : s.arrays) {
+    std::lock_guard l(st->mu);
+    if (st->exists) names.insert(st->name);
+  }
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
+Status Database::Drop(const std::string& name) {
+  std::lock_guard lock(session_->mu_);
+  BA_ASSIGN_OR_RETURN(auto state, session_->Find(name));
+  std::lock_guard l(state->mu);
+  state->exists = false;
+  return Status::Ok();
+}
+
+Status Database::Rename(const std::string& from, const std::string& to) {
+  Session& s = *session_;
+  if (to.empty() || to.size() > internal::kMaxNameBytes || to.find('\0') != std::string::npos) {
+    return InvalidArgument("array name '" + to + "': must be 1 to 255 bytes without NUL");
+  }
+  std::lock_guard lock(s.mu_);
+  BA_ASSIGN_OR_RETURN(auto state, s.Find(from));
+  if (from == to) return Status::Ok();
+  auto clash = s.Find(to);
+  if (clash.ok()) return AlreadyExists("an array named '" + to + "' already exists");
+  if (clash.status().code() != Code::kNotFound) return clash.status();
+  std::lock_guard l(state->mu);
+  state->name = to;
+  state->meta_dirty = true;
+  return Status::Ok();
+}
+
+Status Database::Commit() {
+  Session& s = *session_;
+  std::lock_guard lock(s.mu_);
+  if (!s.failed.ok()) {
+    return FailedPrecondition("the transaction failed (" + s.failed.ToString() + "); abort it first");
+  }
+  BA_ASSIGN_OR_RETURN(auto writeout, s.pager->BeginWriteout());
+  auto snap = s.snapshots->Get();
+  storage::WriteBatch batch(snap->commit_id());
+  std::map<const pager::PagedFile*, ArrayState*> by_file;
+  bool changed = false;
+  for (auto& [id, sp] : s.arrays) {
+    ArrayState& a = *sp;
+    std::lock_guard l(a.mu);
+    by_file[a.file.get()] = &a;
+    if (!a.exists) {
+      if (a.committed_exists) {
+        batch.DeleteMeta(internal::ArrayKey(id));
+        batch.DeleteMeta(internal::NameKey(a.committed_name));
+        batch.DeleteBlocks(id, 0, UINT64_MAX);
+        changed = true;
+      }
+      continue;
+    }
+    if (a.created || a.meta_dirty) {
+      batch.PutMeta(internal::ArrayKey(id), internal::EncodeMeta(a.meta));
+      if (a.created || a.name != a.committed_name) {
+        if (a.committed_exists) batch.DeleteMeta(internal::NameKey(a.committed_name));
+        batch.PutMeta(internal::NameKey(a.name), internal::Hex(id));
+      }
+      changed = true;
+    }
+    const uint64_t zf = a.source->zero_from.load();
+    if (zf != internal::kNoZeroFrom && a.committed_exists && zf < internal::BlockCount(a.committed)) {
+      batch.DeleteBlocks(id, zf, UINT64_MAX);
+      changed = true;
+    }
+  }
+  std::set<uint64_t> written;
+  for (size_t i = 0; i < writeout->entries().size(); ++i) {
+    const auto& e = writeout->entries()[i];
+    auto it = by_file.find(e.file.get());
+    if (it == by_file.end()) continue;
+    ArrayState& a = *it->second;
+    std::lock_guard l(a.mu);
+    if (!a.exists || e.block >= internal::BlockCount(a.meta)) continue;  // past the end: dropped
+    pager::Writeout* w = writeout.get();
+    batch.PutBlock(a.id, e.block, a.meta.block_size, [w, i] { return w->Data(i); });
+    written.insert(a.id);
+    changed = true;
+  }
+  for (uint64_t id : written) batch.CheckMeta(internal::ArrayKey(id));  // a concurrent resize conflicts
+
+  if (changed) {
+    auto r = s.store->Commit(batch);
+    if (!r.ok()) {
+      writeout->Finish(false);  // W2: everything stays dirty
+      Status st = r.status().WithContext("commit to " + s.path);
+      if (st.code() == Code::kConflict) s.failed = st;
+      if (s.options.logger) s.options.logger->warn("{}", st.ToString());
+      return st;
+    }
+    if (s.options.logger) {
+      s.options.logger->debug("committed {} blocks to {} as commit {}", batch.puts().size(), s.path, *r);
+    }
+  }
+  writeout->Finish(true);
+  for (auto it = s.arrays.begin(); it != s.arrays.end();) {
+    ArrayState& a = *it->second;
+    std::lock_guard l(a.mu);
+    a.source->zero_from.store(internal::kNoZeroFrom);
+    if (!a.exists) {
+      a.committed_exists = false;
+      a.file->InvalidateAll();
+      it = s.arrays.erase(it);
+      continue;
+    }
+    a.file->Truncate(internal::BlockCount(a.meta));  // stale writes past the end were not stored
+    a.committed = a.meta;
+    a.committed_name = a.name;
+    a.committed_exists = true;
+    a.created = a.meta_dirty = false;
+    ++it;
+  }
+  return s.Refresh(changed ? &batch : nullptr).WithContext("begin the next transaction");
+}
+
+void Database::Abort() {
+  Session& s = *session_;
+  std::lock_guard lock(s.mu_);
+  s.AbortLocked();
+  Status st = s.Refresh(nullptr);
+  if (!st.ok() && s.options.logger) s.options.logger->error("abort: {}", st.ToString());
+}
+
+Status Database::Sync() { return session_->store->Sync(); }
+
+// ---- Array -----------------------------------------------------------------------------------
+
+const std::string& Array::name() const { return state_->name; }
+const DType& Array::dtype() const { return state_->meta.dtype; }
+Order Array::order() const { return state_->meta.order; }
+uint64_t Array::block_size() const { return state_->meta.block_size; }
+
+std::vector<int64_t> Array::shape() const {
+  std::lock_guard l(state_->mu);
+  return state_->meta.shape;
+}
+std::vector<int64_t> Array::strides() const {
+  std::lock_guard l(state_->mu);
+  return ContiguousStrides(state_->meta.shape, state_->meta.dtype.itemsize(), state_->meta.order == Order::kF);
+}
+int Array::ndim() const { return static_cast<int>(shape().size()); }
+int64_t Array::size() const {
+  int64_t n = 1;
+  for (int64_t d : shape()) n *= d;
+  return n;
+}
+int64_t Array::itemsize() const { return state_->meta.dtype.itemsize(); }
+int64_t Array::nbytes() const { return size() * itemsize(); }
+Result<int64_t> Array::len() const {
+  auto s = shape();
+  if (s.empty()) return InvalidArgument("len() of a 0-d array");
+  return s[0];
+}
+
+namespace {
+
+// The whole-array mapping, grown when the array outgrew it (old views keep the old one).
+// REQUIRES: a.mu held.
+Result<std::shared_ptr<pager::Mapping>> WholeMapping(ArrayState& a) {
+  const uint64_t blocks = std::max<uint64_t>(internal::BlockCount(a.meta), 1);
+  if (a.whole && a.whole->size() / a.meta.block_size >= blocks) return a.whole;
+  // Room to grow: appends then reuse the mapping (and the views' addresses stay put).
+  uint64_t want = blocks + std::max<uint64_t>(blocks / 2, 16);
+  auto m = a.file->Map(0, want);
+  if (!m.ok()) m = a.file->Map(0, blocks);
+  if (!m.ok()) return m.status();
+  a.whole = *m;
+  return a.whole;
+}
+
+}  // namespace
+
+Result<View> Array::view() const {
+  ArrayState& a = *state_;
+  std::lock_guard l(a.mu);
+  BA_RETURN_IF_ERROR(a.CheckExists());
+  auto m = WholeMapping(a);
+  if (!m.ok()) {
+    return Status(m.status().code(), "array '" + a.name + "' (" + std::to_string(CheckedNbytes(a.meta.shape, itemsize()).value()) +
+                                         " bytes) does not fit the address space: " + m.status().message() +
+                                         "; index a part of it instead");
+  }
+  View v;
+  v.backing_ = std::make_shared<internal::MappingBacking>(*m);
+  v.data_ = (*m)->data();
+  v.dtype_ = a.meta.dtype;
+  v.shape_ = a.meta.shape;
+  v.strides_ = ContiguousStrides(a.meta.shape, a.meta.dtype.itemsize(), a.meta.order == Order::kF);
+  return v;
+}
+
+Result<View> Array::Index(std::span<const IndexItem> index) const {
+  ArrayState& a = *state_;
+  std::lock_guard l(a.mu);
+  BA_RETURN_IF_ERROR(a.CheckExists());
+  const int64_t isz = a.meta.dtype.itemsize();
+  internal::Layout base{0, a.meta.shape, ContiguousStrides(a.meta.shape, isz, a.meta.order == Order::kF)};
+  BA_ASSIGN_OR_RETURN(internal::Layout lay, internal::ApplyIndex(base, index));
+  std::shared_ptr<pager::Mapping> m;
+  int64_t first_byte = 0;
+  if (auto whole = WholeMapping(a); whole.ok()) {
+    m = *whole;
+  } else {
+    // Too large to map whole: map just the blocks this view covers (A4).
+    auto [lo, hi] = internal::LayoutExtent(lay, isz);
+    const uint64_t bs = a.meta.block_size;
+    const uint64_t first = static_cast<uint64_t>(lo) / bs;
+    const uint64_t end = std::max<uint64_t>((static_cast<uint64_t>(hi) + bs - 1) / bs, first + 1);
+    auto part = a.file->Map(first, end - first);
+    if (!part.ok()) {
+      return Status(part.status().code(), "a view of " + std::to_string(hi - lo) + " bytes of array '" +
+                                              a.name + "': " + part.status().message());
+    }
+    m = *part;
+    first_byte = static_cast<int64_t>(first * bs);
+  }
+  View v;
+  v.backing_ = std::make_shared<internal::MappingBacking>(m);
+  v.data_ = m->data() + (lay.offset - first_byte);
+  v.dtype_ = a.meta.dtype;
+  v.shape_ = std::move(lay.shape);
+  v.strides_ = std::move(lay.strides);
+  return v;
+}
+
+Status Array::Resize(std::vector<int64_t> shape) {
+  auto session = state_->session.lock();
+  if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");
+  std::lock_guard lock(session->mu_);
+  ArrayState& a = *state_;
+  std::unique_lock l(a.mu);
+  BA_RETURN_IF_ERROR(a.CheckExists());
+  const int64_t isz = a.meta.dtype.itemsize();
+  BA_ASSIGN_OR_RETURN(int64_t new_bytes, CheckedNbytes(shape, isz));
+  const int64_t old_bytes = CheckedNbytes(a.meta.shape, isz).value();
+  const uint64_t bs = a.meta.block_size;
+  if (new_bytes < old_bytes) {
+    // Release the blocks past the new end (storage deletes them at commit) and zero the rest of
+    // the new last block, so that growing again reads zeros (A7).
+    const uint64_t keep = (static_cast<uint64_t>(new_bytes) + bs - 1) / bs;
+    a.file->Truncate(keep);
+    uint64_t zf = a.source->zero_from.load();
+    a.source->zero_from.store(std::min(zf, keep));
+    if (new_bytes % static_cast<int64_t>(bs) != 0) {
+      const uint64_t last = static_cast<uint64_t>(new_bytes) / bs;
+      const size_t from = static_cast<size_t>(new_bytes % static_cast<int64_t>(bs));
+      BA_ASSIGN_OR_RETURN(auto m, a.file->Map(last, 1));
+      BA_RETURN_IF_ERROR(m->Load(from, bs - from));  // load errors come back here, not as a fault
+      std::memset(m->data() + from, 0, bs - from);
+    }
+  }
+  a.meta.shape = std::move(shape);
+  a.meta_dirty = true;
+  return Status::Ok();
+}
+
+Status Array::Append(const View& values) {
+  std::vector<int64_t> old_shape;
+  int axis;
+  {
+    std::lock_guard l(state_->mu);
+    BA_RETURN_IF_ERROR(state_->CheckExists());
+    old_shape = state_->meta.shape;
+    axis = state_->meta.order == Order::kC ? 0 : static_cast<int>(old_shape.size()) - 1;
+    if (old_shape.empty()) return InvalidArgument("append: array '" + state_->name + "' is 0-d");
+    if (!(values.dtype() == state_->meta.dtype)) {
+      return InvalidArgument("append to array '" + state_->name + "': values are " + values.dtype().str() +
+                             ", the array is " + state_->meta.dtype.str());
+    }
+    bool match = values.shape().size() == old_shape.size();
+    for (size_t k = 0; match && k < old_shape.size(); ++k) {
+      if (static_cast<int>(k) != axis && values.shape()[k] != old_shape[k]) match = false;
+    }
+    if (!match) {
+      return InvalidArgument("append to array '" + state_->name + "': values of shape " +
+                             internal::ShapeString(values.shape()) + " do not match the array's shape " +
+                             internal::ShapeString(old_shape) + " except along axis " + std::to_string(axis));
+    }
+  }
+  if (values.shape()[axis] == 0) return Status::Ok();
+  std::vector<int64_t> new_shape = old_shape;
+  new_shape[axis] += values.shape()[axis];
+  BA_RETURN_IF_ERROR(Resize(new_shape));
+  std::vector<IndexItem> index(new_shape.size(), All());
+  index[axis] = Slice{old_shape[axis], std::nullopt, 1};
+  auto tail = Index(index);
+  Status st = tail.ok() ? tail->Assign(values) : tail.status();
+  if (!st.ok()) (void)Resize(old_shape);  // nothing changes
+  return st;
+}
+
+Result<uint64_t> Array::BlocksStored() const {
+  auto session = state_->session.lock();
+  if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");
+  uint64_t n = 0;
+  BA_RETURN_IF_ERROR(session->snapshots->Get()->ForEachBlock(state_->id, [&](const storage::BlockInfo&) {
+    ++n;
+    return true;
+  }));
+  return n;
+}
+
+}  // namespace bigarray

@@ -1,0 +1,555 @@
+// Database, Array and transactions: semantics.md T1-T8 and A1, A2, A4-A7, with several handles
+// in one process and in separate processes. (Indexing and assignment: view_test.cc.)
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include "bigarray/database.h"
+#include "test_util.h"
+
+using namespace bigarray;
+using bigarray::testing::TempDir;
+
+namespace {
+
+constexpr uint64_t kBlock = 64 * 1024;
+
+Options SmallCache(uint64_t blocks = 64) {
+  Options o;
+  o.cache_bytes = blocks * kBlock;
+  return o;
+}
+
+ArrayOptions Blocks(Order order = Order::kC) { return ArrayOptions{order, kBlock}; }
+
+Database OpenDb(const std::string& path, Options o = SmallCache()) {
+  auto r = Database::Open(path, o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return std::move(*r);
+}
+
+std::span<double> Doubles(const View& v) { return v.Span<double>().value(); }
+
+// Runs `fn` in a child process; returns its exit code (or 128 + signal).
+template <typename Fn>
+int InChild(Fn fn) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int rc = 1;
+    try {
+      rc = fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+    }
+    _exit(rc);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+TEST_CASE("A1: dtypes by NumPy type strings") {
+  CHECK(DType::Parse("f8").value().str() == "<f8");
+  CHECK(DType::Parse("<f8").value() == DType::Of<double>());
+  CHECK(DType::Parse(">i4").value().str() == ">i4");
+  CHECK_FALSE(DType::Parse(">i4").value().native());
+  CHECK(DType::Parse("u1").value().str() == "|u1");
+  CHECK(DType::Parse("b1").value().str() == "|b1");
+  CHECK(DType::Parse("?").value() == DType::Of<bool>());
+  CHECK(DType::Parse("c16").value() == DType::Of<std::complex<double>>());
+  CHECK(DType::Parse("c8").value().itemsize() == 8);
+  CHECK(DType::Parse("f2").value().itemsize() == 2);
+  for (const char* bad : {"O", "|O", "U10", "S5", "V8", "M8", "f3", "i16", "x4", "", "<"}) {
+    auto r = DType::Parse(bad);
+    CHECK_MESSAGE(r.status().code() == Code::kInvalidArgument, bad);
+  }
+  CHECK(DType::Parse("O").status().message().find("object") != std::string::npos);
+  // Values convert in either byte order.
+  std::byte buf[8];
+  DType be = DType::Parse(">i4").value();
+  be.FromDouble(258, buf);
+  CHECK(buf[0] == std::byte{0});
+  CHECK(buf[3] == std::byte{2});
+  CHECK(be.ToDouble(buf) == 258);
+  DType half = DType::Parse("<f2").value();
+  half.FromDouble(1.5, buf);
+  CHECK(half.ToDouble(buf) == 1.5);
+  half.FromDouble(-0.25, buf);
+  CHECK(half.ToDouble(buf) == -0.25);
+}
+
+TEST_CASE("A2: shape, strides, sizes as NumPy computes them; object dtypes refused") {
+  auto db = OpenDb("memory:");
+  auto c = db.Create("c", {7, 5, 3}, "f8", Blocks()).value();
+  CHECK(c.shape() == std::vector<int64_t>{7, 5, 3});
+  CHECK(c.strides() == std::vector<int64_t>{120, 24, 8});
+  CHECK(c.ndim() == 3);
+  CHECK(c.size() == 105);
+  CHECK(c.itemsize() == 8);
+  CHECK(c.nbytes() == 840);
+  CHECK(c.len().value() == 7);
+  auto f = db.Create("f", {7, 5, 3}, "i2", Blocks(Order::kF)).value();
+  CHECK(f.strides() == std::vector<int64_t>{2, 14, 70});
+  auto z = db.Create("z", {0, 3}, "f8", Blocks()).value();
+  CHECK(z.strides() == std::vector<int64_t>{24, 8});
+  CHECK(z.size() == 0);
+  CHECK(z.len().value() == 0);
+  CHECK(z.view().value().size() == 0);
+  auto s = db.Create("scalar", {}, "f8", Blocks()).value();
+  CHECK(s.size() == 1);
+  CHECK(s.len().status().code() == Code::kInvalidArgument);
+  s.view().value().at<double>() = 4.5;
+  CHECK(s.view().value().at<double>() == 4.5);
+  CHECK(db.Create("o", {3}, "O").status().code() == Code::kInvalidArgument);
+  CHECK(db.Create("neg", {3, -1}, "f8").status().code() == Code::kInvalidArgument);
+  CHECK(db.Create("huge", {int64_t{1} << 40, int64_t{1} << 40}, "f8").status().code() ==
+        Code::kInvalidArgument);
+  CHECK(db.Create("rank", std::vector<int64_t>(33, 1), "f8").status().code() == Code::kInvalidArgument);
+  CHECK(db.Create("bs", {3}, "f8", ArrayOptions{Order::kC, 1000}).status().code() ==
+        Code::kInvalidArgument);
+}
+
+TEST_CASE("T1: a new array reads as zeros; writes then abort read as zeros again") {
+  auto db = OpenDb("memory:");
+  auto a = db.Create("a", {100000}, "f8", Blocks()).value();
+  auto v = a.view().value();
+  auto d = Doubles(v);
+  for (size_t i = 0; i < d.size(); i += 997) CHECK(d[i] == 0.0);
+  REQUIRE(db.Commit().ok());
+  for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<double>(i);
+  CHECK(d[99999] == 99999.0);
+  db.Abort();
+  for (size_t i = 0; i < d.size(); i += 101) REQUIRE(d[i] == 0.0);
+}
+
+TEST_CASE("T2: commit, close, reopen: data and shape exactly as committed") {
+  TempDir dir;
+  {
+    auto db = OpenDb(dir / "db");
+    auto a = db.Create("x", {300, 50}, "f8", Blocks()).value();
+    auto d = Doubles(a.view().value());
+    for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<double>(i) * 0.5;
+    auto b = db.Create("y", {10}, ">i4", Blocks(Order::kF)).value();
+    REQUIRE(b.view().value().Fill(-7).ok());
+    REQUIRE(db.Commit().ok());
+  }
+  auto db = OpenDb(dir / "db");
+  CHECK(db.Names().value() == std::vector<std::string>{"x", "y"});
+  auto a = db.Get("x").value();
+  CHECK(a.shape() == std::vector<int64_t>{300, 50});
+  auto d = Doubles(a.view().value());
+  for (size_t i = 0; i < d.size(); ++i) REQUIRE(d[i] == static_cast<double>(i) * 0.5);
+  auto b = db.Get("y").value();
+  CHECK(b.dtype().str() == ">i4");
+  CHECK(b.order() == Order::kF);
+  CHECK(b.dtype().ToDouble(b.view().value().data() + 36) == -7);
+}
+
+TEST_CASE("T3: a transaction keeps reading its snapshot, even through eviction; then moves on") {
+  TempDir dir;
+  auto writer = OpenDb(dir / "db");
+  auto w = writer.Create("a", {64 * 8192}, "f8", Blocks()).value();  // 64 blocks
+  REQUIRE(Doubles(w.view().value())[0] == 0);
+  for (auto& x : Doubles(w.view().value())) x = 1.0;
+  REQUIRE(writer.Commit().ok());
+
+  auto reader = OpenDb(dir / "db", SmallCache(8));  // 8 blocks: a full scan evicts
+  auto r = reader.Get("a").value();
+  auto rv = Doubles(r.view().value());
+  CHECK(rv[0] == 1.0);
+
+  for (auto& x : Doubles(w.view().value())) x = 2.0;
+  REQUIRE(writer.Commit().ok());
+
+  double sum = 0;
+  for (double x : rv) sum += x;  // evicts and reloads: still the old snapshot
+  CHECK(sum == 64 * 8192 * 1.0);
+  CHECK(reader.cache_stats().evictions > 0);
+  reader.Abort();  // boundary: the new snapshot
+  sum = 0;
+  for (double x : rv) sum += x;
+  CHECK(sum == 64 * 8192 * 2.0);
+}
+
+TEST_CASE("T4: conflict: the first commit wins; the second writes nothing; abort sees the winner") {
+  TempDir dir;
+  auto a = OpenDb(dir / "db");
+  REQUIRE(a.Create("x", {4 * 8192}, "f8", Blocks()).ok());
+  REQUIRE(a.Commit().ok());
+  auto b = OpenDb(dir / "db");
+  auto xa = Doubles(a.Get("x").value().view().value());
+  auto xb = Doubles(b.Get("x").value().view().value());
+  xa[10] = 1.0;
+  xb[11] = 2.0;  // same block
+  xb[3 * 8192] = 3.0;
+  REQUIRE(a.Commit().ok());
+  Status st = b.Commit();
+  CHECK(st.code() == Code::kConflict);
+  CHECK(st.message().find("block 0") != std::string::npos);
+  CHECK(b.Commit().code() == Code::kFailedPrecondition);  // sticky until abort
+  b.Abort();
+  CHECK(xb[10] == 1.0);
+  CHECK(xb[11] == 0.0);
+  CHECK(xb[3 * 8192] == 0.0);  // nothing of the loser was written
+  xb[11] = 2.0;
+  REQUIRE(b.Commit().ok());
+  a.Abort();
+  CHECK(xa[11] == 2.0);
+  CHECK(xa[10] == 1.0);
+}
+
+TEST_CASE("T5: concurrent appends conflict; the loser's shape rolls back to the winner's") {
+  TempDir dir;
+  auto a = OpenDb(dir / "db");
+  REQUIRE(a.Create("g", {4, 3}, "i8", Blocks()).ok());
+  REQUIRE(a.Commit().ok());
+  auto b = OpenDb(dir / "db");
+  auto ga = a.Get("g").value(), gb = b.Get("g").value();
+  int64_t rows[6] = {1, 2, 3, 4, 5, 6};
+  auto two = View::Wrap(rows, DType::Of<int64_t>(), {2, 3}).value();
+  auto one = View::Wrap(rows, DType::Of<int64_t>(), {1, 3}).value();
+  REQUIRE(ga.Append(two).ok());
+  REQUIRE(gb.Append(one).ok());
+  CHECK(gb.shape() == std::vector<int64_t>{5, 3});
+  REQUIRE(a.Commit().ok());
+  CHECK(b.Commit().code() == Code::kConflict);
+  b.Abort();
+  CHECK(gb.shape() == std::vector<int64_t>{6, 3});
+  CHECK(gb.view().value().at<int64_t>(5, 2) == 6);
+  REQUIRE(gb.Resize({2, 3}).ok());
+  REQUIRE(ga.Resize({8, 3}).ok());
+  REQUIRE(b.Commit().ok());
+  CHECK(a.Commit().code() == Code::kConflict);
+  a.Abort();
+  CHECK(ga.shape() == std::vector<int64_t>{2, 3});
+}
+
+TEST_CASE("T6: two handles that modify different blocks of one array both commit") {
+  TempDir dir;
+  auto a = OpenDb(dir / "db");
+  REQUIRE(a.Create("x", {8 * 8192}, "f8", Blocks()).ok());
+  REQUIRE(a.Commit().ok());
+  auto b = OpenDb(dir / "db");
+  Doubles(a.Get("x").value().view().value())[5] = 5;
+  Doubles(b.Get("x").value().view().value())[7 * 8192 + 5] = 7;
+  REQUIRE(a.Commit().ok());
+  REQUIRE(b.Commit().ok());
+  auto c = OpenDb(dir / "db");
+  auto x = Doubles(c.Get("x").value().view().value());
+  CHECK(x[5] == 5);
+  CHECK(x[7 * 8192 + 5] == 7);
+}
+
+TEST_CASE("T6 across processes: workers write disjoint parts of one array") {
+  TempDir dir;
+  {
+    auto db = OpenDb(dir / "db");
+    REQUIRE(db.Create("x", {4 * 8192}, "f8", Blocks()).ok());
+    REQUIRE(db.Commit().ok());
+  }
+  std::vector<pid_t> pids;
+  for (int w = 0; w < 4; ++w) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      auto db = Database::Open(dir / "db", SmallCache());
+      if (!db.ok()) _exit(2);
+      auto x = db->Get("x");
+      if (!x.ok()) _exit(3);
+      auto part = x->Index({Slice{w * 8192, (w + 1) * 8192, 1}});
+      if (!part.ok() || !part->Fill(w + 1).ok()) _exit(4);
+      _exit(db->Commit().ok() ? 0 : 5);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t pid : pids) {
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  auto db = OpenDb(dir / "db");
+  auto x = Doubles(db.Get("x").value().view().value());
+  for (int w = 0; w < 4; ++w) {
+    CHECK(x[w * 8192] == w + 1);
+    CHECK(x[(w + 1) * 8192 - 1] == w + 1);
+  }
+}
+
+TEST_CASE("T3/T4 across processes: isolation from, and conflict with, another process") {
+  TempDir dir;
+  auto db = OpenDb(dir / "db");
+  REQUIRE(db.Create("x", {8192}, "f8", Blocks()).ok());
+  REQUIRE(db.Commit().ok());
+  auto x = Doubles(db.Get("x").value().view().value());
+  CHECK(x[0] == 0);
+  x[1] = 11;  // our uncommitted change of block 0
+  int rc = InChild([&] {
+    auto other = Database::Open(dir / "db", SmallCache());
+    if (!other.ok()) return 2;
+    Doubles(other->Get("x").value().view().value())[0] = 42;
+    return other->Commit().ok() ? 0 : 3;
+  });
+  REQUIRE(rc == 0);
+  CHECK(x[0] == 0);  // isolation: our snapshot
+  CHECK(db.Commit().code() == Code::kConflict);
+  db.Abort();
+  CHECK(x[0] == 42);
+  CHECK(x[1] == 0);
+}
+
+TEST_CASE("T7: one commit covers every array changed: all of them or none") {
+  TempDir dir;
+  auto a = OpenDb(dir / "db");
+  REQUIRE(a.Create("p", {8192}, "f8", Blocks()).ok());
+  REQUIRE(a.Create("q", {8192}, "f8", Blocks()).ok());
+  REQUIRE(a.Commit().ok());
+  auto b = OpenDb(dir / "db");
+  Doubles(b.Get("p").value().view().value())[0] = 1;
+  Doubles(b.Get("q").value().view().value())[0] = 1;
+  REQUIRE(b.Create("r", {10}, "f8", Blocks()).ok());
+  Doubles(a.Get("q").value().view().value())[1] = 2;  // conflicts with b on q only
+  REQUIRE(a.Commit().ok());
+  CHECK(b.Commit().code() == Code::kConflict);
+  auto c = OpenDb(dir / "db");
+  CHECK(Doubles(c.Get("p").value().view().value())[0] == 0);  // p not written either
+  CHECK_FALSE(c.Contains("r").value());
+  b.Abort();
+  Doubles(b.Get("p").value().view().value())[0] = 1;
+  Doubles(b.Get("q").value().view().value())[0] = 1;
+  REQUIRE(b.Commit().ok());
+  c.Abort();
+  CHECK(Doubles(c.Get("p").value().view().value())[0] == 1);
+  CHECK(Doubles(c.Get("q").value().view().value())[0] == 1);
+  CHECK(Doubles(c.Get("q").value().view().value())[1] == 2);
+}
+
+TEST_CASE("T8: a transaction larger than the cache commits") {
+  TempDir dir;
+  const int64_t n = 100 * 8192;  // 100 blocks through an 8-block cache
+  {
+    auto db = OpenDb(dir / "db", SmallCache(8));
+    auto a = db.Create("big", {n}, "f8", Blocks()).value();
+    auto d = Doubles(a.view().value());
+    for (int64_t i = 0; i < n; ++i) d[i] = static_cast<double>(i);
+    CHECK(db.cache_stats().spills > 0);
+    CHECK(db.cache_stats().resident_bytes <= 8 * kBlock);
+    REQUIRE(db.Commit().ok());
+    CHECK(db.cache_stats().dirty_blocks == 0);
+  }
+  auto db = OpenDb(dir / "db", SmallCache(8));
+  auto d = Doubles(db.Get("big").value().view().value());
+  for (int64_t i = 0; i < n; ++i) REQUIRE(d[i] == static_cast<double>(i));
+}
+
+TEST_CASE("A4: views of a huge array touch nothing; an array beyond the address space is indexed in parts") {
+  auto db = OpenDb("memory:");
+  auto tib = db.Create("tib", {int64_t{1} << 37}, "f8").value();  // 1 TiB
+  auto v = tib.view().value();
+  auto part = v.Index({Slice{int64_t{1} << 36, std::nullopt, 1 << 20}}).value();
+  CHECK(db.cache_stats().loads == 0);
+  CHECK(part.shape()[0] == (int64_t{1} << 16));
+
+  auto huge = db.Create("huge", {int64_t{1} << 60}, "u1").value();  // 1 EiB: no address space holds it
+  auto whole = huge.view();
+  CHECK(whole.status().code() == Code::kResourceExhausted);
+  CHECK(whole.status().message().find("index a part") != std::string::npos);
+  auto deep = huge.Index({Slice{(int64_t{1} << 59) + 5, (int64_t{1} << 59) + 10, 1}}).value();
+  deep.at<uint8_t>(0) = 42;
+  CHECK(deep.at<uint8_t>(0) == 42);
+  CHECK(deep.at<uint8_t>(1) == 0);
+  REQUIRE(db.Commit().ok());
+  CHECK(huge.Index({int64_t{1} << 59, Slice{}}).status().code() == Code::kOutOfRange);  // 1-d
+  auto again = huge.Index({Slice{(int64_t{1} << 59) + 5, (int64_t{1} << 59) + 6, 1}}).value();
+  CHECK(again.at<uint8_t>(0) == 42);
+}
+
+TEST_CASE("A5: views outlive their handles and survive commit, abort, append and resize") {
+  TempDir dir;
+  View v;
+  {
+    auto db = OpenDb(dir / "db");
+    auto a = db.Create("a", {4, 8192}, "f8", Blocks()).value();
+    v = a.view().value();
+    Doubles(v)[0] = 1;
+    REQUIRE(db.Commit().ok());
+    Doubles(v)[0] = 2;  // uncommitted
+    db.Abort();
+    CHECK(Doubles(v)[0] == 1);  // committed content after abort
+
+    double row[8192];
+    std::fill(std::begin(row), std::end(row), 9.0);
+    REQUIRE(a.Append(View::Wrap(row, DType::Of<double>(), {1, 8192}).value()).ok());
+    CHECK(v.shape() == std::vector<int64_t>{4, 8192});  // the old view keeps its shape
+    CHECK(v.Index({int64_t{4}}).status().code() == Code::kOutOfRange);
+    auto nv = a.view().value();
+    CHECK(nv.at<double>(4, 100) == 9.0);
+    nv.at<double>(0, 1) = 5;
+    CHECK(v.at<double>(0, 1) == 5);  // coherent
+    REQUIRE(db.Commit().ok());
+  }  // database and array handles gone
+  CHECK(v.at<double>(0, 1) == 5);
+  CHECK(v.at<double>(0, 0) == 1);
+}
+
+TEST_CASE("A6: append extends the major axis in C and F order; mismatches change nothing") {
+  auto db = OpenDb("memory:");
+  auto c = db.Create("c", {2, 3}, "i4", Blocks()).value();
+  int32_t rows[6] = {1, 2, 3, 4, 5, 6};
+  REQUIRE(c.Append(View::Wrap(rows, DType::Of<int32_t>(), {2, 3}).value()).ok());
+  CHECK(c.shape() == std::vector<int64_t>{4, 3});
+  CHECK(c.view().value().at<int32_t>(3, 2) == 6);
+  CHECK(c.view().value().at<int32_t>(1, 2) == 0);
+  CHECK(c.Append(View::Wrap(rows, DType::Of<int32_t>(), {3, 2}).value()).code() == Code::kInvalidArgument);
+  CHECK(c.Append(View::Wrap(rows, DType::Of<int32_t>(), {6}).value()).code() == Code::kInvalidArgument);
+  float f[3] = {1, 2, 3};
+  CHECK(c.Append(View::Wrap(f, DType::Of<float>(), {1, 3}).value()).code() == Code::kInvalidArgument);
+  CHECK(c.shape() == std::vector<int64_t>{4, 3});
+
+  auto fo = db.Create("f", {3, 2}, "i4", Blocks(Order::kF)).value();
+  // F order: the last axis grows; values given as a (3, 2) block of columns.
+  REQUIRE(fo.Append(View::Wrap(rows, DType::Of<int32_t>(), {3, 2}).value()).ok());
+  CHECK(fo.shape() == std::vector<int64_t>{3, 4});
+  CHECK(fo.view().value().at<int32_t>(0, 2) == 1);
+  CHECK(fo.view().value().at<int32_t>(2, 3) == 6);
+  CHECK(fo.view().value().at<int32_t>(2, 1) == 0);
+  REQUIRE(db.Commit().ok());
+
+  // Cost proportional to the appended data: appending to a large array loads nothing of it.
+  auto big = db.Create("big", {int64_t{1} << 30, 2}, "f8").value();  // 16 GiB, never written
+  const auto loads = db.cache_stats().loads;
+  double two[4] = {1, 2, 3, 4};
+  REQUIRE(big.Append(View::Wrap(two, DType::Of<double>(), {2, 2}).value()).ok());
+  CHECK(db.cache_stats().loads - loads <= 2);
+  CHECK(big.Index({int64_t{-1}, int64_t{1}}).value().at<double>() == 4);
+}
+
+TEST_CASE("A7: resize is metadata only; shrinking releases blocks; growing again reads zeros") {
+  TempDir dir;
+  auto db = OpenDb(dir / "db");
+  auto a = db.Create("a", {10 * 8192 + 100}, "f8", Blocks()).value();
+  for (auto& x : Doubles(a.view().value())) x = 3;
+  REQUIRE(db.Commit().ok());
+  CHECK(a.BlocksStored().value() == 11);
+  REQUIRE(a.Resize({2 * 8192 + 10}).ok());  // into the middle of block 2
+  REQUIRE(a.Resize({10 * 8192}).ok());      // grow again in the same transaction
+  auto d = Doubles(a.view().value());
+  CHECK(d[2 * 8192 + 9] == 3);
+  CHECK(d[2 * 8192 + 10] == 0);  // NumPy's semantics: zeros, not the old data
+  CHECK(d[5 * 8192] == 0);
+  REQUIRE(db.Commit().ok());
+  CHECK(a.BlocksStored().value() == 3);
+  REQUIRE(a.Resize({1}).ok());
+  REQUIRE(db.Commit().ok());
+  CHECK(a.BlocksStored().value() == 1);
+  REQUIRE(a.Resize({10 * 8192}).ok());
+  REQUIRE(db.Commit().ok());
+  d = Doubles(a.view().value());
+  CHECK(d[0] == 3);
+  CHECK(d[1] == 0);
+  CHECK(d[2 * 8192 + 9] == 0);
+  // Resize of a huge array is O(1): nothing loads.
+  auto big = db.Create("big", {int64_t{1} << 37}, "f8").value();
+  REQUIRE(db.Commit().ok());
+  const auto loads = db.cache_stats().loads;
+  REQUIRE(big.Resize({int64_t{1} << 38}).ok());
+  REQUIRE(big.Resize({int64_t{1} << 36}).ok());  // shrinks on a block boundary
+  CHECK(db.cache_stats().loads == loads);
+  // Resize then abort restores the committed shape.
+  db.Abort();
+  CHECK(big.shape() == std::vector<int64_t>{int64_t{1} << 37});
+}
+
+TEST_CASE("catalog: create, list, rename, drop are transactional") {
+  TempDir dir;
+  auto db = OpenDb(dir / "db");
+  REQUIRE(db.Create("a", {3}, "f8").ok());
+  REQUIRE(db.Create("b", {3}, "f8").ok());
+  CHECK(db.Create("a", {3}, "f8").status().code() == Code::kAlreadyExists);
+  CHECK(db.Create("", {3}, "f8").status().code() == Code::kInvalidArgument);
+  REQUIRE(db.Commit().ok());
+  REQUIRE(db.Rename("a", "c").ok());
+  CHECK(db.Names().value() == std::vector<std::string>{"b", "c"});
+  CHECK(db.Get("a").status().code() == Code::kNotFound);
+  db.Abort();
+  CHECK(db.Names().value() == std::vector<std::string>{"a", "b"});
+  REQUIRE(db.Rename("a", "c").ok());
+  REQUIRE(db.Drop("b").ok());
+  CHECK(db.Rename("c", "c").ok());
+  REQUIRE(db.Commit().ok());
+  auto other = OpenDb(dir / "db");
+  CHECK(other.Names().value() == std::vector<std::string>{"c"});
+  auto created = db.Create("tmp", {3}, "f8").value();
+  db.Abort();
+  CHECK(created.view().status().code() == Code::kNotFound);
+  CHECK_FALSE(db.Contains("tmp").value());
+  // Dropping an array releases its blocks.
+  auto x = db.Create("x", {8192 * 3}, "f8", Blocks()).value();
+  REQUIRE(x.view().value().Fill(1).ok());
+  REQUIRE(db.Commit().ok());
+  CHECK(x.BlocksStored().value() == 3);
+  REQUIRE(db.Drop("x").ok());
+  REQUIRE(db.Commit().ok());
+  auto y = db.Create("x", {8192 * 3}, "f8", Blocks()).value();
+  CHECK(Doubles(y.view().value())[0] == 0);
+  CHECK(y.BlocksStored().value() == 0);
+}
+
+TEST_CASE("changes by another handle reach this one at its next boundary") {
+  TempDir dir;
+  auto a = OpenDb(dir / "db");
+  REQUIRE(a.Create("x", {4 * 8192}, "f8", Blocks()).ok());
+  REQUIRE(a.Commit().ok());
+  auto b = OpenDb(dir / "db");
+  auto xb = b.Get("x").value();
+  auto vb = Doubles(xb.view().value());
+  CHECK(vb[0] == 0);
+  auto xa = a.Get("x").value();
+  Doubles(xa.view().value())[0] = 1;
+  REQUIRE(xa.Resize({5 * 8192}).ok());
+  REQUIRE(a.Rename("x", "y").ok());
+  REQUIRE(a.Commit().ok());
+  CHECK(vb[0] == 0);
+  REQUIRE(b.Commit().ok());  // an empty commit is a boundary too
+  CHECK(vb[0] == 1);
+  CHECK(xb.shape() == std::vector<int64_t>{5 * 8192});
+  CHECK(xb.name() == "y");
+}
+
+TEST_CASE("many threads write parts of one array through one handle; one commit stores all") {
+  TempDir dir;
+  auto db = OpenDb(dir / "db", SmallCache(16));
+  auto a = db.Create("a", {64, 8192}, "f8", Blocks()).value();
+  auto v = a.view().value();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int64_t r = t; r < 64; r += 4) REQUIRE(v.Index({r}).value().Fill(r + 1).ok());
+    });
+  }
+  for (auto& t : threads) t.join();
+  REQUIRE(db.Commit().ok());
+  auto other = OpenDb(dir / "db");
+  auto w = other.Get("a").value().view().value();
+  for (int64_t r = 0; r < 64; ++r) {
+    CHECK(w.at<double>(r, 0) == r + 1);
+    CHECK(w.at<double>(r, 8191) == r + 1);
+  }
+}
+
+TEST_CASE("two handles on one path in one process, and errors for a bad path") {
+  TempDir dir;
+  auto a = OpenDb(dir / "db");
+  auto b = OpenDb(dir / "db");
+  REQUIRE(a.Create("x", {3}, "f8").ok());
+  REQUIRE(a.Commit().ok());
+  b.Abort();
+  CHECK(b.Contains("x").value());
+  Options o;
+  o.create_if_missing = false;
+  CHECK(Database::Open(dir / "nothing", o).status().code() == Code::kNotFound);
+}
