@@ -20,7 +20,7 @@ build: setup build/CMakeCache.txt
 	$(CMAKE) --build build -j$(JOBS)
 
 demo: build
-	./build/bin/bigarray-storage-demo
+	./build/bin/bigarray-demo
 
 test: build
 	cd build && $(CTEST)

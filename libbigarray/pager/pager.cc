@@ -8,11 +8,12 @@
 // the parked requests. So different blocks load in parallel, and no thread waits behind
 // another block's I/O (semantics.md P9).
 //
-// Memory: a page's RAM is a slot of a memfd pool (one per block size). A slot is mapped into a
-// Mapping at the block's address with MAP_POPULATE (no later minor faults) and is reached by the
-// pager itself only through one window per loader thread (re-pointed at each use), not through
-// a permanent mapping of the whole pool, so that resident RAM is not counted twice in RSS.
-// Freed slots keep their RAM and are reused: a load is a copy into warm memory.
+// Memory: a page's RAM is a slot of a memfd pool (one per block size), which the pager maps once
+// to copy into and out of. Mapping a page into a Mapping moves the slot's page-table entries
+// there (mremap with MREMAP_DONTUNMAP) instead of creating new ones, and unmapping moves them
+// back: building page tables costs far more here than copying 2 MiB, and this way a page costs
+// no new faults and is counted once in RSS. Freed slots keep their RAM and their entries: a
+// load is a copy into warm, mapped memory.
 #include "pager/pager.h"
 
 #include <semaphore.h>
@@ -83,45 +84,38 @@ Status PwriteFull(int fd, const std::byte* src, size_t n, off_t off, const std::
   return Status::Ok();
 }
 
-// A pool of RAM pages of one size: slots of a memfd.
+// A pool of RAM pages of one size: slots of a memfd, mapped once (read-write) for the pager's own
+// copies. A slot's page-table entries live either here or, while the page is mapped, in its
+// home Mapping (moved there by MapInto and back by UnmapAll): RSS counts each page once, and a
+// recycled slot is written without faults.
 struct Pool {
   size_t block_size = 0;
   int fd = -1;
+  std::byte* base = nullptr;     // capacity * block_size bytes, MAP_SHARED
   uint32_t capacity = 0;
   uint32_t next_fresh = 0;       // slots at or above it were never used
   std::vector<uint32_t> free;    // used before, RAM still allocated: reuse first
+  std::byte* SlotAddr(int32_t slot) const { return base + static_cast<size_t>(slot) * block_size; }
+
+  // Faults the whole pool in, on a thread of its own (PagerOptions::prefault_cache).
+  void StartPrefault() {
+    warmer = std::thread([this] {
+      constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, Linux 5.14
+      const size_t chunk = std::max<size_t>(block_size, 8u << 20);
+      const size_t total = static_cast<size_t>(capacity) * block_size;
+      for (size_t off = 0; off < total && !stop_warming.load(std::memory_order_relaxed); off += chunk) {
+        if (madvise(base + off, std::min(chunk, total - off), kPopulateWrite) != 0) break;
+      }
+    });
+  }
   ~Pool() {
+    stop_warming = true;
+    if (warmer.joinable()) warmer.join();
+    if (base) munmap(base, static_cast<size_t>(capacity) * block_size);
     if (fd >= 0) close(fd);
   }
-};
-
-// A private view of one slot, for the pager's own copies in and out.
-class Window {
- public:
-  ~Window() {
-    if (addr_) munmap(addr_, size_);
-  }
-  Result<std::byte*> Map(const Pool& pool, uint32_t slot) {
-    if (size_ != pool.block_size) {
-      if (addr_) munmap(addr_, size_);
-      addr_ = nullptr;
-      size_ = pool.block_size;
-    }
-    void* want = addr_;
-    void* p = mmap(want, size_, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_POPULATE | (want ? MAP_FIXED : 0), pool.fd,
-                   static_cast<off_t>(slot) * static_cast<off_t>(size_));
-    if (p == MAP_FAILED) {
-      addr_ = nullptr;
-      return ErrnoStatus(errno, "map a page of the cache");
-    }
-    addr_ = static_cast<std::byte*>(p);
-    return addr_;
-  }
-
- private:
-  std::byte* addr_ = nullptr;
-  size_t size_ = 0;
+  std::thread warmer;
+  std::atomic<bool> stop_warming{false};
 };
 
 struct LoadWaiter {
@@ -143,6 +137,7 @@ struct Request {
   bool write = false;
   bool prefetch = false;
   MappingRef mapping;  // where to map the page once resident; serial 0: nowhere
+  bool map_after_prefetch = false;  // a prefetch maps its page too (all but the run's marker)
   FaultRecord* fault = nullptr;
   std::shared_ptr<LoadWaiter> waiter;
 };
@@ -155,6 +150,7 @@ struct Page {
   bool from_spill = false;   // kLoading: the data comes from the spill file; becomes kDirty
   bool invalidated = false;  // kLoading/kSpilling: drop the result when done
   bool writeout = false;     // held by a Writeout: write-protected, not evictable
+  int8_t home = -1;          // the mapping holding the slot's page-table entries; -1: the pool
   int32_t slot = -1;
   uint64_t spill_offset = 0;
   uint64_t mapped = 0;    // bit i: mapped in the file's mapping i
@@ -169,6 +165,7 @@ struct Page {
 
 struct MappingSlot {
   uint64_t serial = 0;  // 0: free
+  std::weak_ptr<Mapping> owner;
   std::byte* base = nullptr;
   uint64_t first = 0;
   uint64_t count = 0;
@@ -184,7 +181,7 @@ class FileState {
   Pool* pool = nullptr;
   std::unordered_map<uint64_t, Page> pages;
   MappingSlot mappings[kMaxMappingsPerFile];
-  uint64_t next_expected = UINT64_MAX;  // read-ahead: the block a sequential run faults next
+  uint64_t last_fault = UINT64_MAX;  // read-ahead: where the last fault was
   unsigned in_flight = 0;               // pages in a transient state
 };
 
@@ -210,18 +207,13 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   PagerStats Stats();
 
  private:
-  struct Windows {
-    std::map<size_t, Window> by_size;
-    Window& For(size_t block_size) { return by_size[block_size]; }
-  };
-
   void LoaderMain();
   // Bracket blocking I/O on a loader thread. BeginIo starts another loader when none would be
   // left idle, so a new fault never waits behind another block's I/O (P9). REQUIRES: mu_ held.
   void BeginIo();
   void EndIo() { --busy_loaders_; }
-  void HandleFault(FaultRecord* r, Windows& w);
-  void Process(Request req, Windows& w);
+  void HandleFault(FaultRecord* r);
+  void Process(Request req);
   void Complete(Request& req, FaultOutcome outcome, const Status& error);
   void WakeWaiters(Page& p);
   void Enqueue(Request req);  // REQUIRES: mu_ held
@@ -229,7 +221,7 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   // REQUIRES: mu_ held (lk). May release and re-acquire it (to spill). nullopt: no slot
   // (prefetch only, or an error stored in *error).
   std::optional<uint32_t> AllocateSlot(std::unique_lock<std::mutex>& lk, Pool& pool, bool prefetch,
-                                       Windows& w, Status* error);
+                                       Status* error);
   void FreeSlot(Page& p);
   bool MapInto(Page& p, const MappingRef& ref);  // REQUIRES: mu_ held
   void UnmapAll(Page& p);                        // REQUIRES: mu_ held
@@ -353,6 +345,10 @@ Result<std::shared_ptr<PagedFile>> PagerImpl::OpenFile(std::shared_ptr<BlockSour
     if (ftruncate(p->fd, static_cast<off_t>(slots * block_size)) != 0) {
       return ErrnoStatus(errno, "size the page cache");
     }
+    void* base = mmap(nullptr, slots * block_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->fd, 0);
+    if (base == MAP_FAILED) return ErrnoStatus(errno, "map the page cache");
+    p->base = static_cast<std::byte*>(base);
+    if (options_.prefault_cache) p->StartPrefault();
     pool = std::move(p);
   }
   auto state = std::make_unique<FileState>();
@@ -437,6 +433,7 @@ Result<std::shared_ptr<Mapping>> PagerImpl::Map(PagedFile& file, uint64_t first,
   m->size_ = size;
   m->first_block_ = first;
   m->index_ = index;
+  slot.owner = m;
   return m;
 }
 
@@ -449,6 +446,7 @@ void PagerImpl::Unmap(Mapping& m) {
   for (auto& [block, p] : f->pages) {
     p.mapped &= ~bit;
     p.writable &= ~bit;
+    if (p.home == static_cast<int8_t>(m.index_)) p.home = -1;  // its entries die with the range
   }
   SignalFaultSource::Get().RemoveRange(reinterpret_cast<uintptr_t>(m.base_));
   mappings_by_address_.erase(reinterpret_cast<uintptr_t>(m.base_));
@@ -496,7 +494,6 @@ void PagerImpl::Enqueue(Request req) {
 }
 
 void PagerImpl::LoaderMain() {
-  Windows windows;
   SignalFaultSource& source = SignalFaultSource::Get();
   for (;;) {
     while (sem_wait(&work_) != 0 && errno == EINTR) {
@@ -505,7 +502,7 @@ void PagerImpl::LoaderMain() {
       std::lock_guard lock(mu_);
       if (stopping_) return;
     }
-    while (FaultRecord* r = source.Take(this)) HandleFault(r, windows);
+    while (FaultRecord* r = source.Take(this)) HandleFault(r);
     for (;;) {
       Request req;
       {
@@ -514,14 +511,14 @@ void PagerImpl::LoaderMain() {
         req = std::move(ready_.front());
         ready_.pop_front();
       }
-      Process(std::move(req), windows);
+      Process(std::move(req));
       // Faults come first: a thread is stopped on each of them.
-      while (FaultRecord* r = source.Take(this)) HandleFault(r, windows);
+      while (FaultRecord* r = source.Take(this)) HandleFault(r);
     }
   }
 }
 
-void PagerImpl::HandleFault(FaultRecord* r, Windows& w) {
+void PagerImpl::HandleFault(FaultRecord* r) {
   ++faults_;
   Request req;
   {
@@ -548,21 +545,27 @@ void PagerImpl::HandleFault(FaultRecord* r, Windows& w) {
     req.write = r->write;
     req.mapping = it->second;
     req.fault = r;
-    // Read-ahead (P11): a fault on the block a sequential run expects loads the next ones.
-    if (f->next_expected == req.block && options_.readahead_blocks > 0) {
-      const uint64_t end = std::min(m.first + m.count, req.block + 1 + options_.readahead_blocks);
+    // Read-ahead (P11): a fault a little ahead of the previous one continues a sequential run:
+    // load the next blocks and map all but the last, whose fault (cheap: it is resident by
+    // then) announces that the run goes on.
+    const unsigned k = options_.readahead_blocks;
+    if (k > 0 && f->last_fault != UINT64_MAX && req.block > f->last_fault &&
+        req.block - f->last_fault <= k + 1) {
+      const uint64_t end = std::min(m.first + m.count, req.block + 1 + k);
       for (uint64_t b = req.block + 1; b < end; ++b) {
         if (f->pages.count(b)) continue;
         Request ra;
         ra.file_id = f->id;
         ra.block = b;
         ra.prefetch = true;
+        ra.mapping = it->second;
+        ra.map_after_prefetch = b + 1 < end;
         Enqueue(std::move(ra));
       }
     }
-    f->next_expected = req.block + 1;
+    f->last_fault = req.block;
   }
-  Process(std::move(req), w);
+  Process(std::move(req));
 }
 
 FileState* PagerImpl::FindFile(uint64_t id) {
@@ -595,7 +598,7 @@ void PagerImpl::WakeWaiters(Page& p) {
 }
 
 // The state machine of one request. See docs/pager.md for the diagram.
-void PagerImpl::Process(Request req, Windows& w) {
+void PagerImpl::Process(Request req) {
   std::unique_lock lk(mu_);
   FileState* f = FindFile(req.file_id);
   if (!f) {
@@ -607,7 +610,7 @@ void PagerImpl::Process(Request req, Windows& w) {
     if (it == f->pages.end()) {
       // Empty: load it.
       Status error;
-      auto slot = AllocateSlot(lk, *f->pool, req.prefetch, w, &error);
+      auto slot = AllocateSlot(lk, *f->pool, req.prefetch, &error);
       if (!slot) {
         if (!error.ok()) Complete(req, FaultOutcome::kFatal, error);
         return;  // prefetch given up
@@ -629,13 +632,8 @@ void PagerImpl::Process(Request req, Windows& w) {
       do {
         p.invalidated = false;
         lk.unlock();
-        auto dst = w.For(f->block_size).Map(*f->pool, *slot);
-        if (!dst.ok()) {
-          st = dst.status();
-        } else {
-          ++loads_;
-          st = f->source->LoadBlock(req.block, std::span<std::byte>(*dst, f->block_size));
-        }
+        ++loads_;
+        st = f->source->LoadBlock(req.block, std::span<std::byte>(f->pool->SlotAddr(p.slot), f->block_size));
         lk.lock();
       } while (st.ok() && p.invalidated);  // W5: invalidated while loading: load again
       EndIo();
@@ -653,7 +651,10 @@ void PagerImpl::Process(Request req, Windows& w) {
       p.state = Page::kClean;
       LruPush(p);
       WakeWaiters(p);
-      if (req.prefetch) return;  // mapped on the first access, which continues the read-ahead
+      if (req.prefetch) {
+        if (req.map_after_prefetch) MapInto(p, req.mapping);  // no fault when the run gets here
+        return;
+      }
       continue;
     }
 
@@ -689,7 +690,7 @@ void PagerImpl::Process(Request req, Windows& w) {
         const uint64_t offset = p.spill_offset;
         p.state = Page::kSpilling;  // pinned while we find a slot
         ++f->in_flight;
-        auto slot = AllocateSlot(lk, *f->pool, false, w, &error);
+        auto slot = AllocateSlot(lk, *f->pool, false, &error);
         if (!slot) {
           give_up(error);
           return;
@@ -699,11 +700,8 @@ void PagerImpl::Process(Request req, Windows& w) {
         p.slot = static_cast<int32_t>(*slot);
         BeginIo();
         lk.unlock();
-        Status st;
-        auto dst = w.For(f->block_size).Map(*f->pool, *slot);
-        st = dst.ok() ? PreadFull(spill_fd_, *dst, f->block_size, static_cast<off_t>(offset),
-                                  "read back a spilled page")
-                      : dst.status();
+        Status st = PreadFull(spill_fd_, f->pool->SlotAddr(p.slot), f->block_size,
+                              static_cast<off_t>(offset), "read back a spilled page");
         lk.lock();
         EndIo();
         if (!st.ok()) {
@@ -760,7 +758,7 @@ void PagerImpl::Process(Request req, Windows& w) {
 // ---- RAM slots, eviction, spill ---------------------------------------------------------------
 
 std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk, Pool& pool,
-                                                bool prefetch, Windows& w, Status* error) {
+                                                bool prefetch, Status* error) {
   const uint64_t bs = pool.block_size;
   for (;;) {
     const uint64_t budget = Budget();
@@ -846,11 +844,8 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     BeginIo();
     const uint32_t vslot = static_cast<uint32_t>(v.slot);
     lk.unlock();
-    Status st;
-    auto src = w.For(vf->block_size).Map(*vf->pool, vslot);
-    st = src.ok() ? PwriteFull(spill_fd_, *src, vf->block_size, static_cast<off_t>(*offset),
-                               "spill a dirty page of " + vf->name)
-                  : src.status();
+    Status st = PwriteFull(spill_fd_, vf->pool->SlotAddr(static_cast<int32_t>(vslot)), vf->block_size,
+                           static_cast<off_t>(*offset), "spill a dirty page of " + vf->name);
     lk.lock();
     EndIo();
     --vf->in_flight;
@@ -928,25 +923,43 @@ void PagerImpl::FreeSpill(uint64_t offset, size_t block_size) {
 
 // ---- page table helpers ----------------------------------------------------------------------
 
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4  // Linux 5.7; for shared mappings 5.13
+#endif
+
 bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   FileState* f = p.file;
   const MappingSlot& m = f->mappings[ref.index];
   if (m.serial != ref.serial) return true;  // the mapping went away: nothing to map
   if (p.block < m.first || p.block >= m.first + m.count) return true;
   const uint64_t bit = uint64_t{1} << ref.index;
-  std::byte* addr = m.base + (p.block - m.first) * f->block_size;
+  const size_t bs = f->block_size;
+  std::byte* addr = m.base + (p.block - m.first) * bs;
   const bool want_write = p.state == Page::kDirty && !p.writeout;  // a writeout write-protects
   if (p.mapped & bit) {
     if (want_write && !(p.writable & bit)) {
-      if (mprotect(addr, f->block_size, PROT_READ | PROT_WRITE) != 0) return false;
+      if (mprotect(addr, bs, PROT_READ | PROT_WRITE) != 0) return false;
       p.writable |= bit;
     }
     return true;
   }
-  const int prot = want_write ? PROT_READ | PROT_WRITE : PROT_READ;
-  void* r = mmap(addr, f->block_size, prot, MAP_SHARED | MAP_FIXED | MAP_POPULATE, f->pool->fd,
-                 static_cast<off_t>(p.slot) * static_cast<off_t>(f->block_size));
-  if (r == MAP_FAILED) return false;
+  bool moved = false;
+  if (p.home < 0) {
+    // Move the slot's page-table entries from the pool mapping here: no new faults, and the
+    // page stays counted once in RSS. (The moved range keeps the pool's read-write access.)
+    void* r = mremap(f->pool->SlotAddr(p.slot), bs, bs, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, addr);
+    if (r != MAP_FAILED) {
+      moved = true;
+      p.home = static_cast<int8_t>(ref.index);
+      if (!want_write && mprotect(addr, bs, PROT_READ) != 0) return false;
+    }
+  }
+  if (!moved) {  // a second mapping of the page (or a kernel without MREMAP_DONTUNMAP)
+    const int prot = want_write ? PROT_READ | PROT_WRITE : PROT_READ;
+    void* r = mmap(addr, bs, prot, MAP_SHARED | MAP_FIXED, f->pool->fd,
+                   static_cast<off_t>(p.slot) * static_cast<off_t>(bs));
+    if (r == MAP_FAILED) return false;
+  }
   p.mapped |= bit;
   if (want_write) p.writable |= bit;
   return true;
@@ -954,15 +967,23 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
 
 void PagerImpl::UnmapAll(Page& p) {
   FileState* f = p.file;
+  const size_t bs = f->block_size;
   for (uint64_t bits = p.mapped; bits; bits &= bits - 1) {
     const unsigned i = static_cast<unsigned>(__builtin_ctzll(bits));
     const MappingSlot& m = f->mappings[i];
-    std::byte* addr = m.base + (p.block - m.first) * f->block_size;
+    std::byte* addr = m.base + (p.block - m.first) * bs;
+    if (static_cast<int>(i) == p.home) {
+      // Move the entries back to the pool, where the next use of the slot finds them.
+      std::byte* slot = f->pool->SlotAddr(p.slot);
+      void* r = mremap(addr, bs, bs, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, slot);
+      if (r != MAP_FAILED && !(p.writable & (uint64_t{1} << i))) mprotect(slot, bs, PROT_READ | PROT_WRITE);
+    }
     // Replace the page with a fresh inaccessible reservation: the next access faults.
-    mmap(addr, f->block_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    mmap(addr, bs, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
   }
   p.mapped = 0;
   p.writable = 0;
+  p.home = -1;
 }
 
 void PagerImpl::WriteProtect(Page& p) {
@@ -1031,7 +1052,7 @@ void PagerImpl::Invalidate(FileState* f, uint64_t first, uint64_t end) {
         Erase(*p);
     }
   }
-  f->next_expected = UINT64_MAX;
+  f->last_fault = UINT64_MAX;
 }
 
 Result<std::unique_ptr<Writeout>> Pager::BeginWriteout() { return impl_->BeginWriteout(); }
@@ -1080,23 +1101,18 @@ Result<std::span<const std::byte>> PagerImpl::WriteoutData(Writeout& w, size_t i
     std::span<const std::byte> all(w.buffer_.data(), bs);
     return all.first(TrimmedLength(all));
   }
-  const uint32_t slot = static_cast<uint32_t>(p->slot);
-  Pool& pool = *f->pool;
-  lk.unlock();  // the page is pinned by writeout: its slot cannot change
-  // Map the slot into the writeout's window (reserved on first use, then replaced in place).
-  if (w.window_size_ != bs) {
-    if (w.window_) munmap(w.window_, w.window_size_);
-    w.window_ = nullptr;
-    w.window_size_ = bs;
+  // The page is pinned by the writeout and write-protected: read it where its page-table
+  // entries are, keeping that mapping alive until Finish.
+  const std::byte* addr = f->pool->SlotAddr(p->slot);
+  if (p->home >= 0) {
+    const MappingSlot& m = f->mappings[p->home];
+    if (auto owner = m.owner.lock()) {
+      addr = m.base + (p->block - m.first) * bs;
+      w.held_.push_back(std::move(owner));
+    }
   }
-  void* addr = mmap(w.window_, bs, PROT_READ, MAP_SHARED | MAP_POPULATE | (w.window_ ? MAP_FIXED : 0),
-                    pool.fd, static_cast<off_t>(slot) * static_cast<off_t>(bs));
-  if (addr == MAP_FAILED) {
-    w.window_ = nullptr;
-    return ErrnoStatus(errno, "map a dirty page of " + f->name + " for commit");
-  }
-  w.window_ = addr;
-  std::span<const std::byte> all(static_cast<const std::byte*>(addr), bs);
+  lk.unlock();
+  std::span<const std::byte> all(addr, bs);
   return all.first(TrimmedLength(all));
 }
 
@@ -1104,12 +1120,10 @@ void Writeout::Finish(bool committed) {
   if (finished_) return;
   finished_ = true;
   pager_->FinishWriteout(*this, committed);
+  held_.clear();  // outside the pager's lock: this may release a mapping
 }
 
-Writeout::~Writeout() {
-  Finish(false);
-  if (window_) munmap(window_, window_size_);
-}
+Writeout::~Writeout() { Finish(false); }
 
 void PagerImpl::FinishWriteout(Writeout& w, bool committed) {
   std::lock_guard lock(mu_);

@@ -352,6 +352,7 @@ Result<Database> Database::Open(const std::string& path, const Options& options)
   po.readahead_blocks = options.readahead_blocks;
   po.spill_dir = !options.spill_dir.empty() ? options.spill_dir : path == "memory:" ? "/tmp" : path;
   po.logger = options.logger;
+  po.prefault_cache = options.prefault_cache;
   BA_ASSIGN_OR_RETURN(s->pager, pager::Pager::Create(po));
   BA_ASSIGN_OR_RETURN(auto snap, s->store->OpenSnapshot());
   s->snapshots->Set(std::move(snap));

@@ -45,8 +45,11 @@ struct Options {
   Durability durability = Durability::kDurable;
   bool create_if_missing = true;
   bool read_only = false;
-  unsigned readahead_blocks = 4;
+  unsigned readahead_blocks = 8;
   unsigned loader_threads = 4;
+  // Allocate the cache's RAM up front, in the background, so that even the first loads copy
+  // into warm memory (faster first scans) at the price of holding the whole budget at once.
+  bool prefault_cache = false;
   // Where dirty pages beyond the cache go; empty: the database directory.
   std::string spill_dir;
   // Receives the library's log messages (map growth, spills, warnings); null: silent.
