@@ -446,7 +446,10 @@ void PagerImpl::Unmap(Mapping& m) {
   for (auto& [block, p] : f->pages) {
     p.mapped &= ~bit;
     p.writable &= ~bit;
-    if (p.home == static_cast<int8_t>(m.index_)) p.home = -1;  // its entries die with the range
+    if (p.home == static_cast<int8_t>(m.index_)) {  // its entries die with the range
+      p.home = -1;
+      if (p.slot >= 0) mprotect(p.file->pool->SlotAddr(p.slot), p.file->block_size, PROT_READ | PROT_WRITE);
+    }
   }
   SignalFaultSource::Get().RemoveRange(reinterpret_cast<uintptr_t>(m.base_));
   mappings_by_address_.erase(reinterpret_cast<uintptr_t>(m.base_));
@@ -946,12 +949,17 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   bool moved = false;
   if (p.home < 0) {
     // Move the slot's page-table entries from the pool mapping here: no new faults, and the
-    // page stays counted once in RSS. (The moved range keeps the pool's read-write access.)
-    void* r = mremap(f->pool->SlotAddr(p.slot), bs, bs, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, addr);
+    // page stays counted once in RSS. The moved range keeps the access of the pool range, so a
+    // clean page is made read-only *before* the move: were it write-protected after, a thread
+    // running into the new page at that instant could write it unnoticed (a lost update).
+    std::byte* slot = f->pool->SlotAddr(p.slot);
+    if (!want_write && mprotect(slot, bs, PROT_READ) != 0) return false;
+    void* r = mremap(slot, bs, bs, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, addr);
     if (r != MAP_FAILED) {
       moved = true;
       p.home = static_cast<int8_t>(ref.index);
-      if (!want_write && mprotect(addr, bs, PROT_READ) != 0) return false;
+    } else if (!want_write) {
+      mprotect(slot, bs, PROT_READ | PROT_WRITE);
     }
   }
   if (!moved) {  // a second mapping of the page (or a kernel without MREMAP_DONTUNMAP)
@@ -973,7 +981,9 @@ void PagerImpl::UnmapAll(Page& p) {
     const MappingSlot& m = f->mappings[i];
     std::byte* addr = m.base + (p.block - m.first) * bs;
     if (static_cast<int>(i) == p.home) {
-      // Move the entries back to the pool, where the next use of the slot finds them.
+      // Move the entries back to the pool, where the next use of the slot finds them. (Until
+      // the reservation below replaces it, the range left here still maps the slot; an access
+      // in that instant sees the slot's current bytes, which the caller copies after us.)
       std::byte* slot = f->pool->SlotAddr(p.slot);
       void* r = mremap(addr, bs, bs, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, slot);
       if (r != MAP_FAILED && !(p.writable & (uint64_t{1} << i))) mprotect(slot, bs, PROT_READ | PROT_WRITE);
