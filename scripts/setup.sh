@@ -7,7 +7,8 @@ packages=(
   cmake g++ make pkg-config
   liblmdb-dev lmdb-utils libboost-dev libspdlog-dev doctest-dev libxxhash-dev
   clang libclang-rt-14-dev            # sanitizers (TSan with clang) and libFuzzer
-  python3-numpy                        # .npy fixtures and round-trip tests
+  python3-numpy python3-pytest python3-dev pybind11-dev   # the Python module and its tests
+  linux-perf hyperfine                 # profiling and whole-process timing (benchmarks)
 )
 
 missing=()
