@@ -23,6 +23,7 @@
 
 #include "bigarray/database.h"
 #include "bigarray/storage/block_store.h"
+#include "database_internal.h"
 #include "layout.h"
 #include "pager/pager.h"
 
@@ -334,23 +335,32 @@ using internal::Session;
 // ---- Database --------------------------------------------------------------------------------
 
 Result<Database> Database::Open(const std::string& path, const Options& options) {
-  auto s = std::make_shared<Session>();
-  s->path = path;
-  s->options = options;
+  std::shared_ptr<storage::BlockStore> store;
   if (path == "memory:") {
-    s->store = storage::NewMemoryStore();
+    store = storage::NewMemoryStore();
   } else {
     storage::LmdbOptions lo;
     lo.durable = options.durability == Durability::kDurable;
     lo.create_if_missing = options.create_if_missing;
     lo.read_only = options.read_only;
-    BA_ASSIGN_OR_RETURN(s->store, storage::OpenLmdbStore(path, lo));
+    BA_ASSIGN_OR_RETURN(store, storage::OpenLmdbStore(path, lo));
   }
+  Options o = options;
+  if (o.spill_dir.empty()) o.spill_dir = path == "memory:" ? "/tmp" : path;
+  return internal::OpenDatabaseOnStore(std::move(store), path, o);
+}
+
+Result<Database> internal::OpenDatabaseOnStore(std::shared_ptr<storage::BlockStore> store,
+                                               const std::string& name, const Options& options) {
+  auto s = std::make_shared<Session>();
+  s->path = name;
+  s->options = options;
+  s->store = std::move(store);
   pager::PagerOptions po;
   po.cache_bytes = options.cache_bytes;
   po.loader_threads = options.loader_threads;
   po.readahead_blocks = options.readahead_blocks;
-  po.spill_dir = !options.spill_dir.empty() ? options.spill_dir : path == "memory:" ? "/tmp" : path;
+  po.spill_dir = options.spill_dir.empty() ? "/tmp" : options.spill_dir;
   po.logger = options.logger;
   po.prefault_cache = options.prefault_cache;
   BA_ASSIGN_OR_RETURN(s->pager, pager::Pager::Create(po));

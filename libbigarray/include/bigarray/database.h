@@ -28,10 +28,14 @@
 
 namespace bigarray {
 
+class Database;
 namespace internal {
 class Session;
 class ArrayState;
 }  // namespace internal
+namespace storage {
+class BlockStore;
+}
 
 enum class Durability {
   kDurable,  // each commit is on disk when Commit returns (fsync)
@@ -112,6 +116,11 @@ class Array {
   std::shared_ptr<internal::ArrayState> state_;
 };
 
+namespace internal {
+Result<Database> OpenDatabaseOnStore(std::shared_ptr<storage::BlockStore> store, const std::string& name,
+                                     const Options& options);
+}  // namespace internal
+
 class Database {
  public:
   // Opens (or creates) the database at `path`, a directory holding an LMDB environment.
@@ -148,6 +157,8 @@ class Database {
   const std::string& path() const;
 
  private:
+  friend Result<Database> internal::OpenDatabaseOnStore(std::shared_ptr<storage::BlockStore>,
+                                                        const std::string&, const Options&);
   explicit Database(std::shared_ptr<internal::Session> s) : session_(std::move(s)) {}
   std::shared_ptr<internal::Session> session_;
 };

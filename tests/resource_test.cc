@@ -1,0 +1,100 @@
+// Resource edges (docs/reliability.md): a disk that fills during commit, a cache smaller than one
+// block, a reader table that runs out. Clear errors, nothing lost.
+#include <doctest/doctest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "bigarray/database.h"
+#include "bigarray/storage/block_store.h"
+#include "test_util.h"
+
+using namespace bigarray;
+using bigarray::testing::TempDir;
+
+namespace {
+constexpr uint64_t kBlock = 64 * 1024;
+}
+
+TEST_CASE("a disk that fills during commit: NoSpace, the last commit intact, abort works") {
+  TempDir dir;
+  const std::string mnt = dir / "small";
+  REQUIRE(mkdir(mnt.c_str(), 0755) == 0);
+  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=6m") != 0) {
+    // Not root or no mount permission here: fault_injection_test covers ENOSPC by injection.
+    MESSAGE("resource_test: cannot mount a small tmpfs (" << std::strerror(errno) << "); skipped");
+    return;
+  }
+  struct Unmount {
+    std::string p;
+    ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  const std::string path = mnt + "/db";
+  Options o;
+  o.cache_bytes = 256 * kBlock;  // no spill: the disk fills in the commit itself
+  {
+    auto db = Database::Open(path, o).value();
+    auto a = db.Create("x", {16 * 8192}, "f8", ArrayOptions{Order::kC, kBlock}).value();  // 1 MiB
+    REQUIRE(a.view().value().Fill(1).ok());
+    REQUIRE(db.Commit().ok());
+    REQUIRE(a.Resize({128 * 8192}).ok());  // 8 MiB on a 6 MiB disk
+    REQUIRE(a.view().value().Fill(2).ok());
+    Status st = db.Commit();
+    CHECK(st.code() == Code::kNoSpace);
+    CHECK(st.message().find(path) != std::string::npos);
+    INFO(st.ToString());
+    Status again = db.Commit();  // a storage error is not sticky: retrying fails the same way
+    CHECK(again.code() == Code::kNoSpace);
+    db.Abort();
+    auto v = a.view().value();
+    CHECK(v.size() == 16 * 8192);
+    CHECK(v.at<double>(16 * 8192 - 1) == 1);
+    v.at<double>(0) = 3;  // small changes still fit
+    CHECK(db.Commit().ok());
+  }
+  auto db = Database::Open(path, o).value();
+  auto v = db.Get("x").value().view().value();
+  REQUIRE(v.Load().ok());
+  CHECK(v.size() == 16 * 8192);
+  CHECK(v.at<double>(0) == 3);
+  CHECK(v.at<double>(1) == 1);
+}
+
+TEST_CASE("a cache budget smaller than one block still works (at least 8 blocks are used)") {
+  TempDir dir;
+  Options o;
+  o.cache_bytes = 1000;
+  auto db = Database::Open(dir / "db", o).value();
+  auto a = db.Create("x", {40 * 8192}, "f8", ArrayOptions{Order::kC, kBlock}).value();
+  auto d = a.view().value().Span<double>().value();
+  for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<double>(i);
+  CHECK(db.cache_stats().resident_bytes <= 8 * kBlock);
+  REQUIRE(db.Commit().ok());
+  for (size_t i = 0; i < d.size(); i += 4099) REQUIRE(d[i] == static_cast<double>(i));
+}
+
+TEST_CASE("too many open transactions for the reader table: a clear error, the rest unharmed") {
+  TempDir dir;
+  storage::LmdbOptions lo;
+  lo.max_readers = 8;
+  auto store = storage::OpenLmdbStore(dir / "db", lo).value();
+  std::vector<std::shared_ptr<storage::Snapshot>> open;
+  Status st;
+  for (int i = 0; i < 64; ++i) {
+    auto s = store->OpenSnapshot();
+    if (!s.ok()) {
+      st = s.status();
+      break;
+    }
+    open.push_back(*s);
+  }
+  CHECK(st.code() == Code::kResourceExhausted);
+  CHECK(st.message().find("too many open transactions") != std::string::npos);
+  CHECK(open.size() >= 6);
+  std::vector<std::byte> out(4096);
+  CHECK(open.front()->ReadBlock(1, 1, out).ok());
+  open.pop_back();
+  CHECK(store->OpenSnapshot().ok());  // a slot freed is usable again
+}
