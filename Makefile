@@ -29,13 +29,14 @@ test: build
 test-asan: setup
 	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBIGARRAY_WERROR=ON -DBIGARRAY_SANITIZE=address,undefined
 	$(CMAKE) --build build-asan -j$(JOBS)
-	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CTEST) -LE no-asan
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:handle_segv=0:handle_sigbus=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CTEST) -LE no-asan
 
-# TSan (clang) over the threaded tests.
+# TSan (clang) over the threaded tests (ctest label "threads").
+TSAN_TARGETS := storage_conformance_test lmdb_store_test pager_test database_test
 test-tsan: setup
 	CC=clang CXX=clang++ $(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBIGARRAY_WERROR=ON -DBIGARRAY_SANITIZE=thread
-	$(CMAKE) --build build-tsan -j$(JOBS)
-	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 $(CTEST) -L threads
+	$(CMAKE) --build build-tsan -j$(JOBS) --target $(TSAN_TARGETS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:handle_segv=0:handle_sigbus=0:die_after_fork=0:suppressions=$(CURDIR)/tests/tsan.supp $(CTEST) -L threads
 
 bench: build
 	./build/bin/bigarray-bench

@@ -348,11 +348,12 @@ TEST_CASE("T8: a transaction larger than the cache commits") {
 
 TEST_CASE("A4: views of a huge array touch nothing; an array beyond the address space is indexed in parts") {
   auto db = OpenDb("memory:");
-  auto tib = db.Create("tib", {int64_t{1} << 37}, "f8").value();  // 1 TiB
+  const int64_t n = bigarray::testing::kHugeBytes / 8;  // 1 TiB (less under TSan)
+  auto tib = db.Create("tib", {n}, "f8").value();
   auto v = tib.view().value();
-  auto part = v.Index({Slice{int64_t{1} << 36, std::nullopt, 1 << 20}}).value();
+  auto part = v.Index({Slice{n / 2, std::nullopt, 1 << 20}}).value();
   CHECK(db.cache_stats().loads == 0);
-  CHECK(part.shape()[0] == (int64_t{1} << 16));
+  CHECK(part.shape()[0] == n / 2 / (1 << 20));
 
   auto huge = db.Create("huge", {int64_t{1} << 60}, "u1").value();  // 1 EiB: no address space holds it
   auto whole = huge.view();

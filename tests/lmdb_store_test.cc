@@ -339,9 +339,10 @@ TEST_CASE("LmdbStatus translates every LMDB code") {
       {ENOSPC, Code::kNoSpace},                 {EIO, Code::kIOError},
       {ENOMEM, Code::kResourceExhausted},       {EACCES, Code::kIOError},
   };
-  for (auto [rc, code] : cases) {
+  for (const auto& c : cases) {
+    const int rc = c.first;
     Status s = LmdbStatus(rc, "op on thing");
-    CHECK_MESSAGE(s.code() == code, rc);
+    CHECK_MESSAGE(s.code() == c.second, rc);
     CHECK(s.message().find("op on thing: ") == 0);
   }
   CHECK(LmdbStatus(MDB_READERS_FULL, "x").message().find("too many open transactions") !=

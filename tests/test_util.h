@@ -15,6 +15,19 @@
 
 namespace bigarray::testing {
 
+// ThreadSanitizer's shadow memory leaves far less address space to the program: tests that
+// reserve a terabyte scale down under it.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BIGARRAY_TEST_UNDER_TSAN 1
+#endif
+#endif
+#if defined(BIGARRAY_TEST_UNDER_TSAN) || defined(__SANITIZE_THREAD__)
+inline constexpr int64_t kHugeBytes = int64_t{16} << 30;  // 16 GiB
+#else
+inline constexpr int64_t kHugeBytes = int64_t{1} << 40;   // 1 TiB
+#endif
+
 // A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
 class TempDir {
  public:

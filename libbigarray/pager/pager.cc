@@ -808,11 +808,12 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       p = next;
     }
     if (!evicted && !pool_full()) {  // over budget: pages of other block sizes count too
-      for (Page* p = lru_head_; p && !evicted; p = p->lru_next) {
+      for (Page* p = lru_head_; p; p = p->lru_next) {
         if (p->state == Page::kClean && !p->writeout) {
           ++evictions_;
-          Erase(*p);
+          Erase(*p);  // p is gone: leave the loop before touching it
           evicted = true;
+          break;
         }
       }
     }

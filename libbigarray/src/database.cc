@@ -257,7 +257,8 @@ Status Session::Refresh(const storage::WriteBatch* own) {
   bool names_changed = !changes.complete;
   for (const std::string& k : changes.meta_keys) names_changed |= k.starts_with("n/");
   for (auto it = arrays.begin(); it != arrays.end();) {
-    ArrayState& s = *it->second;
+    const auto keep = it->second;  // alive while its lock is held, even when erased from the map
+    ArrayState& s = *keep;
     if (!changes.complete) {
       s.file->InvalidateAll();
     } else {
@@ -307,7 +308,8 @@ Status Session::Refresh(const storage::WriteBatch* own) {
 void Session::AbortLocked() {
   pager->Abort();  // W3: dirty pages dropped
   for (auto it = arrays.begin(); it != arrays.end();) {
-    ArrayState& s = *it->second;
+    const auto keep = it->second;  // alive while its lock is held, even when erased from the map
+    ArrayState& s = *keep;
     const uint64_t zf = s.source->zero_from.exchange(kNoZeroFrom);
     if (zf != kNoZeroFrom) s.file->Truncate(zf);  // cached zeros past a shrink are not committed data
     std::lock_guard lock(s.mu);
@@ -557,7 +559,8 @@ Status Database::Commit() {
   }
   writeout->Finish(true);
   for (auto it = s.arrays.begin(); it != s.arrays.end();) {
-    ArrayState& a = *it->second;
+    const auto keep = it->second;  // alive while its lock is held, even when erased from the map
+    ArrayState& a = *keep;
     std::lock_guard l(a.mu);
     a.source->zero_from.store(internal::kNoZeroFrom);
     if (!a.exists) {

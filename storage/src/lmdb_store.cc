@@ -616,14 +616,20 @@ Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
     bool map_full = false;
     Result<CommitId> r = TryCommit(batch, need, &map_full);
     if (r.ok() || !map_full) return r;
+    BA_RETURN_IF_ERROR(env_->Remap(0));  // adopt a size another process set
     need *= 2;
   }
   return NoSpace("commit to " + env_->path_ + ": the map is still full after growing it");
 }
 
 Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bool* map_full) {
-  BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(0));
+  // Lock order everywhere: map_mu_ (shared), then LMDB's writer lock (taken by the begin).
   std::shared_lock map_lock(env_->map_mu_);
+  MDB_txn* txn = nullptr;
+  if (int rc = mdb_txn_begin(env_->env_, nullptr, 0, &txn); rc != MDB_SUCCESS) {
+    if (rc == MDB_MAP_RESIZED) *map_full = true;  // another process grew the map: adopt, retry
+    return LmdbStatus(rc, "begin a commit to " + env_->path_);
+  }
   struct Aborter {
     MDB_txn* txn;
     ~Aborter() {
