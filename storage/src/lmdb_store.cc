@@ -394,7 +394,14 @@ Result<LmdbSnapshot::Located> LmdbSnapshot::Locate(ArrayId a, BlockIndex i) {
   where.found = true;
   where.size = v.mv_size;
   where.offset = OverflowOffset(v, env_->page_size_);
-  if (!where.offset) where.inline_copy.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+  if (!where.offset) {
+    // A value stored inside a leaf page is smaller than a page; a larger size is damage, and
+    // copying it would read past the page.
+    if (v.mv_size > env_->page_size_) {
+      return Corruption(BlockName(a, i) + ": malformed value of " + std::to_string(v.mv_size) + " bytes");
+    }
+    where.inline_copy.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+  }
   return where;
 }
 
