@@ -5,7 +5,7 @@ WERROR  ?= OFF
 CMAKE   := cmake
 CTEST   := ctest --output-on-failure --no-tests=error -j$(JOBS)
 
-.PHONY: all setup build demo test test-asan test-tsan bench format clean
+.PHONY: all setup build demo test test-asan test-tsan fuzz bench format clean
 
 all: build
 
@@ -38,6 +38,18 @@ test-tsan: setup
 	$(CMAKE) --build build-tsan -j$(JOBS) --target $(TSAN_TARGETS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:handle_segv=0:handle_sigbus=0:die_after_fork=0:suppressions=$(CURDIR)/tests/tsan.supp $(CTEST) -L threads
 
+# libFuzzer targets, each run for FUZZ_SECONDS on a copy of its seed corpus.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := fuzz_open_db
+fuzz: setup
+	CC=clang CXX=clang++ $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBIGARRAY_FUZZ=ON
+	$(CMAKE) --build build-fuzz -j$(JOBS) --target $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+	  rm -rf build-fuzz/corpus-$$t && mkdir -p build-fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$${t#fuzz_}/. build-fuzz/corpus-$$t/; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS=detect_leaks=0:handle_segv=0:handle_sigbus=0 ./build-fuzz/bin/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 build-fuzz/corpus-$$t 2>&1 | tail -12 || exit 1; \
+	done
+
 bench: build
 	./build/bin/bigarray-bench
 
@@ -45,4 +57,4 @@ format:
 	git ls-files '*.h' '*.cc' | xargs clang-format -i
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
