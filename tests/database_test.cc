@@ -190,7 +190,7 @@ TEST_CASE("T4: conflict: the first commit wins; the second writes nothing; abort
   REQUIRE(a.Commit().ok());
   Status st = b.Commit();
   CHECK(st.code() == Code::kConflict);
-  CHECK(st.message().find("block 0") != std::string::npos);
+  CHECK(st.message().find("array 'x' block 0") != std::string::npos);
   CHECK(b.Commit().code() == Code::kFailedPrecondition);  // sticky until abort
   b.Abort();
   CHECK(xb[10] == 1.0);
@@ -553,4 +553,27 @@ TEST_CASE("two handles on one path in one process, and errors for a bad path") {
   Options o;
   o.create_if_missing = false;
   CHECK(Database::Open(dir / "nothing", o).status().code() == Code::kNotFound);
+}
+
+TEST_CASE("a view used in a forked child fails clearly instead of hanging") {
+  auto db = OpenDb("memory:");
+  auto v = db.Create("x", {8192}, "f8", Blocks()).value().view().value();
+  int pipefd[2];
+  REQUIRE(pipe(pipefd) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipefd[1], STDERR_FILENO);
+    volatile double x = Doubles(v)[5];  // no loader threads here
+    (void)x;
+    _exit(0);
+  }
+  close(pipefd[1]);
+  std::string err;
+  char buf[512];
+  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) err.append(buf, n);
+  close(pipefd[0]);
+  int status;
+  waitpid(pid, &status, 0);
+  CHECK(WIFSIGNALED(status));
+  CHECK(err.find("before fork()") != std::string::npos);
 }

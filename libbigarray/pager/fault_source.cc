@@ -46,6 +46,7 @@ struct RangeEntry {
   std::atomic<uintptr_t> start{0};  // 0: free. Published last, cleared first.
   std::atomic<uintptr_t> end{0};
   std::atomic<FaultTarget*> target{nullptr};
+  std::atomic<pid_t> pid{0};  // the process whose loader threads serve the range
 };
 
 RangeEntry g_ranges[kMaxRanges];
@@ -61,11 +62,12 @@ static_assert(std::atomic<uintptr_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<FaultTarget*>::is_always_lock_free);
 
-FaultTarget* FindTarget(uintptr_t addr) {
+FaultTarget* FindTarget(uintptr_t addr, pid_t* pid) {
   const size_t n = g_range_high_water.load(std::memory_order_acquire);
   for (size_t i = 0; i < n; ++i) {
     uintptr_t s = g_ranges[i].start.load(std::memory_order_acquire);
     if (s != 0 && addr >= s && addr < g_ranges[i].end.load(std::memory_order_relaxed)) {
+      *pid = g_ranges[i].pid.load(std::memory_order_relaxed);
       return g_ranges[i].target.load(std::memory_order_relaxed);
     }
   }
@@ -118,9 +120,24 @@ void Chain(int sig, siginfo_t* info, void* context) {
 void Handler(int sig, siginfo_t* info, void* context) {
   const int saved_errno = errno;
   const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
-  FaultTarget* target = FindTarget(addr);
+  pid_t owner = 0;
+  FaultTarget* target = FindTarget(addr, &owner);
   if (target == nullptr) {
     Chain(sig, info, context);
+    errno = saved_errno;
+    return;
+  }
+  if (owner != getpid()) {
+    // A forked child inherits the parent's mappings but not its loader threads: nobody would
+    // ever serve this fault. Say so instead of waiting forever.
+    WriteAll("bigarray: fatal page fault: a view of a database opened before fork() was used in "
+             "the child process; open the database again in the child\n");
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGBUS, &dfl, nullptr);
+    raise(SIGBUS);
     errno = saved_errno;
     return;
   }
@@ -213,6 +230,7 @@ Status SignalFaultSource::AddRange(uintptr_t start, size_t length, FaultTarget* 
   for (size_t i = 0; i < kMaxRanges; ++i) {
     if (g_ranges[i].start.load(std::memory_order_relaxed) != 0) continue;
     g_ranges[i].target.store(target, std::memory_order_relaxed);
+    g_ranges[i].pid.store(getpid(), std::memory_order_relaxed);
     g_ranges[i].end.store(start + length, std::memory_order_relaxed);
     g_ranges[i].start.store(start, std::memory_order_release);
     if (i >= g_range_high_water.load(std::memory_order_relaxed)) {

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -334,12 +335,43 @@ using internal::ArrayMeta;
 using internal::ArrayState;
 using internal::Session;
 
+namespace {
+
+// The store names arrays by id ("array #123"): put the names this handle knows in.
+Status NameArrays(const Status& st, Session& s) {
+  std::string m = st.message();
+  for (auto& [id, state] : s.arrays) {
+    const std::string key = "array #" + std::to_string(id);
+    for (size_t at = m.find(key); at != std::string::npos; at = m.find(key, at)) {
+      // Only whole ids: the next character must not be a digit.
+      if (at + key.size() < m.size() && std::isdigit(static_cast<unsigned char>(m[at + key.size()]))) {
+        at += key.size();
+        continue;
+      }
+      std::lock_guard l(state->mu);
+      const std::string name = "array '" + state->name + "'";
+      m.replace(at, key.size(), name);
+      at += name.size();
+    }
+  }
+  return Status(st.code(), m);
+}
+
+}  // namespace
+
 // ---- Database --------------------------------------------------------------------------------
 
 Result<Database> Database::Open(const std::string& path, const Options& options) {
   std::shared_ptr<storage::BlockStore> store;
+  const bool postgres = path.starts_with("postgresql://") || path.starts_with("postgres://");
   if (path == "memory:") {
     store = storage::NewMemoryStore();
+  } else if (postgres) {
+    storage::PostgresOptions po;
+    po.durable = options.durability == Durability::kDurable;
+    po.create_if_missing = options.create_if_missing;
+    po.read_only = options.read_only;
+    BA_ASSIGN_OR_RETURN(store, storage::OpenPostgresStore(path, po));
   } else {
     storage::LmdbOptions lo;
     lo.durable = options.durability == Durability::kDurable;
@@ -348,7 +380,7 @@ Result<Database> Database::Open(const std::string& path, const Options& options)
     BA_ASSIGN_OR_RETURN(store, storage::OpenLmdbStore(path, lo));
   }
   Options o = options;
-  if (o.spill_dir.empty()) o.spill_dir = path == "memory:" ? "/tmp" : path;
+  if (o.spill_dir.empty()) o.spill_dir = path == "memory:" || postgres ? "/tmp" : path;
   return internal::OpenDatabaseOnStore(std::move(store), path, o);
 }
 
@@ -548,7 +580,7 @@ Status Database::Commit() {
     auto r = s.store->Commit(batch);
     if (!r.ok()) {
       writeout->Finish(false);  // W2: everything stays dirty
-      Status st = r.status().WithContext("commit to " + s.path);
+      Status st = NameArrays(r.status(), s).WithContext("commit to " + s.path);
       if (st.code() == Code::kConflict) s.failed = st;
       if (s.options.logger) s.options.logger->warn("{}", st.ToString());
       return st;

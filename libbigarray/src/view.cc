@@ -72,7 +72,14 @@ Result<Layout> ApplyIndex(const Layout& in, std::span<const IndexItem> index) {
       if (step < 0 && start > stop) len = (start - stop - 1) / (-step) + 1;
       if (len > 0) out.offset += start * in.strides[axis];
       out.shape.push_back(len);
-      out.strides.push_back(in.strides[axis] * step);
+      // NumPy's stride * step; it cannot overflow when the axis has two or more elements (both
+      // ends lie in the array). With fewer the stride is never used: if it overflows, keep one
+      // that does not.
+      int64_t stride;
+      if (__builtin_mul_overflow(in.strides[axis], step, &stride)) {
+        stride = step > 0 ? in.strides[axis] : -in.strides[axis];
+      }
+      out.strides.push_back(stride);
       ++axis;
     } else if (std::holds_alternative<NewAxis>(it)) {
       out.shape.push_back(1);
