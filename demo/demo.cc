@@ -42,7 +42,7 @@ int Fail(const Status& st) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  double gib = 3;
+  double gib = 6;
   uint64_t cache_mib = 256;
   std::string path = "demo-data/demo.db";
   bool keep = false;
