@@ -1,7 +1,7 @@
 // SignalFaultSource: the SIGSEGV handler and its lock-free tables (docs/pager.md, "Signal
 // safety"). Everything the handler touches is static storage initialized before the handler is
-// installed; it uses only atomics, sem_post, sem_wait, write, sigaction and raise, all
-// async-signal-safe.
+// installed; it uses only lock-free atomics, sem_post, sem_wait, nanosleep, write, getpid,
+// sigaction, sigemptyset, raise, strlen and memset, all async-signal-safe.
 #include "pager/fault_source.h"
 
 #include <signal.h>

@@ -104,7 +104,8 @@ struct Pool {
       const size_t chunk = std::max<size_t>(block_size, 8u << 20);
       const size_t total = static_cast<size_t>(capacity) * block_size;
       for (size_t off = 0; off < total && !stop_warming.load(std::memory_order_relaxed); off += chunk) {
-        if (madvise(base + off, std::min(chunk, total - off), kPopulateWrite) != 0) break;
+        // A range whose pages were moved into a view (and write-protected) fails: skip it.
+        (void)madvise(base + off, std::min(chunk, total - off), kPopulateWrite);
       }
     });
   }
@@ -778,8 +779,8 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       return slot;
     }
     if (prefetch) {
-      // Read-ahead may only displace clean pages older than... anything: it must not stall or
-      // spill. Take the least recently used clean page if there is one.
+      // Read-ahead never waits and never spills: it may only displace the least recently used
+      // clean page, if there is one.
       Page* victim = nullptr;
       for (Page* p = lru_head_; p; p = p->lru_next) {
         if (p->state == Page::kClean && !p->writeout) {
@@ -987,7 +988,10 @@ void PagerImpl::UnmapAll(Page& p) {
       // in that instant sees the slot's current bytes, which the caller copies after us.)
       std::byte* slot = f->pool->SlotAddr(p.slot);
       void* r = mremap(addr, bs, bs, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, slot);
-      if (r != MAP_FAILED && !(p.writable & (uint64_t{1} << i))) mprotect(slot, bs, PROT_READ | PROT_WRITE);
+      // The pool range must be writable again for the slot's next load: it is read-only if it
+      // came back from a read-only mapping, or if the move failed and the range left behind by
+      // the first move (made read-only before it) is still there.
+      if (r == MAP_FAILED || !(p.writable & (uint64_t{1} << i))) mprotect(slot, bs, PROT_READ | PROT_WRITE);
     }
     // Replace the page with a fresh inaccessible reservation: the next access faults.
     mmap(addr, bs, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);

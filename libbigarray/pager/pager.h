@@ -49,8 +49,8 @@ struct PagerOptions {
   std::string spill_dir = "/tmp";
   // Allocate the cache's RAM in the background as soon as a block size is first used, instead of
   // on each page's first load (fresh memory costs ~1.2 GB/s to fault in here, recycled pages
-  // nothing): loads then copy into warm memory from the start, at the price of holding the whole
-  // budget from then on.
+  // nothing): loads then copy into warm memory from the start, at the price of holding each
+  // pool's RAM (the budget, per block size in use) from then on.
   bool prefault_cache = false;
   std::shared_ptr<spdlog::logger> logger;  // used on loader threads only; null: no logging
 };
