@@ -37,18 +37,6 @@
 namespace bigarray::pager {
 namespace {
 
-size_t TrimmedLength(std::span<const std::byte> data) noexcept {
-  const std::byte* p = data.data();
-  size_t n = data.size();
-  while (n >= 8) {
-    uint64_t w;
-    std::memcpy(&w, p + n - 8, 8);
-    if (w != 0) break;
-    n -= 8;
-  }
-  while (n > 0 && p[n - 1] == std::byte{0}) --n;
-  return n;
-}
 
 constexpr unsigned kMaxMappingsPerFile = 64;  // bits of Page::mapped
 constexpr uint32_t kMaxSlots = 16384;  // each mapped page may split its reservation into 2 map
@@ -1114,7 +1102,7 @@ Result<std::span<const std::byte>> PagerImpl::WriteoutData(Writeout& w, size_t i
     BA_RETURN_IF_ERROR(PreadFull(spill_fd_, w.buffer_.data(), bs, static_cast<off_t>(offset),
                                  "read a spilled page of " + f->name));
     std::span<const std::byte> all(w.buffer_.data(), bs);
-    return all.first(TrimmedLength(all));
+    return all;
   }
   // The page is pinned by the writeout and write-protected: read it where its page-table
   // entries are, keeping that mapping alive until Finish.
@@ -1128,7 +1116,7 @@ Result<std::span<const std::byte>> PagerImpl::WriteoutData(Writeout& w, size_t i
   }
   lk.unlock();
   std::span<const std::byte> all(addr, bs);
-  return all.first(TrimmedLength(all));
+  return all;
 }
 
 void Writeout::Finish(bool committed) {

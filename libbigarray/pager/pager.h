@@ -137,7 +137,7 @@ class Writeout {
   Writeout& operator=(const Writeout&) = delete;
 
   const std::vector<Entry>& entries() const { return entries_; }
-  // The bytes of entry i without trailing zeros; valid until the next Data call or Finish.
+  // The bytes of entry i (a whole block); valid until the next Data call or Finish.
   Result<std::span<const std::byte>> Data(size_t i);
   // committed: the pages become clean (still resident, write-protected); otherwise they stay
   // dirty, as if Writeout had not begun.

@@ -696,6 +696,7 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
     std::span<const std::byte> data;
     if (p.size > 0) {
       BA_ASSIGN_OR_RETURN(data, p.data());
+      data = data.first(TrimmedSize(data));
       if (data.size() > p.size) return Internal(BlockName(p.array, p.index) + ": payload too long");
     }
     if (data.empty()) {

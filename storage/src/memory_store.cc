@@ -163,6 +163,7 @@ Result<CommitId> MemoryStore::Commit(const WriteBatch& batch) {
       continue;
     }
     BA_ASSIGN_OR_RETURN(std::span<const std::byte> data, p.data());
+    data = data.first(TrimmedSize(data));
     if (data.size() > p.size) {
       return Internal("array #" + std::to_string(p.array) + " block " + std::to_string(p.index) +
                       ": data function returned more bytes than announced");

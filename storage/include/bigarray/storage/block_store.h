@@ -76,8 +76,8 @@ size_t TrimmedSize(std::span<const std::byte> data) noexcept;
 // block puts, so a batch may delete a range and store some blocks of it again.
 class WriteBatch {
  public:
-  // Supplies a block's payload during Commit: the bytes to store, without trailing zeros (an
-  // empty span deletes the block). It may be called more than once (a commit that must grow the
+  // Supplies a block's bytes during Commit. The store drops trailing zero bytes (a block of
+  // zeros is deleted). It may be called more than once (a commit that must grow the
   // storage map is retried); the span stays valid until the next call of any DataFn of the
   // batch or the end of Commit.
   using DataFn = std::function<Result<std::span<const std::byte>>()>;
