@@ -9,6 +9,7 @@ packages=(
   clang libclang-rt-14-dev            # sanitizers (TSan with clang) and libFuzzer
   python3-numpy python3-pytest python3-dev pybind11-dev   # the Python module and its tests
   linux-perf hyperfine                 # profiling and whole-process timing (benchmarks)
+  postgresql libpq-dev                 # the PostgreSQL backend (libpq) and its tests' server
 )
 
 missing=()

@@ -1,5 +1,7 @@
 // The storage conformance suite: every BlockStore implementation passes the same tests
-// (semantics.md S1-S6). Backends: memory, LMDB, and the forwarding wrapper over each.
+// (semantics.md S1-S6). Backends: memory, LMDB, and the forwarding wrapper over each. Built a
+// second time with BIGARRAY_CONFORMANCE_POSTGRES (storage_conformance_pg_test, tests/postgres/)
+// for the PostgreSQL backend, each test in a fresh schema of the test server.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -7,6 +9,9 @@
 
 #include "bigarray/storage/block_store.h"
 #include "test_util.h"
+#ifdef BIGARRAY_CONFORMANCE_POSTGRES
+#include "pg_test_util.h"
+#endif
 
 using namespace bigarray;
 using namespace bigarray::storage;
@@ -46,6 +51,19 @@ struct ForwardingLmdbBackend {
       std::make_shared<WrappingStore>(OpenLmdbStore(dir / "db", LmdbOptions{}).value());
 };
 
+#ifdef BIGARRAY_CONFORMANCE_POSTGRES
+struct PostgresBackend {
+  bigarray::testing::PgSchema schema;
+  std::shared_ptr<BlockStore> store = OpenPostgresStore(schema.uri(), PostgresOptions{}).value();
+};
+
+struct ForwardingPostgresBackend {
+  bigarray::testing::PgSchema schema;
+  std::shared_ptr<BlockStore> store =
+      std::make_shared<WrappingStore>(OpenPostgresStore(schema.uri(), PostgresOptions{}).value());
+};
+#endif
+
 constexpr size_t kBlock = 64 * 1024;
 
 std::vector<std::byte> Read(Snapshot& s, ArrayId a, BlockIndex i, size_t n = kBlock) {
@@ -66,7 +84,11 @@ CommitId Put(BlockStore& store, CommitId base, ArrayId a, BlockIndex i,
 
 }  // namespace
 
+#ifdef BIGARRAY_CONFORMANCE_POSTGRES
+#define BACKENDS PostgresBackend, ForwardingPostgresBackend
+#else
 #define BACKENDS MemoryBackend, LmdbBackend, ForwardingMemoryBackend, ForwardingLmdbBackend
+#endif
 
 TEST_CASE_TEMPLATE("S1: never-written blocks read as zeros of the requested size", B, BACKENDS) {
   B b;

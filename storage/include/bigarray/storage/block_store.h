@@ -228,6 +228,28 @@ struct LmdbOptions {
 // bigarray database, or one of a newer format version, fails and changes nothing on disk.
 Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const LmdbOptions& options);
 
+struct PostgresOptions {
+  // true: Commit returns once the server has flushed the commit as its synchronous_commit setting
+  // says (on by default). false ("relaxed"): commits run with synchronous_commit = off; a server
+  // crash may lose the latest commits, whole; Sync() makes earlier commits durable.
+  bool durable = true;
+  bool create_if_missing = true;  // create the tables in an empty schema
+  bool read_only = false;
+  unsigned max_idle_connections = 4;  // idle connections this store keeps for reuse
+  // Change-log retention, in commits: records that no open snapshot needs are trimmed, but the
+  // latest `log_min_retention` are always kept; with `log_max_retention` > 0, records older than
+  // that many commits are trimmed even if a snapshot still needs them (its ChangesSince is then
+  // incomplete, and a commit based on it conflicts).
+  uint64_t log_min_retention = 1024;
+  uint64_t log_max_retention = 0;
+};
+
+// A database on a PostgreSQL server (docs/distributed.md). `uri` ("postgresql://...", or any
+// libpq connection string) goes to libpq as is; the tables live in the first schema of the
+// connection's search_path. Opening a schema that holds something else, or a newer format
+// version, fails and changes nothing.
+Result<std::shared_ptr<BlockStore>> OpenPostgresStore(const std::string& uri, const PostgresOptions& options);
+
 // The format version this build writes and the newest it reads.
 inline constexpr uint32_t kFormatVersion = 1;
 
