@@ -41,6 +41,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Config {
+  std::string pg;  // a postgresql:// URI: run the PostgreSQL scenario against it
   bool quick = false;
   std::string dir = "bench-data";
   std::string json;
@@ -543,6 +544,47 @@ void WritersScenario(const Config& c) {
 
 }  // namespace
 
+// ---- PostgreSQL next to LMDB: the same fill + commit and cold scan through the Database API ----
+static void PostgresScenario(const Config& c) {
+  if (c.pg.empty()) {
+    std::printf("  10 PostgreSQL: skipped (pass --pg postgresql://...; tests/postgres/pg_cluster.sh starts one)\n");
+    return;
+  }
+  const uint64_t bytes = (c.quick ? 128ull : 512ull) << 20, n = bytes / 8;
+  auto pattern = Pattern(1 << 20);
+  auto run = [&](const std::string& where, double* commit_s, double* scan_s) {
+    Options o;
+    o.cache_bytes = bytes + (64ull << 20);
+    o.prefault_cache = true;
+    {
+      auto db = Must(Database::Open(where, o), "open");
+      if (Must(db.Contains("pgbench"), "contains")) db.Drop("pgbench").ThrowIfError();
+      auto v = Must(Must(db.Create("pgbench", {static_cast<int64_t>(n)}, "f8"), "create").view(), "view");
+      WaitForRss(static_cast<double>(o.cache_bytes >> 20));
+      auto t0 = Clock::now();
+      for (uint64_t off = 0; off < bytes; off += pattern.size() * 8) std::memcpy(v.data() + off, pattern.data(), pattern.size() * 8);
+      db.Commit().ThrowIfError();
+      *commit_s = Secs(t0);
+    }
+    auto db = Must(Database::Open(where, o), "open");
+    auto v = Must(Must(db.Get("pgbench"), "get").view(), "view");
+    WaitForRss(static_cast<double>(o.cache_bytes >> 20));
+    auto t0 = Clock::now();
+    volatile double sink = Sum(reinterpret_cast<const double*>(v.data()), n);
+    (void)sink;
+    *scan_s = Secs(t0);
+    db.Drop("pgbench").ThrowIfError();
+    db.Commit().ThrowIfError();
+  };
+  double pc, ps, lc, ls;
+  run(c.pg, &pc, &ps);
+  run(c.dir + "/pgcmp.db", &lc, &ls);
+  Report("10 PostgreSQL: fill + commit", "throughput", GBs(bytes, pc), GBs(bytes, lc) + " LMDB", "pg_commit_vs_lmdb",
+         lc / pc, "(info)");
+  Report("10 PostgreSQL: cold scan", "throughput", GBs(bytes, ps), GBs(bytes, ls) + " LMDB", "pg_scan_vs_lmdb",
+         ls / ps, "(info)");
+}
+
 int main(int argc, char** argv) {
   Config c;
   for (int i = 1; i < argc; ++i) {
@@ -551,13 +593,15 @@ int main(int argc, char** argv) {
       c.quick = true;
     } else if (a == "--json" && i + 1 < argc) {
       c.json = argv[++i];
+    } else if (a == "--pg" && i + 1 < argc) {
+      c.pg = argv[++i];
     } else if (a == "--dir" && i + 1 < argc) {
       c.dir = argv[++i];
     } else if (a == "--only" && i + 1 < argc) {
       std::stringstream ss(argv[++i]);
       for (std::string s; std::getline(ss, s, ',');) c.only.insert(s);
     } else {
-      std::fprintf(stderr, "usage: bigarray-bench [--quick] [--json FILE] [--dir DIR] [--only scan,ooc,random,commit,grow,hdf5,writers]\n");
+      std::fprintf(stderr, "usage: bigarray-bench [--quick] [--json FILE] [--dir DIR] [--pg URI] [--only scan,ooc,random,commit,grow,hdf5,writers,pg]\n");
       return 2;
     }
   }
@@ -576,6 +620,7 @@ int main(int argc, char** argv) {
   run("grow", GrowScenarios);
   run("hdf5", Hdf5Scenario);
   run("writers", WritersScenario);
+  run("pg", PostgresScenario);
   if (!c.json.empty()) {
     std::ofstream f(c.json);
     f << "{";
