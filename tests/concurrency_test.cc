@@ -18,32 +18,6 @@ namespace {
 constexpr uint64_t kBlock = 64 * 1024;
 constexpr int64_t kPerBlock = kBlock / 8;
 
-// Runs fn(i) in `n` child processes; returns the sum of their exit codes (0: all fine).
-template <typename Fn>
-int RunProcesses(int n, Fn fn) {
-  std::vector<pid_t> pids;
-  for (int i = 0; i < n; ++i) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      int rc = 99;
-      try {
-        rc = fn(i);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "child %d: %s\n", i, e.what());
-      }
-      _exit(rc);
-    }
-    pids.push_back(pid);
-  }
-  int bad = 0;
-  for (pid_t pid : pids) {
-    int status;
-    waitpid(pid, &status, 0);
-    bad += WIFEXITED(status) ? WEXITSTATUS(status) : 100;
-  }
-  return bad;
-}
-
 Options Opts() {
   Options o;
   o.cache_bytes = 16 * kBlock;
@@ -61,7 +35,7 @@ TEST_CASE("N processes x M commits on disjoint blocks: all commit, exact content
     db.Create("x", {kProcs * 2 * kPerBlock}, "f8", ArrayOptions{Order::kC, kBlock}).value();
     db.Commit().ThrowIfError();
   }
-  int bad = RunProcesses(kProcs, [&](int p) {
+  int bad = bigarray::testing::RunInChildren(kProcs, [&](int p) {
     auto db = Database::Open(path, Opts()).value();
     for (int c = 1; c <= kCommits; ++c) {
       auto part = db.Get("x").value().Index({Slice{p * 2 * kPerBlock, (p + 1) * 2 * kPerBlock, 1}}).value();
@@ -89,7 +63,7 @@ TEST_CASE("contended read-modify-write: losers retry; the total equals the succe
   }
   int fds[2];
   REQUIRE(pipe(fds) == 0);
-  int bad = RunProcesses(kProcs, [&](int) {
+  int bad = bigarray::testing::RunInChildren(kProcs, [&](int) {
     close(fds[0]);
     auto db = Database::Open(path, Opts()).value();
     int64_t conflicts = 0;

@@ -11,6 +11,7 @@
 #include "test_util.h"
 
 using namespace bigarray;
+using bigarray::testing::InChild;
 using bigarray::testing::TempDir;
 
 namespace {
@@ -32,24 +33,6 @@ Database OpenDb(const std::string& path, Options o = SmallCache()) {
 }
 
 std::span<double> Doubles(const View& v) { return v.Span<double>().value(); }
-
-// Runs `fn` in a child process; returns its exit code (or 128 + signal).
-template <typename Fn>
-int InChild(Fn fn) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int rc = 1;
-    try {
-      rc = fn();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "child: %s\n", e.what());
-    }
-    _exit(rc);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 }  // namespace
 

@@ -17,6 +17,7 @@
 using namespace bigarray;
 using namespace bigarray::storage;
 using bigarray::testing::AllZero;
+using bigarray::testing::InChild;
 using bigarray::testing::Pattern;
 using bigarray::testing::TempDir;
 
@@ -33,23 +34,6 @@ std::shared_ptr<BlockStore> Open(const std::string& path, LmdbOptions o = {}) {
 std::vector<char> Slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::vector<char>(std::istreambuf_iterator<char>(f), {});
-}
-
-// Runs `fn` in a child process; returns its exit status.
-template <typename Fn>
-int InChild(Fn fn) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int rc = 1;
-    try {
-      rc = fn();
-    } catch (...) {
-    }
-    _exit(rc);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 // Writes a raw LMDB environment at `path` with one named database "meta" holding `records`.

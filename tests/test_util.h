@@ -1,12 +1,14 @@
 // test_util.h: helpers shared by the tests (temporary directories, seeds, byte patterns).
 #pragma once
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <random>
 #include <span>
@@ -74,6 +76,39 @@ inline std::vector<std::byte> Pattern(size_t n, uint64_t tag) {
     v[i] = static_cast<std::byte>(x | 1);  // never zero, so nothing is trimmed
   }
   return v;
+}
+
+// Runs fn() (returning an int) in `n` forked child processes, fn(i) in the i-th; returns the sum
+// of their exit codes: 0 when all succeeded. A child that throws or dies counts as failed.
+template <typename Fn>
+int RunInChildren(int n, Fn fn) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      int rc = 99;
+      try {
+        rc = fn(i);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child %d: %s\n", i, e.what());
+      }
+      _exit(rc);
+    }
+    pids.push_back(pid);
+  }
+  int bad = 0;
+  for (pid_t pid : pids) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    bad += WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  return bad;
+}
+
+// Runs fn() in one child process; returns its exit code (128 + signal if it died).
+template <typename Fn>
+int InChild(Fn fn) {
+  return RunInChildren(1, [&](int) { return fn(); });
 }
 
 inline bool AllZero(std::span<const std::byte> s) {
