@@ -40,14 +40,15 @@ test-tsan: setup
 
 # libFuzzer targets, each run for FUZZ_SECONDS on a copy of its seed corpus.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := fuzz_open_db
+FUZZ_TARGETS := fuzz_open_db npy_fuzz
 fuzz: setup
 	CC=clang CXX=clang++ $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBIGARRAY_FUZZ=ON
 	$(CMAKE) --build build-fuzz -j$(JOBS) --target $(FUZZ_TARGETS)
 	@for t in $(FUZZ_TARGETS); do \
-	  rm -rf build-fuzz/corpus-$$t && mkdir -p build-fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$${t#fuzz_}/. build-fuzz/corpus-$$t/; \
+	  rm -rf build-fuzz/corpus-$$t && mkdir -p build-fuzz/corpus-$$t && cp -r $$(case $$t in npy_fuzz) echo tests/cli/data;; *) echo tests/fuzz/corpus/$${t#fuzz_};; esac)/. build-fuzz/corpus-$$t/; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
-	  ASAN_OPTIONS=detect_leaks=0:handle_segv=0:handle_sigbus=0 ./build-fuzz/bin/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 build-fuzz/corpus-$$t 2>&1 | tail -12 || exit 1; \
+	  ASAN_OPTIONS=detect_leaks=0:handle_segv=0:handle_sigbus=0 ./build-fuzz/bin/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 build-fuzz/corpus-$$t > build-fuzz/$$t.log 2>&1; \
+	  rc=$$?; tail -12 build-fuzz/$$t.log; [ $$rc -eq 0 ] || { echo "fuzz: $$t FAILED (exit $$rc)"; exit 1; }; \
 	done
 
 bench: build

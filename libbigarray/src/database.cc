@@ -141,7 +141,12 @@ class ArraySource final : public pager::BlockSource {
       std::memset(out.data(), 0, out.size());
       return Status::Ok();
     }
-    return snapshots_->Get()->ReadBlock(id_, block, out);
+    Status st = snapshots_->Get()->ReadBlock(id_, block, out);
+    if (st.ok()) return st;
+    // The pager names the array and the block; drop the store's "array #id block n: " prefix.
+    const std::string prefix = "array #" + std::to_string(id_) + " block " + std::to_string(block) + ": ";
+    if (st.message().starts_with(prefix)) return Status(st.code(), st.message().substr(prefix.size()));
+    return st;
   }
   // Blocks at or past this read as zeros: the array shrank below them in this transaction,
   // and the commit will delete them from storage.
@@ -534,6 +539,9 @@ Status Database::Commit() {
   storage::WriteBatch batch(snap->commit_id());
   std::map<const pager::PagedFile*, ArrayState*> by_file;
   bool changed = false;
+  // Catalog deletions first, then insertions: a transaction that drops (or renames away) one
+  // array and gives its name to another must end with the name, whatever the arrays' ids.
+  std::vector<std::pair<std::string, std::string>> name_puts;
   for (auto& [id, sp] : s.arrays) {
     ArrayState& a = *sp;
     std::lock_guard l(a.mu);
@@ -551,7 +559,7 @@ Status Database::Commit() {
       batch.PutMeta(internal::ArrayKey(id), internal::EncodeMeta(a.meta));
       if (a.created || a.name != a.committed_name) {
         if (a.committed_exists) batch.DeleteMeta(internal::NameKey(a.committed_name));
-        batch.PutMeta(internal::NameKey(a.name), internal::Hex(id));
+        name_puts.emplace_back(internal::NameKey(a.name), internal::Hex(id));
       }
       changed = true;
     }
@@ -561,6 +569,7 @@ Status Database::Commit() {
       changed = true;
     }
   }
+  for (auto& [key, value] : name_puts) batch.PutMeta(std::move(key), std::move(value));
   std::set<uint64_t> written;
   for (size_t i = 0; i < writeout->entries().size(); ++i) {
     const auto& e = writeout->entries()[i];

@@ -1,0 +1,562 @@
+// cli.cc: the commands of the bigarray tool, one function each, and their dispatch.
+//
+// Each command opens the database, does its work in the handle's one transaction and commits
+// once at the end; returning early on an error destroys the handle, which aborts (nothing is
+// written). Data moves in chunks (transfer.h), so memory stays bounded by the cache budget.
+#include "cli.h"
+
+#include <spdlog/logger.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "bigarray/database.h"
+#include "npy.h"
+#include "progress.h"
+#include "stats.h"
+#include "transfer.h"
+
+namespace bigarray::cli {
+
+namespace {
+
+// ---- options shared by the commands ------------------------------------------------------------
+
+struct Globals {
+  uint64_t cache_bytes = Options{}.cache_bytes;
+  bool progress = true;
+  std::shared_ptr<spdlog::logger> logger;  // null unless --verbose
+};
+
+template <typename... Args>
+void Log(const Globals& g, fmt::format_string<Args...> format, Args&&... args) {
+  if (g.logger) g.logger->debug(format, std::forward<Args>(args)...);
+}
+
+// Chunks of a tenth of the cache, between 64 KiB and 16 MiB: large enough for throughput, small
+// enough that the buffers stay well inside the budget.
+TransferOptions Transfer(const Globals& g, tools::Progress* progress) {
+  TransferOptions t;
+  t.chunk_bytes = std::clamp<uint64_t>(g.cache_bytes / 10, 64 << 10, 16 << 20);
+  t.working_set_bytes = g.cache_bytes / 2;
+  t.progress = progress;
+  return t;
+}
+
+enum class Access { kRead, kWrite, kCreate };
+
+Result<Database> OpenDb(const Globals& g, const std::string& path, Access access) {
+  Options o;
+  o.cache_bytes = g.cache_bytes;
+  o.logger = g.logger;
+  o.create_if_missing = access == Access::kCreate;
+  o.read_only = access == Access::kRead;
+  auto db = Database::Open(path, o);
+  if (db.ok()) Log(g, "opened {} at commit {} with a cache of {} bytes", path, db->snapshot_commit(), g.cache_bytes);
+  return db;
+}
+
+Status Commit(const Globals& g, Database& db) {
+  Status st = db.Commit();
+  if (st.code() == Code::kConflict) return Status(st.code(), st.message() + "; nothing was written");
+  if (st.ok()) Log(g, "committed; {} is now at commit {}", db.path(), db.snapshot_commit());
+  return st;
+}
+
+// `value` (from ParseArgs, which checked it) parsed again as its kind.
+template <typename T>
+T Checked(Result<T> r) {
+  return std::move(r).value();
+}
+
+ArrayOptions ArrayOptionsFrom(const ParsedArgs& args, Order default_order) {
+  ArrayOptions o;
+  o.order = default_order;
+  if (auto v = args.Value("order")) o.order = Checked(ParseOrder(*v));
+  if (auto v = args.Value("block-size")) o.block_size = Checked(ParseBlockSize(*v));
+  return o;
+}
+
+// The rows START:STOP of --rows as a region of the array (the whole array without --rows).
+Result<Region> RowsRegion(const Array& a, const ParsedArgs& args) {
+  Region r = Region::Whole(a);
+  auto rows = args.Value("rows");
+  if (!rows) return r;
+  if (r.shape.empty()) return InvalidArgument("--rows: array '" + a.name() + "' is 0-d (it has no rows)");
+  const Slice s = Checked(ParseRows(*rows));
+  const int64_t n = r.shape[0];
+  auto clamp = [n](std::optional<int64_t> v, int64_t absent) {
+    if (!v) return absent;
+    const int64_t x = *v < 0 ? *v + n : *v;
+    return std::clamp<int64_t>(x, 0, n);
+  };
+  const int64_t start = clamp(s.start, 0), stop = clamp(s.stop, n);
+  r.offset = start;
+  r.shape[0] = std::max<int64_t>(0, stop - start);
+  return r;
+}
+
+uint64_t BlockCount(const Array& a) {
+  return (static_cast<uint64_t>(a.nbytes()) + a.block_size() - 1) / a.block_size();
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      out += fmt::format("\\u{:04x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonList(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+std::string ArrayName(const std::string& name) { return "array '" + name + "'"; }
+
+// ---- the commands ------------------------------------------------------------------------------
+
+Status CmdCreate(const Globals& g, const ParsedArgs& args) {
+  const std::string& path = args.positionals[0];
+  const std::string& name = args.positionals[1];
+  const DType dtype = Checked(DType::Parse(*args.Value("dtype")));
+  const std::vector<int64_t> shape = Checked(ParseShape(*args.Value("shape")));
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, path, Access::kCreate));
+  BA_RETURN_IF_ERROR(db.Create(name, shape, dtype, ArrayOptionsFrom(args, Order::kC)).status());
+  return Commit(g, db);
+}
+
+Status CmdLs(const Globals& g, const ParsedArgs& args) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  BA_ASSIGN_OR_RETURN(std::vector<std::string> names, db.Names());
+  for (const std::string& name : names) {
+    BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
+    fmt::print("{}\t{}\t{}\t{}\t{}\n", name, a.dtype().str(), FormatShape(a.shape()), static_cast<char>(a.order()),
+               a.nbytes());
+  }
+  return Status::Ok();
+}
+
+Status CmdInfo(const Globals& g, const ParsedArgs& args) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(args.positionals[1]));
+  BA_ASSIGN_OR_RETURN(uint64_t stored, a.BlocksStored());
+  const std::vector<int64_t> shape = a.shape();
+  if (args.Flag("json")) {
+    fmt::print(
+        "{{\"name\": {}, \"dtype\": \"{}\", \"shape\": {}, \"order\": \"{}\", \"ndim\": {}, \"itemsize\": {}, "
+        "\"size\": {}, \"nbytes\": {}, \"block_size\": {}, \"blocks\": {}, \"blocks_stored\": {}}}\n",
+        JsonString(a.name()), a.dtype().str(), JsonList(shape), static_cast<char>(a.order()), shape.size(),
+        a.itemsize(), a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored);
+    return Status::Ok();
+  }
+  fmt::print(
+      "name: {}\ndtype: {}\nshape: {}\norder: {}\nndim: {}\nitemsize: {}\nsize: {}\nnbytes: {}\nblock_size: {}\n"
+      "blocks: {}\nblocks_stored: {}\n",
+      a.name(), a.dtype().str(), FormatShape(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
+      a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored);
+  return Status::Ok();
+}
+
+Status CmdImport(const Globals& g, const ParsedArgs& args) {
+  const std::string& path = args.positionals[0];
+  const std::string& name = args.positionals[1];
+  const std::string& file = args.positionals[2];
+  const std::string context = "import into " + ArrayName(name);  // errors name the file
+  // The file first: a malformed one fails before the database is touched.
+  auto opened = npy::NpyReader::Open(file);
+  if (!opened.ok()) return opened.status().WithContext(context);
+  npy::NpyReader in = std::move(*opened);
+  const npy::NpyHeader& h = in.header();
+  const ArrayOptions options = ArrayOptionsFrom(args, h.fortran_order ? Order::kF : Order::kC);
+
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, path, Access::kCreate));
+  BA_ASSIGN_OR_RETURN(bool exists, db.Contains(name));
+  if (exists && !args.Flag("replace")) {
+    return AlreadyExists(context + ": an array named '" + name + "' already exists in " + path +
+                         " (--replace replaces it)");
+  }
+  std::optional<Array> target;
+  if (exists) {
+    BA_ASSIGN_OR_RETURN(Array old, db.Get(name));
+    if (old.dtype() == h.dtype && old.order() == options.order && old.block_size() == options.block_size) {
+      // The same kind of array: it takes the file's shape, and every element is overwritten.
+      BA_RETURN_IF_ERROR(old.Resize(h.shape).WithContext(context));
+      target = old;
+    } else {
+      BA_RETURN_IF_ERROR(db.Drop(name));  // and created again below, in the same transaction
+    }
+  }
+  if (!target) {
+    BA_ASSIGN_OR_RETURN(target, db.Create(name, h.shape, h.dtype, options));
+  }
+  Log(g, "importing {} {} {}-order into {}-order array '{}'", h.dtype.str(), FormatShape(h.shape),
+      h.fortran_order ? 'F' : 'C', static_cast<char>(options.order), name);
+  tools::Progress progress("import " + name, static_cast<uint64_t>(h.data_bytes), g.progress);
+  BA_RETURN_IF_ERROR(WriteRegionFromNpy(in, *target, Region::Whole(*target), Transfer(g, &progress)).WithContext(context));
+  progress.Done();
+  BA_RETURN_IF_ERROR(Commit(g, db));
+  return Status::Ok();
+}
+
+Status CmdExport(const Globals& g, const ParsedArgs& args) {
+  const std::string& name = args.positionals[1];
+  const std::string& file = args.positionals[2];
+  const std::string context = "export " + ArrayName(name);  // errors name the file
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
+  BA_ASSIGN_OR_RETURN(Region region, RowsRegion(a, args));
+  const bool fortran = a.order() == Order::kF;
+  auto created = npy::NpyWriter::Create(file, a.dtype(), fortran, region.shape);
+  if (!created.ok()) return created.status().WithContext(context);
+  npy::NpyWriter out = std::move(*created);
+  tools::Progress progress("export " + name, static_cast<uint64_t>(region.size() * a.itemsize()), g.progress);
+  Status st = ReadRegion(a, region, fortran, Transfer(g, &progress),
+                         [&](std::span<const std::byte> data, int64_t) { return out.Write(data); });
+  if (st.ok()) st = out.Commit();
+  return st.WithContext(context);
+}
+
+Status CmdAppend(const Globals& g, const ParsedArgs& args) {
+  const std::string& path = args.positionals[0];
+  const std::string& name = args.positionals[1];
+  const std::string& file = args.positionals[2];
+  const std::string context = "append to " + ArrayName(name);  // errors name the file
+  auto opened = npy::NpyReader::Open(file);
+  if (!opened.ok()) return opened.status().WithContext(context);
+  npy::NpyReader in = std::move(*opened);
+  const npy::NpyHeader& h = in.header();
+
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, path, Access::kWrite));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
+  const std::vector<int64_t> old_shape = a.shape();
+  if (old_shape.empty()) return InvalidArgument(context + ": the array is 0-d");
+  const int axis = a.order() == Order::kC ? 0 : static_cast<int>(old_shape.size()) - 1;
+  bool match = h.shape.size() == old_shape.size();
+  for (size_t k = 0; match && k < old_shape.size(); ++k) {
+    match = static_cast<int>(k) == axis || h.shape[k] == old_shape[k];
+  }
+  if (!match) {
+    const std::string rule = axis == 0 ? "a C-order array grows along axis 0"
+                                       : "an F-order array grows along its last axis";
+    return InvalidArgument(context + ": " + file + " has shape " + FormatShape(h.shape) + ", which does not match " +
+                           FormatShape(old_shape) + " except along axis " + std::to_string(axis) + " (" + rule + ")");
+  }
+  if (!CanCastSafely(h.dtype, a.dtype())) {
+    return InvalidArgument(context + ": " + file + " holds " + h.dtype.str() + ", which does not convert exactly to " +
+                           a.dtype().str() + " (see bigarray append --help)");
+  }
+  std::vector<int64_t> new_shape = old_shape;
+  if (__builtin_add_overflow(new_shape[axis], h.shape[axis], &new_shape[axis])) {
+    return InvalidArgument(context + ": the array would become too large");
+  }
+  BA_RETURN_IF_ERROR(a.Resize(new_shape).WithContext(context));
+  Log(g, "appending {} {} to '{}' along axis {}: {} -> {}", h.dtype.str(), FormatShape(h.shape), name, axis,
+      FormatShape(old_shape), FormatShape(new_shape));
+  tools::Progress progress("append " + name, static_cast<uint64_t>(h.data_bytes), g.progress);
+  const Region tail{h.shape, axis, old_shape[axis]};
+  BA_RETURN_IF_ERROR(WriteRegionFromNpy(in, a, tail, Transfer(g, &progress)).WithContext(context));
+  progress.Done();
+  return Commit(g, db);
+}
+
+Status CmdResize(const Globals& g, const ParsedArgs& args) {
+  const std::string& name = args.positionals[1];
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kWrite));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
+  const std::vector<int64_t> shape = Checked(ParseShape(*args.Value("shape")));
+  BA_RETURN_IF_ERROR(a.Resize(shape).WithContext("resize " + ArrayName(name)));
+  return Commit(g, db);
+}
+
+Status CmdFill(const Globals& g, const ParsedArgs& args) {
+  const std::string& name = args.positionals[1];
+  const std::string context = "fill " + ArrayName(name);
+  const Scalar value = Checked(ParseScalar(*args.Value("value")));
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kWrite));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
+  std::byte element[16] = {};
+  BA_RETURN_IF_ERROR(EncodeScalar(value, a.dtype(), element).WithContext(context));
+  BA_ASSIGN_OR_RETURN(Region region, RowsRegion(a, args));
+  tools::Progress progress("fill " + name, static_cast<uint64_t>(region.size() * a.itemsize()), g.progress);
+  BA_RETURN_IF_ERROR(FillRegion(a, region, element, Transfer(g, &progress)).WithContext(context));
+  progress.Done();
+  return Commit(g, db);
+}
+
+Status CmdRm(const Globals& g, const ParsedArgs& args) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kWrite));
+  BA_RETURN_IF_ERROR(db.Drop(args.positionals[1]));
+  return Commit(g, db);
+}
+
+Status CmdStats(const Globals& g, const ParsedArgs& args) {
+  const std::string& name = args.positionals[1];
+  const bool json = args.Flag("json");
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
+  if (a.dtype().kind() == DTypeKind::kComplex) {
+    return Unsupported("stats of " + ArrayName(name) + ": complex arrays (" + a.dtype().str() + ") are not supported");
+  }
+  RunningStats stats(a.dtype());
+  tools::Progress progress("stats " + name, static_cast<uint64_t>(a.nbytes()), g.progress && !json);
+  BA_RETURN_IF_ERROR(ReadRegion(a, Region::Whole(a), a.order() == Order::kF, Transfer(g, &progress),
+                                [&](std::span<const std::byte> data, int64_t count) {
+                                  stats.Add(data.data(), count);
+                                  return Status::Ok();
+                                })
+                         .WithContext("stats of " + ArrayName(name)));
+  progress.Done();
+  const bool empty = stats.count() == 0;
+  const std::string none = json ? "null" : "n/a";
+  const std::string min = stats.min().value_or(none), max = stats.max().value_or(none);
+  const std::string mean = empty ? none : JsonNumber(stats.mean()), std = empty ? none : JsonNumber(stats.std());
+  if (json) {
+    fmt::print("{{\"count\": {}, \"min\": {}, \"max\": {}, \"mean\": {}, \"std\": {}}}\n", stats.count(), min, max,
+               mean, std);
+  } else {
+    fmt::print("count: {}\nmin: {}\nmax: {}\nmean: {}\nstd: {}\n", stats.count(), min, max, mean, std);
+  }
+  return Status::Ok();
+}
+
+// Loads blocks [first, end) of `a`; the first error, or ok.
+Status LoadBlocks(const Array& a, uint64_t first, uint64_t end) {
+  const int64_t per_block = static_cast<int64_t>(a.block_size()) / a.itemsize();
+  const int64_t begin = static_cast<int64_t>(first) * per_block;
+  const int64_t stop = std::min(a.size(), static_cast<int64_t>(end) * per_block);
+  for (const Box& box : FlatRangeBoxes(a.shape(), a.order() == Order::kF, begin, stop)) {
+    BA_ASSIGN_OR_RETURN(View v, a.Index(box.index));
+    BA_RETURN_IF_ERROR(v.Load());
+  }
+  return Status::Ok();
+}
+
+Status CmdVerify(const Globals& g, const ParsedArgs& args) {
+  const std::string& path = args.positionals[0];
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, path, Access::kRead));
+  BA_ASSIGN_OR_RETURN(std::vector<std::string> names, db.Names());
+  uint64_t damaged = 0, blocks_checked = 0;
+  auto report = [&](const std::string& where, const Status& st) {
+    std::string_view why = st.message();
+    if (why.starts_with(where + ": ")) why.remove_prefix(where.size() + 2);  // the pager names the block too
+    fmt::print("{}: {}: {}\n", where, CodeName(st.code()), why);
+    std::fflush(stdout);
+    ++damaged;
+  };
+  std::vector<Array> arrays;
+  uint64_t total_bytes = 0;
+  for (const std::string& name : names) {
+    auto a = db.Get(name);
+    if (!a.ok()) {
+      report(ArrayName(name), a.status());
+      continue;
+    }
+    arrays.push_back(*a);
+    total_bytes += static_cast<uint64_t>(a->nbytes());
+  }
+  tools::Progress progress("verify", total_bytes, g.progress);
+  uint64_t done_bytes = 0;
+  // Blocks are loaded a group at a time (the loader threads work on a group in parallel); a
+  // group that fails is checked again block by block to name each damaged block.
+  const uint64_t group_bytes = Transfer(g, nullptr).chunk_bytes;
+  for (const Array& a : arrays) {
+    const std::string where = ArrayName(a.name());
+    const uint64_t blocks = BlockCount(a);
+    auto stored = a.BlocksStored();
+    if (!stored.ok()) {
+      report(where, stored.status());
+    } else if (*stored > blocks) {
+      report(where, Corruption(std::to_string(*stored) + " blocks are stored, but its shape " + FormatShape(a.shape()) +
+                               " of " + a.dtype().str() + " has only " + std::to_string(blocks)));
+    }
+    const uint64_t group = std::max<uint64_t>(1, group_bytes / a.block_size());
+    for (uint64_t first = 0; first < blocks; first += group) {
+      const uint64_t end = std::min(blocks, first + group);
+      if (!LoadBlocks(a, first, end).ok()) {
+        for (uint64_t b = first; b < end; ++b) {
+          if (Status st = LoadBlocks(a, b, b + 1); !st.ok()) report(where + " block " + std::to_string(b), st);
+        }
+      }
+      blocks_checked += end - first;
+      done_bytes = std::min<uint64_t>(done_bytes + (end - first) * a.block_size(), total_bytes);
+      progress.Update(done_bytes);
+    }
+  }
+  progress.Done();
+  if (damaged) {
+    return Corruption(std::to_string(damaged) + " damaged " + (damaged == 1 ? "array or block" : "arrays or blocks") +
+                      " in " + path);
+  }
+  fmt::print("{}: ok, {} arrays, {} blocks checked\n", path, arrays.size(), blocks_checked);
+  return Status::Ok();
+}
+
+// ---- the command table ---------------------------------------------------------------------------
+
+using CommandFn = Status (*)(const Globals&, const ParsedArgs&);
+
+struct Command {
+  CommandSpec spec;
+  CommandFn run;
+};
+
+const OptionSpec kGlobalOptions[] = {
+    {"cache", 0, ValueKind::kByteSize},
+    {"no-progress", 0, ValueKind::kFlag},
+    {"verbose", 'v', ValueKind::kFlag},
+    {"help", 'h', ValueKind::kFlag},
+};
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> commands = {
+      {{"create",
+        {"DB", "NAME"},
+        {{"dtype", 0, ValueKind::kDType, true},
+         {"shape", 0, ValueKind::kShape, true},
+         {"order", 0, ValueKind::kOrder},
+         {"block-size", 0, ValueKind::kBlockSize}}},
+       CmdCreate},
+      {{"ls", {"DB"}, {}}, CmdLs},
+      {{"info", {"DB", "NAME"}, {{"json", 0, ValueKind::kFlag}}}, CmdInfo},
+      {{"import",
+        {"DB", "NAME", "FILE.npy"},
+        {{"replace", 0, ValueKind::kFlag}, {"order", 0, ValueKind::kOrder}, {"block-size", 0, ValueKind::kBlockSize}}},
+       CmdImport},
+      {{"export", {"DB", "NAME", "FILE.npy"}, {{"rows", 0, ValueKind::kRows}}}, CmdExport},
+      {{"append", {"DB", "NAME", "FILE.npy"}, {}}, CmdAppend},
+      {{"resize", {"DB", "NAME"}, {{"shape", 0, ValueKind::kShape, true}}}, CmdResize},
+      {{"fill", {"DB", "NAME"}, {{"value", 0, ValueKind::kScalar, true}, {"rows", 0, ValueKind::kRows}}}, CmdFill},
+      {{"rm", {"DB", "NAME"}, {}}, CmdRm},
+      {{"stats", {"DB", "NAME"}, {{"json", 0, ValueKind::kFlag}}}, CmdStats},
+      {{"verify", {"DB"}, {}}, CmdVerify},
+  };
+  return commands;
+}
+
+// Magnitude and sign of an integral scalar; nullopt when it is not an integer.
+struct Integer {
+  bool negative = false;
+  uint64_t magnitude = 0;
+};
+std::optional<Integer> IntegerValue(const Scalar& v) {
+  if (v.imag != 0) return std::nullopt;
+  if (v.as_uint64) return Integer{false, *v.as_uint64};
+  if (v.as_int64) {
+    const int64_t i = *v.as_int64;
+    return Integer{i < 0, i < 0 ? static_cast<uint64_t>(-(i + 1)) + 1 : static_cast<uint64_t>(i)};
+  }
+  if (std::isfinite(v.real) && v.real == std::trunc(v.real) && std::fabs(v.real) < 0x1p64) {
+    return Integer{v.real < 0, static_cast<uint64_t>(std::fabs(v.real))};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Status EncodeScalar(const Scalar& value, const DType& dtype, std::byte* element) {
+  auto cannot = [&](const std::string& why) {
+    return InvalidArgument("value " + value.text + " cannot be stored as " + dtype.str() + ": " + why);
+  };
+  const int isz = dtype.itemsize();
+  switch (dtype.kind()) {
+    case DTypeKind::kBool:
+      element[0] = std::byte{value.real != 0 || value.imag != 0};
+      return Status::Ok();
+    case DTypeKind::kInt:
+    case DTypeKind::kUInt: {
+      auto integer = IntegerValue(value);
+      if (!integer) return cannot(value.imag != 0 ? "it has an imaginary part" : "it is not an integer");
+      const int bits = 8 * isz;
+      uint64_t limit = bits == 64 ? UINT64_MAX : (1ull << bits) - 1;  // the largest magnitude
+      if (dtype.kind() == DTypeKind::kInt) limit = (1ull << (bits - 1)) - (integer->negative ? 0 : 1);
+      if (integer->negative && dtype.kind() == DTypeKind::kUInt && integer->magnitude != 0) {
+        return cannot("it is negative");
+      }
+      if (integer->magnitude > limit) return cannot("it is out of range");
+      const uint64_t v = integer->negative ? ~integer->magnitude + 1 : integer->magnitude;
+      for (int k = 0; k < isz; ++k) {
+        element[dtype.little_endian() ? k : isz - 1 - k] = static_cast<std::byte>(v >> (8 * k));
+      }
+      return Status::Ok();
+    }
+    case DTypeKind::kFloat:
+      if (value.imag != 0) return cannot("it has an imaginary part");
+      dtype.FromDouble(value.real, element);
+      if (std::isfinite(value.real) && !std::isfinite(dtype.ToDouble(element))) return cannot("it is out of range");
+      return Status::Ok();
+    case DTypeKind::kComplex: {
+      const DType part = DType::Parse(std::string(dtype.little_endian() ? "<" : ">") + "f" + std::to_string(isz / 2)).value();
+      part.FromDouble(value.real, element);
+      part.FromDouble(value.imag, element + isz / 2);
+      if ((std::isfinite(value.real) && !std::isfinite(part.ToDouble(element))) ||
+          (std::isfinite(value.imag) && !std::isfinite(part.ToDouble(element + isz / 2)))) {
+        return cannot("it is out of range");
+      }
+      return Status::Ok();
+    }
+  }
+  return cannot("unknown dtype");
+}
+
+int ExitCodeFor(const Status& status) {
+  if (status.ok()) return kExitOk;
+  return status.code() == Code::kConflict ? kExitConflict : kExitError;
+}
+
+int Run(int argc, const char* const* argv) {
+  std::vector<CommandSpec> specs;
+  for (const Command& c : Commands()) specs.push_back(c.spec);
+  auto parsed = ParseArgs(argc, argv, kGlobalOptions, specs);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "bigarray: %s\nTry 'bigarray --help'.\n", parsed.status().message().c_str());
+    return kExitUsage;
+  }
+  const ParsedArgs& args = *parsed;
+  if (args.help) {
+    const std::string_view text = HelpText(args.command ? args.command->name : "");
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return kExitOk;
+  }
+  if (!args.command) {
+    const std::string_view text = HelpText("");
+    std::fwrite(text.data(), 1, text.size(), stderr);
+    return kExitUsage;
+  }
+  Globals g;
+  if (auto cache = args.Value("cache")) g.cache_bytes = Checked(ParseByteSize(*cache));
+  g.progress = !args.Flag("no-progress");
+  if (args.Flag("verbose")) {
+    g.logger = std::make_shared<spdlog::logger>("bigarray", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    g.logger->set_level(spdlog::level::debug);
+  }
+  const Command& command = Commands()[static_cast<size_t>(args.command - specs.data())];
+  Status st;
+  try {
+    st = command.run(g, args);
+  } catch (const std::exception& e) {
+    st = Internal(e.what());
+  }
+  std::fflush(stdout);
+  if (!st.ok()) std::fprintf(stderr, "bigarray %s: %s\n", std::string(command.spec.name).c_str(), st.ToString().c_str());
+  return ExitCodeFor(st);
+}
+
+}  // namespace bigarray::cli

@@ -1,0 +1,170 @@
+// help.cc: the --help texts. docs/cli.md shows each of them verbatim (a test checks it).
+#include <string_view>
+#include <utility>
+
+#include "cli.h"
+
+namespace bigarray::cli {
+
+namespace {
+
+constexpr std::string_view kGeneral = R"(Usage: bigarray [OPTIONS] COMMAND ARGS...
+
+A transactional out-of-core array store: arrays split into blocks in a database (a directory
+holding an LMDB environment), changed in transactions that commit all or nothing.
+
+Commands:
+  create DB NAME --dtype T --shape D0,D1,...   create an array of zeros
+  ls DB                                        list the arrays
+  info DB NAME [--json]                        describe an array
+  import DB NAME FILE.npy                      store a .npy file as a new array
+  export DB NAME FILE.npy [--rows START:STOP]  write an array, or rows of it, to a .npy file
+  append DB NAME FILE.npy                      append the data of a .npy file to an array
+  resize DB NAME --shape D0,D1,...             change the shape of an array
+  fill DB NAME --value V [--rows START:STOP]   set elements to a value
+  rm DB NAME                                   delete an array
+  stats DB NAME [--json]                       count, min, max, mean and std of an array
+  verify DB                                    check every block and the metadata
+
+Options, before or after the command:
+  --cache SIZE     RAM for the page cache, e.g. 256M or 4G (default 1G); a larger
+                   transaction spills to a scratch file in the database directory
+  --no-progress    no progress bars (otherwise shown on a terminal after about a second)
+  -v, --verbose    log details to stderr
+  -h, --help       show this help, or a command's: bigarray COMMAND --help
+
+Option values follow as --opt VALUE or --opt=VALUE. Sizes take the suffixes K, M and G.
+Exit codes: 0 success, 1 error, 2 usage error, 3 transaction conflict (nothing was written).
+)";
+
+#define BA_GLOBAL_OPTIONS "\nGlobal options: --cache SIZE, --no-progress, -v/--verbose, -h/--help.\n"
+
+constexpr std::string_view kCreate = R"(Usage: bigarray create DB NAME --dtype T --shape D0,D1,... [--order C|F] [--block-size BYTES]
+
+Creates an array of zeros named NAME in the database DB (which is created if missing).
+
+  --dtype T            element type, a NumPy type string: b1, i1, i2, i4, i8, u1, u2, u4,
+                       u8, f2, f4, f8, c8, c16, optionally preceded by the byte order < or >
+                       (default: the machine's byte order)
+  --shape D0,D1,...    extents, e.g. 1000,3; 0 is allowed; an empty value makes a 0-d array
+  --order C|F          memory order: C (row-major, the default) or F (column-major)
+  --block-size BYTES   bytes per stored block: a multiple of 4096 up to 1G (default 2M)
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kLs = R"(Usage: bigarray ls DB
+
+Lists the arrays of DB in name order, one per line: name, dtype, shape, order and size in
+bytes, separated by tabs, as in "temps  <f8  (1000, 24)  C  192000".
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kInfo = R"(Usage: bigarray info DB NAME [--json]
+
+Describes array NAME: dtype, shape, order, item size, number of elements, size in bytes,
+block size, number of blocks, and blocks stored (blocks of zeros are not stored).
+
+  --json   print one JSON object with the keys name, dtype, shape, order, ndim, itemsize,
+           size, nbytes, block_size, blocks and blocks_stored
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kImport = R"(Usage: bigarray import DB NAME FILE.npy [--replace] [--order C|F] [--block-size BYTES]
+
+Stores FILE.npy as a new array NAME with the file's dtype and shape, in one transaction (DB
+is created if missing). Reads .npy format versions 1.0, 2.0 and 3.0, C or Fortran order,
+either byte order. The file is streamed: memory stays bounded by --cache. A malformed or
+truncated file is an error, and then the database is unchanged.
+
+  --replace            replace an existing array NAME (otherwise that is an error)
+  --order C|F          memory order of the array (default: the file's); in the other order
+                       the file is read once per slab of the array that fits in half the
+                       cache (from a pipe: in one pass, slow when the array exceeds the cache)
+  --block-size BYTES   bytes per stored block: a multiple of 4096 up to 1G (default 2M)
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kExport = R"(Usage: bigarray export DB NAME FILE.npy [--rows START:STOP]
+
+Writes array NAME, or some of its rows, to FILE.npy (format version 1.0) in the array's
+dtype and order, streaming. The file appears only when complete.
+
+  --rows START:STOP    rows START to STOP (exclusive) along axis 0, as Python's a[START:STOP]:
+                       negative values count from the end, a missing bound means the start
+                       or the end; e.g. 10:20, :100, -5: (also written --rows=-5:)
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kAppend = R"(Usage: bigarray append DB NAME FILE.npy
+
+Appends the data of FILE.npy to array NAME, in one transaction. A C-order array grows along
+axis 0 by the file's extent on axis 0; an F-order array grows along its last axis by the
+file's extent on its last axis. The file's other extents must equal the array's.
+
+The file's dtype must be the array's, in either byte order, or one that converts to it
+exactly: the same kind with a smaller item size (i2 -> i8, f4 -> f8, c8 -> c16), an unsigned
+integer to a wider signed one (u4 -> i8), or an integer to a float that holds all its values
+(i1/u1 -> f2; up to i2/u2 -> f4; up to i4/u4 -> f8).
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kResize = R"(Usage: bigarray resize DB NAME --shape D0,D1,...
+
+Gives array NAME a new shape, as NumPy's ndarray.resize: the elements keep their flat order
+(the array's, C or F), new elements are zeros, and elements past a smaller size are dropped.
+The number of dimensions may change.
+
+  --shape D0,D1,...    the new extents
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kFill = R"(Usage: bigarray fill DB NAME --value V [--rows START:STOP]
+
+Sets every element of array NAME, or of some of its rows, to V, in one transaction.
+
+  --value V            a number (3, -2.5, 1e-3, nan, inf), true or false, or a complex
+                       number (1+2j); integer arrays need an integer in their range, real
+                       arrays a value without imaginary part, bool arrays store V != 0
+  --rows START:STOP    only these rows along axis 0, as for export
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kRm = R"(Usage: bigarray rm DB NAME
+
+Deletes array NAME and its blocks.
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kStats = R"(Usage: bigarray stats DB NAME [--json]
+
+Prints the count, min, max, mean and std (population standard deviation) of the elements of
+array NAME, computed in one streaming pass. A NaN element makes min, max, mean and std NaN.
+An empty array has count 0 and no other values (n/a; null in JSON). Bool arrays count as 0
+and 1. Complex arrays are refused.
+
+  --json   print one JSON object with the keys count, min, max, mean and std; NaN and
+           infinities are written NaN, Infinity and -Infinity, as Python's json module does
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kVerify = R"(Usage: bigarray verify DB
+
+Reads every block of every array, which checks its checksum, and checks each array's
+metadata. Prints one line per damaged array or block and exits with 1 when there is any;
+otherwise prints a one-line summary and exits with 0.
+)" BA_GLOBAL_OPTIONS;
+
+#undef BA_GLOBAL_OPTIONS
+
+constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
+    {"create", kCreate}, {"ls", kLs},         {"info", kInfo}, {"import", kImport},
+    {"export", kExport}, {"append", kAppend}, {"resize", kResize}, {"fill", kFill},
+    {"rm", kRm},         {"stats", kStats},   {"verify", kVerify},
+};
+
+}  // namespace
+
+std::string_view HelpText(std::string_view command) {
+  for (const auto& [name, text] : kHelp) {
+    if (name == command) return text;
+  }
+  return kGeneral;
+}
+
+std::vector<std::string_view> CommandNames() {
+  std::vector<std::string_view> names;
+  for (const auto& [name, text] : kHelp) names.push_back(name);
+  return names;
+}
+
+}  // namespace bigarray::cli
