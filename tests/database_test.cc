@@ -541,24 +541,12 @@ TEST_CASE("two handles on one path in one process, and errors for a bad path") {
 TEST_CASE("a view used in a forked child fails clearly instead of hanging") {
   auto db = OpenDb("memory:");
   auto v = db.Create("x", {8192}, "f8", Blocks()).value().view().value();
-  int pipefd[2];
-  REQUIRE(pipe(pipefd) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(pipefd[1], STDERR_FILENO);
+  auto child = bigarray::testing::RunCapturingStderr([&] {
     volatile double x = Doubles(v)[5];  // no loader threads here
     (void)x;
-    _exit(0);
-  }
-  close(pipefd[1]);
-  std::string err;
-  char buf[512];
-  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) err.append(buf, n);
-  close(pipefd[0]);
-  int status;
-  waitpid(pid, &status, 0);
-  CHECK(WIFSIGNALED(status));
-  CHECK(err.find("before fork()") != std::string::npos);
+  });
+  CHECK(WIFSIGNALED(child.status));
+  CHECK(child.err.find("before fork()") != std::string::npos);
 }
 
 TEST_CASE("drop and re-create a name in one transaction keeps the name (any array ids)") {

@@ -277,29 +277,17 @@ TEST_CASE("P10: an explicit load returns the error naming the array and block") 
 }
 
 TEST_CASE("P10: a load error inside a fault ends the process with SIGBUS and a message") {
-  int pipefd[2];
-  REQUIRE(pipe(pipefd) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(pipefd[1], STDERR_FILENO);
+  auto child = bigarray::testing::RunCapturingStderr([] {
     Fixture fx;
     auto m = fx.file->Map(0, 8).value();
     fx.source->Fail(3);
     (void)ReadByte(m->data() + 3 * kBlock);
-    _exit(0);  // not reached
-  }
-  close(pipefd[1]);
-  std::string err;
-  char buf[512];
-  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) err.append(buf, n);
-  close(pipefd[0]);
-  int status;
-  waitpid(pid, &status, 0);
-  INFO("child stderr: " << err);
-  REQUIRE(WIFSIGNALED(status));
-  CHECK(WTERMSIG(status) == SIGBUS);
-  CHECK(err.find("array 'test' block 3") != std::string::npos);
-  CHECK(err.find("injected read error") != std::string::npos);
+  });
+  INFO("child stderr: " << child.err);
+  REQUIRE(WIFSIGNALED(child.status));
+  CHECK(WTERMSIG(child.status) == SIGBUS);
+  CHECK(child.err.find("array 'test' block 3") != std::string::npos);
+  CHECK(child.err.find("injected read error") != std::string::npos);
 }
 
 TEST_CASE("kernel access to an unloaded page fails with EFAULT; Load makes it work") {

@@ -111,6 +111,30 @@ int InChild(Fn fn) {
   return RunInChildren(1, [&](int) { return fn(); });
 }
 
+// Runs fn() in a child process with its stderr captured; returns the wait status and the text.
+struct ChildOutcome {
+  int status = 0;
+  std::string err;
+};
+template <typename Fn>
+ChildOutcome RunCapturingStderr(Fn fn) {
+  int fds[2];
+  if (pipe(fds) != 0) std::abort();
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDERR_FILENO);
+    fn();
+    _exit(0);
+  }
+  close(fds[1]);
+  ChildOutcome out;
+  char buf[512];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.err.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  waitpid(pid, &out.status, 0);
+  return out;
+}
+
 inline bool AllZero(std::span<const std::byte> s) {
   for (std::byte b : s) {
     if (b != std::byte{0}) return false;

@@ -432,28 +432,26 @@ void Hdf5Scenario(const Config& c) {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 1, cdims);
     hid_t ds = H5Dcreate2(f, "a", H5T_NATIVE_DOUBLE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    for (hsize_t off = 0; off < n; off += piece.size()) {
-      hsize_t start[1] = {off}, count[1] = {piece.size()};
-      hid_t fs = H5Dget_space(ds);
-      H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
-      hid_t ms = H5Screate_simple(1, count, nullptr);
-      H5Dwrite(ds, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, piece.data());
-      H5Sclose(ms);
-      H5Sclose(fs);
-    }
+    // Calls io(file space, memory space) for each 8 MiB piece of the dataset.
+    auto each_piece = [&](auto io) {
+      for (hsize_t off = 0; off < n; off += piece.size()) {
+        hsize_t start[1] = {off}, count[1] = {piece.size()};
+        hid_t fs = H5Dget_space(ds);
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
+        hid_t ms = H5Screate_simple(1, count, nullptr);
+        io(fs, ms);
+        H5Sclose(ms);
+        H5Sclose(fs);
+      }
+    };
+    each_piece([&](hid_t fs, hid_t ms) { H5Dwrite(ds, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, piece.data()); });
     H5Fflush(f, H5F_SCOPE_GLOBAL);
     t_h5w = Secs(t0);
     t0 = Clock::now();
-    for (hsize_t off = 0; off < n; off += piece.size()) {
-      hsize_t start[1] = {off}, count[1] = {piece.size()};
-      hid_t fs = H5Dget_space(ds);
-      H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
-      hid_t ms = H5Screate_simple(1, count, nullptr);
+    each_piece([&](hid_t fs, hid_t ms) {
       H5Dread(ds, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, piece.data());
       s_h5 += Sum(piece.data(), piece.size());
-      H5Sclose(ms);
-      H5Sclose(fs);
-    }
+    });
     t_h5r = Secs(t0);
     H5Dclose(ds);
     H5Pclose(dcpl);

@@ -780,8 +780,8 @@ Status Array::Append(const View& values) {
     }
     if (!match) {
       return InvalidArgument("append to array '" + state_->name + "': values of shape " +
-                             internal::ShapeString(values.shape()) + " do not match the array's shape " +
-                             internal::ShapeString(old_shape) + " except along axis " + std::to_string(axis));
+                             ShapeString(values.shape()) + " do not match the array's shape " +
+                             ShapeString(old_shape) + " except along axis " + std::to_string(axis));
     }
   }
   if (values.shape()[axis] == 0) return Status::Ok();

@@ -23,8 +23,6 @@ Result<Layout> ApplyIndex(const Layout& in, std::span<const IndexItem> index);
 // [lo, hi): the bytes relative to the base that a layout's elements cover (lo == hi if empty).
 std::pair<int64_t, int64_t> LayoutExtent(const Layout& l, int64_t itemsize);
 
-std::string ShapeString(const std::vector<int64_t>& shape);
-
 // Copies `shape` elements of `itemsize` bytes between two strided layouts.
 void StridedCopy(std::byte* dst, const std::vector<int64_t>& dst_strides, const std::byte* src,
                  const std::vector<int64_t>& src_strides, const std::vector<int64_t>& shape,

@@ -7,7 +7,6 @@
 #include "layout.h"
 
 namespace bigarray {
-namespace internal {
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   std::string s = "(";
@@ -18,6 +17,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   if (shape.size() == 1) s += ",";
   return s + ")";
 }
+
+namespace internal {
 
 Result<Layout> ApplyIndex(const Layout& in, std::span<const IndexItem> index) {
   const int ndim = static_cast<int>(in.shape.size());
@@ -183,12 +184,12 @@ Result<int64_t> CheckedNbytes(const std::vector<int64_t>& shape, int64_t itemsiz
   int64_t n = itemsize;
   bool zero = false;
   for (int64_t d : shape) {
-    if (d < 0) return InvalidArgument("negative dimension in shape " + internal::ShapeString(shape));
+    if (d < 0) return InvalidArgument("negative dimension in shape " + ShapeString(shape));
     if (d == 0) zero = true;
   }
   for (int64_t d : shape) {
     if (d != 0 && __builtin_mul_overflow(n, d, &n)) {
-      return InvalidArgument("shape " + internal::ShapeString(shape) + " with " +
+      return InvalidArgument("shape " + ShapeString(shape) + " with " +
                              std::to_string(itemsize) + "-byte items is larger than 2^63 bytes");
     }
   }
@@ -199,8 +200,8 @@ Result<View> View::Wrap(void* data, DType dtype, std::vector<int64_t> shape, std
   BA_RETURN_IF_ERROR(CheckedNbytes(shape, dtype.itemsize()).status());
   if (strides.empty()) strides = ContiguousStrides(shape, dtype.itemsize(), false);
   if (strides.size() != shape.size()) {
-    return InvalidArgument("strides " + internal::ShapeString(strides) + " do not match shape " +
-                           internal::ShapeString(shape));
+    return InvalidArgument("strides " + ShapeString(strides) + " do not match shape " +
+                           ShapeString(shape));
   }
   View v;
   v.data_ = static_cast<std::byte*>(data);
@@ -292,8 +293,8 @@ Status View::Assign(const View& src) const {
   const size_t nd = shape_.size(), ns = src.shape_.size();
   auto cannot = [&] {
     return InvalidArgument("could not broadcast input array from shape " +
-                           internal::ShapeString(src.shape_) + " into shape " +
-                           internal::ShapeString(shape_));
+                           ShapeString(src.shape_) + " into shape " +
+                           ShapeString(shape_));
   };
   if (ns > nd) {
     // Leading extents of 1 may be dropped (NumPy allows assigning (1, 3) into (3,)).

@@ -308,14 +308,4 @@ Result<Scalar> ParseScalar(std::string_view s) {
   return v;
 }
 
-std::string FormatShape(const std::vector<int64_t>& shape) {
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  if (shape.size() == 1) s += ",";
-  return s + ")";
-}
-
 }  // namespace bigarray::cli

@@ -86,6 +86,5 @@ struct Scalar {
 Result<Scalar> ParseScalar(std::string_view s);
 
 // NumPy's spelling of a shape: (3, 4), (5,), ().
-std::string FormatShape(const std::vector<int64_t>& shape);
 
 }  // namespace bigarray::cli

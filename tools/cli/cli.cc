@@ -148,7 +148,7 @@ Status CmdLs(const Globals& g, const ParsedArgs& args) {
   BA_ASSIGN_OR_RETURN(std::vector<std::string> names, db.Names());
   for (const std::string& name : names) {
     BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
-    fmt::print("{}\t{}\t{}\t{}\t{}\n", name, a.dtype().str(), FormatShape(a.shape()), static_cast<char>(a.order()),
+    fmt::print("{}\t{}\t{}\t{}\t{}\n", name, a.dtype().str(), ShapeString(a.shape()), static_cast<char>(a.order()),
                a.nbytes());
   }
   return Status::Ok();
@@ -170,7 +170,7 @@ Status CmdInfo(const Globals& g, const ParsedArgs& args) {
   fmt::print(
       "name: {}\ndtype: {}\nshape: {}\norder: {}\nndim: {}\nitemsize: {}\nsize: {}\nnbytes: {}\nblock_size: {}\n"
       "blocks: {}\nblocks_stored: {}\n",
-      a.name(), a.dtype().str(), FormatShape(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
+      a.name(), a.dtype().str(), ShapeString(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
       a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored);
   return Status::Ok();
 }
@@ -207,7 +207,7 @@ Status CmdImport(const Globals& g, const ParsedArgs& args) {
   if (!target) {
     BA_ASSIGN_OR_RETURN(target, db.Create(name, h.shape, h.dtype, options));
   }
-  Log(g, "importing {} {} {}-order into {}-order array '{}'", h.dtype.str(), FormatShape(h.shape),
+  Log(g, "importing {} {} {}-order into {}-order array '{}'", h.dtype.str(), ShapeString(h.shape),
       h.fortran_order ? 'F' : 'C', static_cast<char>(options.order), name);
   tools::Progress progress("import " + name, static_cast<uint64_t>(h.data_bytes), g.progress);
   BA_RETURN_IF_ERROR(WriteRegionFromNpy(in, *target, Region::Whole(*target), Transfer(g, &progress)).WithContext(context));
@@ -256,8 +256,8 @@ Status CmdAppend(const Globals& g, const ParsedArgs& args) {
   if (!match) {
     const std::string rule = axis == 0 ? "a C-order array grows along axis 0"
                                        : "an F-order array grows along its last axis";
-    return InvalidArgument(context + ": " + file + " has shape " + FormatShape(h.shape) + ", which does not match " +
-                           FormatShape(old_shape) + " except along axis " + std::to_string(axis) + " (" + rule + ")");
+    return InvalidArgument(context + ": " + file + " has shape " + ShapeString(h.shape) + ", which does not match " +
+                           ShapeString(old_shape) + " except along axis " + std::to_string(axis) + " (" + rule + ")");
   }
   if (!CanCastSafely(h.dtype, a.dtype())) {
     return InvalidArgument(context + ": " + file + " holds " + h.dtype.str() + ", which does not convert exactly to " +
@@ -268,8 +268,8 @@ Status CmdAppend(const Globals& g, const ParsedArgs& args) {
     return InvalidArgument(context + ": the array would become too large");
   }
   BA_RETURN_IF_ERROR(a.Resize(new_shape).WithContext(context));
-  Log(g, "appending {} {} to '{}' along axis {}: {} -> {}", h.dtype.str(), FormatShape(h.shape), name, axis,
-      FormatShape(old_shape), FormatShape(new_shape));
+  Log(g, "appending {} {} to '{}' along axis {}: {} -> {}", h.dtype.str(), ShapeString(h.shape), name, axis,
+      ShapeString(old_shape), ShapeString(new_shape));
   tools::Progress progress("append " + name, static_cast<uint64_t>(h.data_bytes), g.progress);
   const Region tail{h.shape, axis, old_shape[axis]};
   BA_RETURN_IF_ERROR(WriteRegionFromNpy(in, a, tail, Transfer(g, &progress)).WithContext(context));
@@ -384,7 +384,7 @@ Status CmdVerify(const Globals& g, const ParsedArgs& args) {
     if (!stored.ok()) {
       report(where, stored.status());
     } else if (*stored > blocks) {
-      report(where, Corruption(std::to_string(*stored) + " blocks are stored, but its shape " + FormatShape(a.shape()) +
+      report(where, Corruption(std::to_string(*stored) + " blocks are stored, but its shape " + ShapeString(a.shape()) +
                                " of " + a.dtype().str() + " has only " + std::to_string(blocks)));
     }
     const uint64_t group = std::max<uint64_t>(1, group_bytes / a.block_size());

@@ -22,16 +22,6 @@ constexpr size_t kAlign = 64;  // NumPy aligns the data to 64 bytes (ARRAY_ALIGN
 
 Status Malformed(const std::string& why) { return InvalidArgument("malformed .npy file: " + why); }
 
-std::string ShapeTuple(const std::vector<int64_t>& shape) {
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  if (shape.size() == 1) s += ",";
-  return s + ")";
-}
-
 // A printable excerpt of hostile text for error messages.
 std::string Excerpt(std::string_view s) {
   std::string out;
@@ -214,7 +204,7 @@ Result<NpyHeader> ParseNpyHeader(std::span<const std::byte> bytes) {
 
 std::string FormatNpyHeader(const DType& dtype, bool fortran_order, const std::vector<int64_t>& shape) {
   const std::string dict = "{'descr': '" + dtype.str() + "', 'fortran_order': " +
-                           (fortran_order ? "True" : "False") + ", 'shape': " + ShapeTuple(shape) + ", }";
+                           (fortran_order ? "True" : "False") + ", 'shape': " + ShapeString(shape) + ", }";
   auto padded = [&](size_t preamble) {
     const size_t unpadded = preamble + dict.size() + 1;  // + '\n'
     return dict + std::string((kAlign - unpadded % kAlign) % kAlign, ' ') + "\n";
@@ -306,13 +296,13 @@ Result<NpyReader> NpyReader::Open(const std::string& path) {
     const uint64_t size = static_cast<uint64_t>(st.st_size);
     const uint64_t want = r.header_.data_offset + static_cast<uint64_t>(r.header_.data_bytes);
     if (size < want) {
-      return in_file(Malformed("truncated: shape " + ShapeTuple(r.header_.shape) + " of " + r.header_.dtype.str() +
+      return in_file(Malformed("truncated: shape " + ShapeString(r.header_.shape) + " of " + r.header_.dtype.str() +
                                " needs " + std::to_string(r.header_.data_bytes) + " data bytes, the file has " +
                                std::to_string(size - r.header_.data_offset)));
     }
     if (size > want) {
       return in_file(Malformed(std::to_string(size - want) + " unexpected bytes after the data of shape " +
-                               ShapeTuple(r.header_.shape)));
+                               ShapeString(r.header_.shape)));
     }
   }
   return r;

@@ -125,6 +125,9 @@ class View {
   std::vector<int64_t> strides_;
 };
 
+// A shape as Python prints a tuple: "(3, 4)", "(3,)", "()".
+std::string ShapeString(const std::vector<int64_t>& shape);
+
 // The strides NumPy gives a contiguous array of this shape in C or F order.
 std::vector<int64_t> ContiguousStrides(const std::vector<int64_t>& shape, int64_t itemsize, bool fortran);
 
