@@ -197,8 +197,28 @@ Status Env::Remap(uint64_t min_bytes) {
   return Status::Ok();
 }
 
+}  // namespace
+namespace internal {
+Status CheckLmdbFile(int fd, uint64_t file_size);  // lmdb_check.cc
+}  // namespace internal
+namespace {
+
 // Checks, without writing anything, that `path` holds a bigarray database we can read.
 Status ProbeExisting(const std::string& path) {
+  {
+    // LMDB checksums none of its own pages: walk them with pread first, so that a damaged file
+    // is an error here rather than a crash inside LMDB.
+    const int fd = open((path + "/data.mdb").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(errno, "open " + path + "/data.mdb");
+    struct stat fst;
+    Status st = fstat(fd, &fst) == 0 ? Status::Ok() : ErrnoStatus(errno, "stat " + path + "/data.mdb");
+    if (st.ok() && fst.st_size < 2 * 4096) {
+      st = InvalidArgument(path + " is not a bigarray database (data.mdb is not an LMDB file)");
+    }
+    if (st.ok()) st = internal::CheckLmdbFile(fd, static_cast<uint64_t>(fst.st_size)).WithContext(path);
+    close(fd);
+    BA_RETURN_IF_ERROR(st);
+  }
   MDB_env* env = nullptr;
   int rc = mdb_env_create(&env);
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "create LMDB environment");
