@@ -110,7 +110,7 @@ Result<ArrayMeta> DecodeMeta(std::string_view s, const std::string& what) {
 }
 
 uint64_t BlockCount(const ArrayMeta& m) {
-  int64_t n = CheckedNbytes(m.shape, m.dtype.itemsize()).value();
+  int64_t n = *CheckedNbytes(m.shape, m.dtype.itemsize());  // validated on creation and decoding
   return (static_cast<uint64_t>(n) + m.block_size - 1) / m.block_size;
 }
 
@@ -455,7 +455,12 @@ Result<Array> Database::Create(const std::string& name, std::vector<int64_t> sha
   if (existing.status().code() != Code::kNotFound) return existing.status();
   auto snap = s.snapshots->Get();
   uint64_t id = 0;
-  while (id == 0 || s.arrays.count(id) || snap->GetMeta(internal::ArrayKey(id)).value().has_value()) id = s.ids();
+  for (;;) {  // a random id no array has
+    id = s.ids();
+    if (id == 0 || s.arrays.count(id)) continue;
+    BA_ASSIGN_OR_RETURN(auto taken, snap->GetMeta(internal::ArrayKey(id)));
+    if (!taken) break;
+  }
   auto state = std::make_shared<ArrayState>();
   state->id = id;
   state->session = session_;
@@ -683,7 +688,7 @@ Result<View> Array::view() const {
   BA_RETURN_IF_ERROR(a.CheckExists());
   auto m = WholeMapping(a);
   if (!m.ok()) {
-    return Status(m.status().code(), "array '" + a.name + "' (" + std::to_string(CheckedNbytes(a.meta.shape, itemsize()).value()) +
+    return Status(m.status().code(), "array '" + a.name + "' (" + std::to_string(*CheckedNbytes(a.meta.shape, itemsize())) +
                                          " bytes) does not fit the address space: " + m.status().message() +
                                          "; index a part of it instead");
   }
@@ -739,7 +744,7 @@ Status Array::Resize(std::vector<int64_t> shape) {
   BA_RETURN_IF_ERROR(a.CheckExists());
   const int64_t isz = a.meta.dtype.itemsize();
   BA_ASSIGN_OR_RETURN(int64_t new_bytes, CheckedNbytes(shape, isz));
-  const int64_t old_bytes = CheckedNbytes(a.meta.shape, isz).value();
+  const int64_t old_bytes = *CheckedNbytes(a.meta.shape, isz);
   const uint64_t bs = a.meta.block_size;
   if (new_bytes < old_bytes) {
     // Release the blocks past the new end (storage deletes them at commit) and zero the rest of
