@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <thread>
+#include <utility>
 
 #include "bigarray/database.h"
+#include "bigarray/storage/block_store.h"
 #include "test_util.h"
 
 using namespace bigarray;
@@ -502,6 +505,49 @@ TEST_CASE("changes by another handle reach this one at its next boundary") {
   CHECK(vb[0] == 1);
   CHECK(xb.shape() == std::vector<int64_t>{5 * 8192});
   CHECK(xb.name() == "y");
+}
+
+// Lets another writer commit right after this store's next commit lands, before the committing
+// handle opens its next snapshot: the window in which the handle must not trust its own cached
+// blocks, since the other writer may have changed them since.
+class InterleavingStore final : public storage::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  std::function<void()> after_commit;
+
+  Result<storage::CommitId> Commit(const storage::WriteBatch& batch) override {
+    auto r = base_->Commit(batch);
+    if (r.ok() && after_commit) std::exchange(after_commit, nullptr)();
+    return r;
+  }
+};
+
+TEST_CASE("a block this handle committed and another changed before its next snapshot is reread") {
+  auto base = storage::NewMemoryStore();
+  auto store = std::make_shared<InterleavingStore>(base);
+  auto a = internal::OpenDatabaseOnStore(store, "a", SmallCache()).value();
+  auto b = internal::OpenDatabaseOnStore(base, "b", SmallCache()).value();
+  REQUIRE(a.Create("counter", {1}, "i8").ok());
+  REQUIRE(a.Commit().ok());
+  auto counter = [](Database& db) -> int64_t& {
+    return db.Get("counter").value().view().value().Span<int64_t>().value()[0];
+  };
+
+  counter(a) += 1;
+  store->after_commit = [&] {
+    b.Abort();  // b moves to a's commit and increments on top of it
+    CHECK(counter(b) == 1);
+    counter(b) += 1;
+    REQUIRE(b.Commit().ok());
+  };
+  REQUIRE(a.Commit().ok());
+  CHECK(counter(a) == 2);  // not a's own cached 1
+
+  // And so the next increment builds on b's: nothing is lost.
+  counter(a) += 1;
+  REQUIRE(a.Commit().ok());
+  b.Abort();
+  CHECK(counter(b) == 3);
 }
 
 TEST_CASE("many threads write parts of one array through one handle; one commit stores all") {

@@ -208,7 +208,7 @@ class Session {
   // REQUIRES: mu_ held.
   Result<std::shared_ptr<ArrayState>> Find(const std::string& name);
   Result<std::shared_ptr<ArrayState>> Load(uint64_t id, const std::string& name);
-  Status Refresh(const storage::WriteBatch* own);
+  Status Refresh(const storage::WriteBatch* own = nullptr, storage::CommitId own_id = 0);
   void AbortLocked();
 };
 
@@ -249,17 +249,24 @@ Result<std::shared_ptr<ArrayState>> Session::Find(const std::string& name) {
 }
 
 // Starts the next transaction: a new snapshot, and the cache and metadata brought up to it.
-// `own`: the batch this handle just committed (its blocks are already cached correctly).
-Status Session::Refresh(const storage::WriteBatch* own) {
+// `own`: the batch this handle just committed as `own_id`. Its blocks are cached as of own_id,
+// which is correct unless another writer changed them in (own_id, new snapshot]: other
+// commits land between this handle's commit and its OpenSnapshot.
+Status Session::Refresh(const storage::WriteBatch* own, storage::CommitId own_id) {
   const auto old_snap = snapshots->Get();
   BA_ASSIGN_OR_RETURN(auto snap, store->OpenSnapshot());
   BA_ASSIGN_OR_RETURN(storage::ChangeSet changes, snap->ChangesSince(old_snap->commit_id()));
+  std::set<std::pair<uint64_t, uint64_t>> mine;  // cached blocks still current
+  if (own) {
+    BA_ASSIGN_OR_RETURN(storage::ChangeSet since_own, snap->ChangesSince(own_id));
+    if (since_own.complete) {
+      for (const auto& p : own->puts()) {
+        if (!since_own.BlockChanged(p.array, p.index)) mine.emplace(p.array, p.index);
+      }
+    }
+  }
   snapshots->Set(snap);  // first: reloads from here on read the new state (W5)
 
-  std::set<std::pair<uint64_t, uint64_t>> mine;
-  if (own) {
-    for (const auto& p : own->puts()) mine.emplace(p.array, p.index);
-  }
   bool names_changed = !changes.complete;
   for (const std::string& k : changes.meta_keys) names_changed |= k.starts_with("n/");
   for (auto it = arrays.begin(); it != arrays.end();) {
@@ -590,6 +597,7 @@ Status Database::Commit() {
   }
   for (uint64_t id : written) batch.CheckMeta(internal::ArrayKey(id));  // a concurrent resize conflicts
 
+  storage::CommitId committed_id = 0;
   if (changed) {
     auto r = s.store->Commit(batch);
     if (!r.ok()) {
@@ -602,6 +610,7 @@ Status Database::Commit() {
     if (s.options.logger) {
       s.options.logger->debug("committed {} blocks to {} as commit {}", batch.puts().size(), s.path, *r);
     }
+    committed_id = *r;
   }
   writeout->Finish(true);
   for (auto it = s.arrays.begin(); it != s.arrays.end();) {
@@ -622,14 +631,14 @@ Status Database::Commit() {
     a.created = a.meta_dirty = false;
     ++it;
   }
-  return s.Refresh(changed ? &batch : nullptr).WithContext("begin the next transaction");
+  return (changed ? s.Refresh(&batch, committed_id) : s.Refresh()).WithContext("begin the next transaction");
 }
 
 void Database::Abort() {
   Session& s = *session_;
   std::lock_guard lock(s.mu_);
   s.AbortLocked();
-  Status st = s.Refresh(nullptr);
+  Status st = s.Refresh();
   if (!st.ok() && s.options.logger) s.options.logger->error("abort: {}", st.ToString());
 }
 
