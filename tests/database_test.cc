@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -507,24 +509,55 @@ TEST_CASE("changes by another handle reach this one at its next boundary") {
   CHECK(xb.name() == "y");
 }
 
-// Lets another writer commit right after this store's next commit lands, before the committing
-// handle opens its next snapshot: the window in which the handle must not trust its own cached
-// blocks, since the other writer may have changed them since.
-class InterleavingStore final : public storage::ForwardingStore {
+// A store that runs hooks inside a transaction boundary and fails chosen reads once, to put
+// other writers, readers and errors into the windows of Commit and Abort.
+class HookStore final : public storage::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
-  std::function<void()> after_commit;
+  std::function<void()> after_commit;     // runs once, right after the next commit lands
+  std::function<void()> before_snapshot;  // runs once, as the next snapshot is opened
+  bool fail_open = false;                 // the next OpenSnapshot fails
+  // The next this-many reads of array records ("a/...") or scans of names ("n/") fail.
+  std::shared_ptr<int> fail_records = std::make_shared<int>(0);
+  std::shared_ptr<int> fail_names = std::make_shared<int>(0);
 
   Result<storage::CommitId> Commit(const storage::WriteBatch& batch) override {
     auto r = base_->Commit(batch);
     if (r.ok() && after_commit) std::exchange(after_commit, nullptr)();
     return r;
   }
+  Result<std::shared_ptr<storage::Snapshot>> OpenSnapshot() override {
+    if (before_snapshot) std::exchange(before_snapshot, nullptr)();
+    if (std::exchange(fail_open, false)) return IOError("injected: open a snapshot");
+    return ForwardingStore::OpenSnapshot();
+  }
+
+ private:
+  class Snap final : public storage::ForwardingSnapshot {
+   public:
+    Snap(std::shared_ptr<storage::Snapshot> base, std::shared_ptr<int> records, std::shared_ptr<int> names)
+        : ForwardingSnapshot(std::move(base)), records_(std::move(records)), names_(std::move(names)) {}
+    Result<std::optional<std::string>> GetMeta(std::string_view key) override {
+      if (key.starts_with("a/") && *records_ > 0 && (*records_)-- > 0) return IOError("injected: read a record");
+      return base_->GetMeta(key);
+    }
+    Status ForEachMeta(std::string_view prefix,
+                       const std::function<bool(std::string_view, std::string_view)>& fn) override {
+      if (prefix == "n/" && *names_ > 0 && (*names_)-- > 0) return IOError("injected: list names");
+      return base_->ForEachMeta(prefix, fn);
+    }
+
+   private:
+    std::shared_ptr<int> records_, names_;
+  };
+  std::shared_ptr<storage::Snapshot> WrapSnapshot(std::shared_ptr<storage::Snapshot> s) override {
+    return std::make_shared<Snap>(std::move(s), fail_records, fail_names);
+  }
 };
 
 TEST_CASE("a block this handle committed and another changed before its next snapshot is reread") {
   auto base = storage::NewMemoryStore();
-  auto store = std::make_shared<InterleavingStore>(base);
+  auto store = std::make_shared<HookStore>(base);
   auto a = internal::OpenDatabaseOnStore(store, "a", SmallCache()).value();
   auto b = internal::OpenDatabaseOnStore(base, "b", SmallCache()).value();
   REQUIRE(a.Create("counter", {1}, "i8").ok());
@@ -548,6 +581,107 @@ TEST_CASE("a block this handle committed and another changed before its next sna
   REQUIRE(a.Commit().ok());
   b.Abort();
   CHECK(counter(b) == 3);
+}
+
+TEST_CASE("a block of a commit read while the commit ends shows the committed bytes, then and later") {
+  auto base = storage::NewMemoryStore();
+  auto store = std::make_shared<HookStore>(base);
+  auto a = internal::OpenDatabaseOnStore(store, "a", SmallCache(8)).value();
+  const int64_t per = kBlock / 8;
+  REQUIRE(a.Create("x", {32 * per}, "f8", Blocks()).ok());
+  REQUIRE(a.Commit().ok());
+  auto d = Doubles(a.Get("x").value().view().value());
+  for (int64_t i = 0; i < 32 * per; ++i) d[i] = 1;  // 32 blocks through an 8-block cache: spills
+  REQUIRE(a.cache_stats().spills > 0);
+  // Another thread reads a spilled block while Commit opens the next snapshot. The read waits
+  // for the commit to end (the hook gives it 200 ms to finish early, with the wrong bytes).
+  std::thread reader;
+  std::atomic<double> seen{-1};
+  store->before_snapshot = [&] {
+    reader = std::thread([&] { seen = d[0]; });
+    for (int i = 0; i < 200 && seen == -1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  REQUIRE(a.Commit().ok());
+  reader.join();
+  CHECK(seen == 1);
+  CHECK(d[0] == 1);
+  d[1] = 2;  // a later write to the same block keeps the committed d[0]
+  REQUIRE(a.Commit().ok());
+  auto b = internal::OpenDatabaseOnStore(base, "b", SmallCache()).value();
+  auto w = Doubles(b.Get("x").value().view().value());
+  CHECK(w[0] == 1);
+  CHECK(w[1] == 2);
+}
+
+TEST_CASE("a boundary that cannot read what changed applies none of it; the next applies all") {
+  auto base = storage::NewMemoryStore();
+  auto store = std::make_shared<HookStore>(base);
+  auto a = internal::OpenDatabaseOnStore(store, "a", SmallCache()).value();
+  auto b = internal::OpenDatabaseOnStore(base, "b", SmallCache()).value();
+  const int64_t per = kBlock / 8;
+  REQUIRE(a.Create("x", {per}, "f8", Blocks()).ok());
+  REQUIRE(a.Create("y", {per}, "f8", Blocks()).ok());
+  REQUIRE(a.Commit().ok());
+  auto ax = Doubles(a.Get("x").value().view().value());
+  auto ay = Doubles(a.Get("y").value().view().value());
+  CHECK(ax[0] + ay[0] == 0);  // both cached
+  b.Abort();
+  for (const char* n : {"x", "y"}) {
+    auto arr = b.Get(n).value();
+    REQUIRE(arr.Resize({2 * per}).ok());
+    Doubles(arr.view().value())[0] = 1;
+  }
+  REQUIRE(b.Rename("x", "x2").ok());
+  REQUIRE(b.Create("x", {5}, "f8").ok());  // a new array takes the name
+  REQUIRE(b.Commit().ok());
+
+  SUBCASE("an array record") { *store->fail_records = 1; }
+  SUBCASE("the names") { *store->fail_names = 1; }
+  a.Abort();  // fails: a keeps its old snapshot, consistently
+  CHECK(ax[0] + ay[0] == 0);
+  CHECK(a.Get("x").value().shape() == std::vector<int64_t>{per});
+  a.Abort();  // succeeds: everything b did
+  CHECK(ax[0] == 1);
+  CHECK(ay[0] == 1);
+  CHECK(a.Get("x2").value().shape() == std::vector<int64_t>{2 * per});
+  CHECK(a.Get("y").value().shape() == std::vector<int64_t>{2 * per});
+  CHECK(a.Get("x").value().shape() == std::vector<int64_t>{5});
+  REQUIRE(a.Rename("x", "z").ok());  // renames b's new array, not the old one
+  Doubles(a.Get("y").value().view().value())[1] = 7;
+  REQUIRE(a.Commit().ok());
+  auto c = internal::OpenDatabaseOnStore(base, "c", SmallCache()).value();
+  CHECK(c.Names().value() == std::vector<std::string>{"x2", "y", "z"});
+  CHECK(c.Get("z").value().shape() == std::vector<int64_t>{5});
+  auto cy = Doubles(c.Get("y").value().view().value());
+  CHECK(cy[0] == 1);
+  CHECK(cy[1] == 7);
+}
+
+TEST_CASE("a commit that lands but cannot open the next snapshot succeeds; commits wait for Abort") {
+  auto base = storage::NewMemoryStore();
+  auto store = std::make_shared<HookStore>(base);
+  auto a = internal::OpenDatabaseOnStore(store, "a", SmallCache()).value();
+  REQUIRE(a.Create("x", {1}, "i8").ok());
+  REQUIRE(a.Commit().ok());
+  auto value = [](Database& db) { return db.Get("x").value().view().value().Span<int64_t>().value()[0]; };
+  a.Get("x").value().view().value().Span<int64_t>().value()[0] = 1;
+  store->fail_open = true;
+  CHECK(a.Commit().ok());  // it landed: a retry loop must not apply it twice
+  auto b = internal::OpenDatabaseOnStore(base, "b", SmallCache()).value();
+  CHECK(value(b) == 1);
+  Status st = a.Commit();
+  CHECK(st.code() == Code::kFailedPrecondition);
+  CHECK_MESSAGE(st.message().find("landed, but the next transaction could not begin") != std::string::npos, st.ToString());
+  CHECK_MESSAGE(st.message().find("injected: open a snapshot") != std::string::npos, st.ToString());
+  store->fail_open = true;
+  a.Abort();  // fails again: still stale, commits still refused
+  CHECK(a.Commit().code() == Code::kFailedPrecondition);
+  a.Abort();
+  CHECK(value(a) == 1);
+  a.Get("x").value().view().value().Span<int64_t>().value()[0] += 1;
+  REQUIRE(a.Commit().ok());
+  b.Abort();
+  CHECK(value(b) == 2);
 }
 
 TEST_CASE("many threads write parts of one array through one handle; one commit stores all") {

@@ -192,6 +192,8 @@ class ArrayState {
   }
 };
 
+struct NextState;
+
 class Session {
  public:
   std::string path;
@@ -203,13 +205,21 @@ class Session {
   std::mutex mu_;
   std::map<uint64_t, std::shared_ptr<ArrayState>> arrays;  // every array this handle touched
   Status failed;  // sticky: a conflict ends the transaction until Abort
+  // A commit landed but the next snapshot could not be opened: the handle still reads its
+  // old snapshot, and only Abort (a successful Refresh) brings it up to date.
+  bool stale = false;
   std::mt19937_64 ids{std::random_device{}()};
 
   // REQUIRES: mu_ held.
   Result<std::shared_ptr<ArrayState>> Find(const std::string& name);
   Result<std::shared_ptr<ArrayState>> Load(uint64_t id, const std::string& name);
-  Status Refresh(const storage::WriteBatch* own = nullptr, storage::CommitId own_id = 0);
+  // A boundary: the latest snapshot, with the cache and metadata brought up to it. All or
+  // nothing: on failure the handle keeps its old snapshot.
+  Status Refresh();
+  Result<NextState> PrepareRefresh(const storage::WriteBatch* own, storage::CommitId own_id);
+  void ApplyRefresh(const NextState& next);
   void AbortLocked();
+  void MarkCommitted();
 };
 
 Result<std::shared_ptr<ArrayState>> Session::Load(uint64_t id, const std::string& name) {
@@ -248,27 +258,61 @@ Result<std::shared_ptr<ArrayState>> Session::Find(const std::string& name) {
   return Load(id, name);
 }
 
-// Starts the next transaction: a new snapshot, and the cache and metadata brought up to it.
+// The next transaction's state, read in full before any of it is applied: a read that fails
+// leaves the handle in its old state, which is consistent (a half-applied boundary would leave
+// stale blocks, shapes or names cached for good, since the next boundary diffs from the new
+// snapshot).
+struct NextState {
+  std::shared_ptr<storage::Snapshot> snap;
+  storage::ChangeSet changes;
+  std::set<std::pair<uint64_t, uint64_t>> mine;             // own blocks whose cached pages stay
+  std::map<uint64_t, std::optional<ArrayMeta>> metas;        // reloaded records; nullopt: dropped
+  std::optional<std::map<uint64_t, std::string>> names;      // every array's name, when any changed
+};
+
 // `own`: the batch this handle just committed as `own_id`. Its blocks are cached as of own_id,
 // which is correct unless another writer changed them in (own_id, new snapshot]: other
 // commits land between this handle's commit and its OpenSnapshot.
-Status Session::Refresh(const storage::WriteBatch* own, storage::CommitId own_id) {
-  const auto old_snap = snapshots->Get();
-  BA_ASSIGN_OR_RETURN(auto snap, store->OpenSnapshot());
-  BA_ASSIGN_OR_RETURN(storage::ChangeSet changes, snap->ChangesSince(old_snap->commit_id()));
-  std::set<std::pair<uint64_t, uint64_t>> mine;  // cached blocks still current
+Result<NextState> Session::PrepareRefresh(const storage::WriteBatch* own, storage::CommitId own_id) {
+  NextState next;
+  BA_ASSIGN_OR_RETURN(next.snap, store->OpenSnapshot());
+  BA_ASSIGN_OR_RETURN(next.changes, next.snap->ChangesSince(snapshots->Get()->commit_id()));
+  const storage::ChangeSet& changes = next.changes;
   if (own) {
-    BA_ASSIGN_OR_RETURN(storage::ChangeSet since_own, snap->ChangesSince(own_id));
+    BA_ASSIGN_OR_RETURN(storage::ChangeSet since_own, next.snap->ChangesSince(own_id));
     if (since_own.complete) {
       for (const auto& p : own->puts()) {
-        if (!since_own.BlockChanged(p.array, p.index)) mine.emplace(p.array, p.index);
+        if (!since_own.BlockChanged(p.array, p.index)) next.mine.emplace(p.array, p.index);
       }
     }
   }
-  snapshots->Set(snap);  // first: reloads from here on read the new state (W5)
-
+  for (const auto& [id, s] : arrays) {
+    if (changes.complete && !changes.MetaChanged(ArrayKey(id))) continue;
+    BA_ASSIGN_OR_RETURN(auto record, next.snap->GetMeta(ArrayKey(id)));
+    std::optional<ArrayMeta>& meta = next.metas[id];
+    if (record) {
+      std::lock_guard lock(s->mu);
+      BA_ASSIGN_OR_RETURN(meta, DecodeMeta(*record, "array '" + s->name + "'"));
+    }
+  }
   bool names_changed = !changes.complete;
   for (const std::string& k : changes.meta_keys) names_changed |= k.starts_with("n/");
+  if (names_changed) {  // renames by others: find each array's current name
+    auto& names = next.names.emplace();
+    BA_RETURN_IF_ERROR(next.snap->ForEachMeta("n/", [&](std::string_view k, std::string_view v) {
+      try {
+        names[std::stoull(std::string(v), nullptr, 16)] = std::string(k.substr(2));
+      } catch (const std::exception&) {
+      }
+      return true;
+    }));
+  }
+  return next;
+}
+
+// Brings the cache and metadata to `next` (whose snapshot is current already); cannot fail.
+void Session::ApplyRefresh(const NextState& next) {
+  const storage::ChangeSet& changes = next.changes;
   for (auto it = arrays.begin(); it != arrays.end();) {
     const auto keep = it->second;  // alive while its lock is held, even when erased from the map
     ArrayState& s = *keep;
@@ -279,43 +323,60 @@ Status Session::Refresh(const storage::WriteBatch* own, storage::CommitId own_id
         if (r.array != s.id) continue;
         if (r.end - r.first <= 1024) {
           for (uint64_t b = r.first; b < r.end; ++b) {
-            if (!mine.count({s.id, b})) s.file->Invalidate(b);
+            if (!next.mine.count({s.id, b})) s.file->Invalidate(b);
           }
         } else {
           s.file->InvalidateRange(r.first, r.end);  // a deleted range: cost ~ resident pages
         }
       }
     }
-    if (!changes.complete || changes.MetaChanged(ArrayKey(s.id))) {
-      BA_ASSIGN_OR_RETURN(auto record, snap->GetMeta(ArrayKey(s.id)));
+    if (auto m = next.metas.find(s.id); m != next.metas.end()) {
       std::lock_guard lock(s.mu);
-      if (!record) {  // dropped by another transaction
+      if (!m->second) {  // dropped by another transaction
         s.exists = s.committed_exists = false;
         s.file->InvalidateAll();
         it = arrays.erase(it);
         continue;
       }
-      BA_ASSIGN_OR_RETURN(ArrayMeta meta, DecodeMeta(*record, "array '" + s.name + "'"));
-      s.meta = s.committed = meta;
-      s.file->Truncate(BlockCount(meta));
+      s.meta = s.committed = *m->second;
+      s.file->Truncate(BlockCount(s.meta));
+    }
+    if (next.names) {
+      std::lock_guard lock(s.mu);
+      if (auto n = next.names->find(s.id); n != next.names->end()) s.name = s.committed_name = n->second;
     }
     ++it;
   }
-  if (names_changed) {  // renames by others: find each array's current name
-    std::map<uint64_t, std::string> names;
-    BA_RETURN_IF_ERROR(snap->ForEachMeta("n/", [&](std::string_view k, std::string_view v) {
-      try {
-        names[std::stoull(std::string(v), nullptr, 16)] = std::string(k.substr(2));
-      } catch (const std::exception&) {
-      }
-      return true;
-    }));
-    for (auto& [id, s] : arrays) {
-      std::lock_guard lock(s->mu);
-      if (auto n = names.find(id); n != names.end()) s->name = s->committed_name = n->second;
-    }
-  }
+}
+
+Status Session::Refresh() {
+  BA_ASSIGN_OR_RETURN(NextState next, PrepareRefresh(nullptr, 0));
+  snapshots->Set(next.snap);  // first: reloads from here on read the new state (W5)
+  ApplyRefresh(next);
+  stale = false;
   return Status::Ok();
+}
+
+// After a successful commit: what the transaction did is now the committed state.
+void Session::MarkCommitted() {
+  for (auto it = arrays.begin(); it != arrays.end();) {
+    const auto keep = it->second;  // alive while its lock is held, even when erased from the map
+    ArrayState& a = *keep;
+    a.source->zero_from.store(kNoZeroFrom);
+    std::lock_guard l(a.mu);
+    if (!a.exists) {
+      a.committed_exists = false;
+      a.file->InvalidateAll();
+      it = arrays.erase(it);
+      continue;
+    }
+    a.file->Truncate(BlockCount(a.meta));  // stale writes past the end were not stored
+    a.committed = a.meta;
+    a.committed_name = a.name;
+    a.committed_exists = true;
+    a.created = a.meta_dirty = false;
+    ++it;
+  }
 }
 
 void Session::AbortLocked() {
@@ -597,41 +658,42 @@ Status Database::Commit() {
   }
   for (uint64_t id : written) batch.CheckMeta(internal::ArrayKey(id));  // a concurrent resize conflicts
 
-  storage::CommitId committed_id = 0;
-  if (changed) {
-    auto r = s.store->Commit(batch);
-    if (!r.ok()) {
-      writeout->Finish(false);  // W2: everything stays dirty
-      Status st = NameArrays(r.status(), s).WithContext("commit to " + s.path);
-      if (st.code() == Code::kConflict) s.failed = st;
-      if (s.options.logger) s.options.logger->warn("{}", st.ToString());
-      return st;
-    }
-    if (s.options.logger) {
-      s.options.logger->debug("committed {} blocks to {} as commit {}", batch.puts().size(), s.path, *r);
-    }
-    committed_id = *r;
+  if (!changed) {  // nothing to store: the boundary alone
+    writeout->Finish(true);
+    s.MarkCommitted();
+    return s.Refresh().WithContext("begin the next transaction");
   }
+  auto r = s.store->Commit(batch);
+  if (!r.ok()) {
+    writeout->Finish(false);  // W2: everything stays dirty
+    Status st = NameArrays(r.status(), s).WithContext("commit to " + s.path);
+    if (st.code() == Code::kConflict) s.failed = st;
+    if (s.options.logger) s.options.logger->warn("{}", st.ToString());
+    return st;
+  }
+  if (s.options.logger) {
+    s.options.logger->debug("committed {} blocks to {} as commit {}", batch.puts().size(), s.path, *r);
+  }
+  // The commit landed; from here on Commit reports success. The next snapshot becomes current
+  // before Finish: until then a load of a written page waits (I10), so no page of this commit
+  // can be loaded from the old snapshot and then kept as current.
+  Result<internal::NextState> next = s.PrepareRefresh(&batch, *r);
+  if (next.ok()) s.snapshots->Set(next->snap);
+  for (auto& [id, a] : s.arrays) a->source->zero_from.store(internal::kNoZeroFrom);  // deleted now
   writeout->Finish(true);
-  for (auto it = s.arrays.begin(); it != s.arrays.end();) {
-    const auto keep = it->second;  // alive while its lock is held, even when erased from the map
-    ArrayState& a = *keep;
-    std::lock_guard l(a.mu);
-    a.source->zero_from.store(internal::kNoZeroFrom);
-    if (!a.exists) {
-      a.committed_exists = false;
-      a.file->InvalidateAll();
-      it = s.arrays.erase(it);
-      continue;
-    }
-    a.file->Truncate(internal::BlockCount(a.meta));  // stale writes past the end were not stored
-    a.committed = a.meta;
-    a.committed_name = a.name;
-    a.committed_exists = true;
-    a.created = a.meta_dirty = false;
-    ++it;
+  s.MarkCommitted();
+  if (next.ok()) {
+    s.ApplyRefresh(*next);
+    return Status::Ok();
   }
-  return (changed ? s.Refresh(&batch, committed_id) : s.Refresh()).WithContext("begin the next transaction");
+  // The handle cannot move on: it keeps reading its old snapshot, so nothing of this commit
+  // may stay cached; Abort tries again. Commits are refused meanwhile.
+  for (auto& [id, a] : s.arrays) a->file->InvalidateAll();
+  s.stale = true;
+  s.failed = next.status().WithContext("commit " + std::to_string(*r) + " to " + s.path +
+                                       " landed, but the next transaction could not begin");
+  if (s.options.logger) s.options.logger->error("{}", s.failed.ToString());
+  return Status::Ok();
 }
 
 void Database::Abort() {
@@ -639,7 +701,10 @@ void Database::Abort() {
   std::lock_guard lock(s.mu_);
   s.AbortLocked();
   Status st = s.Refresh();
-  if (!st.ok() && s.options.logger) s.options.logger->error("abort: {}", st.ToString());
+  if (st.ok()) return;
+  // The handle keeps its snapshot, still consistent, unless a landed commit made it stale.
+  if (s.stale) s.failed = st.WithContext("abort: the next transaction could not begin");
+  if (s.options.logger) s.options.logger->error("abort: {}", st.ToString());
 }
 
 Status Database::Sync() { return session_->store->Sync(); }
@@ -759,9 +824,9 @@ Status Array::Resize(std::vector<int64_t> shape) {
     // Release the blocks past the new end (storage deletes them at commit) and zero the rest of
     // the new last block, so that growing again reads zeros (A7).
     const uint64_t keep = (static_cast<uint64_t>(new_bytes) + bs - 1) / bs;
+    // zero_from first: a load that starts between the two then reads zeros, not old bytes.
+    a.source->zero_from.store(std::min(a.source->zero_from.load(), keep));
     a.file->Truncate(keep);
-    uint64_t zf = a.source->zero_from.load();
-    a.source->zero_from.store(std::min(zf, keep));
     if (new_bytes % static_cast<int64_t>(bs) != 0) {
       const uint64_t last = static_cast<uint64_t>(new_bytes) / bs;
       const size_t from = static_cast<size_t>(new_bytes % static_cast<int64_t>(bs));
