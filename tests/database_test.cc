@@ -684,6 +684,35 @@ TEST_CASE("a commit that lands but cannot open the next snapshot succeeds; commi
   CHECK(value(b) == 2);
 }
 
+TEST_CASE("writes through views of an array dropped meanwhile are refused at commit, not lost silently") {
+  TempDir dir;
+  auto a = OpenDb(dir / "db");
+  REQUIRE(a.Create("x", {8192}, "f8", Blocks()).ok());
+  REQUIRE(a.Create("y", {8192}, "f8", Blocks()).ok());
+  REQUIRE(a.Commit().ok());
+  auto vx = a.Get("x").value().view().value();
+  SUBCASE("dropped by another handle") {
+    auto b = OpenDb(dir / "db");
+    REQUIRE(b.Drop("x").ok());
+    REQUIRE(b.Commit().ok());
+    a.Abort();  // a's next transaction: x is gone
+  }
+  SUBCASE("dropped by this handle") {
+    REQUIRE(a.Drop("x").ok());
+    REQUIRE(a.Commit().ok());
+  }
+  Doubles(vx)[0] = 5;
+  Doubles(a.Get("y").value().view().value())[0] = 6;
+  Status st = a.Commit();
+  CHECK(st.code() == Code::kFailedPrecondition);
+  CHECK_MESSAGE(st.message().find("array 'x', which no longer exists") != std::string::npos, st.ToString());
+  CHECK(a.Commit().code() == Code::kFailedPrecondition);  // until Abort
+  a.Abort();
+  CHECK(Doubles(a.Get("y").value().view().value())[0] == 0);
+  Doubles(a.Get("y").value().view().value())[0] = 7;
+  REQUIRE(a.Commit().ok());
+}
+
 TEST_CASE("many threads write parts of one array through one handle; one commit stores all") {
   TempDir dir;
   auto db = OpenDb(dir / "db", SmallCache(16));

@@ -644,10 +644,16 @@ Status Database::Commit() {
   }
   for (auto& [key, value] : name_puts) batch.PutMeta(std::move(key), std::move(value));
   std::set<uint64_t> written;
+  size_t orphans = 0;  // blocks written through views of an array this handle no longer has
+  const pager::PagedFile* orphan = nullptr;
   for (size_t i = 0; i < writeout->entries().size(); ++i) {
     const auto& e = writeout->entries()[i];
     auto it = by_file.find(e.file.get());
-    if (it == by_file.end()) continue;
+    if (it == by_file.end()) {
+      ++orphans;
+      orphan = e.file.get();
+      continue;
+    }
     ArrayState& a = *it->second;
     std::lock_guard l(a.mu);
     if (!a.exists || e.block >= internal::BlockCount(a.meta)) continue;  // past the end: dropped
@@ -657,6 +663,13 @@ Status Database::Commit() {
     changed = true;
   }
   for (uint64_t id : written) batch.CheckMeta(internal::ArrayKey(id));  // a concurrent resize conflicts
+  if (orphans > 0) {  // refused, not dropped silently: the writer believes they are stored
+    writeout->Finish(false);
+    s.failed = FailedPrecondition(std::to_string(orphans) + " block(s) were written through views of " + orphan->name() +
+                                  ", which no longer exists (dropped by a commit, or created in an aborted "
+                                  "transaction): they cannot be stored");
+    return s.failed;
+  }
 
   if (!changed) {  // nothing to store: the boundary alone
     writeout->Finish(true);
