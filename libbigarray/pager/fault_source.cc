@@ -154,7 +154,7 @@ void Handler(int sig, siginfo_t* info, void* context) {
       nanosleep(&pause, nullptr);
     }
   }
-  r->target = target;
+  r->target.store(target, std::memory_order_relaxed);
   r->addr = addr;
   r->write = IsWriteFault(context);
   r->state.store(FaultRecord::kPosted, std::memory_order_release);
@@ -256,15 +256,17 @@ void SignalFaultSource::RemoveRange(uintptr_t start) {
 
 FaultRecord* SignalFaultSource::Take(FaultTarget* target) {
   for (FaultRecord& r : g_faults) {
-    if (r.state.load(std::memory_order_acquire) != FaultRecord::kPosted || r.target != target) {
+    if (r.state.load(std::memory_order_acquire) != FaultRecord::kPosted ||
+        r.target.load(std::memory_order_relaxed) != target) {
       continue;
     }
     uint32_t expected = FaultRecord::kPosted;
     if (r.state.compare_exchange_strong(expected, FaultRecord::kTaken, std::memory_order_acquire)) {
-      if (r.target == target) return &r;
+      FaultTarget* const owner = r.target.load(std::memory_order_relaxed);
+      if (owner == target) return &r;
       // The record was completed and posted again for another target between our two reads.
       r.state.store(FaultRecord::kPosted, std::memory_order_release);
-      r.target->NotifyFault();
+      owner->NotifyFault();
     }
   }
   return nullptr;

@@ -47,7 +47,9 @@ class FaultTarget {
 struct FaultRecord {
   enum State : uint32_t { kFree, kFilling, kPosted, kTaken, kDone };
   std::atomic<uint32_t> state{kFree};
-  FaultTarget* target = nullptr;
+  // Atomic: a loader scanning for its records reads it while a handler may be filling the
+  // record (the state then tells it to skip); everything else is owned via `state`.
+  std::atomic<FaultTarget*> target{nullptr};
   uintptr_t addr = 0;
   bool write = false;  // known from the CPU's error code on x86-64; false elsewhere
   FaultOutcome outcome = FaultOutcome::kRetry;
