@@ -215,6 +215,40 @@ TEST_CASE("S6: a flipped byte in data.mdb is reported naming the array and block
   CHECK(s->ReadBlock(6, 3, out).ok());  // the neighbour is intact
 }
 
+TEST_CASE("S6: a damaged header of a block's first page in data.mdb is reported naming the block") {
+  TempDir dir;
+  auto data = Pattern(kBlock, 77);
+  {
+    auto store = Open(dir / "db");
+    WriteBatch b(0);
+    b.PutBlock(6, 2, data);
+    b.PutBlock(6, 3, Pattern(kBlock, 78));
+    REQUIRE(store->Commit(b).ok());
+  }
+  // The payload follows LMDB's 16-byte page header and bigarray's 16-byte block header; clear
+  // the page's flags (at byte 10 of its header), which say "overflow page".
+  auto file = Slurp(dir / "db/data.mdb");
+  auto at = std::search(file.begin(), file.end(), reinterpret_cast<const char*>(data.data()),
+                        reinterpret_cast<const char*>(data.data()) + 64);
+  REQUIRE(at != file.end());
+  const off_t flags = (at - file.begin()) - 32 + 10;
+  REQUIRE(flags % 4096 == 10);
+  {
+    std::fstream f(dir / "db/data.mdb", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(flags);
+    f.put('\0');
+  }
+  auto store = Open(dir / "db");
+  auto s = store->OpenSnapshot().value();
+  std::vector<std::byte> out(kBlock);
+  SUBCASE("read after an intact block") { CHECK(s->ReadBlock(6, 3, out).ok()); }
+  SUBCASE("read first") {}
+  Status st = s->ReadBlock(6, 2, out);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK_MESSAGE(st.message().find("array #6 block 2") != std::string::npos, st.ToString());
+  CHECK(s->ReadBlock(6, 3, out).ok());
+}
+
 TEST_CASE("S3: a reader keeps its snapshot while another process commits") {
   TempDir dir;
   auto store = Open(dir / "db");

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -91,13 +92,35 @@ std::string BlockName(ArrayId a, BlockIndex i) {
   return "array #" + std::to_string(a) + " block " + std::to_string(i);
 }
 
+constexpr size_t kPageHeader = 16;       // LMDB's page header: u64 pgno, u16 pad, u16 flags, ...
+constexpr uint16_t kOverflowFlag = 0x04;  // P_OVERFLOW
+
+// The file offset of the first overflow page of a value of at least half a page, computed from
+// its address and the map's (`base`) without touching the map: a read through the map would
+// fault in (and count in the process's RSS) up to 64 KiB of the file around it. The page's
+// header is then read with the payload and checked (OverflowHeaderOk). nullopt: not
+// page-aligned, so stored inline in a leaf page (or damaged): copy it through the pointer.
+std::optional<off_t> OverflowPageOffset(const MDB_val& v, size_t page_size, uintptr_t base) {
+  const auto addr = reinterpret_cast<uintptr_t>(v.mv_data);
+  if (v.mv_size < page_size / 2 || addr < base + kPageHeader || (addr - kPageHeader - base) % page_size != 0) {
+    return std::nullopt;
+  }
+  return static_cast<off_t>(addr - kPageHeader - base);
+}
+
+bool OverflowHeaderOk(const unsigned char* header, off_t offset, size_t page_size) {
+  uint64_t pgno;
+  uint16_t flags;
+  std::memcpy(&pgno, header, 8);
+  std::memcpy(&flags, header + 10, 2);
+  return pgno == static_cast<uint64_t>(offset) / page_size && (flags & kOverflowFlag);
+}
+
 // Where a value's bytes live in data.mdb when LMDB stored it on overflow pages (every block of
 // more than ~2 KiB): such a value starts right after the 16-byte header of its first page, whose
 // first field is the page number and whose flags say P_OVERFLOW (LMDB's on-disk page layout).
 // nullopt for a value stored inline in a leaf page: copy it through the pointer instead.
 std::optional<off_t> OverflowOffset(const MDB_val& v, size_t page_size) {
-  constexpr size_t kPageHeader = 16;
-  constexpr uint16_t kOverflowFlag = 0x04;
   const auto addr = reinterpret_cast<uintptr_t>(v.mv_data);
   if (v.mv_size < page_size / 2 || (addr - kPageHeader) % page_size != 0) return std::nullopt;
   const auto* page = static_cast<const unsigned char*>(v.mv_data) - kPageHeader;
@@ -157,6 +180,7 @@ class Env {
 
   std::mutex writer_mu_;
   std::shared_mutex map_mu_;
+  std::atomic<uintptr_t> map_base_{0};  // the map's address once known; 0: not known
 };
 
 Result<MDB_txn*> Env::Begin(unsigned flags) {
@@ -178,6 +202,7 @@ Result<MDB_txn*> Env::Begin(unsigned flags) {
 
 Status Env::Remap(uint64_t min_bytes) {
   std::unique_lock lock(map_mu_);
+  map_base_.store(0, std::memory_order_relaxed);  // the map may move
   MDB_envinfo info;
   mdb_env_info(env_, &info);
   struct stat st;
@@ -391,7 +416,7 @@ class LmdbSnapshot final : public Snapshot {
   // Where a block's value is: its file offset and size, or (small values) a copy of it.
   struct Located {
     bool found = false;
-    std::optional<off_t> offset;
+    std::optional<off_t> page_offset;  // of the first overflow page; nullopt: inline_copy
     size_t size = 0;
     std::string inline_copy;
   };
@@ -414,8 +439,17 @@ Result<LmdbSnapshot::Located> LmdbSnapshot::Locate(ArrayId a, BlockIndex i) {
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "look up " + BlockName(a, i));
   where.found = true;
   where.size = v.mv_size;
-  where.offset = OverflowOffset(v, env_->page_size_);
-  if (!where.offset) {
+  // The map's address (LMDB does not tell it): learnt from the first overflow value read
+  // through the map, forgotten when the map moves (Remap, which holds map_mu_ exclusively).
+  uintptr_t base = env_->map_base_.load(std::memory_order_relaxed);
+  if (base == 0) {
+    if (auto offset = OverflowOffset(v, env_->page_size_)) {
+      base = reinterpret_cast<uintptr_t>(v.mv_data) - static_cast<uintptr_t>(*offset);
+      env_->map_base_.store(base, std::memory_order_relaxed);
+    }
+  }
+  if (base != 0) where.page_offset = OverflowPageOffset(v, env_->page_size_, base);
+  if (!where.page_offset) {
     // A value stored inside a leaf page is smaller than a page; a larger size is damage, and
     // copying it would read past the page.
     if (v.mv_size > env_->page_size_) {
@@ -440,18 +474,22 @@ Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out
   const size_t payload = size - kBlockHeaderBytes;
   unsigned char header[kBlockHeaderBytes];
   uint64_t sum;
-  if (where.offset) {
+  if (where.page_offset) {
     // Read in pieces and hash each while it is in the CPU cache (cheaper than a second pass).
+    const off_t start = *where.page_offset + static_cast<off_t>(kPageHeader + kBlockHeaderBytes);
     size_t done = std::min(payload, kReadPiece);
-    iovec iov[2] = {{header, sizeof header}, {out.data(), done}};
-    BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, iov, 2, *where.offset, "read " + BlockName(a, i)));
+    unsigned char page_header[kPageHeader];
+    iovec iov[3] = {{page_header, sizeof page_header}, {header, sizeof header}, {out.data(), done}};
+    BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, iov, 3, *where.page_offset, "read " + BlockName(a, i)));
+    if (!OverflowHeaderOk(page_header, *where.page_offset, env_->page_size_)) {
+      return Corruption(BlockName(a, i) + ": the header of its first page in data.mdb is damaged");
+    }
     internal::BlockHasher hasher(a, i, GetLE64(header + 8));
     hasher.Update(out.first(done));
     while (done < payload) {
       const size_t n = std::min(payload - done, kReadPiece);
       iovec piece{out.data() + done, n};
-      BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, &piece, 1, *where.offset + static_cast<off_t>(kBlockHeaderBytes + done),
-                                "read " + BlockName(a, i)));
+      BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, &piece, 1, start + static_cast<off_t>(done), "read " + BlockName(a, i)));
       hasher.Update(out.subspan(done, n));
       done += n;
     }
