@@ -181,7 +181,25 @@ class Env {
   std::mutex writer_mu_;
   std::shared_mutex map_mu_;
   std::atomic<uintptr_t> map_base_{0};  // the map's address once known; 0: not known
+
+  // The file offset of the first overflow page of `v`, found without reading the map (see
+  // OverflowPageOffset); nullopt for a value stored inline. REQUIRES: map_mu_ held (shared).
+  std::optional<off_t> PageOffset(const MDB_val& v);
 };
+
+std::optional<off_t> Env::PageOffset(const MDB_val& v) {
+  // LMDB does not tell the map's address: it is learnt from the first overflow value read
+  // through the map, and forgotten when the map moves (Remap, which holds map_mu_ exclusively).
+  uintptr_t base = map_base_.load(std::memory_order_relaxed);
+  if (base == 0) {
+    if (auto offset = OverflowOffset(v, page_size_)) {
+      base = reinterpret_cast<uintptr_t>(v.mv_data) - static_cast<uintptr_t>(*offset);
+      map_base_.store(base, std::memory_order_relaxed);
+    }
+  }
+  if (base == 0) return std::nullopt;
+  return OverflowPageOffset(v, page_size_, base);
+}
 
 Result<MDB_txn*> Env::Begin(unsigned flags) {
   for (int attempt = 0;; ++attempt) {
@@ -439,16 +457,7 @@ Result<LmdbSnapshot::Located> LmdbSnapshot::Locate(ArrayId a, BlockIndex i) {
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "look up " + BlockName(a, i));
   where.found = true;
   where.size = v.mv_size;
-  // The map's address (LMDB does not tell it): learnt from the first overflow value read
-  // through the map, forgotten when the map moves (Remap, which holds map_mu_ exclusively).
-  uintptr_t base = env_->map_base_.load(std::memory_order_relaxed);
-  if (base == 0) {
-    if (auto offset = OverflowOffset(v, env_->page_size_)) {
-      base = reinterpret_cast<uintptr_t>(v.mv_data) - static_cast<uintptr_t>(*offset);
-      env_->map_base_.store(base, std::memory_order_relaxed);
-    }
-  }
-  if (base != 0) where.page_offset = OverflowPageOffset(v, env_->page_size_, base);
+  where.page_offset = env_->PageOffset(v);
   if (!where.page_offset) {
     // A value stored inside a leaf page is smaller than a page; a larger size is damage, and
     // copying it would read past the page.
@@ -507,8 +516,10 @@ Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out
 }
 
 Status LmdbSnapshot::ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) {
-  // Collect under the locks, call back outside them.
+  // Collect under the locks, call back outside them. The commit ids of blocks on overflow pages
+  // are read with pread (a read through the map would fault in 64 KiB around each).
   std::vector<BlockInfo> found;
+  std::vector<std::pair<size_t, off_t>> headers;  // (index into found, its first page's offset)
   {
     std::shared_lock map_lock(env_->map_mu_);
     std::lock_guard lock(mu_);
@@ -525,13 +536,27 @@ Status LmdbSnapshot::ForEachBlock(ArrayId a, const std::function<bool(const Bloc
         rc = MDB_CORRUPTED;
         break;
       }
-      const auto* header = static_cast<const unsigned char*>(v.mv_data);
-      found.push_back(BlockInfo{GetBE64(kb + 8), GetLE64(header + 8), v.mv_size - kBlockHeaderBytes});
+      found.push_back(BlockInfo{GetBE64(kb + 8), 0, v.mv_size - kBlockHeaderBytes});
+      if (auto offset = env_->PageOffset(v)) {
+        headers.emplace_back(found.size() - 1, *offset);
+      } else {
+        found.back().commit = GetLE64(static_cast<const unsigned char*>(v.mv_data) + 8);
+      }
     }
     mdb_cursor_close(cur);
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
       return LmdbStatus(rc, "list the blocks of array #" + std::to_string(a));
     }
+  }
+  for (auto [i, offset] : headers) {  // the snapshot keeps these pages from being reused
+    unsigned char page_header[kPageHeader], header[kBlockHeaderBytes];
+    iovec iov[2] = {{page_header, sizeof page_header}, {header, sizeof header}};
+    const std::string block = BlockName(a, found[i].index);
+    BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, iov, 2, offset, "read the header of " + block));
+    if (!OverflowHeaderOk(page_header, offset, env_->page_size_)) {
+      return Corruption(block + ": the header of its first page in data.mdb is damaged");
+    }
+    found[i].commit = GetLE64(header + 8);
   }
   for (const BlockInfo& info : found) {
     if (!fn(info)) break;
