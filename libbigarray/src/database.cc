@@ -665,9 +665,9 @@ Status Database::Commit() {
   for (uint64_t id : written) batch.CheckMeta(internal::ArrayKey(id));  // a concurrent resize conflicts
   if (orphans > 0) {  // refused, not dropped silently: the writer believes they are stored
     writeout->Finish(false);
-    s.failed = FailedPrecondition(std::to_string(orphans) + " block(s) were written through views of " + orphan->name() +
-                                  ", which no longer exists (dropped by a commit, or created in an aborted "
-                                  "transaction): they cannot be stored");
+    s.failed = FailedPrecondition(std::to_string(orphans) + " block(s) were written through views of an array that " +
+                                  "no longer exists (" + orphan->name() + " when its views were taken; dropped by a " +
+                                  "commit, or created in an aborted transaction): they cannot be stored");
     return s.failed;
   }
 
@@ -837,16 +837,18 @@ Status Array::Resize(std::vector<int64_t> shape) {
     // Release the blocks past the new end (storage deletes them at commit) and zero the rest of
     // the new last block, so that growing again reads zeros (A7).
     const uint64_t keep = (static_cast<uint64_t>(new_bytes) + bs - 1) / bs;
-    // zero_from first: a load that starts between the two then reads zeros, not old bytes.
+    // What can fail comes first, so that a failed resize changes nothing: the new last block
+    // (below `keep`), loaded before anything is released.
+    std::shared_ptr<pager::Mapping> last_block;
+    const size_t from = static_cast<size_t>(new_bytes % static_cast<int64_t>(bs));
+    if (from != 0) {
+      BA_ASSIGN_OR_RETURN(last_block, a.file->Map(static_cast<uint64_t>(new_bytes) / bs, 1));
+      BA_RETURN_IF_ERROR(last_block->Load(from, bs - from));  // load errors come back here, not as a fault
+    }
+    // zero_from before Truncate: a load that starts between the two then reads zeros.
     a.source->zero_from.store(std::min(a.source->zero_from.load(), keep));
     a.file->Truncate(keep);
-    if (new_bytes % static_cast<int64_t>(bs) != 0) {
-      const uint64_t last = static_cast<uint64_t>(new_bytes) / bs;
-      const size_t from = static_cast<size_t>(new_bytes % static_cast<int64_t>(bs));
-      BA_ASSIGN_OR_RETURN(auto m, a.file->Map(last, 1));
-      BA_RETURN_IF_ERROR(m->Load(from, bs - from));  // load errors come back here, not as a fault
-      std::memset(m->data() + from, 0, bs - from);
-    }
+    if (last_block) std::memset(last_block->data() + from, 0, bs - from);
   }
   a.meta.shape = std::move(shape);
   a.meta_dirty = true;
