@@ -184,27 +184,37 @@ TEST_CASE("S8: a truncated data.mdb is reported as corruption") {
   CHECK(r.status().message().find("truncated") != std::string::npos);
 }
 
-TEST_CASE("S6: a flipped byte in data.mdb is reported naming the array and block") {
-  TempDir dir;
+// Stores blocks 2 and 3 of array 6 at `path` and returns the file offset of block 2's payload
+// in data.mdb, for the tests to damage.
+off_t StoreTwoBlocks(const std::string& path) {
   auto data = Pattern(kBlock, 77);
   {
-    auto store = Open(dir / "db");
+    auto store = Open(path);
     WriteBatch b(0);
     b.PutBlock(6, 2, data);
     b.PutBlock(6, 3, Pattern(kBlock, 78));
     REQUIRE(store->Commit(b).ok());
   }
-  // Find the payload of block 2 in the file and flip one byte in its middle.
-  auto file = Slurp(dir / "db/data.mdb");
+  auto file = Slurp(path + "/data.mdb");
   auto at = std::search(file.begin(), file.end(), reinterpret_cast<const char*>(data.data()),
                         reinterpret_cast<const char*>(data.data()) + 64);
   REQUIRE(at != file.end());
-  off_t offset = (at - file.begin()) + kBlock / 2;
-  {
-    std::fstream f(dir / "db/data.mdb", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(offset);
-    f.put(static_cast<char>(file[offset] ^ 0x10));
-  }
+  return at - file.begin();
+}
+
+// Replaces the byte at `offset` of `path`/data.mdb by fn(old byte).
+void DamageByte(const std::string& path, off_t offset, char (*fn)(char)) {
+  std::fstream f(path + "/data.mdb", std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(offset);
+  const char old = static_cast<char>(f.get());
+  f.seekp(offset);
+  f.put(fn(old));
+}
+
+TEST_CASE("S6: a flipped byte in data.mdb is reported naming the array and block") {
+  TempDir dir;
+  const off_t payload = StoreTwoBlocks(dir / "db");
+  DamageByte(dir / "db", payload + kBlock / 2, [](char c) { return static_cast<char>(c ^ 0x10); });
   auto store = Open(dir / "db");
   auto s = store->OpenSnapshot().value();
   std::vector<std::byte> out(kBlock);
@@ -217,27 +227,11 @@ TEST_CASE("S6: a flipped byte in data.mdb is reported naming the array and block
 
 TEST_CASE("S6: a damaged header of a block's first page in data.mdb is reported naming the block") {
   TempDir dir;
-  auto data = Pattern(kBlock, 77);
-  {
-    auto store = Open(dir / "db");
-    WriteBatch b(0);
-    b.PutBlock(6, 2, data);
-    b.PutBlock(6, 3, Pattern(kBlock, 78));
-    REQUIRE(store->Commit(b).ok());
-  }
   // The payload follows LMDB's 16-byte page header and bigarray's 16-byte block header; clear
   // the page's flags (at byte 10 of its header), which say "overflow page".
-  auto file = Slurp(dir / "db/data.mdb");
-  auto at = std::search(file.begin(), file.end(), reinterpret_cast<const char*>(data.data()),
-                        reinterpret_cast<const char*>(data.data()) + 64);
-  REQUIRE(at != file.end());
-  const off_t flags = (at - file.begin()) - 32 + 10;
+  const off_t flags = StoreTwoBlocks(dir / "db") - 32 + 10;
   REQUIRE(flags % 4096 == 10);
-  {
-    std::fstream f(dir / "db/data.mdb", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(flags);
-    f.put('\0');
-  }
+  DamageByte(dir / "db", flags, [](char) { return '\0'; });
   auto store = Open(dir / "db");
   auto s = store->OpenSnapshot().value();
   std::vector<std::byte> out(kBlock);
