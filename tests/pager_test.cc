@@ -16,6 +16,8 @@
 #include <set>
 #include <thread>
 
+#include "pager/fault_source.h"
+#include "pager/map_budget.h"
 #include "pager/pager.h"
 #include "test_util.h"
 
@@ -101,6 +103,25 @@ struct Fixture {
 
 std::byte ReadByte(const std::byte* p) { return *static_cast<const volatile std::byte*>(p); }
 void WriteByte(std::byte* p, std::byte v) { *static_cast<volatile std::byte*>(p) = v; }
+
+// Waits (bounded) for a condition another thread brings about.
+template <typename Pred>
+bool Eventually(Pred pred) {
+  for (int i = 0; i < 20000 && !pred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return pred();
+}
+
+// Runs the body once with the CPU's read/write bit and once without it (as on a CPU that does
+// not report it), so that the pager's fallback rule is tested here too.
+template <typename Body>
+void WithAndWithoutCpuAccessBit(Body body) {
+  for (bool ignore : {false, true}) {
+    CAPTURE(ignore);
+    SignalFaultSource::IgnoreCpuAccessBitForTesting(ignore);
+    body();
+  }
+  SignalFaultSource::IgnoreCpuAccessBitForTesting(false);
+}
 
 bool BlockMatches(const std::byte* block, uint32_t version, uint64_t b) {
   for (size_t i = 0; i < kBlock; ++i) {
@@ -214,7 +235,7 @@ TEST_CASE("P6 and T8: dirty data beyond the budget spills; commit writes all of 
     }
     w->Finish(false);
   }
-  fx.pager->Abort();
+  CHECK(fx.pager->Abort().ok());
   CHECK(fx.pager->stats().dirty_blocks == 0);
   for (uint64_t b = 0; b < 40; ++b) CHECK(BlockMatches(m->data() + b * kBlock, 0, b));
 }
@@ -364,7 +385,7 @@ TEST_CASE("W2: a failed writeout leaves every page dirty and abortable") {
   CHECK(fx.pager->stats().dirty_blocks == 2);
   WriteByte(m->data() + 5, std::byte{5});  // still writable after the failed writeout
   CHECK(ReadByte(m->data()) == std::byte{1});
-  fx.pager->Abort();
+  CHECK(fx.pager->Abort().ok());
   CHECK(ReadByte(m->data()) == FakeSource::Byte(0, 0, 0));
 }
 
@@ -376,7 +397,7 @@ TEST_CASE("W3: abort drops dirty pages; dirty-abort-dirty-abort repeats cleanly"
     WriteByte(m->data() + kBlock + 7, std::byte(0xF0 + round));
     CHECK(ReadByte(m->data() + kBlock + 7) == std::byte(0xF0 + round));
     CHECK(fx.pager->stats().dirty_blocks == 1);
-    fx.pager->Abort();
+    CHECK(fx.pager->Abort().ok());
     CHECK(fx.pager->stats().dirty_blocks == 0);
     CHECK(ReadByte(m->data() + kBlock + 7) == FakeSource::Byte(0, 1, 7));
   }
@@ -521,4 +542,108 @@ TEST_CASE("streaming writes racing read-ahead are never lost (a page is never wr
       REQUIRE(data[0] == std::byte(w->entries()[i].block + 1));
     }
   }
+}
+
+TEST_CASE("reads never dirty a block: faults that find their page already mapped read-only") {
+  // Regression: a read fault that found its page mapped read-only in its own mapping (another
+  // thread's fault or read-ahead had mapped it meanwhile) was taken as a write: the page
+  // became dirty, was stored again at commit, and conflicted with other writers.
+  WithAndWithoutCpuAccessBit([] {
+    Fixture fx(64, 4);
+    auto m = fx.file->Map(0, 32).value();
+    fx.source->Hold(2);
+    std::vector<std::thread> threads;
+    std::atomic<int> ok{0};
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        if (ReadByte(m->data() + 2 * kBlock + t) == FakeSource::Byte(0, 2, t)) ++ok;
+      });
+    }
+    // Every thread's fault is in before the load ends: 7 of them find the page mapped after it.
+    REQUIRE(Eventually([&] { return fx.pager->stats().faults >= 8; }));
+    fx.source->Release(2);
+    for (auto& t : threads) t.join();
+    threads.clear();
+    CHECK(ok == 8);
+    // Sequential runs from several threads at once: read-ahead maps pages under their faults.
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        for (uint64_t b = 0; b < 32; ++b) {
+          if (ReadByte(m->data() + b * kBlock + 9) == FakeSource::Byte(0, b, 9)) ++ok;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(ok == 8 + 4 * 32);
+    CHECK(fx.pager->stats().dirty_blocks == 0);
+    auto w = fx.pager->BeginWriteout().value();
+    CHECK(w->entries().empty());
+    w->Finish(true);
+  });
+}
+
+TEST_CASE("writes are writes: after a read, to an unloaded page, and to a page another thread mapped") {
+  WithAndWithoutCpuAccessBit([] {
+    Fixture fx(64, 0);
+    auto m = fx.file->Map(0, 8).value();
+    (void)ReadByte(m->data() + 1 * kBlock);       // mapped read-only by a read
+    WriteByte(m->data() + 1 * kBlock, std::byte{0xA1});
+    WriteByte(m->data() + 3 * kBlock + 5, std::byte{0xA3});  // never loaded before
+    (void)ReadByte(m->data() + 5 * kBlock);       // this thread maps it read-only...
+    std::thread([&] { WriteByte(m->data() + 5 * kBlock + 7, std::byte{0xA5}); }).join();  // ...another writes
+    CHECK(fx.pager->stats().dirty_blocks == 3);
+    auto w = fx.pager->BeginWriteout().value();
+    std::map<uint64_t, std::byte> written;
+    for (size_t i = 0; i < w->entries().size(); ++i) {
+      const uint64_t b = w->entries()[i].block;
+      const size_t at = b == 1 ? 0 : b == 3 ? 5 : 7;
+      written[b] = w->Data(i).value()[at];
+    }
+    w->Finish(true);
+    CHECK(written == std::map<uint64_t, std::byte>{{1, std::byte{0xA1}}, {3, std::byte{0xA3}}, {5, std::byte{0xA5}}});
+  });
+}
+
+TEST_CASE("read-ahead stops at the file's extent, not at the end of its mapping") {
+  // Regression: a 10-block array mapped with room to grow loaded 8 blocks past its end.
+  Fixture fx(64, 8);
+  auto m = fx.file->Map(0, 32).value();
+  fx.file->SetExtent(10);
+  for (uint64_t b = 0; b < 10; ++b) CHECK(ReadByte(m->data() + b * kBlock) == FakeSource::Byte(0, b, 0));
+  int loads = 0;
+  for (const auto& [block, n] : fx.source->loads) {
+    CHECK(block < 10);
+    loads += n;
+  }
+  CHECK(loads == 10);
+  CHECK(fx.pager->stats().readahead_loads > 0);
+}
+
+TEST_CASE("map entries stay within the budget: least recently used pages are unmapped, nothing lost") {
+  // A budget of 400 map entries, for ~100 mapped pages; 600 blocks are read, then written.
+  MapBudget::Get().SetLimitForTesting(MapBudget::Get().used() + 400);
+  {
+    Fixture fx(1024, 0);
+    auto m = fx.file->Map(0, 600).value();
+    for (uint64_t b = 0; b < 600; ++b) REQUIRE(ReadByte(m->data() + b * kBlock + 3) == FakeSource::Byte(0, b, 3));
+    CHECK(fx.pager->stats().map_entries <= 400);
+    CHECK(fx.pager->stats().map_reclaims > 0);
+    CHECK(fx.pager->stats().loads == 600);  // unmapped pages stay resident: no reloads
+    for (uint64_t b = 0; b < 600; ++b) WriteByte(m->data() + b * kBlock + 3, std::byte{0x5A});
+    for (uint64_t b = 0; b < 600; ++b) REQUIRE(ReadByte(m->data() + b * kBlock + 3) == std::byte{0x5A});
+    CHECK(fx.pager->stats().map_entries <= 400);
+    CHECK(fx.pager->stats().loads == 600);
+    auto w = fx.pager->BeginWriteout().value();
+    REQUIRE(w->entries().size() == 600);
+    for (size_t i = 0; i < w->entries().size(); ++i) {
+      auto data = w->Data(i).value();
+      CHECK(data[3] == std::byte{0x5A});
+      CHECK(data[4] == FakeSource::Byte(0, w->entries()[i].block, 4));
+    }
+    w->Finish(true);
+  }
+  MapBudget::Get().SetLimitForTesting(0);
+  CHECK(MapBudget::LimitFor(65530) == 65530 - 16382);
+  CHECK(MapBudget::LimitFor(10000) == 10000 - 4096);
+  CHECK(MapBudget::LimitFor(6000) == 3000);
 }

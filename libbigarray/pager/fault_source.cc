@@ -10,8 +10,14 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <mutex>
+#include <vector>
 
 // Under ThreadSanitizer: the hand-off below orders the loader's work (mapping the page) before
 // the faulting thread's retried access, through sem_post/sem_wait in a signal handler, which
@@ -39,49 +45,108 @@ namespace {
 // One address for all hand-offs: every page mapping happens before every retried access.
 char g_handoff;
 
-constexpr size_t kMaxRanges = 4096;
 constexpr size_t kMaxFaults = 1024;  // threads faulting at the same moment (more wait their turn)
 
-struct RangeEntry {
-  std::atomic<uintptr_t> start{0};  // 0: free. Published last, cleared first.
-  std::atomic<uintptr_t> end{0};
-  std::atomic<FaultTarget*> target{nullptr};
-  std::atomic<pid_t> pid{0};  // the process whose loader threads serve the range
+// The registered ranges: an immutable array sorted by start, replaced whole by each AddRange
+// and RemoveRange (copy on write, under g_ranges_mu) and searched by the handler without a lock.
+// A replaced table is freed only once no handler can still be reading it: a handler announces
+// itself in g_readers[epoch & 1] before it loads g_table, and a writer, after publishing the new
+// table, flips the epoch and waits for the old epoch's count to drain (lookups take nanoseconds;
+// new handlers count in the other epoch, so the wait cannot starve).
+struct Range {
+  uintptr_t start, end;
+  FaultTarget* target;
+  pid_t pid;  // the process whose loader threads serve the range
 };
-
-RangeEntry g_ranges[kMaxRanges];
-std::atomic<size_t> g_range_high_water{0};  // entries at or above it were never used
+struct RangeTable {
+  std::vector<Range> ranges;  // sorted by start, disjoint; only read once published
+};
+std::atomic<RangeTable*> g_table{nullptr};
+std::atomic<uint32_t> g_epoch{0};
+std::atomic<uint32_t> g_readers[2];
 FaultRecord g_faults[kMaxFaults];
 // The SIGSEGV disposition before ours. Written (under g_ranges_mu) before our handler is
 // installed, and again only when SIGSEGV was reset to SIG_DFL/SIG_IGN, which no foreign fault in
 // flight can be reading through our handler.
 struct sigaction g_previous;
 std::mutex g_ranges_mu;       // serializes AddRange/RemoveRange (never taken by the handler)
+std::atomic<bool> g_ignore_cpu_access{false};
 
 static_assert(std::atomic<uintptr_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<FaultTarget*>::is_always_lock_free);
+static_assert(std::atomic<RangeTable*>::is_always_lock_free);
 
 FaultTarget* FindTarget(uintptr_t addr, pid_t* pid) {
-  const size_t n = g_range_high_water.load(std::memory_order_acquire);
-  for (size_t i = 0; i < n; ++i) {
-    uintptr_t s = g_ranges[i].start.load(std::memory_order_acquire);
-    if (s != 0 && addr >= s && addr < g_ranges[i].end.load(std::memory_order_relaxed)) {
-      *pid = g_ranges[i].pid.load(std::memory_order_relaxed);
-      return g_ranges[i].target.load(std::memory_order_relaxed);
+  std::atomic<uint32_t>& readers = g_readers[g_epoch.load() & 1];
+  readers.fetch_add(1);
+  FaultTarget* target = nullptr;
+  if (const RangeTable* t = g_table.load()) {
+    const Range* ranges = t->ranges.data();
+    size_t lo = 0, hi = t->ranges.size();  // first range with start > addr
+    while (lo < hi) {
+      const size_t mid = lo + (hi - lo) / 2;
+      if (ranges[mid].start <= addr) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    if (lo > 0 && addr < ranges[lo - 1].end) {
+      target = ranges[lo - 1].target;
+      *pid = ranges[lo - 1].pid;
     }
   }
-  return nullptr;
+  readers.fetch_sub(1);
+  return target;
 }
 
-bool IsWriteFault(void* context) {
+// Publishes `ranges` as the table and frees the one it replaces once no handler reads it.
+// REQUIRES: g_ranges_mu held.
+void Publish(std::vector<Range> ranges) {
+  RangeTable* t = ranges.empty() ? nullptr : new RangeTable{std::move(ranges)};
+  RangeTable* old = g_table.exchange(t);
+  const uint32_t epoch = g_epoch.fetch_add(1);
+  while (g_readers[epoch & 1].load() != 0) sched_yield();
+  delete old;
+}
+
+// The current ranges. REQUIRES: g_ranges_mu held (no writer replaces the table meanwhile).
+std::vector<Range> CurrentRanges() {
+  const RangeTable* t = g_table.load();
+  return t ? t->ranges : std::vector<Range>();
+}
+
+// fork(): the child inherits every view and the RAM pool's pages, but none of the loader
+// threads. Its views are made inaccessible, resident pages included, so that any access to them
+// faults and gets the "before fork()" error instead of reading or writing the parent's cache.
+// Runs in the child, where only async-signal-safe calls are allowed: mmap and mprotect are.
+void AtForkPrepare() { g_ranges_mu.lock(); }
+void AtForkParent() { g_ranges_mu.unlock(); }
+void AtForkChild() {
+  if (const RangeTable* t = g_table.load()) {
+    for (const Range& r : t->ranges) {
+      void* start = reinterpret_cast<void*>(r.start);
+      const size_t len = r.end - r.start;
+      if (mmap(start, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) ==
+          MAP_FAILED) {
+        (void)mprotect(start, len, PROT_NONE);  // no new map entry needed: still inaccessible
+      }
+    }
+  }
+  g_ranges_mu.unlock();
+}
+
+FaultRecord::Access AccessOf(void* context) {
 #if defined(__x86_64__)
-  const auto* uc = static_cast<const ucontext_t*>(context);
-  return (uc->uc_mcontext.gregs[REG_ERR] & 0x2) != 0;  // page-fault error code bit 1: write
-#else
-  (void)context;
-  return false;  // a write then faults twice: once to load, once to make the page writable
+  if (!g_ignore_cpu_access.load(std::memory_order_relaxed)) {
+    const auto* uc = static_cast<const ucontext_t*>(context);
+    // Page-fault error code bit 1: the access was a write.
+    return (uc->uc_mcontext.gregs[REG_ERR] & 0x2) != 0 ? FaultRecord::kWrite : FaultRecord::kRead;
+  }
 #endif
+  (void)context;
+  return FaultRecord::kUnknown;
 }
 
 void WriteAll(const char* s) {
@@ -156,7 +221,8 @@ void Handler(int sig, siginfo_t* info, void* context) {
   }
   r->target.store(target, std::memory_order_relaxed);
   r->addr = addr;
-  r->write = IsWriteFault(context);
+  r->access = AccessOf(context);
+  r->tid = gettid();
   r->state.store(FaultRecord::kPosted, std::memory_order_release);
   target->NotifyFault();
   while (sem_wait(&r->done) != 0 && errno == EINTR) {
@@ -208,16 +274,21 @@ static void EnsureInstalled(bool at_start) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = Handler;
-  sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+  // SA_ONSTACK: a stack overflow can only be reported on an alternate stack; with it, the
+  // overflow's fault (outside every range) reaches the handler installed before ours there.
+  sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGSEGV, &sa, &g_previous);
 }
 
 SignalFaultSource::SignalFaultSource() {
   for (FaultRecord& r : g_faults) sem_init(&r.done, 0, 0);
+  pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild);
   std::lock_guard lock(g_ranges_mu);
   EnsureInstalled(true);
 }
+
+void SignalFaultSource::IgnoreCpuAccessBitForTesting(bool ignore) { g_ignore_cpu_access = ignore; }
 
 SignalFaultSource& SignalFaultSource::Get() {
   static SignalFaultSource* source = new SignalFaultSource();  // lives as long as the process
@@ -227,31 +298,22 @@ SignalFaultSource& SignalFaultSource::Get() {
 Status SignalFaultSource::AddRange(uintptr_t start, size_t length, FaultTarget* target) {
   std::lock_guard lock(g_ranges_mu);
   EnsureInstalled(false);
-  for (size_t i = 0; i < kMaxRanges; ++i) {
-    if (g_ranges[i].start.load(std::memory_order_relaxed) != 0) continue;
-    g_ranges[i].target.store(target, std::memory_order_relaxed);
-    g_ranges[i].pid.store(getpid(), std::memory_order_relaxed);
-    g_ranges[i].end.store(start + length, std::memory_order_relaxed);
-    g_ranges[i].start.store(start, std::memory_order_release);
-    if (i >= g_range_high_water.load(std::memory_order_relaxed)) {
-      g_range_high_water.store(i + 1, std::memory_order_release);
-    }
-    return Status::Ok();
-  }
-  return ResourceExhausted("too many mapped array regions at once (" + std::to_string(kMaxRanges) +
-                           "); drop some views");
+  std::vector<Range> ranges = CurrentRanges();
+  const Range r{start, start + length, target, getpid()};
+  auto at = std::lower_bound(ranges.begin(), ranges.end(), r,
+                             [](const Range& x, const Range& y) { return x.start < y.start; });
+  ranges.insert(at, r);
+  Publish(std::move(ranges));
+  return Status::Ok();
 }
 
 void SignalFaultSource::RemoveRange(uintptr_t start) {
   std::lock_guard lock(g_ranges_mu);
-  for (size_t i = 0; i < g_range_high_water.load(std::memory_order_relaxed); ++i) {
-    if (g_ranges[i].start.load(std::memory_order_relaxed) == start) {
-      g_ranges[i].start.store(0, std::memory_order_release);
-      g_ranges[i].end.store(0, std::memory_order_relaxed);
-      g_ranges[i].target.store(nullptr, std::memory_order_relaxed);
-      return;
-    }
-  }
+  std::vector<Range> ranges = CurrentRanges();
+  auto it = std::find_if(ranges.begin(), ranges.end(), [&](const Range& x) { return x.start == start; });
+  if (it == ranges.end()) return;
+  ranges.erase(it);
+  Publish(std::move(ranges));
 }
 
 FaultRecord* SignalFaultSource::Take(FaultTarget* target) {

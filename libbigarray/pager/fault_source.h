@@ -17,6 +17,7 @@
 #pragma once
 
 #include <semaphore.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstddef>
@@ -46,12 +47,17 @@ class FaultTarget {
 //   -(target completes, sem_post)-> kDone -(handler reads outcome)-> kFree.
 struct FaultRecord {
   enum State : uint32_t { kFree, kFilling, kPosted, kTaken, kDone };
+  // What the faulting access was. x86-64 reports it in the page fault's error code; elsewhere it
+  // is kUnknown, and the pager decides from the page's state and the faulting thread (pager.md,
+  // "Read or write").
+  enum Access : uint8_t { kRead, kWrite, kUnknown };
   std::atomic<uint32_t> state{kFree};
   // Atomic: a loader scanning for its records reads it while a handler may be filling the
   // record (the state then tells it to skip); everything else is owned via `state`.
   std::atomic<FaultTarget*> target{nullptr};
   uintptr_t addr = 0;
-  bool write = false;  // known from the CPU's error code on x86-64; false elsewhere
+  Access access = kUnknown;
+  pid_t tid = 0;  // the faulting thread
   FaultOutcome outcome = FaultOutcome::kRetry;
   char message[480] = {};  // for kFatal: written to stderr by the handler
   sem_t done;
@@ -63,8 +69,8 @@ class SignalFaultSource {
   // installed before so that faults outside every range go to it (semantics.md P7).
   static SignalFaultSource& Get();
 
-  // Faults in [start, start + length) go to `target`. kResourceExhausted when the table of
-  // ranges (4096) is full.
+  // Faults in [start, start + length) go to `target`. The table of ranges grows as needed; only
+  // memory limits it.
   Status AddRange(uintptr_t start, size_t length, FaultTarget* target);
   void RemoveRange(uintptr_t start);
 
@@ -72,6 +78,10 @@ class SignalFaultSource {
   FaultRecord* Take(FaultTarget* target);
   // Finishes a taken record: sets the outcome (and message for kFatal) and wakes the thread.
   void Complete(FaultRecord* record, FaultOutcome outcome, const char* message = nullptr);
+
+  // For tests: report every fault as FaultRecord::kUnknown, as on a CPU that does not say
+  // whether an access was a write, so that the pager's fallback rule runs on x86-64 too.
+  static void IgnoreCpuAccessBitForTesting(bool ignore);
 
  private:
   SignalFaultSource();

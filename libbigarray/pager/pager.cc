@@ -33,14 +33,15 @@
 #include <unordered_map>
 
 #include "pager/fault_source.h"
+#include "pager/map_budget.h"
 
 namespace bigarray::pager {
 namespace {
 
 
 constexpr unsigned kMaxMappingsPerFile = 64;  // bits of Page::mapped
-constexpr uint32_t kMaxSlots = 16384;  // each mapped page may split its reservation into 2 map
-                                       // entries: stay well under vm.max_map_count (65530)
+constexpr uint32_t kMaxSlots = 16384;  // bounds a pool's memfd and bookkeeping; map entries
+                                       // are budgeted separately (MapBudget)
 constexpr unsigned kMinBudgetBlocks = 8;
 
 Status PreadFull(int fd, std::byte* dst, size_t n, off_t off, const std::string& what) {
@@ -83,6 +84,9 @@ struct Pool {
   uint32_t capacity = 0;
   uint32_t next_fresh = 0;       // slots at or above it were never used
   std::vector<uint32_t> free;    // used before, RAM still allocated: reuse first
+  // 1: the slot's range of the pool mapping was left read-only (a failed mprotect while map
+  // entries ran out); AllocateSlot makes it writable again before handing the slot out.
+  std::vector<uint8_t> read_only;
   std::byte* SlotAddr(int32_t slot) const { return base + static_cast<size_t>(slot) * block_size; }
 
   // Faults the whole pool in, on a thread of its own (PagerOptions::prefault_cache).
@@ -124,6 +128,8 @@ struct Request {
   uint64_t file_id = 0;
   uint64_t block = 0;
   bool write = false;
+  bool access_unknown = false;  // a fault the CPU did not say was a read or a write
+  pid_t tid = 0;                // the faulting thread
   bool prefetch = false;
   MappingRef mapping;  // where to map the page once resident; serial 0: nowhere
   bool map_after_prefetch = false;  // a prefetch maps its page too (all but the run's marker)
@@ -139,6 +145,9 @@ struct Page {
   bool from_spill = false;   // kLoading: the data comes from the spill file; becomes kDirty
   bool invalidated = false;  // kLoading/kSpilling: drop the result when done
   bool writeout = false;     // held by a Writeout: write-protected, not evictable
+  bool doomed = false;       // to be dropped, but still visible in a mapping (map entries ran
+                             // out): retried at every boundary, which fails meanwhile
+  uint8_t map_cost = 0;      // map entries charged for this page's mappings (MapBudget)
   int8_t home = -1;          // the mapping holding the slot's page-table entries; -1: the pool
   int32_t slot = -1;
   uint64_t spill_offset = 0;
@@ -150,6 +159,20 @@ struct Page {
   Page* lru_next = nullptr;
   bool in_lru = false;
   std::vector<Request> waiters;
+  // Read or write, where the CPU does not say (FaultRecord::kUnknown): threads whose read fault
+  // on this page was retried while the page was mapped read-only in mapping `index`. Another
+  // fault of such a thread there, with the page still mapped read-only, can only be a write.
+  struct ReadRetry {
+    pid_t tid = 0;
+    int8_t index = -1;
+  };
+  ReadRetry read_retries[4];
+  uint8_t next_read_retry = 0;
+  void ForgetReadRetries(int index) {  // -1: every mapping
+    for (ReadRetry& r : read_retries) {
+      if (index < 0 || r.index == index) r = ReadRetry{};
+    }
+  }
 };
 
 struct MappingSlot {
@@ -169,8 +192,9 @@ class FileState {
   std::string name;
   Pool* pool = nullptr;
   std::unordered_map<uint64_t, Page> pages;
-  MappingSlot mappings[kMaxMappingsPerFile];
+  std::vector<MappingSlot> mappings;  // grows on demand, up to kMaxMappingsPerFile
   uint64_t last_fault = UINT64_MAX;  // read-ahead: where the last fault was
+  uint64_t extent = UINT64_MAX;      // blocks the file has now: read-ahead stops there
   unsigned in_flight = 0;               // pages in a transient state
 };
 
@@ -192,8 +216,9 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   Result<std::unique_ptr<Writeout>> BeginWriteout();
   Result<std::span<const std::byte>> WriteoutData(Writeout& w, size_t i);
   void FinishWriteout(Writeout& w, bool committed);
-  void Abort();
+  Status Abort();
   PagerStats Stats();
+  void SetExtent(FileState* f, uint64_t blocks);
 
  private:
   void LoaderMain();
@@ -211,11 +236,19 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   // (prefetch only, or an error stored in *error).
   std::optional<uint32_t> AllocateSlot(std::unique_lock<std::mutex>& lk, Pool& pool, bool prefetch,
                                        Status* error);
-  void FreeSlot(Page& p);
-  bool MapInto(Page& p, const MappingRef& ref);  // REQUIRES: mu_ held
-  void UnmapAll(Page& p);                        // REQUIRES: mu_ held
-  void WriteProtect(Page& p);                    // REQUIRES: mu_ held
-  void Erase(Page& p);                           // REQUIRES: mu_ held, p stable
+  // The rest REQUIRE mu_ held. Those returning bool report failure with errno set.
+  bool FreeSlot(Page& p);                        // false: still mapped somewhere, slot kept
+  bool MapInto(Page& p, const MappingRef& ref);
+  bool UnmapAll(Page& p);                        // false: still visible in some mapping
+  bool WriteProtect(Page& p);
+  bool Erase(Page& p);                           // p stable; false: p is doomed instead
+  // Map entries (MapBudget): unmaps least recently used pages (they stay resident) until `need`
+  // more entries fit with room to spare. Never touches `keep`. Returns whether any was freed.
+  bool ReclaimMapEntries(uint64_t need, const Page* keep);
+  void ChargeMapEntries(Page& p, int delta);
+  bool MakeSlotWritable(Pool& pool, uint32_t slot);
+  void RetryDoomed();
+  Status DoomedError() const;
   void LruRemove(Page& p);
   void LruPush(Page& p);
   FileState* FindFile(uint64_t id);
@@ -238,6 +271,9 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   Page* lru_tail_ = nullptr;
   uint64_t resident_bytes_ = 0;
   uint64_t dirty_blocks_ = 0;
+  uint64_t map_entries_ = 0;  // charged to MapBudget by this pager
+  bool reclaiming_ = false;   // ReclaimMapEntries is running
+  std::vector<std::pair<uint64_t, uint64_t>> doomed_;  // (file id, block) of doomed pages
   uint64_t next_file_id_ = 1;
   uint64_t next_mapping_serial_ = 1;
   uint64_t max_block_size_ = 0;
@@ -249,7 +285,8 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   size_t busy_loaders_ = 0;  // loader threads inside blocking I/O
 
   // Counters, read without the lock by Stats.
-  std::atomic<uint64_t> faults_{0}, loads_{0}, readahead_loads_{0}, evictions_{0}, spills_{0};
+  std::atomic<uint64_t> faults_{0}, loads_{0}, readahead_loads_{0}, evictions_{0}, spills_{0},
+      map_reclaims_{0};
 
   std::vector<std::thread> loaders_;  // guarded by mu_ (grows on demand, joined at destruction)
 };
@@ -337,6 +374,7 @@ Result<std::shared_ptr<PagedFile>> PagerImpl::OpenFile(std::shared_ptr<BlockSour
     void* base = mmap(nullptr, slots * block_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->fd, 0);
     if (base == MAP_FAILED) return ErrnoStatus(errno, "map the page cache");
     p->base = static_cast<std::byte*>(base);
+    p->read_only.assign(slots, 0);
     if (options_.prefault_cache) p->StartPrefault();
     pool = std::move(p);
   }
@@ -366,7 +404,7 @@ void PagerImpl::CloseFile(FileState* f) {
     LruRemove(p);
     if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_;
     if (p.state == Page::kSpilled) FreeSpill(p.spill_offset, p.file->block_size);
-    FreeSlot(p);
+    (void)FreeSlot(p);  // every Mapping of the file is gone: nothing is mapped
     for (Request& r : p.waiters) Complete(r, FaultOutcome::kForeign, Status());
   }
   files_.erase(f->id);
@@ -385,31 +423,33 @@ Result<std::shared_ptr<Mapping>> PagerImpl::Map(PagedFile& file, uint64_t first,
                              file.name_ + ": larger than the address space");
   }
   const size_t size = count * bs;
-  void* base = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED) {
-    return ResourceExhausted("cannot reserve " + std::to_string(size) + " bytes of address space for " +
-                             file.name_ + ": " + std::strerror(errno) +
-                             " (map a smaller part of the array)");
-  }
   std::lock_guard lock(mu_);
   FileState* f = file.state_;
-  unsigned index = kMaxMappingsPerFile;
-  for (unsigned i = 0; i < kMaxMappingsPerFile; ++i) {
-    if (f->mappings[i].serial == 0) {
-      index = i;
-      break;
-    }
-  }
+  unsigned index = 0;
+  while (index < f->mappings.size() && f->mappings[index].serial != 0) ++index;
   if (index == kMaxMappingsPerFile) {
-    munmap(base, size);
     return ResourceExhausted(file.name_ + ": too many simultaneous mappings (" +
                              std::to_string(kMaxMappingsPerFile) + ")");
   }
+  // A reservation is one map entry (and splits as pages are mapped into it: MapInto charges that).
+  if (!MapBudget::Get().Fits(1)) ReclaimMapEntries(1, nullptr);
+  void* base = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED && errno == ENOMEM && ReclaimMapEntries(64, nullptr)) {
+    base = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  }
+  if (base == MAP_FAILED) {
+    return ResourceExhausted("cannot reserve " + std::to_string(size) + " bytes of address space for " +
+                             file.name_ + ": " + std::strerror(errno) +
+                             " (map a smaller part of the array, or drop views)");
+  }
+  if (index == f->mappings.size()) f->mappings.emplace_back();
   Status st = SignalFaultSource::Get().AddRange(reinterpret_cast<uintptr_t>(base), size, this);
   if (!st.ok()) {
     munmap(base, size);
     return st;
   }
+  MapBudget::Get().Charge(1);
+  ++map_entries_;
   MappingSlot& slot = f->mappings[index];
   slot.serial = next_mapping_serial_++;
   slot.base = static_cast<std::byte*>(base);
@@ -432,18 +472,29 @@ void PagerImpl::Unmap(Mapping& m) {
   std::lock_guard lock(mu_);
   FileState* f = m.file_->state_;
   const uint64_t bit = uint64_t{1} << m.index_;
+  // munmap of whole map entries never needs a new one, so it cannot fail for the limit. Were it
+  // to fail, the range would stay reserved (and unreachable: nobody holds it) rather than be
+  // handed to another mmap while pages are still shown in it.
+  SignalFaultSource::Get().RemoveRange(reinterpret_cast<uintptr_t>(m.base_));
+  if (munmap(m.base_, m.size_) != 0 && options_.logger) {
+    options_.logger->warn("could not release a mapping of {}: {}", f->name, std::strerror(errno));
+  }
   for (auto& [block, p] : f->pages) {
+    if (!(p.mapped & bit)) continue;
+    p.ForgetReadRetries(static_cast<int>(m.index_));
+    ChargeMapEntries(p, -2);
     p.mapped &= ~bit;
     p.writable &= ~bit;
-    if (p.home == static_cast<int8_t>(m.index_)) {  // its entries die with the range
+    if (p.home == static_cast<int8_t>(m.index_)) {  // its entries died with the range
       p.home = -1;
-      if (p.slot >= 0) mprotect(p.file->pool->SlotAddr(p.slot), p.file->block_size, PROT_READ | PROT_WRITE);
+      ChargeMapEntries(p, -2);
+      if (p.slot >= 0) MakeSlotWritable(*p.file->pool, static_cast<uint32_t>(p.slot));
     }
   }
-  SignalFaultSource::Get().RemoveRange(reinterpret_cast<uintptr_t>(m.base_));
   mappings_by_address_.erase(reinterpret_cast<uintptr_t>(m.base_));
   f->mappings[m.index_] = MappingSlot{};
-  munmap(m.base_, m.size_);
+  MapBudget::Get().Release(1);
+  --map_entries_;
 }
 
 Status Mapping::Load(size_t offset, size_t length) {
@@ -534,7 +585,9 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     }
     req.file_id = f->id;
     req.block = m.first + (r->addr - base) / f->block_size;
-    req.write = r->write;
+    req.write = r->access == FaultRecord::kWrite;
+    req.access_unknown = r->access == FaultRecord::kUnknown;
+    req.tid = r->tid;
     req.mapping = it->second;
     req.fault = r;
     // Read-ahead (P11): a fault a little ahead of the previous one continues a sequential run:
@@ -543,7 +596,7 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     const unsigned k = options_.readahead_blocks;
     if (k > 0 && f->last_fault != UINT64_MAX && req.block > f->last_fault &&
         req.block - f->last_fault <= k + 1) {
-      const uint64_t end = std::min(m.first + m.count, req.block + 1 + k);
+      const uint64_t end = std::min({m.first + m.count, f->extent, req.block + 1 + k});
       for (uint64_t b = req.block + 1; b < end; ++b) {
         if (f->pages.count(b)) continue;
         Request ra;
@@ -632,7 +685,7 @@ void PagerImpl::Process(Request req) {
       --f->in_flight;
       if (!st.ok()) {
         const Status failed = st.WithContext(f->name + " block " + std::to_string(req.block));
-        FreeSlot(p);
+        (void)FreeSlot(p);  // never mapped: cannot fail
         std::vector<Request> waiters = std::move(p.waiters);
         f->pages.erase(req.block);
         settled_cv_.notify_all();
@@ -651,6 +704,11 @@ void PagerImpl::Process(Request req) {
     }
 
     Page& p = it->second;
+    if (p.doomed) {  // to be dropped but still visible: try again; nobody may use it meanwhile
+      if (Erase(p)) continue;
+      if (!req.prefetch) Complete(req, FaultOutcome::kFatal, DoomedError());
+      return;
+    }
     switch (p.state) {
       case Page::kLoading:
       case Page::kSpilling:
@@ -697,7 +755,7 @@ void PagerImpl::Process(Request req) {
         lk.lock();
         EndIo();
         if (!st.ok()) {
-          FreeSlot(p);
+          (void)FreeSlot(p);  // never mapped: cannot fail
           give_up(st);
           return;
         }
@@ -718,12 +776,17 @@ void PagerImpl::Process(Request req) {
       case Page::kClean:
       case Page::kDirty: {
         if (req.prefetch) return;
-        // A fault on a page already mapped read-only in this mapping can only be a write (where
-        // the CPU's error code does not say so).
         const uint64_t bit = uint64_t{1} << req.mapping.index;
-        if (req.fault && req.mapping.serial == f->mappings[req.mapping.index].serial &&
-            (p.mapped & bit) && !(p.writable & bit)) {
-          req.write = true;
+        const bool here = req.mapping.serial != 0 && req.mapping.serial == f->mappings[req.mapping.index].serial;
+        auto read_only_here = [&] { return here && (p.mapped & bit) && !(p.writable & bit); };
+        // Read or write, where the CPU does not say (pager.md, "Read or write"). The page being
+        // mapped read-only here now proves nothing: read-ahead, another thread or a Load may
+        // have mapped it after this access faulted. It is a write only if this thread's earlier
+        // read fault here was retried against the page mapped read-only, and the page stayed so.
+        if (req.access_unknown && read_only_here()) {
+          for (const Page::ReadRetry& r : p.read_retries) {
+            if (r.tid == req.tid && r.index == static_cast<int8_t>(req.mapping.index)) req.write = true;
+          }
         }
         if (req.write && p.writeout) {  // being committed: the write belongs to the next transaction
           p.waiters.push_back(std::move(req));
@@ -735,8 +798,12 @@ void PagerImpl::Process(Request req) {
         }
         if (req.mapping.serial != 0 && !MapInto(p, req.mapping)) {
           Complete(req, FaultOutcome::kFatal,
-                   ErrnoStatus(errno, "map " + f->name + " block " + std::to_string(req.block)));
+                   ErrnoStatus(errno, "map " + f->name + " block " + std::to_string(req.block) +
+                                          (errno == ENOMEM ? " (map entries: vm.max_map_count reached)" : "")));
           return;
+        }
+        if (req.access_unknown && !req.write && read_only_here()) {
+          p.read_retries[p.next_read_retry++ % 4] = Page::ReadRetry{req.tid, static_cast<int8_t>(req.mapping.index)};
         }
         LruRemove(p);
         LruPush(p);
@@ -763,6 +830,11 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       } else {
         slot = pool.next_fresh++;
       }
+      if (pool.read_only[slot] && !MakeSlotWritable(pool, slot)) {  // loads write through the pool
+        pool.free.push_back(slot);
+        *error = ErrnoStatus(errno, "make a page of the cache writable (map entries: vm.max_map_count reached)");
+        return std::nullopt;
+      }
       resident_bytes_ += bs;
       return slot;
     }
@@ -777,8 +849,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
         }
       }
       if (!victim) return std::nullopt;
-      ++evictions_;
-      Erase(*victim);
+      if (Erase(*victim)) ++evictions_;
       continue;
     }
     // Evict clean pages, least recently used first, in a batch: down to 1/16 of the budget
@@ -789,21 +860,21 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     bool evicted = false;
     for (Page* p = lru_head_; p && (resident_bytes_ + bs > target || pool_full());) {
       Page* next = p->lru_next;
-      if (p->state == Page::kClean && !p->writeout && p->file->pool == &pool) {
+      if (p->state == Page::kClean && !p->writeout && p->file->pool == &pool && Erase(*p)) {
         ++evictions_;
-        Erase(*p);
         evicted = true;
       }
       p = next;
     }
     if (!evicted && !pool_full()) {  // over budget: pages of other block sizes count too
-      for (Page* p = lru_head_; p; p = p->lru_next) {
-        if (p->state == Page::kClean && !p->writeout) {
+      for (Page* p = lru_head_; p;) {
+        Page* next = p->lru_next;  // Erase frees p, or takes it off the list when it fails
+        if (p->state == Page::kClean && !p->writeout && Erase(*p)) {
           ++evictions_;
-          Erase(*p);  // p is gone: leave the loop before touching it
           evicted = true;
           break;
         }
+        p = next;
       }
     }
     if (evicted) continue;
@@ -830,7 +901,11 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     }
     Page& v = *victim;
     FileState* vf = v.file;
-    UnmapAll(v);  // no more writes through any mapping
+    if (!UnmapAll(v)) {  // still writable somewhere: its bytes could change during the write
+      *error = ErrnoStatus(errno, "unmap a dirty page of " + vf->name + " to spill it");
+      FreeSpill(*offset, vf->block_size);
+      return std::nullopt;
+    }
     LruRemove(v);
     v.state = Page::kSpilling;
     ++vf->in_flight;
@@ -857,7 +932,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       return std::nullopt;
     }
     ++spills_;
-    FreeSlot(v);
+    (void)FreeSlot(v);  // unmapped above: cannot fail
     v.spill_offset = *offset;
     v.state = Page::kSpilled;
     if (v.invalidated) {
@@ -869,14 +944,15 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
   }
 }
 
-void PagerImpl::FreeSlot(Page& p) {
-  if (p.slot < 0) return;
-  UnmapAll(p);
+bool PagerImpl::FreeSlot(Page& p) {
+  if (p.slot < 0) return true;
+  if (!UnmapAll(p)) return false;  // a view still shows the slot: it must not be reused
   Pool& pool = *p.file->pool;
   pool.free.push_back(static_cast<uint32_t>(p.slot));
   p.slot = -1;
   resident_bytes_ -= pool.block_size;
   settled_cv_.notify_all();
+  return true;
 }
 
 Result<uint64_t> PagerImpl::AllocSpill(size_t block_size) {
@@ -920,6 +996,8 @@ void PagerImpl::FreeSpill(uint64_t offset, size_t block_size) {
 #define MREMAP_DONTUNMAP 4  // Linux 5.7; for shared mappings 5.13
 #endif
 
+// Runs `op` (a system call: true on success, errno set on failure). When it failed for want of
+// map entries, frees some (ReclaimMapEntries, never touching `keep`) and runs it once more.
 bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   FileState* f = p.file;
   const MappingSlot& m = f->mappings[ref.index];
@@ -929,13 +1007,22 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   const size_t bs = f->block_size;
   std::byte* addr = m.base + (p.block - m.first) * bs;
   const bool want_write = p.state == Page::kDirty && !p.writeout;  // a writeout write-protects
+  auto retry = [&](auto op) {
+    if (op()) return true;
+    if (errno != ENOMEM || !ReclaimMapEntries(16, &p)) return false;
+    return op();
+  };
   if (p.mapped & bit) {
     if (want_write && !(p.writable & bit)) {
-      if (mprotect(addr, bs, PROT_READ | PROT_WRITE) != 0) return false;
+      if (!retry([&] { return mprotect(addr, bs, PROT_READ | PROT_WRITE) == 0; })) return false;
       p.writable |= bit;
     }
     return true;
   }
+  // A page in a reservation splits it into three map entries (+2); moving its entries out of
+  // the pool splits the pool mapping too (+2).
+  const int cost = p.home < 0 ? 4 : 2;
+  if (!MapBudget::Get().Fits(static_cast<uint64_t>(cost))) ReclaimMapEntries(static_cast<uint64_t>(cost), &p);
   bool moved = false;
   if (p.home < 0) {
     // Move the slot's page-table entries from the pool mapping here: no new faults, and the
@@ -943,72 +1030,173 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
     // clean page is made read-only *before* the move: were it write-protected after, a thread
     // running into the new page at that instant could write it unnoticed (a lost update).
     std::byte* slot = f->pool->SlotAddr(p.slot);
-    if (!want_write && mprotect(slot, bs, PROT_READ) != 0) return false;
+    if (!want_write && !retry([&] { return mprotect(slot, bs, PROT_READ) == 0; })) return false;
     void* r = mremap(slot, bs, bs, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, addr);
     if (r != MAP_FAILED) {
       moved = true;
       p.home = static_cast<int8_t>(ref.index);
     } else if (!want_write) {
-      mprotect(slot, bs, PROT_READ | PROT_WRITE);
+      MakeSlotWritable(*f->pool, static_cast<uint32_t>(p.slot));
     }
   }
   if (!moved) {  // a second mapping of the page (or a kernel without MREMAP_DONTUNMAP)
     const int prot = want_write ? PROT_READ | PROT_WRITE : PROT_READ;
-    void* r = mmap(addr, bs, prot, MAP_SHARED | MAP_FIXED, f->pool->fd,
-                   static_cast<off_t>(p.slot) * static_cast<off_t>(bs));
-    if (r == MAP_FAILED) return false;
+    const off_t off = static_cast<off_t>(p.slot) * static_cast<off_t>(bs);
+    if (!retry([&] { return mmap(addr, bs, prot, MAP_SHARED | MAP_FIXED, f->pool->fd, off) != MAP_FAILED; })) {
+      return false;
+    }
   }
   p.mapped |= bit;
   if (want_write) p.writable |= bit;
+  ChargeMapEntries(p, moved ? 4 : 2);
   return true;
 }
 
-void PagerImpl::UnmapAll(Page& p) {
+// Makes [addr, addr + len) an inaccessible reservation again, so that the next access faults.
+// A fresh PROT_NONE mapping merges with the reservation around it, which gives back the entries
+// the page cost. If that fails (at the map-entry limit, replacing part of a map entry needs a new
+// one), mprotect(PROT_NONE) still makes the range inaccessible when it is a map entry of its own.
+static bool Reserve(std::byte* addr, size_t len) {
+  if (mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) != MAP_FAILED) {
+    return true;
+  }
+  return mprotect(addr, len, PROT_NONE) == 0;
+}
+
+bool PagerImpl::UnmapAll(Page& p) {
   FileState* f = p.file;
   const size_t bs = f->block_size;
+  int error = 0;
   for (uint64_t bits = p.mapped; bits; bits &= bits - 1) {
     const unsigned i = static_cast<unsigned>(__builtin_ctzll(bits));
+    const uint64_t bit = uint64_t{1} << i;
     const MappingSlot& m = f->mappings[i];
     std::byte* addr = m.base + (p.block - m.first) * bs;
     if (static_cast<int>(i) == p.home) {
       // Move the entries back to the pool, where the next use of the slot finds them. (Until
       // the reservation below replaces it, the range left here still maps the slot; an access
-      // in that instant sees the slot's current bytes, which the caller copies after us.)
+      // in that instant sees the slot's current bytes, which the caller copies after us.) If the
+      // move fails, the entries stay here and die with the reservation: the pool mapping faults
+      // the memfd's pages in again, only slower.
       std::byte* slot = f->pool->SlotAddr(p.slot);
       void* r = mremap(addr, bs, bs, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, slot);
       // The pool range must be writable again for the slot's next load: it is read-only if it
       // came back from a read-only mapping, or if the move failed and the range left behind by
       // the first move (made read-only before it) is still there.
-      if (r == MAP_FAILED || !(p.writable & (uint64_t{1} << i))) mprotect(slot, bs, PROT_READ | PROT_WRITE);
+      if (r == MAP_FAILED || !(p.writable & bit)) MakeSlotWritable(*f->pool, static_cast<uint32_t>(p.slot));
+      p.home = -1;
+      ChargeMapEntries(p, -2);
     }
-    // Replace the page with a fresh inaccessible reservation: the next access faults.
-    mmap(addr, bs, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    const bool reserved = Reserve(addr, bs) || (errno == ENOMEM && ReclaimMapEntries(16, &p) && Reserve(addr, bs));
+    if (!reserved) {  // still visible here: the bits stay, and the caller must keep the slot
+      error = errno;
+      continue;
+    }
+    p.mapped &= ~bit;
+    p.writable &= ~bit;
+    ChargeMapEntries(p, -2);
   }
-  p.mapped = 0;
-  p.writable = 0;
-  p.home = -1;
+  if (p.mapped == 0) p.ForgetReadRetries(-1);
+  errno = error;
+  return error == 0;
 }
 
-void PagerImpl::WriteProtect(Page& p) {
+bool PagerImpl::WriteProtect(Page& p) {
   FileState* f = p.file;
   for (uint64_t bits = p.writable; bits; bits &= bits - 1) {
     const unsigned i = static_cast<unsigned>(__builtin_ctzll(bits));
     const MappingSlot& m = f->mappings[i];
-    mprotect(m.base + (p.block - m.first) * f->block_size, f->block_size, PROT_READ);
+    std::byte* addr = m.base + (p.block - m.first) * f->block_size;
+    auto protect = [&] { return mprotect(addr, f->block_size, PROT_READ) == 0; };
+    if (!protect() && !(errno == ENOMEM && ReclaimMapEntries(16, &p) && protect())) return false;
+    p.writable &= ~(uint64_t{1} << i);
   }
-  p.writable = 0;
+  return true;
 }
 
-// Drops a stable page (clean or dirty) and its RAM.
-void PagerImpl::Erase(Page& p) {
+bool PagerImpl::MakeSlotWritable(Pool& pool, uint32_t slot) {
+  std::byte* addr = pool.SlotAddr(static_cast<int32_t>(slot));
+  auto unprotect = [&] { return mprotect(addr, pool.block_size, PROT_READ | PROT_WRITE) == 0; };
+  const bool ok = unprotect() || (errno == ENOMEM && ReclaimMapEntries(16, nullptr) && unprotect());
+  pool.read_only[slot] = ok ? 0 : 1;
+  return ok;
+}
+
+void PagerImpl::ChargeMapEntries(Page& p, int delta) {
+  p.map_cost = static_cast<uint8_t>(p.map_cost + delta);
+  if (delta > 0) {
+    MapBudget::Get().Charge(static_cast<uint64_t>(delta));
+    map_entries_ += static_cast<uint64_t>(delta);
+  } else {
+    MapBudget::Get().Release(static_cast<uint64_t>(-delta));
+    map_entries_ -= static_cast<uint64_t>(-delta);
+  }
+}
+
+bool PagerImpl::ReclaimMapEntries(uint64_t need, const Page* keep) {
+  if (reclaiming_) return false;  // UnmapAll below may ask again: one pass at a time
+  reclaiming_ = true;
+  MapBudget& budget = MapBudget::Get();
+  // Free at least `need`, and down to 1/16 below the budget, so that the next pages map at once.
+  const uint64_t target = budget.limit() - std::min<uint64_t>(budget.limit() / 16, 4096);
+  const uint64_t before = map_entries_;
+  for (Page* p = lru_head_; p && (budget.used() + need > target || map_entries_ + need > before);) {
+    Page* next = p->lru_next;
+    if (p != keep && p->mapped != 0 && !p->writeout && !p->doomed) {
+      // Dirty pages too: their bytes stay in the slot, and the next write faults and maps the
+      // page writable again, so nothing is lost.
+      (void)UnmapAll(*p);
+      ++map_reclaims_;
+    }
+    p = next;
+  }
+  reclaiming_ = false;
+  return map_entries_ < before;
+}
+
+// Drops a stable page (clean or dirty) and its RAM. If a view still shows it (its mapping could
+// not be replaced: map entries ran out), the page is doomed instead: off the LRU list, kept with
+// its slot, and retried by RetryDoomed at every boundary, which fails while any is left.
+bool PagerImpl::Erase(Page& p) {
   LruRemove(p);
+  if (!FreeSlot(p)) {
+    if (!p.doomed) {
+      p.doomed = true;
+      doomed_.emplace_back(p.file->id, p.block);
+    }
+    return false;
+  }
   if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_;
   if (p.state == Page::kSpilled) FreeSpill(p.spill_offset, p.file->block_size);
-  FreeSlot(p);
   std::vector<Request> waiters = std::move(p.waiters);
   FileState* f = p.file;
   f->pages.erase(p.block);
   for (Request& r : waiters) Enqueue(std::move(r));
+  return true;
+}
+
+void PagerImpl::RetryDoomed() {
+  std::vector<std::pair<uint64_t, uint64_t>> still;
+  for (const auto& [file_id, block] : std::exchange(doomed_, {})) {
+    FileState* f = FindFile(file_id);
+    if (!f) continue;
+    auto it = f->pages.find(block);
+    if (it == f->pages.end() || !it->second.doomed) continue;  // dropped meanwhile
+    if (!Erase(it->second)) still.emplace_back(file_id, block);
+  }
+  doomed_.insert(doomed_.end(), still.begin(), still.end());
+}
+
+Status PagerImpl::DoomedError() const {
+  if (doomed_.empty()) return Status::Ok();
+  const auto& [file_id, block] = doomed_.front();
+  auto it = files_.find(file_id);
+  const std::string first = (it == files_.end() ? std::string("a closed file") : it->second->name) + " block " +
+                            std::to_string(block);
+  return ResourceExhausted(std::to_string(doomed_.size()) + " cached block(s) (first: " + first +
+                           ") must be dropped from the views but could not be unmapped: the process is at "
+                           "its limit of memory map entries (vm.max_map_count); release views or other "
+                           "mappings, then abort again");
 }
 
 void PagerImpl::LruRemove(Page& p) {
@@ -1052,14 +1240,21 @@ void PagerImpl::Invalidate(FileState* f, uint64_t first, uint64_t end) {
         p->invalidated = true;  // W5: the loader discards its result
         break;
       default:
-        Erase(*p);
+        (void)Erase(*p);  // or doomed: then the next BeginWriteout or Abort reports it
     }
   }
   f->last_fault = UINT64_MAX;
 }
 
+void PagedFile::SetExtent(uint64_t block_count) { pager_->SetExtent(state_, block_count); }
+
+void PagerImpl::SetExtent(FileState* f, uint64_t blocks) {
+  std::lock_guard lock(mu_);
+  f->extent = blocks;
+}
+
 Result<std::unique_ptr<Writeout>> Pager::BeginWriteout() { return impl_->BeginWriteout(); }
-void Pager::Abort() { impl_->Abort(); }
+Status Pager::Abort() { return impl_->Abort(); }
 
 Result<std::unique_ptr<Writeout>> PagerImpl::BeginWriteout() {
   std::unique_ptr<Writeout> w(new Writeout());
@@ -1074,13 +1269,26 @@ Result<std::unique_ptr<Writeout>> PagerImpl::BeginWriteout() {
     }
     return true;
   });
+  // A page that an Abort or Invalidate could not drop still shows bytes that must not be stored.
+  RetryDoomed();
+  if (!doomed_.empty()) {
+    w->finished_ = true;
+    return DoomedError();
+  }
   for (auto& [id, f] : files_) {
     auto handle = f->handle.lock();
     if (!handle) continue;
     for (auto& [block, p] : f->pages) {
       if (p.state != Page::kDirty && p.state != Page::kSpilled) continue;
-      WriteProtect(p);  // writes from now on fault and wait for Finish
-      p.writeout = true;
+      if (!WriteProtect(p)) {  // writes would slip past the commit: give up, everything stays dirty
+        const Status st = ErrnoStatus(errno, "write-protect " + f->name + " block " + std::to_string(block) +
+                                                 " for the commit" +
+                                                 (errno == ENOMEM ? " (map entries: vm.max_map_count reached)" : ""));
+        for (void* vp : w->pages_) static_cast<Page*>(vp)->writeout = false;
+        w->finished_ = true;
+        return st;
+      }
+      p.writeout = true;  // writes from now on fault and wait for Finish
       w->entries_.push_back(Writeout::Entry{handle, block});
       w->pages_.push_back(&p);
     }
@@ -1148,7 +1356,7 @@ void PagerImpl::FinishWriteout(Writeout& w, bool committed) {
   w.pages_.clear();
 }
 
-void PagerImpl::Abort() {
+Status PagerImpl::Abort() {
   std::lock_guard lock(mu_);
   for (auto& [id, f] : files_) {
     std::vector<Page*> dirty;
@@ -1160,8 +1368,10 @@ void PagerImpl::Abort() {
         p.invalidated = true;
       }
     }
-    for (Page* p : dirty) Erase(*p);  // W3: the next access reads the committed bytes
+    for (Page* p : dirty) (void)Erase(*p);  // W3: the next access reads the committed bytes
   }
+  RetryDoomed();
+  return DoomedError();
 }
 
 PagerStats Pager::stats() const { return impl_->Stats(); }
@@ -1173,9 +1383,11 @@ PagerStats PagerImpl::Stats() {
   s.readahead_loads = readahead_loads_;
   s.evictions = evictions_;
   s.spills = spills_;
+  s.map_reclaims = map_reclaims_;
   std::lock_guard lock(mu_);
   s.resident_bytes = resident_bytes_;
   s.dirty_blocks = dirty_blocks_;
+  s.map_entries = map_entries_;
   return s;
 }
 

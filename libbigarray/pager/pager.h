@@ -63,6 +63,8 @@ struct PagerStats {
   uint64_t spills = 0;          // dirty pages written to the scratch file
   uint64_t resident_bytes = 0;  // RAM pages in use now
   uint64_t dirty_blocks = 0;    // dirty pages, resident or spilled
+  uint64_t map_entries = 0;     // memory map entries this pager's mappings may cost (MapBudget)
+  uint64_t map_reclaims = 0;    // pages unmapped (kept resident) to stay within the map budget
 };
 
 class PagedFile;
@@ -113,6 +115,8 @@ class PagedFile : public std::enable_shared_from_this<PagedFile> {
   void InvalidateAll();
   // Drops every page at or past `block_count` (dirty ones included): used when an array shrinks.
   void Truncate(uint64_t block_count);
+  // The number of blocks the file has now: read-ahead never loads at or past it. Default: no limit.
+  void SetExtent(uint64_t block_count);
 
  private:
   friend class PagerImpl;
@@ -162,10 +166,14 @@ class Pager {
   Result<std::shared_ptr<PagedFile>> OpenFile(std::shared_ptr<BlockSource> source,
                                               size_t block_size, std::string name);
 
-  // Write-protects every dirty page and returns them for storing (W1).
+  // Write-protects every dirty page and returns them for storing (W1). Fails, with every page
+  // still dirty, when a page cannot be write-protected, or when a page an Abort or Invalidate had
+  // to drop is still shown by a view (map entries exhausted: docs/pager.md, "Map entries").
   Result<std::unique_ptr<Writeout>> BeginWriteout();
-  // Drops every dirty page of every file (W3); clean pages stay.
-  void Abort();
+  // Drops every dirty page of every file (W3); clean pages stay. Fails (kResourceExhausted) when
+  // a page could not be unmapped: it stays, is retried at the next boundary, and commits are
+  // refused until then.
+  Status Abort();
 
   PagerStats stats() const;
 

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
@@ -182,7 +183,16 @@ class ArrayState {
   std::string name, committed_name;
   ArrayMeta meta, committed;
   bool exists = true, committed_exists = false, created = false, meta_dirty = false;
-  std::shared_ptr<pager::Mapping> whole;  // maps blocks [0, whole->size() / block_size)
+  // The whole-array mapping: blocks [0, size / block_size). Held by the views made from it and,
+  // while it is among the recently made ones, by the Session (Session::KeepMapping).
+  std::weak_ptr<pager::Mapping> whole;
+
+  // Sets the shape and tells the pager where the array ends (read-ahead stops there).
+  // REQUIRES: mu held.
+  void SetMeta(const ArrayMeta& m) {
+    meta = m;
+    file->SetExtent(BlockCount(meta));
+  }
 
   Status CheckExists() const {
     if (!exists) {
@@ -210,6 +220,14 @@ class Session {
   bool stale = false;
   std::mt19937_64 ids{std::random_device{}()};
 
+  // Keeps `m` alive, among the kKeptMappings most recently made whole-array mappings, so that
+  // the next views of its array reuse it. Older ones are released when no view holds them: each
+  // costs a memory map entry and a fault range, and a handle may touch any number of arrays.
+  void KeepMapping(std::shared_ptr<pager::Mapping> m);
+  static constexpr size_t kKeptMappings = 256;
+  std::mutex kept_mu_;  // a leaf lock: guards kept_
+  std::deque<std::shared_ptr<pager::Mapping>> kept_;
+
   // REQUIRES: mu_ held.
   Result<std::shared_ptr<ArrayState>> Find(const std::string& name);
   Result<std::shared_ptr<ArrayState>> Load(uint64_t id, const std::string& name);
@@ -222,6 +240,16 @@ class Session {
   void MarkCommitted();
 };
 
+void Session::KeepMapping(std::shared_ptr<pager::Mapping> m) {
+  std::shared_ptr<pager::Mapping> released;  // destroyed after kept_mu_ is unlocked
+  std::lock_guard lock(kept_mu_);
+  kept_.push_back(std::move(m));
+  if (kept_.size() > kKeptMappings) {
+    released = std::move(kept_.front());
+    kept_.pop_front();
+  }
+}
+
 Result<std::shared_ptr<ArrayState>> Session::Load(uint64_t id, const std::string& name) {
   auto snap = snapshots->Get();
   BA_ASSIGN_OR_RETURN(auto record, snap->GetMeta(ArrayKey(id)));
@@ -230,10 +258,11 @@ Result<std::shared_ptr<ArrayState>> Session::Load(uint64_t id, const std::string
   auto state = std::make_shared<ArrayState>();
   state->id = id;
   state->name = state->committed_name = name;
-  state->meta = state->committed = meta;
+  state->committed = meta;
   state->committed_exists = true;
   state->source = std::make_shared<ArraySource>(snapshots, id);
   BA_ASSIGN_OR_RETURN(state->file, pager->OpenFile(state->source, meta.block_size, "array '" + name + "'"));
+  state->SetMeta(meta);
   arrays[id] = state;
   return state;
 }
@@ -338,7 +367,8 @@ void Session::ApplyRefresh(const NextState& next) {
         it = arrays.erase(it);
         continue;
       }
-      s.meta = s.committed = *m->second;
+      s.committed = *m->second;
+      s.SetMeta(s.committed);
       s.file->Truncate(BlockCount(s.meta));
     }
     if (next.names) {
@@ -380,7 +410,9 @@ void Session::MarkCommitted() {
 }
 
 void Session::AbortLocked() {
-  pager->Abort();  // W3: dirty pages dropped
+  // W3: dirty pages dropped. A page that could not be unmapped (map entries exhausted) stays
+  // and is retried at the next boundary; commits are refused until then.
+  const Status dropped = pager->Abort();
   for (auto it = arrays.begin(); it != arrays.end();) {
     const auto keep = it->second;  // alive while its lock is held, even when erased from the map
     ArrayState& s = *keep;
@@ -393,13 +425,13 @@ void Session::AbortLocked() {
       it = arrays.erase(it);
       continue;
     }
-    s.meta = s.committed;
+    s.SetMeta(s.committed);
     s.name = s.committed_name;
     s.exists = s.committed_exists;
     s.meta_dirty = false;
     ++it;
   }
-  failed = Status::Ok();
+  failed = dropped.WithContext("abort");
 }
 
 }  // namespace internal
@@ -533,10 +565,10 @@ Result<Array> Database::Create(const std::string& name, std::vector<int64_t> sha
   state->id = id;
   state->session = session_;
   state->name = name;
-  state->meta = ArrayMeta{dtype, options.order, options.block_size, std::move(shape)};
   state->created = state->meta_dirty = true;
   state->source = std::make_shared<internal::ArraySource>(s.snapshots, id);
   BA_ASSIGN_OR_RETURN(state->file, s.pager->OpenFile(state->source, options.block_size, "array '" + name + "'"));
+  state->SetMeta(ArrayMeta{dtype, options.order, options.block_size, std::move(shape)});
   s.arrays[id] = state;
   return Array(state);
 }
@@ -757,14 +789,16 @@ namespace {
 // REQUIRES: a.mu held.
 Result<std::shared_ptr<pager::Mapping>> WholeMapping(ArrayState& a) {
   const uint64_t blocks = std::max<uint64_t>(internal::BlockCount(a.meta), 1);
-  if (a.whole && a.whole->size() / a.meta.block_size >= blocks) return a.whole;
+  auto whole = a.whole.lock();
+  if (whole && whole->size() / a.meta.block_size >= blocks) return whole;
   // Room to grow: appends then reuse the mapping (and the views' addresses stay put).
   uint64_t want = blocks + std::max<uint64_t>(blocks / 2, 16);
   auto m = a.file->Map(0, want);
   if (!m.ok()) m = a.file->Map(0, blocks);
   if (!m.ok()) return m.status();
   a.whole = *m;
-  return a.whole;
+  if (auto session = a.session.lock()) session->KeepMapping(*m);
+  return *m;
 }
 
 }  // namespace
@@ -850,7 +884,9 @@ Status Array::Resize(std::vector<int64_t> shape) {
     a.file->Truncate(keep);
     if (last_block) std::memset(last_block->data() + from, 0, bs - from);
   }
-  a.meta.shape = std::move(shape);
+  ArrayMeta resized = a.meta;
+  resized.shape = std::move(shape);
+  a.SetMeta(resized);
   a.meta_dirty = true;
   return Status::Ok();
 }
