@@ -24,6 +24,14 @@ namespace bigarray::testing {
 #define BIGARRAY_TEST_UNDER_TSAN 1
 #endif
 #endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BIGARRAY_TEST_UNDER_SANITIZER 1
+#endif
+#endif
+#if defined(BIGARRAY_TEST_UNDER_TSAN) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define BIGARRAY_TEST_UNDER_SANITIZER 1
+#endif
 #if defined(BIGARRAY_TEST_UNDER_TSAN) || defined(__SANITIZE_THREAD__)
 inline constexpr int64_t kHugeBytes = int64_t{16} << 30;  // 16 GiB
 #else

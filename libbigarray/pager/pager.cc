@@ -29,6 +29,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -273,6 +274,7 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   uint64_t dirty_blocks_ = 0;
   uint64_t map_entries_ = 0;  // charged to MapBudget by this pager
   bool reclaiming_ = false;   // ReclaimMapEntries is running
+  bool thread_warned_ = false;  // a loader thread could not be started (warned once)
   std::vector<std::pair<uint64_t, uint64_t>> doomed_;  // (file id, block) of doomed pages
   uint64_t next_file_id_ = 1;
   uint64_t next_mapping_serial_ = 1;
@@ -301,14 +303,31 @@ Status PagerImpl::Start() {
   SignalFaultSource::Get();  // install the handler before any mapping exists
   const unsigned n = std::max(1u, options_.loader_threads);
   std::lock_guard lock(mu_);
-  for (unsigned i = 0; i < n; ++i) loaders_.emplace_back([this] { LoaderMain(); });
+  try {
+    for (unsigned i = 0; i < n; ++i) loaders_.emplace_back([this] { LoaderMain(); });
+  } catch (const std::system_error& e) {
+    if (loaders_.empty()) {  // one is enough to work, more only make it faster
+      return ResourceExhausted(std::string("cannot start the pager's loader thread: ") + e.what() +
+                               " (limit on processes or threads: ulimit -u; address space: ulimit -v)");
+    }
+  }
   return Status::Ok();
 }
 
 void PagerImpl::BeginIo() {
   ++busy_loaders_;
   if (busy_loaders_ >= loaders_.size() && loaders_.size() < kMaxLoaders && !stopping_) {
-    loaders_.emplace_back([this] { LoaderMain(); });
+    try {
+      loaders_.emplace_back([this] { LoaderMain(); });
+    } catch (const std::system_error& e) {
+      // No thread to be had (ulimit -u, address space): fewer loaders means a fault may wait
+      // behind another block's I/O (P9 no longer holds), never that it fails.
+      if (!thread_warned_ && options_.logger) {
+        options_.logger->warn("could not start another loader thread ({}); going on with {}", e.what(),
+                              loaders_.size());
+      }
+      thread_warned_ = true;
+    }
   }
 }
 

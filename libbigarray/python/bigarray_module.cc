@@ -227,6 +227,7 @@ std::vector<ba::IndexItem> ToIndex(py::handle key, const std::vector<int64_t>& s
     if (p == Py_None) {
       out.emplace_back(ba::newaxis);
     } else if (p == Py_Ellipsis) {
+      if (*ellipsis) throw py::index_error("an index can only have a single ellipsis ('...')");  // as NumPy
       *ellipsis = true;
       out.emplace_back(ba::ellipsis);
       axis += std::max(ndim - consuming, 0);

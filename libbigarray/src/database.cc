@@ -22,6 +22,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <unordered_map>
 
 #include "bigarray/database.h"
 #include "bigarray/storage/block_store.h"
@@ -214,6 +215,16 @@ class Session {
 
   std::mutex mu_;
   std::map<uint64_t, std::shared_ptr<ArrayState>> arrays;  // every array this handle touched
+  // Every name an array of `arrays` has had (possibly stale: Find checks), so that Find costs
+  // O(1) and not O(arrays touched). Every assignment of a name adds to it (IndexName).
+  std::unordered_multimap<std::string, uint64_t> name_index;
+  void IndexName(const std::string& name, uint64_t id) {
+    auto [lo, hi] = name_index.equal_range(name);
+    for (auto it = lo; it != hi; ++it) {
+      if (it->second == id) return;
+    }
+    name_index.emplace(name, id);
+  }
   Status failed;  // sticky: a conflict ends the transaction until Abort
   // A commit landed but the next snapshot could not be opened: the handle still reads its
   // old snapshot, and only Abort (a successful Refresh) brings it up to date.
@@ -258,6 +269,7 @@ Result<std::shared_ptr<ArrayState>> Session::Load(uint64_t id, const std::string
   auto state = std::make_shared<ArrayState>();
   state->id = id;
   state->name = state->committed_name = name;
+  IndexName(name, id);
   state->committed = meta;
   state->committed_exists = true;
   state->source = std::make_shared<ArraySource>(snapshots, id);
@@ -268,9 +280,16 @@ Result<std::shared_ptr<ArrayState>> Session::Load(uint64_t id, const std::string
 }
 
 Result<std::shared_ptr<ArrayState>> Session::Find(const std::string& name) {
-  for (auto& [id, s] : arrays) {
-    std::lock_guard lock(s->mu);
-    if (s->exists && s->name == name) return s;
+  auto [lo, hi] = name_index.equal_range(name);
+  for (auto it = lo; it != hi;) {
+    auto a = arrays.find(it->second);
+    if (a == arrays.end()) {  // no longer touched by this handle
+      it = name_index.erase(it);
+      continue;
+    }
+    std::lock_guard lock(a->second->mu);
+    if (a->second->exists && a->second->name == name) return a->second;
+    ++it;
   }
   auto snap = snapshots->Get();
   BA_ASSIGN_OR_RETURN(auto idstr, snap->GetMeta(NameKey(name)));
@@ -373,7 +392,10 @@ void Session::ApplyRefresh(const NextState& next) {
     }
     if (next.names) {
       std::lock_guard lock(s.mu);
-      if (auto n = next.names->find(s.id); n != next.names->end()) s.name = s.committed_name = n->second;
+      if (auto n = next.names->find(s.id); n != next.names->end()) {
+        s.name = s.committed_name = n->second;
+        IndexName(s.name, s.id);
+      }
     }
     ++it;
   }
@@ -565,6 +587,7 @@ Result<Array> Database::Create(const std::string& name, std::vector<int64_t> sha
   state->id = id;
   state->session = session_;
   state->name = name;
+  s.IndexName(name, id);
   state->created = state->meta_dirty = true;
   state->source = std::make_shared<internal::ArraySource>(s.snapshots, id);
   BA_ASSIGN_OR_RETURN(state->file, s.pager->OpenFile(state->source, options.block_size, "array '" + name + "'"));
@@ -629,6 +652,7 @@ Status Database::Rename(const std::string& from, const std::string& to) {
   if (clash.status().code() != Code::kNotFound) return clash.status();
   std::lock_guard l(state->mu);
   state->name = to;
+  s.IndexName(to, state->id);
   state->meta_dirty = true;
   return Status::Ok();
 }

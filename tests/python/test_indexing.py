@@ -160,7 +160,9 @@ def test_index_errors(mem):
         a[2 ** 70]
     with pytest.raises(ValueError, match="step cannot be zero"):
         a[::0]
-    with pytest.raises(ValueError, match="single ellipsis"):
+    with pytest.raises(IndexError, match="single ellipsis"):  # as NumPy
+        np.zeros(a.shape)[..., 0, ...]
+    with pytest.raises(IndexError, match="single ellipsis"):
         a[..., 0, ...]
 
 
