@@ -198,6 +198,7 @@ TEST_CASE("at the map-entry limit, commit, abort and writes lose nothing and rep
     // Either every write was taken (and committed), or the fault that could not map its page
     // ended the process with the documented message; never a silent loss.
     const auto values = ReadX(path);
+    std::fprintf(stderr, "writes at the limit: %s", child.err.empty() ? "all taken\n" : child.err.c_str());
     if (WIFEXITED(child.status)) {
       CHECK(WEXITSTATUS(child.status) == 0);
       CHECK(AllEqual(values, 7));
