@@ -112,7 +112,8 @@ TEST_CASE("two processes writing disjoint halves while reading the whole array n
   int bad = bigarray::testing::RunInChildren(2, [&](int p) {
     auto db = Database::Open(path, Opts()).value();
     for (int c = 1; c <= kCommits; ++c) {
-      auto all = db.Get("x").value().view().value().Span<double>().value();
+      const View view = db.Get("x").value().view().value();
+      auto all = view.Span<double>().value();
       std::vector<std::thread> readers;
       std::atomic<bool> sane{true};
       for (int t = 0; t < 2; ++t) {

@@ -3,7 +3,6 @@
 // passes that must leave nothing dirty.
 #include <doctest/doctest.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +35,16 @@ Database OpenDb(const std::string& path, uint64_t cache_bytes) {
 }
 
 ArrayOptions SmallBlocks() { return ArrayOptions{Order::kC, kSmallBlock}; }
+
+// vm.max_map_count, as the kernel has it.
+uint64_t MaxMapCount() {
+  unsigned long long n = 0;
+  if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "re")) {
+    if (std::fscanf(f, "%llu", &n) != 1) n = 0;
+    std::fclose(f);
+  }
+  return n;
+}
 
 // Takes every map entry the process has left: one-page mappings that cannot merge (read-only
 // pages between inaccessible ones), until the kernel refuses another. Release() gives them back.
@@ -76,7 +85,8 @@ void FillX(Database& db, double value) {
 
 std::vector<double> ReadX(const std::string& path) {
   auto db = OpenDb(path, 16 << 20);
-  auto v = db.Get("x").value().view().value().Span<double>().value();
+  const View view = db.Get("x").value().view().value();  // held while its span is read
+  auto v = view.Span<double>().value();
   return std::vector<double>(v.begin(), v.end());
 }
 
@@ -111,14 +121,16 @@ TEST_CASE("random reads over 4 KiB blocks, far past vm.max_map_count blocks touc
   auto db = OpenDb(dir / "db", 64 << 20);
   auto a = db.Create("x", {kBlocks * kPerSmallBlock}, "f8", SmallBlocks()).value();
   {
-    auto v = a.view().value().Span<double>().value();
+    const View view = a.view().value();
+    auto v = view.Span<double>().value();
     for (int64_t b = 0; b < kBlocks; b += 1000) v[static_cast<size_t>(b * kPerSmallBlock + 1)] = static_cast<double>(b);
   }
   REQUIRE(db.Commit().ok());
   std::vector<int64_t> order(kBlocks);
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), std::mt19937_64(bigarray::testing::TestSeed("random 4 KiB reads")));
-  const double* d = a.view().value().Span<double>().value().data();
+  const View view = a.view().value();  // held while its pointer is used
+  const double* d = view.Span<double>().value().data();
   double sum = 0, expected = 0;
   for (int64_t i = 0; i < kTouched; ++i) {
     const int64_t b = order[static_cast<size_t>(i)];
@@ -136,6 +148,10 @@ TEST_CASE("at the map-entry limit, commit, abort and writes lose nothing and rep
 #ifdef BIGARRAY_TEST_UNDER_SANITIZER
   return;  // the sanitizers' own mappings fail at the limit
 #endif
+  if (MaxMapCount() == 0 || MaxMapCount() > (uint64_t{1} << 17)) {
+    MESSAGE("vm.max_map_count is ", MaxMapCount(), ": too large to fill in a test; skipped");
+    return;
+  }
   TempDir dir;
   const std::string path = dir / "db";
   {
@@ -170,7 +186,8 @@ TEST_CASE("at the map-entry limit, commit, abort and writes lose nothing and rep
       db.Abort();
       // Looked at by the kernel, which does not fault: an access of ours at the limit could only
       // end in the fatal fault (no map entry for the page), which the "writes" case covers.
-      auto v = db.Get("x").value().view().value().Span<double>().value();
+      const View view = db.Get("x").value().view().value();
+      auto v = view.Span<double>().value();
       const bool visible = KernelSees(v.data(), v.size_bytes(), [](double d) { return d != 1; });
       const Status commit = db.Commit();  // nothing to store: fails only while aborted pages show
       std::fprintf(stderr, "abort at the limit: aborted bytes %s; commit: %s\n", visible ? "visible" : "gone",
@@ -178,7 +195,8 @@ TEST_CASE("at the map-entry limit, commit, abort and writes lose nothing and rep
       if (visible && commit.ok()) return 1;  // aborted bytes shown and nobody told
       filler.Release();
       db.Abort();
-      auto w = db.Get("x").value().view().value().Span<double>().value();
+      const View again = db.Get("x").value().view().value();
+      auto w = again.Span<double>().value();
       if (!std::all_of(w.begin(), w.end(), [](double d) { return d == 1; })) return 2;
       return db.Commit().ok() ? 0 : 3;
     });
@@ -189,7 +207,8 @@ TEST_CASE("at the map-entry limit, commit, abort and writes lose nothing and rep
   SUBCASE("writes") {
     auto child = bigarray::testing::RunCapturingStderr([&] {
       auto db = OpenDb(path, 16 << 20);
-      (void)db.Get("x").value().view().value().Span<double>().value()[0];
+      const View view = db.Get("x").value().view().value();
+      (void)view.Span<double>().value()[0];
       MapFiller filler;
       FillX(db, 7);  // faults on clean pages mapped read-only, and on unloaded ones
       filler.Release();
@@ -253,7 +272,8 @@ TEST_CASE("a read-only scan from many threads leaves nothing dirty and its commi
   REQUIRE(db.Commit().ok());
   const uint64_t before = db.snapshot_commit();
   for (int pass = 0; pass < 3; ++pass) {
-    auto d = db.Get("x").value().view().value().Span<double>().value();
+    const View view = db.Get("x").value().view().value();
+    auto d = view.Span<double>().value();
     std::vector<std::thread> threads;
     std::atomic<int64_t> sum{0};
     for (int t = 0; t < 4; ++t) {
@@ -278,7 +298,8 @@ TEST_CASE("views in a forked child fault with the fork error, resident pages inc
   auto x = db.Create("x", {4 * kPerSmallBlock}, "f8", SmallBlocks()).value();
   REQUIRE(x.view().value().Fill(1).ok());
   REQUIRE(db.Commit().ok());
-  auto v = x.view().value().Span<double>().value();
+  const View view = x.view().value();
+  auto v = view.Span<double>().value();
   (void)v[0];  // block 0: resident, clean
   v[kPerSmallBlock] = 2;  // block 1: resident, dirty; blocks 2, 3: not resident
   for (int64_t block : {0, 1, 2, 3}) {
@@ -299,47 +320,4 @@ TEST_CASE("views in a forked child fault with the fork error, resident pages inc
   }
   CHECK(v[0] == 1);  // the parent's cache is untouched
   CHECK(v[kPerSmallBlock] == 2);
-}
-
-TEST_CASE("no thread to be had: loads go on with the loaders there are, never a crash") {
-  // Regression: std::system_error escaped PagerImpl::BeginIo on a loader thread (SIGABRT) when
-  // another loader could not be created (ulimit -u or -v).
-#ifdef BIGARRAY_TEST_UNDER_SANITIZER
-  return;  // the sanitizers' own allocations fail under an address-space limit
-#endif
-  TempDir dir;
-  const std::string path = dir / "db";
-  {
-    auto db = OpenDb(path, 64 << 20);
-    REQUIRE(db.Create("x", {256 * kPerSmallBlock}, "f8", SmallBlocks()).value().view().value().Fill(4).ok());
-    REQUIRE(db.Commit().ok());
-  }
-  int rc = bigarray::testing::InChild([&] {
-    auto db = OpenDb(path, 64 << 20);
-    auto d = db.Get("x").value().view().value().Span<double>().value();
-    std::atomic<bool> go{false};
-    std::atomic<int> bad{0};
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 8; ++t) {  // started before the limit, so that only loaders are refused
-      threads.emplace_back([&, t] {
-        while (!go) std::this_thread::yield();
-        for (size_t i = static_cast<size_t>(t); i < d.size(); i += kPerSmallBlock) bad += d[i] != 4;
-      });
-    }
-    // No room for another thread's stack (8 MiB) from here on: ulimit -v just above what is used.
-    FILE* f = std::fopen("/proc/self/status", "re");
-    if (!f) return 5;
-    char line[256];
-    unsigned long long vm_kib = 0;
-    while (std::fgets(line, sizeof line, f)) {
-      if (std::sscanf(line, "VmSize: %llu kB", &vm_kib) == 1) break;
-    }
-    std::fclose(f);
-    struct rlimit as{(vm_kib + 1024) * 1024, RLIM_INFINITY};
-    if (vm_kib == 0 || setrlimit(RLIMIT_AS, &as) != 0) return 6;
-    go = true;
-    for (auto& t : threads) t.join();
-    return bad == 0 ? 0 : 1;
-  });
-  CHECK(rc == 0);
 }

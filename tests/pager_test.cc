@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -115,12 +116,14 @@ bool Eventually(Pred pred) {
 // not report it), so that the pager's fallback rule is tested here too.
 template <typename Body>
 void WithAndWithoutCpuAccessBit(Body body) {
+  struct Restore {
+    ~Restore() { SignalFaultSource::IgnoreCpuAccessBitForTesting(false); }
+  } restore;  // also when a REQUIRE throws
   for (bool ignore : {false, true}) {
     CAPTURE(ignore);
     SignalFaultSource::IgnoreCpuAccessBitForTesting(ignore);
     body();
   }
-  SignalFaultSource::IgnoreCpuAccessBitForTesting(false);
 }
 
 bool BlockMatches(const std::byte* block, uint32_t version, uint64_t b) {
@@ -646,4 +649,41 @@ TEST_CASE("map entries stay within the budget: least recently used pages are unm
   CHECK(MapBudget::LimitFor(65530) == 65530 - 16382);
   CHECK(MapBudget::LimitFor(10000) == 10000 - 4096);
   CHECK(MapBudget::LimitFor(6000) == 3000);
+}
+
+TEST_CASE("no thread to be had: faults go on with the loaders there are, never a crash") {
+  // Regression: std::system_error escaped PagerImpl::BeginIo on a loader thread (SIGABRT) when
+  // another loader could not be created (ulimit -u, ulimit -v).
+  int rc = bigarray::testing::InChild([] {
+    PagerOptions o;
+    o.cache_bytes = 64 * kBlock;
+    o.loader_threads = 1;
+    o.readahead_blocks = 0;
+    auto pager = Pager::Create(o).value();
+    auto source = std::make_shared<FakeSource>();
+    auto file = pager->OpenFile(source, kBlock, "array 'test'").value();
+    auto m = file->Map(0, 4).value();
+    source->Hold(1);
+    std::atomic<int> go{0}, ok{0};
+    std::vector<std::thread> threads;  // started before the limit: only loaders are refused
+    for (uint64_t b : {1, 2}) {
+      threads.emplace_back([&, b] {
+        while (go < static_cast<int>(b)) std::this_thread::yield();
+        if (ReadByte(m->data() + b * kBlock) == FakeSource::Byte(0, b, 0)) ++ok;
+      });
+    }
+    // No more processes for this user: root is exempt from RLIMIT_NPROC, so become nobody.
+    if (getuid() == 0 && setuid(65534) != 0) return 10;
+    struct rlimit none{0, 0};
+    if (setrlimit(RLIMIT_NPROC, &none) != 0) return 11;
+    go = 1;  // block 1's load holds the only loader, which tries to start a second one
+    if (!source->WaitInLoad(1)) return 12;
+    go = 2;  // block 2's fault waits for a loader: the one there is, once block 1 is loaded
+    if (!Eventually([&] { return pager->stats().faults >= 2; })) return 13;
+    source->Release(1);
+    for (auto& t : threads) t.join();
+    if (pager->stats().loader_threads != 1) return 14;  // the refused loader was really refused
+    return ok == 2 ? 0 : 15;
+  });
+  CHECK(rc == 0);
 }

@@ -78,8 +78,16 @@ static_assert(std::atomic<FaultTarget*>::is_always_lock_free);
 static_assert(std::atomic<RangeTable*>::is_always_lock_free);
 
 FaultTarget* FindTarget(uintptr_t addr, pid_t* pid) {
-  std::atomic<uint32_t>& readers = g_readers[g_epoch.load() & 1];
-  readers.fetch_add(1);
+  // Count in the current epoch's slot, and make sure the epoch did not move meanwhile: a
+  // writer only waits for the slot of the epoch it ends.
+  std::atomic<uint32_t>* readers;
+  for (;;) {
+    const uint32_t epoch = g_epoch.load();
+    readers = &g_readers[epoch & 1];
+    readers->fetch_add(1);
+    if (g_epoch.load() == epoch) break;
+    readers->fetch_sub(1);
+  }
   FaultTarget* target = nullptr;
   if (const RangeTable* t = g_table.load()) {
     const Range* ranges = t->ranges.data();
@@ -97,7 +105,7 @@ FaultTarget* FindTarget(uintptr_t addr, pid_t* pid) {
       *pid = ranges[lo - 1].pid;
     }
   }
-  readers.fetch_sub(1);
+  readers->fetch_sub(1);
   return target;
 }
 
@@ -120,10 +128,14 @@ std::vector<Range> CurrentRanges() {
 // fork(): the child inherits every view and the RAM pool's pages, but none of the loader
 // threads. Its views are made inaccessible, resident pages included, so that any access to them
 // faults and gets the "before fork()" error instead of reading or writing the parent's cache.
-// Runs in the child, where only async-signal-safe calls are allowed: mmap and mprotect are.
+// Runs in the child of a multithreaded parent, where only async-signal-safe calls are allowed;
+// mmap and mprotect are not on POSIX's list but are plain system calls on Linux.
 void AtForkPrepare() { g_ranges_mu.lock(); }
 void AtForkParent() { g_ranges_mu.unlock(); }
 void AtForkChild() {
+  // Lookups that were running in the parent's other threads never finish here.
+  g_readers[0] = 0;
+  g_readers[1] = 0;
   if (const RangeTable* t = g_table.load()) {
     for (const Range& r : t->ranges) {
       void* start = reinterpret_cast<void*>(r.start);

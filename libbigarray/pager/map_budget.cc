@@ -1,6 +1,8 @@
 // The process-wide map-entry budget (map_budget.h).
 #include "pager/map_budget.h"
 
+#include <pthread.h>
+
 #include <cstdio>
 
 namespace bigarray::pager {
@@ -27,8 +29,20 @@ uint64_t MapBudget::LimitFor(uint64_t max_map_count) {
 MapBudget::MapBudget() : computed_(LimitFor(ReadMaxMapCount())) { limit_ = computed_; }
 
 MapBudget& MapBudget::Get() {
-  static MapBudget* budget = new MapBudget();  // lives as long as the process
+  // Lives as long as the process. A forked child has none of its parent's views (the fault
+  // source reserves them over), so it starts its count from 0.
+  static MapBudget* budget = [] {
+    auto* b = new MapBudget();
+    pthread_atfork(nullptr, nullptr, [] { Get().used_.store(0, std::memory_order_relaxed); });
+    return b;
+  }();
   return *budget;
+}
+
+void MapBudget::Release(uint64_t n) {
+  uint64_t used = used_.load(std::memory_order_relaxed);
+  while (!used_.compare_exchange_weak(used, used > n ? used - n : 0, std::memory_order_relaxed)) {
+  }
 }
 
 void MapBudget::SetLimitForTesting(uint64_t limit) { limit_ = limit ? limit : computed_; }

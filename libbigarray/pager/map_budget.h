@@ -23,7 +23,7 @@ class MapBudget {
   uint64_t used() const { return used_.load(std::memory_order_relaxed); }
   bool Fits(uint64_t more) const { return used() + more <= limit(); }
   void Charge(uint64_t n) { used_.fetch_add(n, std::memory_order_relaxed); }
-  void Release(uint64_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  void Release(uint64_t n);  // never below 0 (a forked child starts from 0, see Get)
 
   // Computes the limit from a given vm.max_map_count (what the constructor does with the file's).
   static uint64_t LimitFor(uint64_t max_map_count);

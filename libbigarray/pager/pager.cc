@@ -247,7 +247,11 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   // more entries fit with room to spare. Never touches `keep`. Returns whether any was freed.
   bool ReclaimMapEntries(uint64_t need, const Page* keep);
   void ChargeMapEntries(Page& p, int delta);
-  bool MakeSlotWritable(Pool& pool, uint32_t slot);
+  bool MakeSlotWritable(Pool& pool, uint32_t slot, const Page* keep);
+  // Unmaps a clean page for eviction, then erases it; false (the page untouched but for the
+  // mappings it could leave) when it is still visible somewhere. Eviction is optional: a page
+  // that cannot go now stays clean and resident, and is never doomed for it.
+  bool Evict(Page& p);
   void RetryDoomed();
   Status DoomedError() const;
   void LruRemove(Page& p);
@@ -321,7 +325,8 @@ void PagerImpl::BeginIo() {
       loaders_.emplace_back([this] { LoaderMain(); });
     } catch (const std::system_error& e) {
       // No thread to be had (ulimit -u, address space): fewer loaders means a fault may wait
-      // behind another block's I/O (P9 no longer holds), never that it fails.
+      // behind another block's I/O, or behind a loader waiting for room (P9 no longer holds),
+      // never that it fails.
       if (!thread_warned_ && options_.logger) {
         options_.logger->warn("could not start another loader thread ({}); going on with {}", e.what(),
                               loaders_.size());
@@ -498,6 +503,10 @@ void PagerImpl::Unmap(Mapping& m) {
   if (munmap(m.base_, m.size_) != 0 && options_.logger) {
     options_.logger->warn("could not release a mapping of {}: {}", f->name, std::strerror(errno));
   }
+  // First forget the mapping everywhere (a reclaim started below must not touch its range,
+  // which is no longer ours), then give the pool ranges of the pages it was home to their write
+  // access back.
+  std::vector<Page*> homed;
   for (auto& [block, p] : f->pages) {
     if (!(p.mapped & bit)) continue;
     p.ForgetReadRetries(static_cast<int>(m.index_));
@@ -507,11 +516,12 @@ void PagerImpl::Unmap(Mapping& m) {
     if (p.home == static_cast<int8_t>(m.index_)) {  // its entries died with the range
       p.home = -1;
       ChargeMapEntries(p, -2);
-      if (p.slot >= 0) MakeSlotWritable(*p.file->pool, static_cast<uint32_t>(p.slot));
+      if (p.slot >= 0) homed.push_back(&p);
     }
   }
   mappings_by_address_.erase(reinterpret_cast<uintptr_t>(m.base_));
   f->mappings[m.index_] = MappingSlot{};
+  for (Page* p : homed) MakeSlotWritable(*f->pool, static_cast<uint32_t>(p->slot), nullptr);
   MapBudget::Get().Release(1);
   --map_entries_;
 }
@@ -849,7 +859,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       } else {
         slot = pool.next_fresh++;
       }
-      if (pool.read_only[slot] && !MakeSlotWritable(pool, slot)) {  // loads write through the pool
+      if (pool.read_only[slot] && !MakeSlotWritable(pool, slot, nullptr)) {  // loads write through the pool
         pool.free.push_back(slot);
         *error = ErrnoStatus(errno, "make a page of the cache writable (map entries: vm.max_map_count reached)");
         return std::nullopt;
@@ -867,8 +877,8 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
           break;
         }
       }
-      if (!victim) return std::nullopt;
-      if (Erase(*victim)) ++evictions_;
+      if (!victim || !Evict(*victim)) return std::nullopt;
+      ++evictions_;
       continue;
     }
     // Evict clean pages, least recently used first, in a batch: down to 1/16 of the budget
@@ -879,7 +889,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     bool evicted = false;
     for (Page* p = lru_head_; p && (resident_bytes_ + bs > target || pool_full());) {
       Page* next = p->lru_next;
-      if (p->state == Page::kClean && !p->writeout && p->file->pool == &pool && Erase(*p)) {
+      if (p->state == Page::kClean && !p->writeout && p->file->pool == &pool && Evict(*p)) {
         ++evictions_;
         evicted = true;
       }
@@ -888,7 +898,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     if (!evicted && !pool_full()) {  // over budget: pages of other block sizes count too
       for (Page* p = lru_head_; p;) {
         Page* next = p->lru_next;  // Erase frees p, or takes it off the list when it fails
-        if (p->state == Page::kClean && !p->writeout && Erase(*p)) {
+        if (p->state == Page::kClean && !p->writeout && Evict(*p)) {
           ++evictions_;
           evicted = true;
           break;
@@ -1043,7 +1053,9 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   const int cost = p.home < 0 ? 4 : 2;
   if (!MapBudget::Get().Fits(static_cast<uint64_t>(cost))) ReclaimMapEntries(static_cast<uint64_t>(cost), &p);
   bool moved = false;
-  if (p.home < 0) {
+  // A slot whose pool range was left read-only (I14) is not moved: the move would carry that
+  // protection into a page that is to be writable. The plain mapping below sets its own.
+  if (p.home < 0 && !f->pool->read_only[static_cast<size_t>(p.slot)]) {
     // Move the slot's page-table entries from the pool mapping here: no new faults, and the
     // page stays counted once in RSS. The moved range keeps the access of the pool range, so a
     // clean page is made read-only *before* the move: were it write-protected after, a thread
@@ -1055,7 +1067,7 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
       moved = true;
       p.home = static_cast<int8_t>(ref.index);
     } else if (!want_write) {
-      MakeSlotWritable(*f->pool, static_cast<uint32_t>(p.slot));
+      MakeSlotWritable(*f->pool, static_cast<uint32_t>(p.slot), &p);
     }
   }
   if (!moved) {  // a second mapping of the page (or a kernel without MREMAP_DONTUNMAP)
@@ -1102,7 +1114,7 @@ bool PagerImpl::UnmapAll(Page& p) {
       // The pool range must be writable again for the slot's next load: it is read-only if it
       // came back from a read-only mapping, or if the move failed and the range left behind by
       // the first move (made read-only before it) is still there.
-      if (r == MAP_FAILED || !(p.writable & bit)) MakeSlotWritable(*f->pool, static_cast<uint32_t>(p.slot));
+      if (r == MAP_FAILED || !(p.writable & bit)) MakeSlotWritable(*f->pool, static_cast<uint32_t>(p.slot), &p);
       p.home = -1;
       ChargeMapEntries(p, -2);
     }
@@ -1113,9 +1125,9 @@ bool PagerImpl::UnmapAll(Page& p) {
     }
     p.mapped &= ~bit;
     p.writable &= ~bit;
+    p.ForgetReadRetries(static_cast<int>(i));
     ChargeMapEntries(p, -2);
   }
-  if (p.mapped == 0) p.ForgetReadRetries(-1);
   errno = error;
   return error == 0;
 }
@@ -1133,10 +1145,10 @@ bool PagerImpl::WriteProtect(Page& p) {
   return true;
 }
 
-bool PagerImpl::MakeSlotWritable(Pool& pool, uint32_t slot) {
+bool PagerImpl::MakeSlotWritable(Pool& pool, uint32_t slot, const Page* keep) {
   std::byte* addr = pool.SlotAddr(static_cast<int32_t>(slot));
   auto unprotect = [&] { return mprotect(addr, pool.block_size, PROT_READ | PROT_WRITE) == 0; };
-  const bool ok = unprotect() || (errno == ENOMEM && ReclaimMapEntries(16, nullptr) && unprotect());
+  const bool ok = unprotect() || (errno == ENOMEM && ReclaimMapEntries(16, keep) && unprotect());
   pool.read_only[slot] = ok ? 0 : 1;
   return ok;
 }
@@ -1193,6 +1205,8 @@ bool PagerImpl::Erase(Page& p) {
   for (Request& r : waiters) Enqueue(std::move(r));
   return true;
 }
+
+bool PagerImpl::Evict(Page& p) { return UnmapAll(p) && Erase(p); }
 
 void PagerImpl::RetryDoomed() {
   std::vector<std::pair<uint64_t, uint64_t>> still;
@@ -1407,6 +1421,7 @@ PagerStats PagerImpl::Stats() {
   s.resident_bytes = resident_bytes_;
   s.dirty_blocks = dirty_blocks_;
   s.map_entries = map_entries_;
+  s.loader_threads = loaders_.size();
   return s;
 }
 

@@ -65,6 +65,7 @@ struct PagerStats {
   uint64_t dirty_blocks = 0;    // dirty pages, resident or spilled
   uint64_t map_entries = 0;     // memory map entries this pager's mappings may cost (MapBudget)
   uint64_t map_reclaims = 0;    // pages unmapped (kept resident) to stay within the map budget
+  uint64_t loader_threads = 0;  // loader threads running now
 };
 
 class PagedFile;
