@@ -126,6 +126,17 @@ void WithAndWithoutCpuAccessBit(Body body) {
   }
 }
 
+// Starts `n` threads, thread t reading byte t of block b through m; `ok` counts right values.
+std::vector<std::thread> ReadersOf(const Mapping& m, uint64_t b, int n, std::atomic<int>& ok) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < n; ++t) {
+    threads.emplace_back([&m, &ok, b, t] {
+      if (ReadByte(m.data() + b * kBlock + t) == FakeSource::Byte(0, b, static_cast<size_t>(t))) ++ok;
+    });
+  }
+  return threads;
+}
+
 bool BlockMatches(const std::byte* block, uint32_t version, uint64_t b) {
   for (size_t i = 0; i < kBlock; ++i) {
     if (block[i] != FakeSource::Byte(version, b, i)) return false;
@@ -258,13 +269,8 @@ TEST_CASE("P9: threads faulting the same block cause one load") {
   Fixture fx;
   auto m = fx.file->Map(0, 4).value();
   fx.source->Hold(2);
-  std::vector<std::thread> threads;
   std::atomic<int> ok{0};
-  for (int t = 0; t < 8; ++t) {
-    threads.emplace_back([&, t] {
-      if (ReadByte(m->data() + 2 * kBlock + t) == FakeSource::Byte(0, 2, t)) ++ok;
-    });
-  }
+  auto threads = ReadersOf(*m, 2, 8, ok);
   REQUIRE(fx.source->WaitInLoad(1));
   fx.source->Release(2);
   for (auto& t : threads) t.join();
@@ -555,13 +561,8 @@ TEST_CASE("reads never dirty a block: faults that find their page already mapped
     Fixture fx(64, 4);
     auto m = fx.file->Map(0, 32).value();
     fx.source->Hold(2);
-    std::vector<std::thread> threads;
     std::atomic<int> ok{0};
-    for (int t = 0; t < 8; ++t) {
-      threads.emplace_back([&, t] {
-        if (ReadByte(m->data() + 2 * kBlock + t) == FakeSource::Byte(0, 2, t)) ++ok;
-      });
-    }
+    auto threads = ReadersOf(*m, 2, 8, ok);
     // Every thread's fault is in before the load ends: 7 of them find the page mapped after it.
     REQUIRE(Eventually([&] { return fx.pager->stats().faults >= 8; }));
     fx.source->Release(2);
