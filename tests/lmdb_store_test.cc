@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <iterator>
@@ -168,6 +169,66 @@ TEST_CASE("S8: something that is not a bigarray database is refused, untouched")
     o.create_if_missing = false;
     CHECK(OpenLmdbStore(dir / "nope", o).status().code() == Code::kNotFound);
   }
+}
+
+TEST_CASE("S8: FIFOs, directories and dangling links in place of LMDB's files are refused, never hang") {
+  // Regression: a FIFO as data.mdb or lock.mdb hung every command in open().
+  TempDir dir;
+  const std::string db = dir / "db";
+  { Open(db)->Sync().ThrowIfError(); }
+  SUBCASE("data.mdb a FIFO") {
+    rename((db + "/data.mdb").c_str(), (dir / "saved").c_str());
+    REQUIRE(mkfifo((db + "/data.mdb").c_str(), 0644) == 0);
+    auto r = OpenLmdbStore(db, {});
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    CHECK(r.status().message().find("data.mdb is not a regular file") != std::string::npos);
+  }
+  SUBCASE("lock.mdb a FIFO") {
+    unlink((db + "/lock.mdb").c_str());
+    REQUIRE(mkfifo((db + "/lock.mdb").c_str(), 0644) == 0);
+    auto r = OpenLmdbStore(db, {});
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    CHECK(r.status().message().find("lock.mdb is not a regular file") != std::string::npos);
+  }
+  SUBCASE("lock.mdb a directory") {
+    unlink((db + "/lock.mdb").c_str());
+    REQUIRE(mkdir((db + "/lock.mdb").c_str(), 0755) == 0);
+    CHECK(OpenLmdbStore(db, {}).status().message().find("lock.mdb is not a regular file") != std::string::npos);
+  }
+  SUBCASE("lock.mdb a dangling symbolic link") {
+    unlink((db + "/lock.mdb").c_str());
+    REQUIRE(symlink((dir / "nowhere").c_str(), (db + "/lock.mdb").c_str()) == 0);
+    CHECK(OpenLmdbStore(db, {}).status().message().find("symbolic link to nothing") != std::string::npos);
+  }
+}
+
+TEST_CASE("S8: a damaged sub-database name is corruption, and a writing open writes nothing") {
+  // Regression: with a byte of the name "blocks" flipped in LMDB's main page, the next writing
+  // open created a new, empty blocks database and committed it: every array read as zeros.
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    WriteBatch b(0);
+    b.PutBlock(1, 0, Pattern(kBlock, 1));
+    REQUIRE(store->Commit(b).ok());
+  }
+  auto bytes = Slurp(db + "/data.mdb");
+  // The main B-tree's leaf names the three sub-databases; damage the first byte of "blocks" in
+  // every copy of that page (older copies stay in the file as free pages).
+  const std::string name = "blocks";
+  int damaged_copies = 0;
+  for (auto at = bytes.begin(); (at = std::search(at, bytes.end(), name.begin(), name.end())) != bytes.end(); ++at) {
+    *at = 'c';
+    ++damaged_copies;
+  }
+  REQUIRE(damaged_copies > 0);
+  std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  const auto damaged = Slurp(db + "/data.mdb");
+  auto r = OpenLmdbStore(db, {});
+  CHECK(r.status().code() == Code::kCorruption);
+  CHECK(r.status().message().find("'blocks' database is missing") != std::string::npos);
+  CHECK(Slurp(db + "/data.mdb") == damaged);  // nothing written
 }
 
 TEST_CASE("S8: a truncated data.mdb is reported as corruption") {

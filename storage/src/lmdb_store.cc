@@ -345,6 +345,24 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   }
   const std::string data_file = path + "/data.mdb";
   const bool has_data = exists && stat(data_file.c_str(), &st) == 0;
+  // Opening a FIFO, a device or a directory as LMDB's files would hang or fail obscurely: say
+  // what is wrong instead. (stat follows links: a link to a regular file is fine.)
+  if (has_data && !S_ISREG(st.st_mode)) {
+    return InvalidArgument(data_file + " is not a regular file: refusing to open it as a database");
+  }
+  if (exists) {
+    const std::string lock_file = path + "/lock.mdb";
+    struct stat lst;
+    if (stat(lock_file.c_str(), &lst) == 0) {
+      if (!S_ISREG(lst.st_mode)) {
+        return InvalidArgument(lock_file + " is not a regular file (LMDB's lock file must be one; remove it)");
+      }
+    } else if (errno != ENOENT) {
+      return ErrnoStatus(errno, "stat " + lock_file);
+    } else if (lstat(lock_file.c_str(), &lst) == 0) {
+      return InvalidArgument(lock_file + " is a symbolic link to nothing (remove it; LMDB creates its lock file)");
+    }
+  }
   if (!exists) {
     if (!options.create_if_missing || options.read_only) {
       return NotFound("no bigarray database at " + path);
@@ -379,9 +397,11 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   int reaped = 0;
   mdb_reader_check(env->env_, &reaped);
 
-  // Open (or create) the named databases; initialize the format record of a new database.
+  // Open (or create) the named databases; initialize the format record of a new database. An
+  // existing database must have them all: creating one there would commit an empty "blocks"
+  // (say) over a damaged name in LMDB's main page, and every array would read as zeros for good.
   BA_ASSIGN_OR_RETURN(MDB_txn * txn, env->Begin(options.read_only ? MDB_RDONLY : 0));
-  const unsigned create = options.read_only ? 0 : MDB_CREATE;
+  const unsigned create = options.read_only || has_data ? 0 : MDB_CREATE;
   Status status;
   struct {
     const char* name;
@@ -389,6 +409,11 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   } dbs[] = {{"meta", &env->meta_}, {"blocks", &env->blocks_}, {"log", &env->log_}};
   for (auto& d : dbs) {
     rc = mdb_dbi_open(txn, d.name, create, d.dbi);
+    if (rc == MDB_NOTFOUND && has_data) {
+      mdb_txn_abort(txn);
+      return Corruption(path + ": its '" + d.name + "' database is missing (LMDB's main B-tree no longer " +
+                        "names it: the file is damaged); nothing was written");
+    }
     if (rc != MDB_SUCCESS) {
       mdb_txn_abort(txn);
       return LmdbStatus(rc, std::string("open the ") + d.name + " database of " + path);
