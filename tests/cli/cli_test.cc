@@ -20,34 +20,6 @@ using namespace bigarray::testing;
 
 namespace {
 
-// A scratch directory with a database path in it, and the tool.
-struct Cli {
-  TempDir tmp;
-  const std::string db = tmp / "db";
-
-  CliResult operator()(const std::vector<std::string>& args) const { return RunCli(tmp.path(), args); }
-  // Runs a command that must succeed; returns its stdout.
-  std::string Ok(const std::vector<std::string>& args) const {
-    CliResult r = (*this)(args);
-    std::string cmd;
-    for (const auto& a : args) cmd += " " + a;
-    REQUIRE_MESSAGE(r.code == 0, "bigarray" << cmd << "\nexit " << r.code << "\nstderr: " << r.err);
-    return r.out;
-  }
-  std::string operator/(const std::string& name) const { return tmp / name; }
-};
-
-std::string Describe(const CliResult& r) {
-  return "exit " + std::to_string(r.code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
-}
-
-#define CHECK_EXIT(result, expected)                              \
-  do {                                                            \
-    const CliResult& r_ = (result);                               \
-    CHECK_MESSAGE(r_.code == (expected), Describe(r_));           \
-    if ((expected) != 0) CHECK_MESSAGE(!r_.err.empty(), "no message on stderr"); \
-  } while (0)
-
 struct Npy {
   npy::NpyHeader header;
   std::string data;

@@ -21,6 +21,7 @@
 #include "bigarray/database.h"
 #include "npy.h"
 #include "progress.h"
+#include "signal_cleanup.h"
 #include "stats.h"
 #include "transfer.h"
 
@@ -224,7 +225,11 @@ Status CmdExport(const Globals& g, const ParsedArgs& args) {
   BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
   BA_ASSIGN_OR_RETURN(Region region, RowsRegion(a, args));
   const bool fortran = a.order() == Order::kF;
-  auto created = npy::NpyWriter::Create(file, a.dtype(), fortran, region.shape);
+  // SIGINT, SIGTERM and SIGHUP remove the temporary file (declared first: destroyed last).
+  auto guard = RemoveOnSignal::Install();
+  if (!guard.ok()) return guard.status().WithContext(context);
+  auto created = npy::NpyWriter::Create(file, a.dtype(), fortran, region.shape,
+                                        [&](const std::string& temp) { return guard->Arm(temp); });
   if (!created.ok()) return created.status().WithContext(context);
   npy::NpyWriter out = std::move(*created);
   tools::Progress progress("export " + name, static_cast<uint64_t>(region.size() * a.itemsize()), g.progress);
@@ -240,6 +245,7 @@ Status CmdAppend(const Globals& g, const ParsedArgs& args) {
   const std::string& file = args.positionals[2];
   const std::string context = "append to " + ArrayName(name);  // errors name the file
   auto opened = npy::NpyReader::Open(file);
+  if (st.ok()) guard->Disarm();
   if (!opened.ok()) return opened.status().WithContext(context);
   npy::NpyReader in = std::move(*opened);
   const npy::NpyHeader& h = in.header();
