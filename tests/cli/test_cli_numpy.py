@@ -97,7 +97,14 @@ def test_large_array_with_a_small_cache(tmp_path, db):
     assert "ok, 1 arrays, 245 blocks" in run("verify", db)
 
 
-SLICES = ["0:3", ":", ":5", "5:", "-3:", ":-3", "-7:-2", "2:2", "9:1", "-100:100", "100:", ":-100", "3:4"]
+SLICES = ["0:3", ":", ":5", "5:", "-3:", ":-3", "-7:-2", "2:2", "9:1", "-100:100", "100:", ":-100", "3:4",
+          "::2", "1::3", "::-1", "8:2:-2", "-1::-3", "::100", "::-100", "2:9:-1", "9:1:-1", ":-100:-1",
+          "100::-1", "-100::-1", "5:5:-1", "1:2:", "::"]
+
+
+def rows_slice(rows):
+    """The Python slice that --rows ROWS selects."""
+    return slice(*(int(x) if x else None for x in rows.split(":")))
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -107,8 +114,7 @@ def test_export_rows(tmp_path, db, order):
     run("import", db, "a", tmp_path / "a.npy")
     for rows in SLICES:
         run("export", db, "a", tmp_path / "r.npy", f"--rows={rows}")
-        start, stop = (int(x) if x else None for x in rows.split(":"))
-        same(np.load(tmp_path / "r.npy"), a[start:stop])
+        same(np.load(tmp_path / "r.npy"), a[rows_slice(rows)])
 
 
 def test_append(tmp_path, db):
@@ -151,10 +157,9 @@ def test_fill_and_resize(tmp_path, db, order):
     np.save(tmp_path / "a.npy", a)
     run("import", db, "a", tmp_path / "a.npy")
     expected = a.copy(order="K")
-    for value, rows in [("2.5", "1:3"), ("-1", "-1:"), ("inf", ":1"), ("7", "4:5")]:
+    for value, rows in [("2.5", "1:3"), ("-1", "-1:"), ("inf", ":1"), ("7", "4:5"), ("3", "::2"), ("4", "5:0:-3")]:
         run("fill", db, "a", "--value", value, "--rows", rows)
-        start, stop = (int(x) if x else None for x in rows.split(":"))
-        expected[start:stop] = float(value)
+        expected[rows_slice(rows)] = float(value)
     run("export", db, "a", tmp_path / "out.npy")
     same(np.load(tmp_path / "out.npy"), expected)
     # resize keeps the elements in the array's flat order and zero-fills.

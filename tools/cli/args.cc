@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 
 namespace bigarray::cli {
@@ -258,16 +259,27 @@ Result<Order> ParseOrder(std::string_view s) {
 
 Result<Slice> ParseRows(std::string_view s) {
   const size_t colon = s.find(':');
-  if (colon == std::string_view::npos || s.find(':', colon + 1) != std::string_view::npos) {
-    return InvalidArgument("rows '" + std::string(s) + "': expected START:STOP, e.g. 10:20, -5:, :100");
+  const size_t colon2 = colon == std::string_view::npos ? colon : s.find(':', colon + 1);
+  if (colon == std::string_view::npos ||
+      (colon2 != std::string_view::npos && s.find(':', colon2 + 1) != std::string_view::npos)) {
+    return InvalidArgument("rows '" + std::string(s) + "': expected START:STOP[:STEP], e.g. 10:20, -5:, :100, ::10");
   }
+  const std::string_view parts[3] = {
+      s.substr(0, colon),
+      colon2 == std::string_view::npos ? s.substr(colon + 1) : s.substr(colon + 1, colon2 - colon - 1),
+      colon2 == std::string_view::npos ? std::string_view() : s.substr(colon2 + 1)};
   Slice slice;
-  for (int k = 0; k < 2; ++k) {
-    const std::string_view part = k == 0 ? s.substr(0, colon) : s.substr(colon + 1);
-    if (part.empty()) continue;
-    auto v = ParseInt64(part);
-    if (!v) return InvalidArgument("rows '" + std::string(s) + "': '" + std::string(part) + "' is not an integer");
-    (k == 0 ? slice.start : slice.stop) = *v;
+  for (int k = 0; k < 3; ++k) {
+    if (parts[k].empty()) continue;
+    auto v = ParseInt64(parts[k]);
+    if (!v) return InvalidArgument("rows '" + std::string(s) + "': '" + std::string(parts[k]) + "' is not an integer");
+    if (k == 2) {
+      if (*v == 0) return InvalidArgument("rows '" + std::string(s) + "': the step must not be 0");
+      if (*v == INT64_MIN) return InvalidArgument("rows '" + std::string(s) + "': the step is out of range");
+      slice.step = *v;
+    } else {
+      (k == 0 ? slice.start : slice.stop) = *v;
+    }
   }
   return slice;
 }

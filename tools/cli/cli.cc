@@ -86,22 +86,31 @@ ArrayOptions ArrayOptionsFrom(const ParsedArgs& args, Order default_order) {
   return o;
 }
 
-// The rows START:STOP of --rows as a region of the array (the whole array without --rows).
+// The rows START:STOP:STEP of --rows as a region of the array (the whole array without --rows),
+// selected as Python's slice.indices() does.
 Result<Region> RowsRegion(const Array& a, const ParsedArgs& args) {
   Region r = Region::Whole(a);
   auto rows = args.Value("rows");
   if (!rows) return r;
   if (r.shape.empty()) return InvalidArgument("--rows: array '" + a.name() + "' is 0-d (it has no rows)");
   const Slice s = Checked(ParseRows(*rows));
-  const int64_t n = r.shape[0];
-  auto clamp = [n](std::optional<int64_t> v, int64_t absent) {
+  const int64_t n = r.shape[0], step = s.step;
+  // Python's bounds: [0, n] going up, [-1, n - 1] going down (-1: before the first row).
+  const int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? n : n - 1;
+  auto bound = [&](std::optional<int64_t> v, int64_t absent) {
     if (!v) return absent;
-    const int64_t x = *v < 0 ? *v + n : *v;
-    return std::clamp<int64_t>(x, 0, n);
+    const int64_t x = *v < 0 ? (*v < -n ? lo : *v + n) : *v;  // *v + n cannot overflow here
+    return std::clamp<int64_t>(x, lo, hi);
   };
-  const int64_t start = clamp(s.start, 0), stop = clamp(s.stop, n);
-  r.offset = start;
-  r.shape[0] = std::max<int64_t>(0, stop - start);
+  const int64_t start = bound(s.start, step > 0 ? 0 : n - 1), stop = bound(s.stop, step > 0 ? n : -1);
+  // The number of rows: ceil((stop - start) / step) when positive. The difference fits: both
+  // bounds lie in [-1, n].
+  const int64_t span = step > 0 ? stop - start : start - stop;
+  const uint64_t mag = step > 0 ? static_cast<uint64_t>(step) : static_cast<uint64_t>(-(step + 1)) + 1;
+  const int64_t count = span <= 0 ? 0 : static_cast<int64_t>((static_cast<uint64_t>(span) - 1) / mag + 1);
+  r.offset = count == 0 ? 0 : start;
+  r.step = step;
+  r.shape[0] = count;
   return r;
 }
 
@@ -236,6 +245,7 @@ Status CmdExport(const Globals& g, const ParsedArgs& args) {
   Status st = ReadRegion(a, region, fortran, Transfer(g, &progress),
                          [&](std::span<const std::byte> data, int64_t) { return out.Write(data); });
   if (st.ok()) st = out.Commit();
+  if (st.ok()) guard->Disarm();
   return st.WithContext(context);
 }
 
@@ -245,7 +255,6 @@ Status CmdAppend(const Globals& g, const ParsedArgs& args) {
   const std::string& file = args.positionals[2];
   const std::string context = "append to " + ArrayName(name);  // errors name the file
   auto opened = npy::NpyReader::Open(file);
-  if (st.ok()) guard->Disarm();
   if (!opened.ok()) return opened.status().WithContext(context);
   npy::NpyReader in = std::move(*opened);
   const npy::NpyHeader& h = in.header();

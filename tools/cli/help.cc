@@ -18,10 +18,10 @@ Commands:
   ls DB                                        list the arrays
   info DB NAME [--json]                        describe an array
   import DB NAME FILE.npy                      store a .npy file as a new array
-  export DB NAME FILE.npy [--rows START:STOP]  write an array, or rows of it, to a .npy file
+  export DB NAME FILE.npy [--rows A:B[:S]]     write an array, or rows of it, to a .npy file
   append DB NAME FILE.npy                      append the data of a .npy file to an array
   resize DB NAME --shape D0,D1,...             change the shape of an array
-  fill DB NAME --value V [--rows START:STOP]   set elements to a value
+  fill DB NAME --value V [--rows A:B[:S]]      set elements to a value
   rm DB NAME                                   delete an array
   stats DB NAME [--json]                       count, min, max, mean and std of an array
   verify DB                                    check every block and the metadata
@@ -80,14 +80,16 @@ truncated file is an error, and then the database is unchanged.
   --block-size BYTES   bytes per stored block: a multiple of 4096 up to 1G (default 2M)
 )" BA_GLOBAL_OPTIONS;
 
-constexpr std::string_view kExport = R"(Usage: bigarray export DB NAME FILE.npy [--rows START:STOP]
+constexpr std::string_view kExport = R"(Usage: bigarray export DB NAME FILE.npy [--rows START:STOP[:STEP]]
 
 Writes array NAME, or some of its rows, to FILE.npy (format version 1.0) in the array's
-dtype and order, streaming. The file appears only when complete.
+dtype and order, streaming. The file appears only when complete; an export ended by
+SIGINT, SIGTERM or SIGHUP removes its temporary file.
 
-  --rows START:STOP    rows START to STOP (exclusive) along axis 0, as Python's a[START:STOP]:
-                       negative values count from the end, a missing bound means the start
-                       or the end; e.g. 10:20, :100, -5: (also written --rows=-5:)
+  --rows START:STOP[:STEP]   rows along axis 0, as Python's a[START:STOP:STEP]: negative
+                             values count from the end, a missing bound means the start or
+                             the end, STEP (default 1) may be negative; e.g. 10:20, :100,
+                             -5: (also written --rows=-5:), ::10, ::-1
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kAppend = R"(Usage: bigarray append DB NAME FILE.npy
@@ -111,14 +113,14 @@ The number of dimensions may change.
   --shape D0,D1,...    the new extents
 )" BA_GLOBAL_OPTIONS;
 
-constexpr std::string_view kFill = R"(Usage: bigarray fill DB NAME --value V [--rows START:STOP]
+constexpr std::string_view kFill = R"(Usage: bigarray fill DB NAME --value V [--rows START:STOP[:STEP]]
 
 Sets every element of array NAME, or of some of its rows, to V, in one transaction.
 
   --value V            a number (3, -2.5, 1e-3, nan, inf), true or false, or a complex
                        number (1+2j); integer arrays need an integer in their range, real
                        arrays a value without imaginary part, bool arrays store V != 0
-  --rows START:STOP    only these rows along axis 0, as for export
+  --rows START:STOP[:STEP]   only these rows along axis 0, as for export
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kRm = R"(Usage: bigarray rm DB NAME
