@@ -417,6 +417,19 @@ TEST_CASE("A6: append extends the major axis in C and F order; mismatches change
   CHECK(big.Index({int64_t{-1}, int64_t{1}}).value().at<double>() == 4);
 }
 
+TEST_CASE("StoredBlocks lists the committed blocks of an array, reading only the block index") {
+  TempDir dir;
+  auto db = OpenDb(dir / "db");
+  const int64_t per_block = static_cast<int64_t>(kBlock / 8);
+  auto a = db.Create("a", {int64_t{1} << 40}, "f8", Blocks()).value();  // 8 TiB, sparse
+  a.Index({per_block * 5}).value().at<double>() = 1;
+  a.Index({per_block * 3 + 7}).value().at<double>() = 2;
+  CHECK(a.StoredBlocks().value().empty());  // changes of the open transaction are not listed
+  REQUIRE(db.Commit().ok());
+  CHECK(a.StoredBlocks().value() == std::vector<uint64_t>{3, 5});
+  CHECK(a.BlocksStored().value() == 2);
+}
+
 TEST_CASE("A7: resize is metadata only; shrinking releases blocks; growing again reads zeros") {
   TempDir dir;
   auto db = OpenDb(dir / "db");

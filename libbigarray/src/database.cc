@@ -901,4 +901,15 @@ Result<uint64_t> Array::BlocksStored() const {
   return n;
 }
 
+Result<std::vector<uint64_t>> Array::StoredBlocks() const {
+  auto session = state_->session.lock();
+  if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");
+  std::vector<uint64_t> blocks;
+  BA_RETURN_IF_ERROR(session->snapshots->Get()->ForEachBlock(state_->id, [&](const storage::BlockInfo& b) {
+    blocks.push_back(b.index);
+    return true;
+  }));
+  return blocks;
+}
+
 }  // namespace bigarray

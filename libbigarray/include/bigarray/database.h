@@ -109,6 +109,10 @@ class Array {
 
   // Blocks stored for this array as of the transaction's snapshot.
   Result<uint64_t> BlocksStored() const;
+  // Their indices, ascending (blocks not listed read as zeros in the snapshot). Reads the block
+  // index only: O(stored blocks), whatever the array's size. Changes of this transaction are
+  // not included.
+  Result<std::vector<uint64_t>> StoredBlocks() const;
 
  private:
   friend class Database;
