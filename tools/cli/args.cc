@@ -93,6 +93,12 @@ Status CheckValue(const OptionSpec& o, const std::string& value) {
     case ValueKind::kScalar:
       if (auto r = ParseScalar(value); !r.ok()) return bad(r.status());
       return Status::Ok();
+    case ValueKind::kCount:
+      if (auto r = ParseCount(value); !r.ok()) return bad(r.status());
+      return Status::Ok();
+    case ValueKind::kFormat:
+      if (auto r = ParsePrintFormat(value); !r.ok()) return bad(r.status());
+      return Status::Ok();
   }
   return Status::Ok();
 }
@@ -282,6 +288,19 @@ Result<Slice> ParseRows(std::string_view s) {
     }
   }
   return slice;
+}
+
+Result<int64_t> ParseCount(std::string_view s) {
+  auto v = ParseInt64(s);
+  if (!v || *v < 0) return InvalidArgument("'" + std::string(s) + "' is not a number of rows (0, 1, 2, ...)");
+  return *v;
+}
+
+Result<PrintFormat> ParsePrintFormat(std::string_view s) {
+  if (s == "text") return PrintFormat::kText;
+  if (s == "csv") return PrintFormat::kCsv;
+  if (s == "json") return PrintFormat::kJson;
+  return InvalidArgument("format '" + std::string(s) + "': expected text, csv or json");
 }
 
 Result<Scalar> ParseScalar(std::string_view s) {

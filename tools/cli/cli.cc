@@ -20,6 +20,7 @@
 
 #include "bigarray/database.h"
 #include "npy.h"
+#include "print.h"
 #include "progress.h"
 #include "signal_cleanup.h"
 #include "stats.h"
@@ -322,6 +323,76 @@ Status CmdRm(const Globals& g, const ParsedArgs& args) {
   return Commit(g, db);
 }
 
+// The rows of --rows (cat) or -n (head: the first N, tail: the last N) printed in --format.
+Status PrintRows(const Globals& g, const ParsedArgs& args, const Region& region, const Array& a) {
+  const PrintFormat format = args.Value("format") ? Checked(ParsePrintFormat(*args.Value("format"))) : PrintFormat::kText;
+  return PrintRegion(a, region, format, Transfer(g, nullptr), stdout).WithContext("print " + ArrayName(a.name()));
+}
+
+Status CmdCat(const Globals& g, const ParsedArgs& args) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(args.positionals[1]));
+  BA_ASSIGN_OR_RETURN(Region region, RowsRegion(a, args));
+  return PrintRows(g, args, region, a);
+}
+
+// head (first = true) and tail: the first or last -n rows (default 10).
+Status HeadOrTail(const Globals& g, const ParsedArgs& args, bool first) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(args.positionals[1]));
+  Region region = Region::Whole(a);
+  if (region.shape.empty()) return InvalidArgument(ArrayName(a.name()) + " is 0-d (it has no rows): use cat");
+  const int64_t n = args.Value("count") ? Checked(ParseCount(*args.Value("count"))) : 10;
+  const int64_t rows = std::min(n, region.shape[0]);
+  region.offset = first ? 0 : region.shape[0] - rows;
+  region.shape[0] = rows;
+  return PrintRows(g, args, region, a);
+}
+
+Status CmdHead(const Globals& g, const ParsedArgs& args) { return HeadOrTail(g, args, true); }
+Status CmdTail(const Globals& g, const ParsedArgs& args) { return HeadOrTail(g, args, false); }
+
+Status CmdRename(const Globals& g, const ParsedArgs& args) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kWrite));
+  BA_RETURN_IF_ERROR(db.Rename(args.positionals[1], args.positionals[2])
+                         .WithContext("rename " + ArrayName(args.positionals[1]) + " to '" + args.positionals[2] + "'"));
+  return Commit(g, db);
+}
+
+// Copies the stored blocks of SRC only: the rest of DST reads as zeros, as SRC's does.
+Status CmdCp(const Globals& g, const ParsedArgs& args) {
+  const std::string& from = args.positionals[1];
+  const std::string& to = args.positionals[2];
+  const std::string context = "cp " + ArrayName(from) + " to '" + to + "'";
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kWrite));
+  BA_ASSIGN_OR_RETURN(Array src, db.Get(from));
+  ArrayOptions options;
+  options.order = src.order();
+  options.block_size = src.block_size();
+  auto created = db.Create(to, src.shape(), src.dtype(), options);
+  if (!created.ok()) return created.status().WithContext(context);
+  Array dst = *created;
+  BA_ASSIGN_OR_RETURN(std::vector<uint64_t> blocks, src.StoredBlocks());
+  const bool fortran = src.order() == Order::kF;
+  const int64_t per_block = static_cast<int64_t>(src.block_size()) / src.itemsize();
+  tools::Progress progress("cp " + from, static_cast<uint64_t>(blocks.size()) * src.block_size(), g.progress);
+  uint64_t done = 0;
+  for (uint64_t b : blocks) {
+    const int64_t begin = static_cast<int64_t>(b) * per_block;
+    if (begin >= src.size()) break;  // past the shape (stored before a shrink): not part of the array
+    const int64_t end = std::min(src.size(), begin + per_block);
+    for (const Box& box : FlatRangeBoxes(src.shape(), fortran, begin, end)) {
+      BA_ASSIGN_OR_RETURN(View in, src.Index(box.index));
+      BA_RETURN_IF_ERROR(in.Load().WithContext(context));
+      BA_ASSIGN_OR_RETURN(View out, dst.Index(box.index));
+      BA_RETURN_IF_ERROR(out.Assign(in).WithContext(context));
+    }
+    progress.Update(done += src.block_size());
+  }
+  progress.Done();
+  return Commit(g, db);
+}
+
 Status CmdStats(const Globals& g, const ParsedArgs& args) {
   const std::string& name = args.positionals[1];
   const bool json = args.Flag("json");
@@ -461,6 +532,11 @@ const std::vector<Command>& Commands() {
       {{"fill", {"DB", "NAME"}, {{"value", 0, ValueKind::kScalar, true}, {"rows", 0, ValueKind::kRows}}}, CmdFill},
       {{"rm", {"DB", "NAME"}, {}}, CmdRm},
       {{"stats", {"DB", "NAME"}, {{"json", 0, ValueKind::kFlag}}}, CmdStats},
+      {{"cat", {"DB", "NAME"}, {{"rows", 0, ValueKind::kRows}, {"format", 0, ValueKind::kFormat}}}, CmdCat},
+      {{"head", {"DB", "NAME"}, {{"count", 'n', ValueKind::kCount}, {"format", 0, ValueKind::kFormat}}}, CmdHead},
+      {{"tail", {"DB", "NAME"}, {{"count", 'n', ValueKind::kCount}, {"format", 0, ValueKind::kFormat}}}, CmdTail},
+      {{"rename", {"DB", "OLD", "NEW"}, {}}, CmdRename},
+      {{"cp", {"DB", "SRC", "DST"}, {}}, CmdCp},
       {{"verify", {"DB"}, {}}, CmdVerify},
   };
   return commands;
@@ -537,6 +613,7 @@ int ExitCodeFor(const Status& status) {
 }
 
 int Run(int argc, const char* const* argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "help") return RunHelp(argc, argv);
   std::vector<CommandSpec> specs;
   for (const Command& c : Commands()) specs.push_back(c.spec);
   auto parsed = ParseArgs(argc, argv, kGlobalOptions, specs);
