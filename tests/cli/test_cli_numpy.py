@@ -193,6 +193,40 @@ def test_stats_match_numpy(tmp_path, db, dtype):
     assert text.splitlines()[0] == f"count: {a.size}"
 
 
+@pytest.mark.parametrize("dtype,order", [("<f8", "C"), ("<i4", "F"), (">u2", "C"), ("|b1", "C"), ("<f4", "F")])
+def test_stats_of_a_sparse_array_match_numpy(tmp_path, db, dtype, order):
+    # Stored blocks in a few places, zeros (not stored) elsewhere: the zeros count as values.
+    rng = np.random.default_rng(5)
+    a = np.zeros((3000, 40), dtype=dtype, order=order)
+    for part in [slice(3, 5), slice(20, 21), slice(-2, None)]:
+        where = (part,) if order == "C" else (slice(None), part)  # along the major axis
+        a[where] = sample(dtype, a[where].shape, rng) + (1 if dtype[1] in "iu" else 0)
+    np.save(tmp_path / "a.npy", a)
+    run("import", db, "a", tmp_path / "a.npy", "--block-size", "4096")
+    info = json.loads(run("info", db, "a", "--json"))
+    assert info["blocks_stored"] < info["blocks"] / 2
+    s = json.loads(run("stats", db, "a", "--json"))
+    wide = a.astype(np.float64)
+    assert s["count"] == a.size
+    assert (s["min"], s["max"]) == ((int(a.min()), int(a.max())) if a.dtype.kind in "iub" else (float(a.min()), float(a.max())))
+    assert s["mean"] == pytest.approx(wide.mean(), rel=1e-12, abs=1e-12)
+    assert s["std"] == pytest.approx(wide.std(), rel=1e-12)
+
+
+def test_stats_of_a_huge_sparse_array_read_only_its_stored_blocks(tmp_path, db):
+    # 8 TiB of float64 with 20 stored elements: a pass over every block would not finish.
+    run("create", db, "huge", "--dtype", "f8", "--shape", str(1 << 40), "--block-size", "64K")
+    run("fill", db, "huge", "--value", "-3", "--rows", "5:15")
+    run("fill", db, "huge", "--value", "8", "--rows=-10:")
+    s = json.loads(run("stats", db, "huge", "--json"))
+    n = 1 << 40
+    mean = (10 * -3 + 10 * 8) / n
+    std = (((10 * 9 + 10 * 64) / n) - mean * mean) ** 0.5
+    assert (s["count"], s["min"], s["max"]) == (n, -3, 8)
+    assert s["mean"] == pytest.approx(mean, rel=1e-12)
+    assert s["std"] == pytest.approx(std, rel=1e-9)
+
+
 def test_stats_special_values(tmp_path, db):
     np.save(tmp_path / "a.npy", np.array([1.0, np.nan, 3.0]))
     run("import", db, "nan", tmp_path / "a.npy")

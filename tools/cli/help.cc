@@ -140,7 +140,9 @@ Deletes array NAME and its blocks.
 constexpr std::string_view kStats = R"(Usage: bigarray stats DB NAME [--json]
 
 Prints the count, min, max, mean and std (population standard deviation) of the elements of
-array NAME, computed in one streaming pass. A NaN element makes min, max, mean and std NaN.
+array NAME, computed in one streaming pass over the blocks the array has stored; the others
+are zeros and count as such without being read, so a sparse array takes time in proportion
+to its stored blocks. A NaN element makes min, max, mean and std NaN.
 An empty array has count 0 and no other values (n/a; null in JSON). Bool arrays count as 0
 and 1. Complex arrays are refused.
 
