@@ -371,6 +371,15 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   mdb_env_set_mapsize(env->env_, map);
   unsigned flags = MDB_NOTLS | (options.read_only ? MDB_RDONLY : MDB_WRITEMAP);
   rc = mdb_env_open(env->env_, path.c_str(), flags, 0644);
+  if (rc == EACCES && options.read_only) {
+    // LMDB registers every reader in lock.mdb, so that no writer reuses the pages it reads; it
+    // skips that only on a read-only file system (EROFS), where no writer can exist. Opening
+    // without the lock file (MDB_NOLOCK) elsewhere would be unsafe whenever someone else may
+    // write: permissions alone cannot tell.
+    return LmdbStatus(rc, "open " + path + " read-only: its lock file " + path +
+                              "/lock.mdb cannot be opened for writing, which LMDB needs to register readers "
+                              "(except on a read-only mount); give this user write permission on it");
+  }
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
   mdb_env_get_fd(env->env_, &env->fd_);
   MDB_stat est;
