@@ -49,7 +49,8 @@ TEST_CASE("export: SIGINT and SIGTERM mid-export remove the temporary file; exit
     }
   }
   // Uninterrupted, the same export completes and leaves only the file.
-  CliResult r = cli({"--cache", "16M", "--no-progress", "export", cli.db, "big", cli / "ok.npy", "--rows", ":4096"});
+  CliResult r = cli({"--cache", "16M", "--no-progress", "export", cli.db, "big", cli / "ok.npy",
+                     "--rows", ":4096"});
   CHECK_EXIT(r, 0);
   CHECK(FileSize(cli / "ok.npy") == 4096 + 128);
 }

@@ -135,6 +135,10 @@ TEST_CASE("usage errors exit with 2 and touch nothing") {
       {"info", cli.db, "a", "--json=yes"},                               // a flag with a value
       {"export", cli.db, "a", "out.npy", "--rows", "5"},
       {"export", cli.db, "a", "out.npy", "--rows", "1:2:0"},
+      {"cat", cli.db, "a", "--format", "xml"},
+      {"head", cli.db, "a", "-n", "-3"},
+      {"rename", cli.db, "a"},
+      {"cp", cli.db, "a", "b", "c"},
       {"export", cli.db, "a", "out.npy", "--rows=a:b"},
       {"fill", cli.db, "a", "--value", "abc"},
       {"fill", cli.db, "a"},

@@ -115,6 +115,14 @@ TEST_CASE("value parsers") {
     CHECK_MESSAGE(!ParseRows(bad).ok(), bad);
   }
 
+  CHECK(ParseCount("0").value() == 0);
+  CHECK(ParseCount("25").value() == 25);
+  for (const char* bad : {"", "-1", "x", "1.5", "99999999999999999999"}) CHECK_MESSAGE(!ParseCount(bad).ok(), bad);
+  CHECK(ParsePrintFormat("text").value() == PrintFormat::kText);
+  CHECK(ParsePrintFormat("csv").value() == PrintFormat::kCsv);
+  CHECK(ParsePrintFormat("json").value() == PrintFormat::kJson);
+  CHECK_FALSE(ParsePrintFormat("JSON").ok());
+
   Scalar v = ParseScalar("-12").value();
   CHECK(v.as_int64 == -12);
   CHECK_FALSE(v.as_uint64.has_value());

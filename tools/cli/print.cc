@@ -19,10 +19,10 @@ namespace bigarray::cli {
 
 namespace {
 
-constexpr int kLineWidth = 75;     // numpy.get_printoptions()["linewidth"]
+constexpr int kLineWidth = 75;        // numpy.get_printoptions()["linewidth"]
 constexpr int64_t kThreshold = 1000;  // ["threshold"]: more elements than this are summarized
-constexpr int64_t kEdgeItems = 3;  // ["edgeitems"]
-constexpr int kPrecision = 8;      // ["precision"]
+constexpr int64_t kEdgeItems = 3;     // ["edgeitems"]
+constexpr int kPrecision = 8;         // ["precision"]
 
 // ---- elements ----------------------------------------------------------------------------------
 
@@ -37,13 +37,16 @@ std::string IntegerText(const DType& dtype, const std::byte* p) {
   const uint64_t bits = LoadBits(p, n, dtype.little_endian());
   if (dtype.kind() == DTypeKind::kUInt) return std::to_string(bits);
   const uint64_t sign = 1ull << (8 * n - 1);
-  return std::to_string(n == 8 ? static_cast<int64_t>(bits) : static_cast<int64_t>((bits ^ sign) - sign));
+  return std::to_string(n == 8 ? static_cast<int64_t>(bits)
+                               : static_cast<int64_t>((bits ^ sign) - sign));
 }
 
 // The real dtype of a float element or of each half of a complex one.
 DType PartType(const DType& d) {
   if (d.kind() != DTypeKind::kComplex) return d;
-  return DType::Parse(std::string(d.little_endian() ? "<" : ">") + "f" + std::to_string(d.itemsize() / 2)).value();
+  return DType::Parse(std::string(d.little_endian() ? "<" : ">") + "f" +
+                      std::to_string(d.itemsize() / 2))
+      .value();
 }
 
 // A finite value as decimal digits: value = ±d1.d2d3... × 10^exp, without trailing zeros.
@@ -86,7 +89,8 @@ Decimal Shortest(double v, const DType& part) {
 // `v` rounded when they need more.
 Decimal ShortestCapped(double v, const DType& part, int max_frac, bool positional) {
   Decimal d = Shortest(v, part);
-  const int frac = positional ? static_cast<int>(d.digits.size()) - 1 - d.exp : static_cast<int>(d.digits.size()) - 1;
+  const int frac = positional ? static_cast<int>(d.digits.size()) - 1 - d.exp
+                              : static_cast<int>(d.digits.size()) - 1;
   if (frac <= max_frac) return d;
   char buf[400];
   if (positional) {
@@ -136,7 +140,8 @@ std::pair<std::string, std::string> Positional(const Decimal& d, bool plus) {
 
 std::string ExpText(int exp, int min_digits) {
   std::string e = std::to_string(exp < 0 ? -exp : exp);
-  if (static_cast<int>(e.size()) < min_digits) e.insert(0, static_cast<size_t>(min_digits) - e.size(), '0');
+  if (static_cast<int>(e.size()) < min_digits)
+    e.insert(0, static_cast<size_t>(min_digits) - e.size(), '0');
   return (exp < 0 ? "e-" : "e+") + e;
 }
 
@@ -165,7 +170,8 @@ std::string ComplexRepr(double re, double im, const DType& part) {
 // NumPy's FloatingFormat for the values `data` (maxprec mode, precision 8).
 class FloatFormat {
  public:
-  FloatFormat(const std::vector<double>& data, const DType& part, bool plus) : part_(part), plus_(plus) {
+  FloatFormat(const std::vector<double>& data, const DType& part, bool plus)
+      : part_(part), plus_(plus) {
     std::vector<double> finite;
     for (double x : data) {
       if (std::isfinite(x)) finite.push_back(x);
@@ -209,7 +215,10 @@ class FloatFormat {
   std::string operator()(double x) const {
     if (!std::isfinite(x)) {
       std::string ret = std::isnan(x) ? std::string(plus_ ? "+" : "") + "nan"
-                                      : std::string(x < 0 ? "-" : plus_ ? "+" : "") + "inf";
+                                      : std::string(x < 0   ? "-"
+                                                    : plus_ ? "+"
+                                                            : "") +
+                                            "inf";
       const int pad = pad_left_ + pad_right_ + 1 - static_cast<int>(ret.size());
       return std::string(static_cast<size_t>(std::max(pad, 0)), ' ') + ret;
     }
@@ -238,7 +247,8 @@ class FloatFormat {
 };
 
 // The formatter of NumPy's array2string for the shown elements (itemsize bytes each).
-std::function<std::string(const std::byte*)> ElementFormatter(const DType& dtype, const std::vector<std::byte>& shown) {
+std::function<std::string(const std::byte*)> ElementFormatter(const DType& dtype,
+                                                              const std::vector<std::byte>& shown) {
   const int64_t isz = dtype.itemsize();
   const size_t count = shown.size() / static_cast<size_t>(isz);
   switch (dtype.kind()) {
@@ -247,7 +257,8 @@ std::function<std::string(const std::byte*)> ElementFormatter(const DType& dtype
     case DTypeKind::kInt:
     case DTypeKind::kUInt: {
       size_t width = 0;
-      for (size_t k = 0; k < count; ++k) width = std::max(width, IntegerText(dtype, shown.data() + k * isz).size());
+      for (size_t k = 0; k < count; ++k)
+        width = std::max(width, IntegerText(dtype, shown.data() + k * isz).size());
       return [dtype, width](const std::byte* p) {
         std::string s = IntegerText(dtype, p);
         return std::string(width - std::min(width, s.size()), ' ') + s;
@@ -279,18 +290,20 @@ std::function<std::string(const std::byte*)> ElementFormatter(const DType& dtype
   return [](const std::byte*) { return std::string("?"); };
 }
 
-// ---- the text layout -----------------------------------------------------------------------------
+// ---- the text layout
+// -----------------------------------------------------------------------------
 
 // The elements NumPy shows: along each axis, all, or the first and last kEdgeItems when the
 // array is summarized; in C order, each itemsize bytes.
 struct Shown {
-  std::vector<int64_t> shape;     // of the shown part
-  std::vector<bool> summarized;   // per axis
+  std::vector<int64_t> shape;    // of the shown part
+  std::vector<bool> summarized;  // per axis
   std::vector<std::byte> data;
   int64_t itemsize = 0;
 };
 
-void ExtendLine(std::string& s, std::string& line, const std::string& word, size_t width, const std::string& prefix) {
+void ExtendLine(std::string& s, std::string& line, const std::string& word, size_t width,
+                const std::string& prefix) {
   bool wrap = line.size() + word.size() > width;
   if (line.size() <= prefix.size()) wrap = false;  // wrapping would not help
   if (wrap) {
@@ -306,7 +319,8 @@ class TextLayout {
   TextLayout(const Shown& shown, std::function<std::string(const std::byte*)> format)
       : shown_(shown), format_(std::move(format)) {
     inner_.assign(shown.shape.size(), 1);
-    for (int k = static_cast<int>(shown.shape.size()) - 2; k >= 0; --k) inner_[k] = inner_[k + 1] * shown.shape[k + 1];
+    for (int k = static_cast<int>(shown.shape.size()) - 2; k >= 0; --k)
+      inner_[k] = inner_[k + 1] * shown.shape[k + 1];
   }
 
   std::string Run() { return Recurse(0, 0, " ", kLineWidth); }
@@ -321,13 +335,16 @@ class TextLayout {
     const int64_t len = shown_.shape[axis];
     const bool summary = shown_.summarized[axis];
     const int64_t leading = summary ? kEdgeItems : 0, trailing = summary ? kEdgeItems : len;
-    auto at = [&](int64_t i) { return base + i * inner_[axis]; };  // i-th shown; negative: from the end
+    auto at = [&](int64_t i) {
+      return base + i * inner_[axis];
+    };  // i-th shown; negative: from the end
     std::string s;
     if (ndim - axis == 1) {
       const size_t elem_width = static_cast<size_t>(width - 1);
       std::string line = hanging;
       for (int64_t i = 0; i < leading; ++i) {
-        ExtendLine(s, line, Recurse(axis + 1, at(i), next_hanging, next_width), elem_width, hanging);
+        ExtendLine(s, line, Recurse(axis + 1, at(i), next_hanging, next_width), elem_width,
+                   hanging);
         line += " ";
       }
       if (summary) {
@@ -335,14 +352,17 @@ class TextLayout {
         line += " ";
       }
       for (int64_t i = trailing; i > 1; --i) {
-        ExtendLine(s, line, Recurse(axis + 1, at(len - i), next_hanging, next_width), elem_width, hanging);
+        ExtendLine(s, line, Recurse(axis + 1, at(len - i), next_hanging, next_width), elem_width,
+                   hanging);
         line += " ";
       }
-      ExtendLine(s, line, Recurse(axis + 1, at(len - 1), next_hanging, next_width), elem_width, hanging);
+      ExtendLine(s, line, Recurse(axis + 1, at(len - 1), next_hanging, next_width), elem_width,
+                 hanging);
       s += line;
     } else {
       const std::string line_sep(ndim - axis - 1, '\n');
-      for (int64_t i = 0; i < leading; ++i) s += hanging + Recurse(axis + 1, at(i), next_hanging, next_width) + line_sep;
+      for (int64_t i = 0; i < leading; ++i)
+        s += hanging + Recurse(axis + 1, at(i), next_hanging, next_width) + line_sep;
       if (summary) s += hanging + "..." + line_sep;
       for (int64_t i = trailing; i > 1; --i) {
         s += hanging + Recurse(axis + 1, at(len - i), next_hanging, next_width) + line_sep;
@@ -384,10 +404,12 @@ Result<Shown> ReadShown(const Array& a, const Region& region) {
   for (int64_t k = 0; k < count; ++k) {
     Box box;
     box.count = 1;
-    for (size_t axis = 0; axis < idx.size(); ++axis) box.index.emplace_back(picks[axis][static_cast<size_t>(idx[axis])]);
+    for (size_t axis = 0; axis < idx.size(); ++axis)
+      box.index.emplace_back(picks[axis][static_cast<size_t>(idx[axis])]);
     BA_ASSIGN_OR_RETURN(View v, a.Index(RegionIndex(region, box)));
     BA_RETURN_IF_ERROR(v.Load());
-    std::memcpy(shown.data.data() + k * shown.itemsize, v.data(), static_cast<size_t>(shown.itemsize));
+    std::memcpy(shown.data.data() + k * shown.itemsize, v.data(),
+                static_cast<size_t>(shown.itemsize));
     for (size_t axis = idx.size(); axis-- > 0;) {  // the next index in C order
       if (++idx[axis] < shown.shape[axis]) break;
       idx[axis] = 0;
@@ -424,20 +446,24 @@ std::string JsonElement(const DType& dtype, const std::byte* p) {
     return FloatRepr(v, part, false);
   };
   switch (dtype.kind()) {
-    case DTypeKind::kBool: return *p != std::byte{0} ? "true" : "false";
+    case DTypeKind::kBool:
+      return *p != std::byte{0} ? "true" : "false";
     case DTypeKind::kInt:
-    case DTypeKind::kUInt: return IntegerText(dtype, p);
-    case DTypeKind::kFloat: return real(dtype.ToDouble(p), dtype);
+    case DTypeKind::kUInt:
+      return IntegerText(dtype, p);
+    case DTypeKind::kFloat:
+      return real(dtype.ToDouble(p), dtype);
     case DTypeKind::kComplex: {
       const DType part = PartType(dtype);
-      return "[" + real(part.ToDouble(p), part) + ", " + real(part.ToDouble(p + dtype.itemsize() / 2), part) + "]";
+      return "[" + real(part.ToDouble(p), part) + ", " +
+             real(part.ToDouble(p + dtype.itemsize() / 2), part) + "]";
     }
   }
   return "null";
 }
 
-Status PrintStream(const Array& a, const Region& region, PrintFormat format, const TransferOptions& options,
-                   std::FILE* out) {
+Status PrintStream(const Array& a, const Region& region, PrintFormat format,
+                   const TransferOptions& options, std::FILE* out) {
   const DType dtype = a.dtype();
   const std::vector<int64_t>& shape = region.shape;
   const size_t ndim = shape.size();
@@ -447,7 +473,7 @@ Status PrintStream(const Array& a, const Region& region, PrintFormat format, con
   }
   const int64_t isz = dtype.itemsize();
   const int64_t row = ndim == 2 ? shape[1] : 1;  // CSV: elements per line
-  std::vector<int64_t> idx(ndim, 0);              // JSON: the C-order index of the next element
+  std::vector<int64_t> idx(ndim, 0);             // JSON: the C-order index of the next element
   int64_t done = 0;
   std::string text;
   if (format == PrintFormat::kJson && region.size() == 0) {
@@ -461,36 +487,39 @@ Status PrintStream(const Array& a, const Region& region, PrintFormat format, con
     };
     text = empty(0);
   }
-  Status st = ReadRegion(a, region, false, options, [&](std::span<const std::byte> data, int64_t count) {
-    for (int64_t k = 0; k < count; ++k, ++done) {
-      const std::byte* p = data.data() + k * isz;
-      if (format == PrintFormat::kCsv) {
-        text += ElementRepr(dtype, p);
-        text += (done + 1) % row == 0 ? "\n" : ",";
-        continue;
-      }
-      // JSON: open a bracket for every trailing axis at index 0, close one for every trailing
-      // axis at its last index.
-      size_t opening = 0;
-      while (opening < ndim && idx[ndim - 1 - opening] == 0) ++opening;
-      if (done > 0) text += ", ";
-      text.append(opening, '[');
-      text += JsonElement(dtype, p);
-      size_t axis = ndim;
-      while (axis > 0) {
-        --axis;
-        if (++idx[axis] < shape[axis]) break;
-        idx[axis] = 0;
-        text += ']';
-      }
-    }
-    if (std::fwrite(text.data(), 1, text.size(), out) != text.size()) return ErrnoStatus(errno, "write the values");
-    text.clear();
-    return Status::Ok();
-  });
+  Status st =
+      ReadRegion(a, region, false, options, [&](std::span<const std::byte> data, int64_t count) {
+        for (int64_t k = 0; k < count; ++k, ++done) {
+          const std::byte* p = data.data() + k * isz;
+          if (format == PrintFormat::kCsv) {
+            text += ElementRepr(dtype, p);
+            text += (done + 1) % row == 0 ? "\n" : ",";
+            continue;
+          }
+          // JSON: open a bracket for every trailing axis at index 0, close one for every trailing
+          // axis at its last index.
+          size_t opening = 0;
+          while (opening < ndim && idx[ndim - 1 - opening] == 0) ++opening;
+          if (done > 0) text += ", ";
+          text.append(opening, '[');
+          text += JsonElement(dtype, p);
+          size_t axis = ndim;
+          while (axis > 0) {
+            --axis;
+            if (++idx[axis] < shape[axis]) break;
+            idx[axis] = 0;
+            text += ']';
+          }
+        }
+        if (std::fwrite(text.data(), 1, text.size(), out) != text.size())
+          return ErrnoStatus(errno, "write the values");
+        text.clear();
+        return Status::Ok();
+      });
   BA_RETURN_IF_ERROR(st);
   if (format == PrintFormat::kJson) text += "\n";
-  if (std::fwrite(text.data(), 1, text.size(), out) != text.size()) return ErrnoStatus(errno, "write the values");
+  if (std::fwrite(text.data(), 1, text.size(), out) != text.size())
+    return ErrnoStatus(errno, "write the values");
   return Status::Ok();
 }
 
@@ -498,10 +527,13 @@ Status PrintStream(const Array& a, const Region& region, PrintFormat format, con
 
 std::string ElementRepr(const DType& dtype, const std::byte* p) {
   switch (dtype.kind()) {
-    case DTypeKind::kBool: return *p != std::byte{0} ? "True" : "False";
+    case DTypeKind::kBool:
+      return *p != std::byte{0} ? "True" : "False";
     case DTypeKind::kInt:
-    case DTypeKind::kUInt: return IntegerText(dtype, p);
-    case DTypeKind::kFloat: return FloatRepr(dtype.ToDouble(p), dtype, false);
+    case DTypeKind::kUInt:
+      return IntegerText(dtype, p);
+    case DTypeKind::kFloat:
+      return FloatRepr(dtype.ToDouble(p), dtype, false);
     case DTypeKind::kComplex: {
       const DType part = PartType(dtype);
       return ComplexRepr(part.ToDouble(p), part.ToDouble(p + dtype.itemsize() / 2), part);
@@ -510,8 +542,8 @@ std::string ElementRepr(const DType& dtype, const std::byte* p) {
   return "?";
 }
 
-Status PrintRegion(const Array& a, const Region& region, PrintFormat format, const TransferOptions& options,
-                   std::FILE* out) {
+Status PrintRegion(const Array& a, const Region& region, PrintFormat format,
+                   const TransferOptions& options, std::FILE* out) {
   if (format == PrintFormat::kText) return PrintText(a, region, out);
   return PrintStream(a, region, format, options, out);
 }

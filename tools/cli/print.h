@@ -23,8 +23,8 @@ namespace bigarray::cli {
 // (0-d and 1-d) or per row (2-d); kUnsupported for more dimensions. kJson: nested lists as
 // json.dumps(a.tolist()) writes them, NaN and infinities as NaN, Infinity, -Infinity, complex
 // elements as [real, imag].
-Status PrintRegion(const Array& a, const Region& region, PrintFormat format, const TransferOptions& options,
-                   std::FILE* out);
+Status PrintRegion(const Array& a, const Region& region, PrintFormat format,
+                   const TransferOptions& options, std::FILE* out);
 
 // One element as Python's repr() writes the NumPy scalar's value: "3", "True", "0.1", "1e-05",
 // "nan", "(1+2j)" (complex without the parentheses). For CSV and tests.

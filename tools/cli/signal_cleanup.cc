@@ -64,7 +64,8 @@ RemoveOnSignal::~RemoveOnSignal() {
   if (!installed_) return;
   Disarm();
   // Restoring cannot fail for valid signals and dispositions that sigaction itself returned.
-  for (size_t k = 0; k < std::size(kSignals); ++k) (void)::sigaction(kSignals[k], &previous_[k], nullptr);
+  for (size_t k = 0; k < std::size(kSignals); ++k)
+    (void)::sigaction(kSignals[k], &previous_[k], nullptr);
 }
 
 Status RemoveOnSignal::Arm(const std::string& path) {
