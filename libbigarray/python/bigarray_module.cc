@@ -472,7 +472,16 @@ class PyArray {
     std::vector<int64_t> strides(a.strides(), a.strides() + a.ndim());
     ba::View src = Value(ba::View::Wrap(const_cast<void*>(a.data()), array_.dtype(), shape, strides));
     ba::Array arr = array_;
-    Check(NoGil([&] { return arr.Append(src); }));  // `a` stays referenced until here
+    Check(NoGil([&]() -> ba::Status {
+      // The values go after the last element, into its block when that is not full: load it
+      // first, so that a damaged block is an error here rather than a fatal fault in Append.
+      if (arr.size() > 0) {
+        std::vector<ba::IndexItem> last(static_cast<size_t>(arr.ndim()), ba::IndexItem{int64_t{-1}});
+        BA_ASSIGN_OR_RETURN(ba::View v, arr.Index(std::span<const ba::IndexItem>(last)));
+        BA_RETURN_IF_ERROR(v.Load());
+      }
+      return arr.Append(src);
+    }));  // `a` stays referenced until here
   }
 
   void Resize(py::handle shape) const {

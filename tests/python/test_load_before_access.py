@@ -45,6 +45,24 @@ def test_damaged_block_raises_corruption_error(tmp_path, child_env, access):
     assert r.stdout.startswith("CorruptionError:") and "block 1" in r.stdout and "'a'" in r.stdout
 
 
+@pytest.mark.parametrize("change", ["append", "shrink"])
+def test_append_and_shrink_into_a_damaged_last_block_raise(tmp_path, child_env, change):
+    # Rows 8-11 fill half of block 1, the last block: an append writes the rest of it, a
+    # shrink to 10 rows zeroes its tail; both must load it first.
+    path = tmp_path / "db"
+    damaged_database(path, rows=12)
+    call = "a.append(np.ones(64))" if change == "append" else "a.resize((10, 64))"
+    r = child(f"""
+        try:
+            {call}
+        except bigarray.CorruptionError as e:
+            print("CorruptionError:", e, a.shape)
+        """, child_env, path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("CorruptionError:") and "block 1" in r.stdout
+    assert r.stdout.rstrip().endswith("(12, 64)")  # nothing changed
+
+
 def test_intact_blocks_read_and_write_as_before(tmp_path, child_env):
     path = tmp_path / "db"
     damaged_database(path)
