@@ -417,6 +417,77 @@ TEST_CASE("A6: append extends the major axis in C and F order; mismatches change
   CHECK(big.Index({int64_t{-1}, int64_t{1}}).value().at<double>() == 4);
 }
 
+TEST_CASE("StoredBlocks lists the committed blocks of an array, reading only the block index") {
+  TempDir dir;
+  auto db = OpenDb(dir / "db");
+  const int64_t per_block = static_cast<int64_t>(kBlock / 8);
+  auto a = db.Create("a", {int64_t{1} << 40}, "f8", Blocks()).value();  // 8 TiB, sparse
+  a.Index({per_block * 5}).value().at<double>() = 1;
+  a.Index({per_block * 3 + 7}).value().at<double>() = 2;
+  CHECK(a.StoredBlocks().value().empty());  // changes of the open transaction are not listed
+  REQUIRE(db.Commit().ok());
+  CHECK(a.StoredBlocks().value() == std::vector<uint64_t>{3, 5});
+  CHECK(a.BlocksStored().value() == 2);
+}
+
+TEST_CASE("ChangedArrays names what a commit would write: data, shape, name, created, dropped") {
+  TempDir dir;
+  auto db = OpenDb(dir / "db");
+  auto a = db.Create("a", {100000}, "f8", Blocks()).value();
+  db.Create("b", {10}, "i4", Blocks()).value();
+  db.Create("c", {10}, "i4", Blocks()).value();
+  CHECK(db.ChangedArrays().value() == std::vector<std::string>{"a", "b", "c"});
+  REQUIRE(db.Commit().ok());
+  CHECK(db.ChangedArrays().value().empty());
+  CHECK(a.Index({int64_t{5}}).value().at<double>() == 0);  // reading changes nothing
+  CHECK(db.ChangedArrays().value().empty());
+  a.Index({int64_t{50000}}).value().at<double>() = 1;
+  CHECK(db.ChangedArrays().value() == std::vector<std::string>{"a"});
+  CHECK(db.ChangedArrays().value() == std::vector<std::string>{"a"});  // the blocks stay dirty
+  REQUIRE(db.Rename("b", "b2").ok());
+  REQUIRE(db.Drop("c").ok());
+  CHECK(db.ChangedArrays().value() == std::vector<std::string>{"a", "b2", "c"});
+  REQUIRE(db.Commit().ok());
+  CHECK(db.Get("a").value().Index({int64_t{50000}}).value().at<double>() == 1);  // committed in full
+  REQUIRE(db.Get("b2").value().Resize({20}).ok());
+  CHECK(db.ChangedArrays().value() == std::vector<std::string>{"b2"});
+  db.Abort();
+  CHECK(db.ChangedArrays().value().empty());
+}
+
+TEST_CASE("a read-only handle refuses changes with a clear error; writes through views cannot commit") {
+  TempDir dir;
+  {
+    auto db = OpenDb(dir / "db");
+    db.Create("a", {1000}, "f8", Blocks()).value().Index({int64_t{3}}).value().at<double>() = 7;
+    REQUIRE(db.Commit().ok());
+  }
+  Options o = SmallCache();
+  o.read_only = true;
+  auto db = OpenDb(dir / "db", o);
+  auto a = db.Get("a").value();
+  CHECK(a.Index({int64_t{3}}).value().at<double>() == 7);
+  auto created = db.Create("b", {3}, "f8");
+  REQUIRE(!created.ok());
+  CHECK(created.status().code() == Code::kFailedPrecondition);
+  CHECK(created.status().message().find("create array 'b': " + (dir / "db") + " was opened read-only") !=
+        std::string::npos);
+  CHECK(db.Drop("a").code() == Code::kFailedPrecondition);
+  CHECK(db.Rename("a", "z").code() == Code::kFailedPrecondition);
+  CHECK(a.Resize({5}).code() == Code::kFailedPrecondition);
+  double one = 1;
+  CHECK(a.Append(View::Wrap(&one, DType::Of<double>(), {1}).value()).code() == Code::kFailedPrecondition);
+  CHECK(db.Commit().ok());  // nothing changed: a boundary
+  a.Index({int64_t{3}}).value().at<double>() = 8;
+  Status st = db.Commit();
+  CHECK(st.code() == Code::kFailedPrecondition);
+  CHECK(st.message().find("read-only") != std::string::npos);
+  db.Abort();
+  CHECK(a.Index({int64_t{3}}).value().at<double>() == 7);
+  // A read-only open never creates a database.
+  CHECK(Database::Open(dir / "missing", o).status().code() == Code::kNotFound);
+}
+
 TEST_CASE("A7: resize is metadata only; shrinking releases blocks; growing again reads zeros") {
   TempDir dir;
   auto db = OpenDb(dir / "db");

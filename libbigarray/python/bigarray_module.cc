@@ -17,9 +17,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <utility>
@@ -276,17 +280,46 @@ std::vector<ba::IndexItem> ToIndex(py::handle key, const std::vector<int64_t>& s
                    "method)"));
 }
 
+// Emits a ResourceWarning naming the arrays whose uncommitted changes `db` is about to discard
+// (nothing when there are none, or when they cannot be listed). Throws error_already_set when
+// the warning is an error (-W error).
+void WarnUncommitted(const std::shared_ptr<ba::Database>& db, const std::string& path, const char* how) {
+  auto changed = NoGil([&] { return db->ChangedArrays(); });
+  if (!changed.ok() || changed->empty()) return;
+  std::string names;
+  for (const std::string& n : *changed) names += (names.empty() ? "'" : ", '") + n + "'";
+  const std::string msg = "bigarray database " + path + " " + how + " with uncommitted changes to " +
+                          (changed->size() == 1 ? "array " : "arrays ") + names +
+                          ": they were discarded (call commit() first, or abort() to discard them explicitly)";
+  if (PyErr_WarnEx(PyExc_ResourceWarning, msg.c_str(), 1) < 0) throw py::error_already_set();
+}
+
 // The state shared by a Database object and its Arrays: the C++ handle (null once closed).
 struct DbState {
   std::shared_ptr<ba::Database> db;
   std::string path;
   pid_t pid = getpid();
+  bool read_only = false;
+  uint64_t cache_bytes = ba::Options{}.cache_bytes;
 
   DbState() = default;
   DbState(const DbState&) = delete;
   DbState& operator=(const DbState&) = delete;
   ~DbState() {
-    if (getpid() != pid) new std::shared_ptr<ba::Database>(std::move(db));  // leaked: see above
+    if (getpid() != pid) {
+      new std::shared_ptr<ba::Database>(std::move(db));  // leaked: see above
+      return;
+    }
+    // Garbage-collected without close(): like an unclosed file, say so when it loses changes.
+    // (Destroyed under the GIL: only Python objects hold a DbState.)
+    if (db && Py_IsInitialized()) {
+      try {
+        WarnUncommitted(db, path, "was garbage-collected without close()");
+      } catch (py::error_already_set& e) {
+        e.discard_as_unraisable("bigarray.Database.__del__");
+      } catch (...) {
+      }
+    }
   }
 
   bool forked() const { return getpid() != pid; }
@@ -300,7 +333,7 @@ struct DbState {
 
 // bigarray.View: the base of every ndarray this module returns; keeps the mapping alive.
 struct PyView {
-  explicit PyView(ba::View v) : view(std::move(v)) {}
+  PyView(ba::View v, bool ro) : view(std::move(v)), read_only(ro) {}
   PyView(const PyView&) = default;
   PyView& operator=(const PyView&) = delete;
   ~PyView() {
@@ -308,6 +341,7 @@ struct PyView {
   }
 
   ba::View view;
+  bool read_only = false;  // of a read_only handle: its ndarrays are not writeable
   pid_t pid = getpid();
 
   void Load() const {
@@ -317,12 +351,24 @@ struct PyView {
   }
 };
 
-// A NumPy ndarray over `v`, zero-copy, whose base keeps the mapping alive.
-py::array ToNumpy(const ba::View& v) {
-  py::object base = py::cast(PyView(v));
+// A NumPy ndarray over `v`, zero-copy, whose base keeps the mapping alive; not writeable for
+// a read-only handle.
+py::array ToNumpy(const ba::View& v, bool read_only) {
+  py::object base = py::cast(PyView(v, read_only));
   std::vector<py::ssize_t> shape(v.shape().begin(), v.shape().end());
   std::vector<py::ssize_t> strides(v.strides().begin(), v.strides().end());
-  return py::array(NumpyDType(v.dtype()), std::move(shape), std::move(strides), v.data(), base);
+  py::array a(NumpyDType(v.dtype()), std::move(shape), std::move(strides), v.data(), base);
+  if (read_only) a.attr("setflags")(py::arg("write") = false);
+  return a;
+}
+
+// The rows [start, stop) along `axis` as an index expression.
+py::tuple AxisSlice(int ndim, int axis, int64_t start, int64_t stop) {
+  py::tuple t(ndim);
+  for (int k = 0; k < ndim; ++k) {
+    t[k] = k == axis ? py::slice(py::int_(start), py::int_(stop), py::none()) : py::slice(py::none(), py::none(), py::none());
+  }
+  return t;
 }
 
 class PyArray {
@@ -337,18 +383,51 @@ class PyArray {
 
   const ba::Array& array() const { return array_; }
 
+  // A[idx]: an element is loaded first (a load error is raised here); a view is returned as is
+  // and loads its blocks when touched (docs/python.md, "What is safe").
   py::object GetItem(py::handle key) const {
     bool ellipsis = false;
     ba::View v = Index(key, &ellipsis);
-    py::array a = ToNumpy(v);
-    if (v.ndim() == 0 && !ellipsis) return a[py::tuple()];  // a NumPy scalar, as NumPy does
+    py::array a = ToNumpy(v, state_->read_only);
+    if (v.ndim() == 0 && !ellipsis) {
+      Check(NoGil([&] { return v.Load(); }));
+      return a[py::tuple()];  // a NumPy scalar, as NumPy does
+    }
     return a;
   }
 
+  // A[idx] = value: the blocks under A[idx] are loaded before they are written, so a load error
+  // is raised here. A large target is assigned in slabs along its first axis, each loaded and
+  // written in turn, so that the loads stay within the cache.
   void SetItem(py::handle key, py::handle value) const {
     bool ellipsis = false;
+    if (state_->read_only) {
+      Raise(ba::Status(ba::Code::kFailedPrecondition, "assignment to array '" + array_.name() + "': " +
+                                                          state_->path + " was opened with read_only=True"));
+    }
     ba::View v = Index(key, &ellipsis);
-    ToNumpy(v)[py::ellipsis()] = value;  // NumPy's broadcasting and casting, exactly
+    py::array target = ToNumpy(v, false);
+    const uint64_t slab_bytes = std::max<uint64_t>(state_->cache_bytes / 4, 1);
+    if (v.ndim() == 0 || static_cast<uint64_t>(v.nbytes()) <= slab_bytes || v.shape()[0] <= 1) {
+      Check(NoGil([&] { return v.Load(); }));
+      target[py::ellipsis()] = value;  // NumPy's broadcasting and casting, exactly
+      return;
+    }
+    py::module_ np = py::module_::import("numpy");
+    py::object src = np.attr("asarray")(value);
+    // The value may be a view of the same array: slabs would overwrite what later slabs read.
+    if (py::bool_(np.attr("may_share_memory")(src, target))) src = np.attr("array")(src);
+    // Broadcasts (or raises ValueError) before anything is written, as NumPy does.
+    src = np.attr("broadcast_to")(src, target.attr("shape"));
+    const int64_t rows = v.shape()[0];
+    const int64_t per = std::max<int64_t>(1, static_cast<int64_t>(slab_bytes / (static_cast<uint64_t>(v.nbytes()) / rows)));
+    for (int64_t r0 = 0; r0 < rows; r0 += per) {
+      const int64_t r1 = std::min(rows, r0 + per);
+      ba::View slab = Value(v.Index({ba::Slice{r0, r1, 1}}));
+      Check(NoGil([&] { return slab.Load(); }));
+      const py::slice rows_slice{py::int_(r0), py::int_(r1), py::none()};
+      target[rows_slice] = src[rows_slice];
+    }
   }
 
   py::object AsNumpy(py::object dtype, py::object copy) const {
@@ -361,7 +440,7 @@ class PyArray {
       }
       Raise(r.status());
     }
-    py::array out = ToNumpy(*r);
+    py::array out = ToNumpy(*r, state_->read_only);
     if (!dtype.is_none()) {
       py::dtype want = py::dtype::from_args(dtype);
       if (!want.equal(out.dtype())) {
@@ -394,7 +473,16 @@ class PyArray {
     std::vector<int64_t> strides(a.strides(), a.strides() + a.ndim());
     ba::View src = Value(ba::View::Wrap(const_cast<void*>(a.data()), array_.dtype(), shape, strides));
     ba::Array arr = array_;
-    Check(NoGil([&] { return arr.Append(src); }));  // `a` stays referenced until here
+    Check(NoGil([&]() -> ba::Status {
+      // The values go after the last element, into its block when that is not full: load it
+      // first, so that a damaged block is an error here rather than a fatal fault in Append.
+      if (arr.size() > 0) {
+        std::vector<ba::IndexItem> last(static_cast<size_t>(arr.ndim()), ba::IndexItem{int64_t{-1}});
+        BA_ASSIGN_OR_RETURN(ba::View v, arr.Index(std::span<const ba::IndexItem>(last)));
+        BA_RETURN_IF_ERROR(v.Load());
+      }
+      return arr.Append(src);
+    }));  // `a` stays referenced until here
   }
 
   void Resize(py::handle shape) const {
@@ -402,6 +490,35 @@ class PyArray {
     std::vector<int64_t> s = Shape(shape);
     ba::Array arr = array_;
     Check(NoGil([&] { return arr.Resize(std::move(s)); }));
+  }
+
+  // The view A[key], mapped but not loaded.
+  ba::View ViewOf(py::handle key) const {
+    bool ellipsis = false;
+    return Index(key, &ellipsis);
+  }
+  bool read_only() const { return state_->read_only; }
+
+  // The fields of `bigarray info --json`, in its order.
+  py::dict Info() const {
+    state_->Get();
+    ba::Array a = array_;
+    const uint64_t stored = Value(NoGil([&] { return a.BlocksStored(); }));
+    py::dict d;
+    d["name"] = Name(a.name());
+    d["dtype"] = a.dtype().str();
+    py::list shape;
+    for (int64_t n : a.shape()) shape.append(n);
+    d["shape"] = shape;
+    d["order"] = std::string(1, static_cast<char>(a.order()));
+    d["ndim"] = a.ndim();
+    d["itemsize"] = a.itemsize();
+    d["size"] = a.size();
+    d["nbytes"] = a.nbytes();
+    d["block_size"] = a.block_size();
+    d["blocks"] = (static_cast<uint64_t>(a.nbytes()) + a.block_size() - 1) / a.block_size();
+    d["blocks_stored"] = stored;
+    return d;
   }
 
   int64_t Len() const {
@@ -428,13 +545,125 @@ class PyArray {
   ba::Array array_;
 };
 
+// A.iter_blocks(): (slice, ndarray view) pairs along an axis, each view loaded before it is
+// handed out (a load error is raised by the iteration, not at a page fault).
+class PyBlockIter {
+ public:
+  PyBlockIter(const PyArray& array, py::handle axis, py::handle rows, bool progress) : array_(array) {
+    const ba::Array& a = array.array();
+    const std::vector<int64_t> shape = a.shape();
+    const int ndim = static_cast<int>(shape.size());
+    if (ndim == 0) throw py::value_error("iter_blocks: array '" + a.name() + "' is 0-d (it has no axis to iterate)");
+    int64_t ax = Int(axis, "axis");
+    if (ax < -ndim || ax >= ndim) {
+      throw py::index_error("iter_blocks: axis " + std::to_string(ax) + " is out of range for an array of " +
+                            std::to_string(ndim) + " dimensions");
+    }
+    axis_ = static_cast<int>(ax < 0 ? ax + ndim : ax);
+    ndim_ = ndim;
+    extent_ = shape[static_cast<size_t>(axis_)];
+    if (!rows.is_none()) {
+      rows_ = Int(rows, "rows");
+      if (rows_ <= 0) throw py::value_error("iter_blocks: rows must be positive, not " + std::to_string(rows_));
+    } else {
+      rows_ = DefaultRows(a, axis_, extent_);
+    }
+    if (progress) {
+      py::object err = py::module_::import("sys").attr("stderr");
+      progress_ = !err.is_none() && py::bool_(err.attr("isatty")());
+    }
+    label_ = "iter_blocks '" + a.name() + "'";
+  }
+  PyBlockIter(const PyBlockIter&) = delete;
+  PyBlockIter& operator=(const PyBlockIter&) = delete;
+  ~PyBlockIter() {
+    if (drawn_ && !finished_) {  // abandoned midway: end the bar's line
+      try {
+        Write("\n");
+      } catch (...) {
+      }
+    }
+  }
+
+  py::tuple Next() {
+    if (next_ >= extent_) {
+      if (drawn_ && !finished_) Write("\n");
+      finished_ = true;
+      throw py::stop_iteration();
+    }
+    const int64_t start = next_, stop = std::min(extent_, next_ + rows_);
+    ba::View v = array_.ViewOf(AxisSlice(ndim_, axis_, start, stop));
+    Check(NoGil([&] { return v.Load(); }));
+    next_ = stop;
+    if (progress_) Draw();
+    return py::make_tuple(py::slice(py::int_(start), py::int_(stop), py::none()), ToNumpy(v, array_.read_only()));
+  }
+
+ private:
+  // Rows (indices along `axis`) per chunk: along the major axis, the fewest rows that make a
+  // whole number of blocks (so every chunk starts and ends on a block boundary) when that is at
+  // most 16 blocks or 16 rows; otherwise (and along other axes) about one block's worth.
+  static int64_t DefaultRows(const ba::Array& a, int axis, int64_t extent) {
+    if (extent == 0) return 1;
+    const uint64_t row = static_cast<uint64_t>(a.nbytes() / extent), block = a.block_size();
+    if (row == 0) return extent;
+    const int major = a.order() == ba::Order::kC ? 0 : a.ndim() - 1;
+    if (axis == major) {
+      const uint64_t aligned = block / std::gcd(block, row);  // lcm(block, row) / row
+      if (aligned <= 16 * std::max<uint64_t>(block / std::min(block, row), 1)) return static_cast<int64_t>(aligned);
+    }
+    return static_cast<int64_t>(std::max<uint64_t>(1, block / row));
+  }
+
+  void Draw() {
+    const auto now = std::chrono::steady_clock::now();
+    const bool last = next_ >= extent_;
+    if (!last && drawn_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    drawn_ = true;
+    const double frac = extent_ ? static_cast<double>(next_) / static_cast<double>(extent_) : 1.0;
+    const int width = 30, filled = static_cast<int>(frac * width);
+    char pct[16];
+    std::snprintf(pct, sizeof pct, "%5.1f%%", 100 * frac);
+    Write("\r" + label_ + " [" + std::string(static_cast<size_t>(filled), '#') +
+          std::string(static_cast<size_t>(width - filled), '.') + "] " + pct + " " + std::to_string(next_) + "/" +
+          std::to_string(extent_) + (last ? "\n" : ""));
+    if (last) finished_ = true;
+  }
+
+  static void Write(const std::string& text) {
+    py::object err = py::module_::import("sys").attr("stderr");
+    err.attr("write")(text);
+    err.attr("flush")();
+  }
+
+  PyArray array_;
+  int axis_ = 0, ndim_ = 0;
+  int64_t extent_ = 0, rows_ = 1, next_ = 0;
+  bool progress_ = false, drawn_ = false, finished_ = false;
+  std::string label_;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
 class PyDatabase {
  public:
-  static PyDatabase Open(py::handle path, py::handle cache, bool durable, bool create) {
+  static PyDatabase Open(py::handle path, py::handle cache, bool durable, bool create, bool read_only,
+                         bool prefault_cache, py::handle readahead_blocks, py::handle spill_dir) {
     py::module_ os = py::module_::import("os");
     py::bytes fs = os.attr("fsencode")(path);
     std::string p = fs;
     ba::Options o;
+    o.read_only = read_only;
+    o.prefault_cache = prefault_cache;
+    if (!readahead_blocks.is_none()) {
+      const int64_t r = Int(readahead_blocks, "readahead_blocks");
+      if (r < 0 || r > 4096) throw py::value_error("readahead_blocks must be 0 to 4096, not " + std::to_string(r));
+      o.readahead_blocks = static_cast<unsigned>(r);
+    }
+    if (!spill_dir.is_none()) {
+      o.spill_dir = std::string(py::bytes(os.attr("fsencode")(spill_dir)));
+      if (o.spill_dir.empty()) throw py::value_error("spill_dir must not be empty (None: the database directory)");
+    }
     if (!cache.is_none()) {
       int64_t c = Int(cache, "cache");
       if (c <= 0) throw py::value_error("cache must be a positive number of bytes");
@@ -445,6 +674,8 @@ class PyDatabase {
     auto db = Value(NoGil([&] { return ba::Database::Open(p, o); }), Missing::kDatabase);
     auto state = std::make_shared<DbState>();
     state->path = p;
+    state->read_only = read_only;
+    state->cache_bytes = o.cache_bytes;
     state->db = std::make_shared<ba::Database>(std::move(db));
     return PyDatabase(std::move(state));
   }
@@ -513,15 +744,35 @@ class PyDatabase {
   }
 
   // Ends the transaction (uncommitted changes are discarded) and releases the handle. Views
-  // handed out before stay valid. Idempotent.
-  void Close() {
+  // handed out before stay valid. Idempotent. With `warn`, a ResourceWarning names the arrays
+  // whose changes were discarded (after the handle is closed, so that -W error still closes).
+  void Close(bool warn = true) {
     std::shared_ptr<ba::Database> db = std::move(state_->db);
     state_->db.reset();
     if (state_->forked()) {
       new std::shared_ptr<ba::Database>(std::move(db));  // leaked: see DbState
-    } else if (db) {
-      NoGil([&] { db.reset(); });
+      return;
     }
+    if (!db) return;
+    std::vector<std::string> changed;
+    if (warn) {
+      auto r = NoGil([&] { return db->ChangedArrays(); });
+      if (r.ok()) changed = std::move(*r);
+    }
+    NoGil([&] { db.reset(); });
+    if (changed.empty()) return;
+    std::string names;
+    for (const std::string& n : changed) names += (names.empty() ? "'" : ", '") + n + "'";
+    const std::string msg = "bigarray database " + state_->path + " closed with uncommitted changes to " +
+                            (changed.size() == 1 ? "array " : "arrays ") + names +
+                            ": they were discarded (call commit() first, or abort() to discard them explicitly)";
+    if (PyErr_WarnEx(PyExc_ResourceWarning, msg.c_str(), 1) < 0) throw py::error_already_set();
+  }
+
+  py::dict Info() {
+    py::dict d;
+    for (py::handle name : Names()) d[name] = GetItem(name).Info();
+    return d;
   }
 
   bool closed() const { return !state_->db; }
@@ -619,7 +870,7 @@ PYBIND11_MODULE(bigarray, m) {
            "here (e.g. CorruptionError) instead of ending the process at a page fault.")
       .def("__array__",
            [](const PyView& v, py::object dtype, py::object) {
-             py::array a = ToNumpy(v.view);
+             py::array a = ToNumpy(v.view, v.read_only);
              if (dtype.is_none()) return py::object(a);
              return py::object(a.attr("astype")(dtype, py::arg("copy") = false));
            },
@@ -655,7 +906,23 @@ PYBIND11_MODULE(bigarray, m) {
            "dimension less is one row (C) or column (F).")
       .def("resize", &PyArray::Resize, py::arg("shape"),
            "New shape, same element order (as numpy.ndarray.resize): new elements read as zeros.")
+      .def("info", &PyArray::Info,
+           "The array's description as a dict, with the keys of `bigarray info --json`: name,\n"
+           "dtype, shape, order, ndim, itemsize, size, nbytes, block_size, blocks, blocks_stored.")
+      .def("iter_blocks",
+           [](const PyArray& a, py::handle axis, py::handle rows, bool progress) {
+             return std::make_unique<PyBlockIter>(a, axis, rows, progress);
+           },
+           py::arg("axis") = 0, py::arg("rows") = py::none(), py::arg("progress") = false,
+           "Iterates over the array in chunks along `axis`: yields (slice, view) with view =\n"
+           "A[..., slice, ...], each loaded before it is yielded (errors are raised here). rows:\n"
+           "indices per chunk; default: block-aligned chunks of about a block (see docs/python.md).\n"
+           "progress=True draws a progress bar on stderr when it is a terminal.")
       .def("__repr__", &PyArray::Repr);
+
+  py::class_<PyBlockIter>(m, "BlockIterator", "The iterator of Array.iter_blocks().")
+      .def("__iter__", [](py::object self) { return self; })
+      .def("__next__", &PyBlockIter::Next);
 
   py::class_<PyTransaction>(m, "Transaction", "Context manager: commit on success, abort on an exception.")
       .def("__enter__", &PyTransaction::Enter)
@@ -687,24 +954,30 @@ PYBIND11_MODULE(bigarray, m) {
              return PyTransaction{std::move(self)};
            },
            "with db.transaction(): ... commits when the block succeeds, aborts when it raises.")
-      .def("close", &PyDatabase::Close,
-           "Aborts the open transaction and releases the handle; views stay valid.")
+      .def("close", [](PyDatabase& d) { d.Close(); },
+           "Aborts the open transaction and releases the handle; views stay valid. Uncommitted\n"
+           "changes are discarded, with a ResourceWarning naming the arrays they were in.")
       .def_property_readonly("closed", &PyDatabase::closed)
       .def_property_readonly("path", &PyDatabase::path)
       .def_property_readonly("snapshot", &PyDatabase::snapshot, "The commit this transaction reads.")
       .def("cache_stats", &PyDatabase::CacheStats)
+      .def("info", &PyDatabase::Info,
+           "{name: db[name].info()} for every array: the fields of `bigarray info --json`.")
       .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__", [](PyDatabase& d, py::handle, py::handle, py::handle) {
-        d.Close();
+      .def("__exit__", [](PyDatabase& d, py::handle type, py::handle, py::handle) {
+        d.Close(/*warn=*/type.is_none());  // leaving by an exception: the abort is expected
         return false;
       })
       .def("__repr__", &PyDatabase::Repr);
 
   m.def("open", &PyDatabase::Open, py::arg("path"), py::arg("cache") = py::none(), py::arg("durable") = true,
-        py::arg("create") = true,
+        py::arg("create") = true, py::kw_only(), py::arg("read_only") = false, py::arg("prefault_cache") = false,
+        py::arg("readahead_blocks") = py::none(), py::arg("spill_dir") = py::none(),
         "Opens (or creates) the database at `path` (a directory; 'memory:' for a private\n"
         "in-memory database). cache: bytes of RAM for this handle's page cache (default 1 GiB);\n"
         "dirty data beyond it spills to disk. durable=False: a commit survives a crash of the\n"
         "process but an OS crash may lose the latest commits. create=False: FileNotFoundError\n"
-        "when there is no database at `path`.");
+        "when there is no database at `path`. read_only=True: never writes (works on a read-only\n"
+        "mount); changes raise bigarray.Error and ndarray views are not writeable.\n"
+        "prefault_cache, readahead_blocks, spill_dir: as the C++ Options (docs/api.md).");
 }

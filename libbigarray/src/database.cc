@@ -484,6 +484,12 @@ Status NameArrays(const Status& st, Session& s) {
   return Status(st.code(), m);
 }
 
+// kFailedPrecondition for a change on a handle opened with Options::read_only.
+Status CheckWritable(const Session& s, const std::string& what) {
+  if (!s.options.read_only) return Status::Ok();
+  return FailedPrecondition(what + ": " + s.path + " was opened read-only (Options::read_only)");
+}
+
 }  // namespace
 
 // ---- Database --------------------------------------------------------------------------------
@@ -560,6 +566,7 @@ Result<Array> Database::Create(const std::string& name, std::vector<int64_t> sha
 Result<Array> Database::Create(const std::string& name, std::vector<int64_t> shape, const DType& dtype,
                                const ArrayOptions& options) {
   Session& s = *session_;
+  BA_RETURN_IF_ERROR(CheckWritable(s, "create array '" + name + "'"));
   if (name.empty() || name.size() > internal::kMaxNameBytes || name.find('\0') != std::string::npos) {
     return InvalidArgument("array name '" + name + "': must be 1 to 255 bytes without NUL");
   }
@@ -632,6 +639,7 @@ Result<std::vector<std::string>> Database::Names() {
 }
 
 Status Database::Drop(const std::string& name) {
+  BA_RETURN_IF_ERROR(CheckWritable(*session_, "drop array '" + name + "'"));
   std::lock_guard lock(session_->mu_);
   BA_ASSIGN_OR_RETURN(auto state, session_->Find(name));
   std::lock_guard l(state->mu);
@@ -641,6 +649,7 @@ Status Database::Drop(const std::string& name) {
 
 Status Database::Rename(const std::string& from, const std::string& to) {
   Session& s = *session_;
+  BA_RETURN_IF_ERROR(CheckWritable(s, "rename array '" + from + "'"));
   if (to.empty() || to.size() > internal::kMaxNameBytes || to.find('\0') != std::string::npos) {
     return InvalidArgument("array name '" + to + "': must be 1 to 255 bytes without NUL");
   }
@@ -778,6 +787,38 @@ void Database::Abort() {
 
 Status Database::Sync() { return session_->store->Sync(); }
 
+Result<std::vector<std::string>> Database::ChangedArrays() {
+  Session& s = *session_;
+  std::lock_guard lock(s.mu_);
+  std::set<std::string> names;
+  std::map<const pager::PagedFile*, ArrayState*> by_file;
+  for (auto& [id, sp] : s.arrays) {
+    ArrayState& a = *sp;
+    std::lock_guard l(a.mu);
+    by_file[a.file.get()] = &a;
+    if (!a.exists) {
+      if (a.committed_exists) names.insert(a.committed_name);  // dropped
+      continue;
+    }
+    const uint64_t zf = a.source->zero_from.load();
+    const bool shrunk = zf != internal::kNoZeroFrom && a.committed_exists && zf < internal::BlockCount(a.committed);
+    if (a.created || a.meta_dirty || shrunk) names.insert(a.name);
+  }
+  if (s.pager->stats().dirty_blocks > 0) {
+    // The dirty blocks, as a commit would list them; Finish(false) leaves them dirty.
+    BA_ASSIGN_OR_RETURN(auto writeout, s.pager->BeginWriteout());
+    for (const auto& e : writeout->entries()) {
+      auto it = by_file.find(e.file.get());
+      if (it == by_file.end()) continue;
+      ArrayState& a = *it->second;
+      std::lock_guard l(a.mu);
+      if (a.exists && e.block < internal::BlockCount(a.meta)) names.insert(a.name);
+    }
+    writeout->Finish(false);
+  }
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
 // ---- Array -----------------------------------------------------------------------------------
 
 const std::string& Array::name() const { return state_->name; }
@@ -883,6 +924,7 @@ Result<View> Array::Index(std::span<const IndexItem> index) const {
 Status Array::Resize(std::vector<int64_t> shape) {
   auto session = state_->session.lock();
   if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");
+  BA_RETURN_IF_ERROR(CheckWritable(*session, "resize array '" + name() + "'"));
   std::lock_guard lock(session->mu_);
   ArrayState& a = *state_;
   std::unique_lock l(a.mu);
@@ -959,6 +1001,17 @@ Result<uint64_t> Array::BlocksStored() const {
     return true;
   }));
   return n;
+}
+
+Result<std::vector<uint64_t>> Array::StoredBlocks() const {
+  auto session = state_->session.lock();
+  if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");
+  std::vector<uint64_t> blocks;
+  BA_RETURN_IF_ERROR(session->snapshots->Get()->ForEachBlock(state_->id, [&](const storage::BlockInfo& b) {
+    blocks.push_back(b.index);
+    return true;
+  }));
+  return blocks;
 }
 
 }  // namespace bigarray

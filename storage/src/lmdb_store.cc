@@ -177,6 +177,7 @@ class Env {
   int fd_ = -1;
   size_t page_size_ = 4096;
   std::string path_;
+  bool read_only_ = false;  // opened with MDB_RDONLY: no write transaction can begin
 
   std::mutex writer_mu_;
   std::shared_mutex map_mu_;
@@ -340,6 +341,7 @@ bool DirectoryIsEmpty(const std::string& path) {
 Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOptions& options) {
   struct stat st;
   bool exists = stat(path.c_str(), &st) == 0;
+  if (!exists && errno != ENOENT && errno != ENOTDIR) return ErrnoStatus(errno, "open " + path);
   if (exists && !S_ISDIR(st.st_mode)) {
     return InvalidArgument(path + " is not a bigarray database (a database is a directory)");
   }
@@ -380,6 +382,7 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
 
   auto env = std::make_shared<Env>();
   env->path_ = path;
+  env->read_only_ = options.read_only;
   int rc = mdb_env_create(&env->env_);
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "create LMDB environment");
   mdb_env_set_maxdbs(env->env_, 4);
@@ -389,6 +392,15 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   mdb_env_set_mapsize(env->env_, map);
   unsigned flags = MDB_NOTLS | (options.read_only ? MDB_RDONLY : MDB_WRITEMAP);
   rc = mdb_env_open(env->env_, path.c_str(), flags, 0644);
+  if (rc == EACCES && options.read_only) {
+    // LMDB registers every reader in lock.mdb, so that no writer reuses the pages it reads; it
+    // skips that only on a read-only file system (EROFS), where no writer can exist. Opening
+    // without the lock file (MDB_NOLOCK) elsewhere would be unsafe whenever someone else may
+    // write: permissions alone cannot tell.
+    return LmdbStatus(rc, "open " + path + " read-only: its lock file " + path +
+                              "/lock.mdb cannot be opened for writing, which LMDB needs to register readers "
+                              "(except on a read-only mount); give this user write permission on it");
+  }
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
   mdb_env_get_fd(env->env_, &env->fd_);
   MDB_stat est;
@@ -922,6 +934,12 @@ Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const
     auto it = reg.envs.find({st.st_dev, st.st_ino});
     if (it != reg.envs.end()) {
       if (auto env = it->second.lock()) {
+        if (env->read_only_ && !options.read_only) {
+          // LMDB allows one environment per database and process, and this one cannot write.
+          return FailedPrecondition(path + " is open read-only in this process (a handle opened with read_only); "
+                                    "close those handles before opening it for writing, or open the "
+                                    "read-write handle first");
+        }
         return std::shared_ptr<BlockStore>(std::make_shared<LmdbStore>(env, options));
       }
     }

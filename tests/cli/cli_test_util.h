@@ -1,6 +1,7 @@
 // cli_test_util.h: running the bigarray tool from tests, and reading and writing files.
 #pragma once
 
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -90,6 +91,8 @@ class CliProcess {
     if (pid_ > 0) Wait();
   }
 
+  pid_t pid() const { return pid_; }  // -1 when it could not be started, or after Wait()
+
   // Waits for the exit. The peak RSS comes from polling /proc/PID/status (VmHWM of the tool's
   // own address space): wait4's ru_maxrss would include this process's peak, as posix_spawn
   // shares our address space until the exec.
@@ -123,5 +126,33 @@ class CliProcess {
 inline CliResult RunCli(const std::string& dir, const std::vector<std::string>& args) {
   return CliProcess(args, dir).Wait();
 }
+
+// A scratch directory with a database path in it, and the tool.
+struct Cli {
+  TempDir tmp;
+  const std::string db = tmp / "db";
+
+  CliResult operator()(const std::vector<std::string>& args) const { return RunCli(tmp.path(), args); }
+  // Runs a command that must succeed; returns its stdout.
+  std::string Ok(const std::vector<std::string>& args) const {
+    CliResult r = (*this)(args);
+    std::string cmd;
+    for (const auto& a : args) cmd += " " + a;
+    REQUIRE_MESSAGE(r.code == 0, "bigarray" << cmd << "\nexit " << r.code << "\nstderr: " << r.err);
+    return r.out;
+  }
+  std::string operator/(const std::string& name) const { return tmp / name; }
+};
+
+inline std::string Describe(const CliResult& r) {
+  return "exit " + std::to_string(r.code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
+}
+
+#define CHECK_EXIT(result, expected)                              \
+  do {                                                            \
+    const CliResult& r_ = (result);                               \
+    CHECK_MESSAGE(r_.code == (expected), Describe(r_));           \
+    if ((expected) != 0) CHECK_MESSAGE(!r_.err.empty(), "no message on stderr"); \
+  } while (0)
 
 }  // namespace bigarray::testing

@@ -104,7 +104,24 @@ TEST_CASE("value parsers") {
   CHECK_FALSE(s.stop.has_value());
   s = ParseRows(":").value();
   CHECK_FALSE(s.start.has_value());
-  for (const char* bad : {"", "5", "1:2:3", "a:", ":b", "1.5:2"}) CHECK_MESSAGE(!ParseRows(bad).ok(), bad);
+  CHECK(s.step == 1);
+  s = ParseRows("1:20:3").value();
+  CHECK((s.start == 1 && s.stop == 20 && s.step == 3));
+  s = ParseRows("::-2").value();
+  CHECK((!s.start && !s.stop && s.step == -2));
+  s = ParseRows("-1::").value();
+  CHECK((s.start == -1 && !s.stop && s.step == 1));
+  for (const char* bad : {"", "5", "1:2:0", "1:2:3:4", "::x", "::-9223372036854775808", "a:", ":b", "1.5:2"}) {
+    CHECK_MESSAGE(!ParseRows(bad).ok(), bad);
+  }
+
+  CHECK(ParseCount("0").value() == 0);
+  CHECK(ParseCount("25").value() == 25);
+  for (const char* bad : {"", "-1", "x", "1.5", "99999999999999999999"}) CHECK_MESSAGE(!ParseCount(bad).ok(), bad);
+  CHECK(ParsePrintFormat("text").value() == PrintFormat::kText);
+  CHECK(ParsePrintFormat("csv").value() == PrintFormat::kCsv);
+  CHECK(ParsePrintFormat("json").value() == PrintFormat::kJson);
+  CHECK_FALSE(ParsePrintFormat("JSON").ok());
 
   Scalar v = ParseScalar("-12").value();
   CHECK(v.as_int64 == -12);

@@ -97,7 +97,14 @@ def test_large_array_with_a_small_cache(tmp_path, db):
     assert "ok, 1 arrays, 245 blocks" in run("verify", db)
 
 
-SLICES = ["0:3", ":", ":5", "5:", "-3:", ":-3", "-7:-2", "2:2", "9:1", "-100:100", "100:", ":-100", "3:4"]
+SLICES = ["0:3", ":", ":5", "5:", "-3:", ":-3", "-7:-2", "2:2", "9:1", "-100:100", "100:", ":-100", "3:4",
+          "::2", "1::3", "::-1", "8:2:-2", "-1::-3", "::100", "::-100", "2:9:-1", "9:1:-1", ":-100:-1",
+          "100::-1", "-100::-1", "5:5:-1", "1:2:", "::"]
+
+
+def rows_slice(rows):
+    """The Python slice that --rows ROWS selects."""
+    return slice(*(int(x) if x else None for x in rows.split(":")))
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -107,8 +114,7 @@ def test_export_rows(tmp_path, db, order):
     run("import", db, "a", tmp_path / "a.npy")
     for rows in SLICES:
         run("export", db, "a", tmp_path / "r.npy", f"--rows={rows}")
-        start, stop = (int(x) if x else None for x in rows.split(":"))
-        same(np.load(tmp_path / "r.npy"), a[start:stop])
+        same(np.load(tmp_path / "r.npy"), a[rows_slice(rows)])
 
 
 def test_append(tmp_path, db):
@@ -151,10 +157,9 @@ def test_fill_and_resize(tmp_path, db, order):
     np.save(tmp_path / "a.npy", a)
     run("import", db, "a", tmp_path / "a.npy")
     expected = a.copy(order="K")
-    for value, rows in [("2.5", "1:3"), ("-1", "-1:"), ("inf", ":1"), ("7", "4:5")]:
+    for value, rows in [("2.5", "1:3"), ("-1", "-1:"), ("inf", ":1"), ("7", "4:5"), ("3", "::2"), ("4", "5:0:-3")]:
         run("fill", db, "a", "--value", value, "--rows", rows)
-        start, stop = (int(x) if x else None for x in rows.split(":"))
-        expected[start:stop] = float(value)
+        expected[rows_slice(rows)] = float(value)
     run("export", db, "a", tmp_path / "out.npy")
     same(np.load(tmp_path / "out.npy"), expected)
     # resize keeps the elements in the array's flat order and zero-fills.
@@ -186,6 +191,40 @@ def test_stats_match_numpy(tmp_path, db, dtype):
     assert s["std"] == pytest.approx(wide.std(), rel=1e-12)
     text = run("stats", db, "a")
     assert text.splitlines()[0] == f"count: {a.size}"
+
+
+@pytest.mark.parametrize("dtype,order", [("<f8", "C"), ("<i4", "F"), (">u2", "C"), ("|b1", "C"), ("<f4", "F")])
+def test_stats_of_a_sparse_array_match_numpy(tmp_path, db, dtype, order):
+    # Stored blocks in a few places, zeros (not stored) elsewhere: the zeros count as values.
+    rng = np.random.default_rng(5)
+    a = np.zeros((3000, 40), dtype=dtype, order=order)
+    for part in [slice(3, 5), slice(20, 21), slice(-2, None)]:
+        where = (part,) if order == "C" else (slice(None), part)  # along the major axis
+        a[where] = sample(dtype, a[where].shape, rng) + (1 if dtype[1] in "iu" else 0)
+    np.save(tmp_path / "a.npy", a)
+    run("import", db, "a", tmp_path / "a.npy", "--block-size", "4096")
+    info = json.loads(run("info", db, "a", "--json"))
+    assert info["blocks_stored"] < info["blocks"] / 2
+    s = json.loads(run("stats", db, "a", "--json"))
+    wide = a.astype(np.float64)
+    assert s["count"] == a.size
+    assert (s["min"], s["max"]) == ((int(a.min()), int(a.max())) if a.dtype.kind in "iub" else (float(a.min()), float(a.max())))
+    assert s["mean"] == pytest.approx(wide.mean(), rel=1e-12, abs=1e-12)
+    assert s["std"] == pytest.approx(wide.std(), rel=1e-12)
+
+
+def test_stats_of_a_huge_sparse_array_read_only_its_stored_blocks(tmp_path, db):
+    # 8 TiB of float64 with 20 stored elements: a pass over every block would not finish.
+    run("create", db, "huge", "--dtype", "f8", "--shape", str(1 << 40), "--block-size", "64K")
+    run("fill", db, "huge", "--value", "-3", "--rows", "5:15")
+    run("fill", db, "huge", "--value", "8", "--rows=-10:")
+    s = json.loads(run("stats", db, "huge", "--json"))
+    n = 1 << 40
+    mean = (10 * -3 + 10 * 8) / n
+    std = (((10 * 9 + 10 * 64) / n) - mean * mean) ** 0.5
+    assert (s["count"], s["min"], s["max"]) == (n, -3, 8)
+    assert s["mean"] == pytest.approx(mean, rel=1e-12)
+    assert s["std"] == pytest.approx(std, rel=1e-9)
 
 
 def test_stats_special_values(tmp_path, db):

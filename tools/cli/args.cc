@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 
 namespace bigarray::cli {
@@ -91,6 +92,12 @@ Status CheckValue(const OptionSpec& o, const std::string& value) {
       return Status::Ok();
     case ValueKind::kScalar:
       if (auto r = ParseScalar(value); !r.ok()) return bad(r.status());
+      return Status::Ok();
+    case ValueKind::kCount:
+      if (auto r = ParseCount(value); !r.ok()) return bad(r.status());
+      return Status::Ok();
+    case ValueKind::kFormat:
+      if (auto r = ParsePrintFormat(value); !r.ok()) return bad(r.status());
       return Status::Ok();
   }
   return Status::Ok();
@@ -258,18 +265,42 @@ Result<Order> ParseOrder(std::string_view s) {
 
 Result<Slice> ParseRows(std::string_view s) {
   const size_t colon = s.find(':');
-  if (colon == std::string_view::npos || s.find(':', colon + 1) != std::string_view::npos) {
-    return InvalidArgument("rows '" + std::string(s) + "': expected START:STOP, e.g. 10:20, -5:, :100");
+  const size_t colon2 = colon == std::string_view::npos ? colon : s.find(':', colon + 1);
+  if (colon == std::string_view::npos ||
+      (colon2 != std::string_view::npos && s.find(':', colon2 + 1) != std::string_view::npos)) {
+    return InvalidArgument("rows '" + std::string(s) + "': expected START:STOP[:STEP], e.g. 10:20, -5:, :100, ::10");
   }
+  const std::string_view parts[3] = {
+      s.substr(0, colon),
+      colon2 == std::string_view::npos ? s.substr(colon + 1) : s.substr(colon + 1, colon2 - colon - 1),
+      colon2 == std::string_view::npos ? std::string_view() : s.substr(colon2 + 1)};
   Slice slice;
-  for (int k = 0; k < 2; ++k) {
-    const std::string_view part = k == 0 ? s.substr(0, colon) : s.substr(colon + 1);
-    if (part.empty()) continue;
-    auto v = ParseInt64(part);
-    if (!v) return InvalidArgument("rows '" + std::string(s) + "': '" + std::string(part) + "' is not an integer");
-    (k == 0 ? slice.start : slice.stop) = *v;
+  for (int k = 0; k < 3; ++k) {
+    if (parts[k].empty()) continue;
+    auto v = ParseInt64(parts[k]);
+    if (!v) return InvalidArgument("rows '" + std::string(s) + "': '" + std::string(parts[k]) + "' is not an integer");
+    if (k == 2) {
+      if (*v == 0) return InvalidArgument("rows '" + std::string(s) + "': the step must not be 0");
+      if (*v == INT64_MIN) return InvalidArgument("rows '" + std::string(s) + "': the step is out of range");
+      slice.step = *v;
+    } else {
+      (k == 0 ? slice.start : slice.stop) = *v;
+    }
   }
   return slice;
+}
+
+Result<int64_t> ParseCount(std::string_view s) {
+  auto v = ParseInt64(s);
+  if (!v || *v < 0) return InvalidArgument("'" + std::string(s) + "' is not a number of rows (0, 1, 2, ...)");
+  return *v;
+}
+
+Result<PrintFormat> ParsePrintFormat(std::string_view s) {
+  if (s == "text") return PrintFormat::kText;
+  if (s == "csv") return PrintFormat::kCsv;
+  if (s == "json") return PrintFormat::kJson;
+  return InvalidArgument("format '" + std::string(s) + "': expected text, csv or json");
 }
 
 Result<Scalar> ParseScalar(std::string_view s) {

@@ -32,6 +32,8 @@ enum class ValueKind {
   kOrder,     // ParseOrder
   kRows,      // ParseRows
   kScalar,    // ParseScalar
+  kCount,     // ParseCount
+  kFormat,    // ParsePrintFormat
 };
 
 struct OptionSpec {
@@ -72,8 +74,17 @@ Result<uint64_t> ParseBlockSize(std::string_view s);
 Result<std::vector<int64_t>> ParseShape(std::string_view s);
 // "C" or "F" (either case).
 Result<Order> ParseOrder(std::string_view s);
-// "START:STOP" with Python slice semantics: either bound may be empty or negative.
+// "START:STOP" or "START:STOP:STEP" with Python slice semantics: either bound may be empty or
+// negative; the step (default 1) may be negative, not 0.
 Result<Slice> ParseRows(std::string_view s);
+
+// A number of rows: a non-negative integer.
+Result<int64_t> ParseCount(std::string_view s);
+
+// How cat, head and tail print values (print.h).
+enum class PrintFormat { kText, kCsv, kJson };
+// "text", "csv" or "json".
+Result<PrintFormat> ParsePrintFormat(std::string_view s);
 
 // A value for fill: a number ("3", "-2.5", "1e-3", "nan", "inf"), true/false, or a Python
 // complex literal ("1+2j", "-0.5j", "(1-1j)").

@@ -20,7 +20,9 @@
 
 #include "bigarray/database.h"
 #include "npy.h"
+#include "print.h"
 #include "progress.h"
+#include "signal_cleanup.h"
 #include "stats.h"
 #include "transfer.h"
 
@@ -85,22 +87,31 @@ ArrayOptions ArrayOptionsFrom(const ParsedArgs& args, Order default_order) {
   return o;
 }
 
-// The rows START:STOP of --rows as a region of the array (the whole array without --rows).
+// The rows START:STOP:STEP of --rows as a region of the array (the whole array without --rows),
+// selected as Python's slice.indices() does.
 Result<Region> RowsRegion(const Array& a, const ParsedArgs& args) {
   Region r = Region::Whole(a);
   auto rows = args.Value("rows");
   if (!rows) return r;
   if (r.shape.empty()) return InvalidArgument("--rows: array '" + a.name() + "' is 0-d (it has no rows)");
   const Slice s = Checked(ParseRows(*rows));
-  const int64_t n = r.shape[0];
-  auto clamp = [n](std::optional<int64_t> v, int64_t absent) {
+  const int64_t n = r.shape[0], step = s.step;
+  // Python's bounds: [0, n] going up, [-1, n - 1] going down (-1: before the first row).
+  const int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? n : n - 1;
+  auto bound = [&](std::optional<int64_t> v, int64_t absent) {
     if (!v) return absent;
-    const int64_t x = *v < 0 ? *v + n : *v;
-    return std::clamp<int64_t>(x, 0, n);
+    const int64_t x = *v < 0 ? (*v < -n ? lo : *v + n) : *v;  // *v + n cannot overflow here
+    return std::clamp<int64_t>(x, lo, hi);
   };
-  const int64_t start = clamp(s.start, 0), stop = clamp(s.stop, n);
-  r.offset = start;
-  r.shape[0] = std::max<int64_t>(0, stop - start);
+  const int64_t start = bound(s.start, step > 0 ? 0 : n - 1), stop = bound(s.stop, step > 0 ? n : -1);
+  // The number of rows: ceil((stop - start) / step) when positive. The difference fits: both
+  // bounds lie in [-1, n].
+  const int64_t span = step > 0 ? stop - start : start - stop;
+  const uint64_t mag = step > 0 ? static_cast<uint64_t>(step) : static_cast<uint64_t>(-(step + 1)) + 1;
+  const int64_t count = span <= 0 ? 0 : static_cast<int64_t>((static_cast<uint64_t>(span) - 1) / mag + 1);
+  r.offset = count == 0 ? 0 : start;
+  r.step = step;
+  r.shape[0] = count;
   return r;
 }
 
@@ -224,13 +235,18 @@ Status CmdExport(const Globals& g, const ParsedArgs& args) {
   BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
   BA_ASSIGN_OR_RETURN(Region region, RowsRegion(a, args));
   const bool fortran = a.order() == Order::kF;
-  auto created = npy::NpyWriter::Create(file, a.dtype(), fortran, region.shape);
+  // SIGINT, SIGTERM and SIGHUP remove the temporary file (declared first: destroyed last).
+  auto guard = RemoveOnSignal::Install();
+  if (!guard.ok()) return guard.status().WithContext(context);
+  auto created = npy::NpyWriter::Create(file, a.dtype(), fortran, region.shape,
+                                        [&](const std::string& temp) { return guard->Arm(temp); });
   if (!created.ok()) return created.status().WithContext(context);
   npy::NpyWriter out = std::move(*created);
   tools::Progress progress("export " + name, static_cast<uint64_t>(region.size() * a.itemsize()), g.progress);
   Status st = ReadRegion(a, region, fortran, Transfer(g, &progress),
                          [&](std::span<const std::byte> data, int64_t) { return out.Write(data); });
   if (st.ok()) st = out.Commit();
+  if (st.ok()) guard->Disarm();
   return st.WithContext(context);
 }
 
@@ -307,6 +323,76 @@ Status CmdRm(const Globals& g, const ParsedArgs& args) {
   return Commit(g, db);
 }
 
+// The rows of --rows (cat) or -n (head: the first N, tail: the last N) printed in --format.
+Status PrintRows(const Globals& g, const ParsedArgs& args, const Region& region, const Array& a) {
+  const PrintFormat format = args.Value("format") ? Checked(ParsePrintFormat(*args.Value("format"))) : PrintFormat::kText;
+  return PrintRegion(a, region, format, Transfer(g, nullptr), stdout).WithContext("print " + ArrayName(a.name()));
+}
+
+Status CmdCat(const Globals& g, const ParsedArgs& args) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(args.positionals[1]));
+  BA_ASSIGN_OR_RETURN(Region region, RowsRegion(a, args));
+  return PrintRows(g, args, region, a);
+}
+
+// head (first = true) and tail: the first or last -n rows (default 10).
+Status HeadOrTail(const Globals& g, const ParsedArgs& args, bool first) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  BA_ASSIGN_OR_RETURN(Array a, db.Get(args.positionals[1]));
+  Region region = Region::Whole(a);
+  if (region.shape.empty()) return InvalidArgument(ArrayName(a.name()) + " is 0-d (it has no rows): use cat");
+  const int64_t n = args.Value("count") ? Checked(ParseCount(*args.Value("count"))) : 10;
+  const int64_t rows = std::min(n, region.shape[0]);
+  region.offset = first ? 0 : region.shape[0] - rows;
+  region.shape[0] = rows;
+  return PrintRows(g, args, region, a);
+}
+
+Status CmdHead(const Globals& g, const ParsedArgs& args) { return HeadOrTail(g, args, true); }
+Status CmdTail(const Globals& g, const ParsedArgs& args) { return HeadOrTail(g, args, false); }
+
+Status CmdRename(const Globals& g, const ParsedArgs& args) {
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kWrite));
+  BA_RETURN_IF_ERROR(db.Rename(args.positionals[1], args.positionals[2])
+                         .WithContext("rename " + ArrayName(args.positionals[1]) + " to '" + args.positionals[2] + "'"));
+  return Commit(g, db);
+}
+
+// Copies the stored blocks of SRC only: the rest of DST reads as zeros, as SRC's does.
+Status CmdCp(const Globals& g, const ParsedArgs& args) {
+  const std::string& from = args.positionals[1];
+  const std::string& to = args.positionals[2];
+  const std::string context = "cp " + ArrayName(from) + " to '" + to + "'";
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kWrite));
+  BA_ASSIGN_OR_RETURN(Array src, db.Get(from));
+  ArrayOptions options;
+  options.order = src.order();
+  options.block_size = src.block_size();
+  auto created = db.Create(to, src.shape(), src.dtype(), options);
+  if (!created.ok()) return created.status().WithContext(context);
+  Array dst = *created;
+  BA_ASSIGN_OR_RETURN(std::vector<uint64_t> blocks, src.StoredBlocks());
+  const bool fortran = src.order() == Order::kF;
+  const int64_t per_block = static_cast<int64_t>(src.block_size()) / src.itemsize();
+  tools::Progress progress("cp " + from, static_cast<uint64_t>(blocks.size()) * src.block_size(), g.progress);
+  uint64_t done = 0;
+  for (uint64_t b : blocks) {
+    const int64_t begin = static_cast<int64_t>(b) * per_block;
+    if (begin >= src.size()) break;  // past the shape (stored before a shrink): not part of the array
+    const int64_t end = std::min(src.size(), begin + per_block);
+    for (const Box& box : FlatRangeBoxes(src.shape(), fortran, begin, end)) {
+      BA_ASSIGN_OR_RETURN(View in, src.Index(box.index));
+      BA_RETURN_IF_ERROR(in.Load().WithContext(context));
+      BA_ASSIGN_OR_RETURN(View out, dst.Index(box.index));
+      BA_RETURN_IF_ERROR(out.Assign(in).WithContext(context));
+    }
+    progress.Update(done += src.block_size());
+  }
+  progress.Done();
+  return Commit(g, db);
+}
+
 Status CmdStats(const Globals& g, const ParsedArgs& args) {
   const std::string& name = args.positionals[1];
   const bool json = args.Flag("json");
@@ -316,13 +402,35 @@ Status CmdStats(const Globals& g, const ParsedArgs& args) {
     return Unsupported("stats of " + ArrayName(name) + ": complex arrays (" + a.dtype().str() + ") are not supported");
   }
   RunningStats stats(a.dtype());
-  tools::Progress progress("stats " + name, static_cast<uint64_t>(a.nbytes()), g.progress && !json);
-  BA_RETURN_IF_ERROR(ReadRegion(a, Region::Whole(a), a.order() == Order::kF, Transfer(g, &progress),
-                                [&](std::span<const std::byte> data, int64_t count) {
-                                  stats.Add(data.data(), count);
-                                  return Status::Ok();
-                                })
-                         .WithContext("stats of " + ArrayName(name)));
+  // Only the stored blocks are read; the others are zeros, added in one step (O(stored blocks)).
+  BA_ASSIGN_OR_RETURN(std::vector<uint64_t> blocks, a.StoredBlocks());
+  tools::Progress progress("stats " + name, static_cast<uint64_t>(blocks.size()) * a.block_size(), g.progress && !json);
+  const int64_t per_block = static_cast<int64_t>(a.block_size()) / a.itemsize();
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(Transfer(g, nullptr).chunk_bytes) / a.itemsize());
+  const bool fortran = a.order() == Order::kF;
+  std::vector<std::byte> buffer(static_cast<size_t>(std::min(chunk, per_block) * a.itemsize()));
+  int64_t stored_elements = 0;
+  uint64_t done = 0;
+  for (uint64_t b : blocks) {
+    const int64_t first = static_cast<int64_t>(b) * per_block;
+    if (first >= a.size()) break;  // past the shape: not part of the array
+    const int64_t end = std::min(a.size(), first + per_block);
+    for (int64_t begin = first; begin < end; begin += chunk) {
+      const int64_t stop = std::min(end, begin + chunk);
+      std::byte* data = buffer.data();
+      for (const Box& box : FlatRangeBoxes(a.shape(), fortran, begin, stop)) {
+        BA_ASSIGN_OR_RETURN(View src, a.Index(box.index));
+        BA_RETURN_IF_ERROR(src.Load().WithContext("stats of " + ArrayName(name)));
+        BA_ASSIGN_OR_RETURN(View dst, View::Wrap(data, a.dtype(), box.shape, ContiguousStrides(box.shape, a.itemsize(), fortran)));
+        BA_RETURN_IF_ERROR(dst.Assign(src));
+        data += box.count * a.itemsize();
+      }
+      stats.Add(buffer.data(), stop - begin);
+      stored_elements += stop - begin;
+    }
+    progress.Update(done += a.block_size());
+  }
+  stats.AddZeros(a.size() - stored_elements);
   progress.Done();
   const bool empty = stats.count() == 0;
   const std::string none = json ? "null" : "n/a";
@@ -446,6 +554,11 @@ const std::vector<Command>& Commands() {
       {{"fill", {"DB", "NAME"}, {{"value", 0, ValueKind::kScalar, true}, {"rows", 0, ValueKind::kRows}}}, CmdFill},
       {{"rm", {"DB", "NAME"}, {}}, CmdRm},
       {{"stats", {"DB", "NAME"}, {{"json", 0, ValueKind::kFlag}}}, CmdStats},
+      {{"cat", {"DB", "NAME"}, {{"rows", 0, ValueKind::kRows}, {"format", 0, ValueKind::kFormat}}}, CmdCat},
+      {{"head", {"DB", "NAME"}, {{"count", 'n', ValueKind::kCount}, {"format", 0, ValueKind::kFormat}}}, CmdHead},
+      {{"tail", {"DB", "NAME"}, {{"count", 'n', ValueKind::kCount}, {"format", 0, ValueKind::kFormat}}}, CmdTail},
+      {{"rename", {"DB", "OLD", "NEW"}, {}}, CmdRename},
+      {{"cp", {"DB", "SRC", "DST"}, {}}, CmdCp},
       {{"verify", {"DB"}, {}}, CmdVerify},
   };
   return commands;
@@ -522,6 +635,7 @@ int ExitCodeFor(const Status& status) {
 }
 
 int Run(int argc, const char* const* argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "help") return RunHelp(argc, argv);
   std::vector<CommandSpec> specs;
   for (const Command& c : Commands()) specs.push_back(c.spec);
   auto parsed = ParseArgs(argc, argv, kGlobalOptions, specs);

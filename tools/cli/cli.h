@@ -25,6 +25,9 @@ int Run(int argc, const char* const* argv);
 
 // The --help text of a command ("" for the tool's own).
 std::string_view HelpText(std::string_view command);
+// `bigarray help [COMMAND]` (argv[1] is "help"): prints the help of COMMAND (as COMMAND
+// --help does) or the tool's; returns the exit code (kExitUsage for an unknown COMMAND).
+int RunHelp(int argc, const char* const* argv);
 // The names of the commands, in the order of the help.
 std::vector<std::string_view> CommandNames();
 

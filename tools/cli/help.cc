@@ -1,4 +1,7 @@
 // help.cc: the --help texts. docs/cli.md shows each of them verbatim (a test checks it).
+#include <algorithm>
+#include <cstdio>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -18,20 +21,26 @@ Commands:
   ls DB                                        list the arrays
   info DB NAME [--json]                        describe an array
   import DB NAME FILE.npy                      store a .npy file as a new array
-  export DB NAME FILE.npy [--rows START:STOP]  write an array, or rows of it, to a .npy file
+  export DB NAME FILE.npy [--rows A:B[:S]]     write an array, or rows of it, to a .npy file
   append DB NAME FILE.npy                      append the data of a .npy file to an array
   resize DB NAME --shape D0,D1,...             change the shape of an array
-  fill DB NAME --value V [--rows START:STOP]   set elements to a value
+  fill DB NAME --value V [--rows A:B[:S]]      set elements to a value
   rm DB NAME                                   delete an array
   stats DB NAME [--json]                       count, min, max, mean and std of an array
   verify DB                                    check every block and the metadata
+  cat DB NAME [--rows A:B[:S]] [--format F]    print the values of an array, or of rows
+  head DB NAME [-n ROWS]                       print the first rows (default 10)
+  tail DB NAME [-n ROWS]                       print the last rows (default 10)
+  rename DB OLD NEW                            rename an array
+  cp DB SRC DST                                copy an array (its stored blocks)
+  help COMMAND                                 show the help of a command
 
 Options, before or after the command:
   --cache SIZE     RAM for the page cache, e.g. 256M or 4G (default 1G); a larger
                    transaction spills to a scratch file in the database directory
   --no-progress    no progress bars (otherwise shown on a terminal after about a second)
   -v, --verbose    log details to stderr
-  -h, --help       show this help, or a command's: bigarray COMMAND --help
+  -h, --help       show this help, or a command's: bigarray help COMMAND
 
 Option values follow as --opt VALUE or --opt=VALUE. Sizes take the suffixes K, M and G.
 Exit codes: 0 success, 1 error, 2 usage error, 3 transaction conflict (nothing was written).
@@ -80,14 +89,16 @@ truncated file is an error, and then the database is unchanged.
   --block-size BYTES   bytes per stored block: a multiple of 4096 up to 1G (default 2M)
 )" BA_GLOBAL_OPTIONS;
 
-constexpr std::string_view kExport = R"(Usage: bigarray export DB NAME FILE.npy [--rows START:STOP]
+constexpr std::string_view kExport = R"(Usage: bigarray export DB NAME FILE.npy [--rows START:STOP[:STEP]]
 
 Writes array NAME, or some of its rows, to FILE.npy (format version 1.0) in the array's
-dtype and order, streaming. The file appears only when complete.
+dtype and order, streaming. The file appears only when complete; an export ended by
+SIGINT, SIGTERM or SIGHUP removes its temporary file.
 
-  --rows START:STOP    rows START to STOP (exclusive) along axis 0, as Python's a[START:STOP]:
-                       negative values count from the end, a missing bound means the start
-                       or the end; e.g. 10:20, :100, -5: (also written --rows=-5:)
+  --rows START:STOP[:STEP]   rows along axis 0, as Python's a[START:STOP:STEP]: negative
+                             values count from the end, a missing bound means the start or
+                             the end, STEP (default 1) may be negative; e.g. 10:20, :100,
+                             -5: (also written --rows=-5:), ::10, ::-1
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kAppend = R"(Usage: bigarray append DB NAME FILE.npy
@@ -111,14 +122,14 @@ The number of dimensions may change.
   --shape D0,D1,...    the new extents
 )" BA_GLOBAL_OPTIONS;
 
-constexpr std::string_view kFill = R"(Usage: bigarray fill DB NAME --value V [--rows START:STOP]
+constexpr std::string_view kFill = R"(Usage: bigarray fill DB NAME --value V [--rows START:STOP[:STEP]]
 
 Sets every element of array NAME, or of some of its rows, to V, in one transaction.
 
   --value V            a number (3, -2.5, 1e-3, nan, inf), true or false, or a complex
                        number (1+2j); integer arrays need an integer in their range, real
                        arrays a value without imaginary part, bool arrays store V != 0
-  --rows START:STOP    only these rows along axis 0, as for export
+  --rows START:STOP[:STEP]   only these rows along axis 0, as for export
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kRm = R"(Usage: bigarray rm DB NAME
@@ -129,7 +140,9 @@ Deletes array NAME and its blocks.
 constexpr std::string_view kStats = R"(Usage: bigarray stats DB NAME [--json]
 
 Prints the count, min, max, mean and std (population standard deviation) of the elements of
-array NAME, computed in one streaming pass. A NaN element makes min, max, mean and std NaN.
+array NAME, computed in one streaming pass over the blocks the array has stored; the others
+are zeros and count as such without being read, so a sparse array takes time in proportion
+to its stored blocks. A NaN element makes min, max, mean and std NaN.
 An empty array has count 0 and no other values (n/a; null in JSON). Bool arrays count as 0
 and 1. Complex arrays are refused.
 
@@ -144,12 +157,58 @@ metadata. Prints one line per damaged array or block and exits with 1 when there
 otherwise prints a one-line summary and exits with 0.
 )" BA_GLOBAL_OPTIONS;
 
+constexpr std::string_view kCat = R"(Usage: bigarray cat DB NAME [--rows START:STOP[:STEP]] [--format text|csv|json]
+
+Prints the values of array NAME, or of some of its rows.
+
+  --rows START:STOP[:STEP]   only these rows along axis 0, as for export
+  --format text|csv|json     text (the default): as NumPy's print() shows the array, with
+                             its alignment and line wrapping; an array of more than 1000
+                             elements is summarized to its first and last 3 entries along
+                             each axis, with ..., and only those are read.
+                             csv: one line per element (1-d) or per row (2-d), values as
+                             Python's repr() writes them; every selected element.
+                             json: nested lists, as json.dumps(a.tolist()) writes them,
+                             complex values as [real, imag]; every selected element.
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kHead = R"(Usage: bigarray head DB NAME [-n ROWS] [--format text|csv|json]
+
+Prints the first ROWS rows (along axis 0) of array NAME, as cat does.
+
+  -n, --count ROWS          the number of rows (default 10)
+  --format text|csv|json    as for cat
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kTail = R"(Usage: bigarray tail DB NAME [-n ROWS] [--format text|csv|json]
+
+Prints the last ROWS rows (along axis 0) of array NAME, as cat does.
+
+  -n, --count ROWS          the number of rows (default 10)
+  --format text|csv|json    as for cat
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kRename = R"(Usage: bigarray rename DB OLD NEW
+
+Renames array OLD to NEW, in one transaction. NEW must not exist. Only the array's record
+changes: the cost does not depend on its size.
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kCp = R"(Usage: bigarray cp DB SRC DST
+
+Creates array DST as a copy of array SRC: the same dtype, shape, order, block size and
+values, in one transaction. DST must not exist. Only the blocks SRC has stored are read and
+written (blocks of zeros are not stored), so the cost is proportional to them, not to the
+array's size.
+)" BA_GLOBAL_OPTIONS;
+
 #undef BA_GLOBAL_OPTIONS
 
 constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
     {"create", kCreate}, {"ls", kLs},         {"info", kInfo}, {"import", kImport},
     {"export", kExport}, {"append", kAppend}, {"resize", kResize}, {"fill", kFill},
-    {"rm", kRm},         {"stats", kStats},   {"verify", kVerify},
+    {"rm", kRm},         {"stats", kStats},   {"verify", kVerify}, {"cat", kCat},
+    {"head", kHead},     {"tail", kTail},     {"rename", kRename}, {"cp", kCp},
 };
 
 }  // namespace
@@ -159,6 +218,23 @@ std::string_view HelpText(std::string_view command) {
     if (name == command) return text;
   }
   return kGeneral;
+}
+
+int RunHelp(int argc, const char* const* argv) {
+  if (argc == 2) {
+    std::fwrite(kGeneral.data(), 1, kGeneral.size(), stdout);
+    return kExitOk;
+  }
+  const std::string_view command = argv[2];
+  const std::vector<std::string_view> names = CommandNames();
+  if (argc > 3 || std::find(names.begin(), names.end(), command) == names.end()) {
+    const std::string what = argc > 3 ? "help takes one COMMAND" : "unknown command '" + std::string(command) + "'";
+    std::fprintf(stderr, "bigarray: %s\nTry 'bigarray --help'.\n", what.c_str());
+    return kExitUsage;
+  }
+  const std::string_view text = HelpText(command);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return kExitOk;
 }
 
 std::vector<std::string_view> CommandNames() {

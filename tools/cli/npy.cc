@@ -376,7 +376,8 @@ void NpyWriter::Discard() {
 }
 
 Result<NpyWriter> NpyWriter::Create(const std::string& path, const DType& dtype, bool fortran_order,
-                                    const std::vector<int64_t>& shape) {
+                                    const std::vector<int64_t>& shape,
+                                    const std::function<Status(const std::string&)>& before_temp) {
   BA_ASSIGN_OR_RETURN(int64_t nbytes, CheckedNbytes(shape, dtype.itemsize()));
   NpyWriter w;
   w.path_ = path;
@@ -386,7 +387,9 @@ Result<NpyWriter> NpyWriter::Create(const std::string& path, const DType& dtype,
     if (S_ISDIR(st.st_mode)) return InvalidArgument(path + " is a directory");
     w.fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   } else {
-    w.temp_path_ = path + ".tmp." + std::to_string(::getpid());
+    const std::string temp_path = path + ".tmp." + std::to_string(::getpid());
+    if (before_temp) BA_RETURN_IF_ERROR(before_temp(temp_path));
+    w.temp_path_ = temp_path;
     w.fd_ = ::open(w.temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   }
   if (w.fd_ < 0) {

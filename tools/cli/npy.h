@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -96,8 +97,12 @@ class NpyReader {
 // /dev/stdout) is written in place.
 class NpyWriter {
  public:
+  // `before_temp` (if set) is called with the temporary file's path just before it is created,
+  // e.g. to have a signal remove it (it is not called when writing in place); an error it
+  // returns fails Create.
   static Result<NpyWriter> Create(const std::string& path, const DType& dtype, bool fortran_order,
-                                  const std::vector<int64_t>& shape);
+                                  const std::vector<int64_t>& shape,
+                                  const std::function<Status(const std::string&)>& before_temp = nullptr);
 
   NpyWriter(NpyWriter&& other) noexcept;
   NpyWriter& operator=(NpyWriter&& other) noexcept;

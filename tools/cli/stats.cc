@@ -87,6 +87,23 @@ void RunningStats::Add(const std::byte* data, int64_t count) {
   }
 }
 
+void RunningStats::AddZeros(int64_t count) {
+  if (count <= 0) return;
+  imin_ = seen_ ? std::min<int64_t>(imin_, 0) : 0;
+  imax_ = seen_ ? std::max<int64_t>(imax_, 0) : 0;
+  umin_ = 0;  // the smallest unsigned value
+  umax_ = seen_ ? umax_ : 0;
+  fmin_ = seen_ ? std::min(fmin_, 0.0) : 0.0;
+  fmax_ = seen_ ? std::max(fmax_, 0.0) : 0.0;
+  seen_ = true;
+  // Chan's formula with a group of mean 0 and no deviation.
+  const double na = static_cast<double>(n_), nb = static_cast<double>(count), n = na + nb;
+  const double delta = -mean_;
+  m2_ = n_ == 0 ? 0 : m2_ + delta * delta * (na * nb / n);
+  mean_ = n_ == 0 ? 0 : mean_ + delta * (nb / n);
+  n_ += count;
+}
+
 double RunningStats::std() const {
   if (n_ == 0) return std::nan("");
   return std::sqrt((m2_ < 0 ? 0.0 : m2_) / static_cast<double>(n_));  // NaN stays NaN

@@ -22,6 +22,8 @@ class RunningStats {
 
   // Adds `count` elements of the dtype stored at `data`.
   void Add(const std::byte* data, int64_t count);
+  // Adds `count` zero elements (the blocks a sparse array does not store), in O(1).
+  void AddZeros(int64_t count);
 
   int64_t count() const { return n_; }
   double mean() const { return mean_; }

@@ -122,11 +122,17 @@ std::vector<IndexItem> RegionIndex(const Region& region, const Box& box) {
   if (index.empty()) return index;  // a 0-d array
   IndexItem& item = index[region.axis];
   if (int64_t* i = std::get_if<int64_t>(&item)) {
-    *i += region.offset;
+    *i = region.offset + *i * region.step;
   } else {
+    // Elements [first, last) of the region: array indices offset + k * step for k in that range.
     Slice& s = std::get<Slice>(item);
-    s.start = s.start.value_or(0) + region.offset;
-    s.stop = s.stop.value_or(region.shape[region.axis]) + region.offset;
+    const int64_t first = s.start.value_or(0), last = s.stop.value_or(region.shape[region.axis]);
+    s.start = region.offset + first * region.step;
+    const int64_t end = region.offset + (last - 1) * region.step + (region.step > 0 ? 1 : -1);
+    // Going down to index 0 inclusive, the end is "before 0", which a slice writes as no bound
+    // (-1 would count from the end).
+    s.stop = end < 0 ? std::nullopt : std::optional<int64_t>(end);
+    s.step = region.step;
   }
   return index;
 }

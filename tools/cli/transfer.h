@@ -33,12 +33,14 @@ struct Box {
 // `fortran`), into boxes that are each contiguous in that order, in order; at most 2 * ndim.
 std::vector<Box> FlatRangeBoxes(const std::vector<int64_t>& shape, bool fortran, int64_t begin, int64_t end);
 
-// A part of an array: `shape` elements starting at `offset` along `axis`, the other axes whole
-// (rows START:STOP, the tail an append fills, or the whole array).
+// A part of an array: `shape` elements along `axis`, the k-th at index offset + k * step of the
+// array, the other axes whole (rows START:STOP:STEP, the tail an append fills, or the whole
+// array). REQUIRES: step != 0, and every index it selects is in the array.
 struct Region {
   std::vector<int64_t> shape;
   int axis = 0;
   int64_t offset = 0;
+  int64_t step = 1;
 
   static Region Whole(const Array& a) { return Region{a.shape(), 0, 0}; }
   int64_t size() const;

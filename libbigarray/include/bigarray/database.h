@@ -48,6 +48,9 @@ struct Options {
   uint64_t cache_bytes = 1ull << 30;
   Durability durability = Durability::kDurable;
   bool create_if_missing = true;
+  // Opens the database for reading only (LMDB: MDB_RDONLY; it works on a read-only mount).
+  // Create, Drop, Rename, Resize and Append fail with kFailedPrecondition; writes through views
+  // change only this handle's cache, and a Commit with changes fails (nothing is written).
   bool read_only = false;
   unsigned readahead_blocks = 8;
   unsigned loader_threads = 4;
@@ -109,6 +112,10 @@ class Array {
 
   // Blocks stored for this array as of the transaction's snapshot.
   Result<uint64_t> BlocksStored() const;
+  // Their indices, ascending (blocks not listed read as zeros in the snapshot). Reads the block
+  // index only: O(stored blocks), whatever the array's size. Changes of this transaction are
+  // not included.
+  Result<std::vector<uint64_t>> StoredBlocks() const;
 
  private:
   friend class Database;
@@ -150,6 +157,12 @@ class Database {
   void Abort();
   // Makes relaxed-mode commits durable.
   Status Sync();
+
+  // The names of the arrays this transaction changed (data, shape, name; created or dropped),
+  // sorted: what Commit would write and Abort would discard. Empty: nothing to commit. Lists
+  // the dirty blocks the way Commit does (write-protecting them for a moment), so it must not
+  // race with writes through views, like Commit.
+  Result<std::vector<std::string>> ChangedArrays();
 
   // The commit this transaction reads.
   uint64_t snapshot_commit() const;
