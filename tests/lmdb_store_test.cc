@@ -231,6 +231,27 @@ TEST_CASE("S8: a damaged sub-database name is corruption, and a writing open wri
   CHECK(Slurp(db + "/data.mdb") == damaged);  // nothing written
 }
 
+TEST_CASE("a creation killed before its first commit is completed by the next writing open") {
+  // Regression (crash_test, seed 242791518): killed between creating LMDB's files and the
+  // first commit, a new database was refused for good as "an LMDB environment but not a
+  // bigarray database".
+  TempDir dir;
+  const std::string db = dir / "db";
+  mkdir(db.c_str(), 0755);
+  MDB_env* env;
+  REQUIRE(mdb_env_create(&env) == 0);
+  REQUIRE(mdb_env_open(env, db.c_str(), 0, 0644) == 0);  // the files, and no transaction
+  mdb_env_close(env);
+  LmdbOptions no_create;
+  no_create.create_if_missing = false;
+  CHECK(OpenLmdbStore(db, no_create).status().code() == Code::kNotFound);
+  auto store = Open(db);
+  WriteBatch b(0);
+  b.PutMeta("k", "v");
+  REQUIRE(store->Commit(b).ok());
+  CHECK(store->OpenSnapshot().value()->GetMeta("k").value() == "v");
+}
+
 TEST_CASE("S8: a truncated data.mdb is reported as corruption") {
   TempDir dir;
   {

@@ -249,7 +249,11 @@ Status CheckLmdbFile(int fd, uint64_t file_size);  // lmdb_check.cc
 namespace {
 
 // Checks, without writing anything, that `path` holds a bigarray database we can read.
-Status ProbeExisting(const std::string& path) {
+// `never_committed`: LMDB's files exist but no transaction was ever committed to them, i.e. a
+// creation was interrupted (killed between creating the files and the first commit, which
+// writes the whole initial structure at once): such a file holds nothing and may be initialized.
+Status ProbeExisting(const std::string& path, bool* never_committed) {
+  *never_committed = false;
   {
     // LMDB checksums none of its own pages: walk them with pread first, so that a damaged file
     // is an error here rather than a crash inside LMDB.
@@ -288,6 +292,10 @@ Status ProbeExisting(const std::string& path) {
   if (static_cast<uint64_t>(st.st_size) < needed) {
     return Corruption(path + "/data.mdb is truncated: " + std::to_string(st.st_size) +
                       " bytes, but its pages reach " + std::to_string(needed));
+  }
+  if (info.me_last_txnid == 0 && est.ms_entries == 0) {
+    *never_committed = true;
+    return Status::Ok();
   }
   MDB_txn* txn = nullptr;
   rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
@@ -347,6 +355,7 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   }
   const std::string data_file = path + "/data.mdb";
   const bool has_data = exists && stat(data_file.c_str(), &st) == 0;
+  bool never_committed = false;  // has_data, but a creation was interrupted (ProbeExisting)
   // Opening a FIFO, a device or a directory as LMDB's files would hang or fail obscurely: say
   // what is wrong instead. (stat follows links: a link to a regular file is fine.)
   if (has_data && !S_ISREG(st.st_mode)) {
@@ -373,7 +382,10 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
       return ErrnoStatus(errno, "create database directory " + path);
     }
   } else if (has_data) {
-    BA_RETURN_IF_ERROR(ProbeExisting(path));
+    BA_RETURN_IF_ERROR(ProbeExisting(path, &never_committed));
+    if (never_committed && (!options.create_if_missing || options.read_only)) {
+      return NotFound("no bigarray database at " + path + " (its creation was interrupted before the first commit)");
+    }
   } else if (!options.create_if_missing || options.read_only) {
     return NotFound("no bigarray database at " + path + " (the directory has no data.mdb)");
   } else if (!DirectoryIsEmpty(path)) {
@@ -413,7 +425,7 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   // existing database must have them all: creating one there would commit an empty "blocks"
   // (say) over a damaged name in LMDB's main page, and every array would read as zeros for good.
   BA_ASSIGN_OR_RETURN(MDB_txn * txn, env->Begin(options.read_only ? MDB_RDONLY : 0));
-  const unsigned create = options.read_only || has_data ? 0 : MDB_CREATE;
+  const unsigned create = options.read_only || (has_data && !never_committed) ? 0 : MDB_CREATE;
   Status status;
   struct {
     const char* name;
@@ -421,7 +433,7 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   } dbs[] = {{"meta", &env->meta_}, {"blocks", &env->blocks_}, {"log", &env->log_}};
   for (auto& d : dbs) {
     rc = mdb_dbi_open(txn, d.name, create, d.dbi);
-    if (rc == MDB_NOTFOUND && has_data) {
+    if (rc == MDB_NOTFOUND && has_data && !never_committed) {
       mdb_txn_abort(txn);
       return Corruption(path + ": its '" + d.name + "' database is missing (LMDB's main B-tree no longer " +
                         "names it: the file is damaged); nothing was written");
