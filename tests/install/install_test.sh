@@ -86,9 +86,12 @@ grep -qx "bigarray_DIR:PATH=$prefix/$libdir/cmake/bigarray" "$scratch/find_packa
   fail "find_package found another bigarray: $(grep bigarray_DIR "$scratch/find_package/CMakeCache.txt")"
 quiet cmake --build "$scratch/find_package" -j"$jobs"
 run_app "$scratch/find_package/app" "$scratch/db-find_package"
-ldd "$scratch/find_package/app" | grep -q "$prefix/$libdir/libbigarray.so" || fail "app does not load the installed libbigarray.so"
+# (Outputs are captured before grep -q: in a pipeline, grep's early exit could fail the writer
+# with SIGPIPE, and pipefail would count that.)
+loaded=$(ldd "$scratch/find_package/app")
+grep -q "$prefix/$libdir/libbigarray.so" <<<"$loaded" || fail "app does not load the installed libbigarray.so: $loaded"
 run_app "$scratch/find_package/app_static" "$scratch/db-find_package-static"
-if readelf -d "$scratch/find_package/app_static" | grep -q 'NEEDED.*libbigarray'; then
+if grep -q 'NEEDED.*libbigarray' <<<"$(readelf -d "$scratch/find_package/app_static")"; then
   fail "app_static needs libbigarray.so"
 fi
 
