@@ -5,7 +5,10 @@ WERROR  ?= OFF
 CMAKE   := cmake
 CTEST   := ctest --output-on-failure --no-tests=error -j$(JOBS)
 
-.PHONY: all setup build demo test test-asan test-tsan fuzz bench format clean
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+.PHONY: all setup build demo test install test-asan test-tsan fuzz bench format clean
 
 all: build
 
@@ -24,6 +27,13 @@ demo: build
 
 test: build
 	cd build && $(CTEST)
+
+# Headers, libbigarray.so and .a, the tool, CMake and pkg-config files, the Python module, under
+# $(DESTDIR)$(PREFIX) (README.md, "Install"). Installing for real as root refreshes the dynamic
+# linker's cache, so that programs find libbigarray.so in /usr/local/lib.
+install: build
+	DESTDIR="$(DESTDIR)" $(CMAKE) --install build --prefix "$(PREFIX)"
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then ldconfig; fi
 
 # ASan + UBSan over the whole suite.
 test-asan: setup

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "bigarray/database.h"
+#include "bigarray/version.h"
 
 namespace py = pybind11;
 namespace ba = bigarray;
@@ -832,9 +833,7 @@ PYBIND11_MODULE(bigarray, m) {
       "bigarray: a transactional out-of-core array store. Arrays live in a database (a directory),\n"
       "split into blocks, and are mapped into memory on demand: indexing an Array gives a\n"
       "numpy.ndarray view into the mapped region, without copying. See docs/python.md.";
-#ifdef BIGARRAY_VERSION
-  m.attr("__version__") = BIGARRAY_VERSION;
-#endif
+  m.attr("__version__") = bigarray::version().str();  // the library's, as bigarray --version
 
   // Fails early, with NumPy's message, when NumPy is missing.
   g_numpy_bool = py::object(py::module_::import("numpy").attr("bool_")).release().ptr();

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "bigarray/database.h"
+#include "bigarray/version.h"
 #include "npy.h"
 #include "print.h"
 #include "progress.h"
@@ -531,6 +532,7 @@ const OptionSpec kGlobalOptions[] = {
     {"no-progress", 0, ValueKind::kFlag},
     {"verbose", 'v', ValueKind::kFlag},
     {"help", 'h', ValueKind::kFlag},
+    {"version", 0, ValueKind::kFlag},
 };
 
 const std::vector<Command>& Commands() {
@@ -647,6 +649,11 @@ int Run(int argc, const char* const* argv) {
   if (args.help) {
     const std::string_view text = HelpText(args.command ? args.command->name : "");
     std::fwrite(text.data(), 1, text.size(), stdout);
+    return kExitOk;
+  }
+  if (args.Flag("version")) {
+    const Version v = version();
+    std::printf("bigarray %s (format %u)\n", v.str().c_str(), static_cast<unsigned>(v.format));
     return kExitOk;
   }
   if (!args.command) {

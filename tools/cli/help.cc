@@ -41,6 +41,7 @@ Options, before or after the command:
   --no-progress    no progress bars (otherwise shown on a terminal after about a second)
   -v, --verbose    log details to stderr
   -h, --help       show this help, or a command's: bigarray help COMMAND
+  --version        print the version of bigarray and of its on-disk format
 
 Option values follow as --opt VALUE or --opt=VALUE. Sizes take the suffixes K, M and G.
 Exit codes: 0 success, 1 error, 2 usage error, 3 transaction conflict (nothing was written).
