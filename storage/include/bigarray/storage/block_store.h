@@ -20,6 +20,8 @@
 // one thread at a time.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -227,6 +229,11 @@ struct LmdbOptions {
 // An LMDB environment in directory `path` (data.mdb, lock.mdb). Opening something that is not a
 // bigarray database, or one of a newer format version, fails and changes nothing on disk.
 Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const LmdbOptions& options);
+
+// The open read transactions of every process on the LMDB environment in `path`, from LMDB's
+// reader table: (pid, commit id it reads). Slots of dead processes are cleared first
+// (mdb_reader_check). Opens the environment read-only unless this process has it open.
+Result<std::vector<std::pair<pid_t, CommitId>>> ListLmdbReaders(const std::string& path);
 
 struct PostgresOptions {
   // true: Commit returns once the server has flushed the commit as its synchronous_commit setting
