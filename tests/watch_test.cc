@@ -394,6 +394,7 @@ TEST_CASE("the board survives processes SIGKILLed at random instants while they 
   }
   BoardCleanup cleanup_board{file};
   auto board = internal::CommitBoard::OpenForFile(file, true).value();
+  auto keeper = board->Register(board, 0).value();  // keeps the segment linked throughout
   for (int round = 0; round < 20; ++round) {
     std::vector<pid_t> pids;
     for (int k = 0; k < 3; ++k) {
@@ -416,7 +417,8 @@ TEST_CASE("the board survives processes SIGKILLed at random instants while they 
       REQUIRE(waitpid(pid, &status, 0) == pid);
     }
     // No slot of the dead remains; the board still registers and wakes.
-    for (const auto& h : board->Live()) CHECK(h.pid == getpid());
+    auto named = internal::CommitBoard::OpenForFile(file, false).value();
+    for (const auto& h : named->Live()) CHECK(h.pid == getpid());
     auto mine = board->Register(board, 1).value();
     const uint32_t seen = board->sequence();
     board->Publish(board->latest() + 1);
@@ -425,11 +427,48 @@ TEST_CASE("the board survives processes SIGKILLed at random instants while they 
   }
   // All slots can be claimed again: the dead left none held.
   std::vector<std::unique_ptr<internal::CommitBoard::Handle>> all;
-  for (size_t i = 0; i < internal::kBoardSlots; ++i) all.push_back(board->Register(board, 0).value());
+  for (size_t i = 1; i < internal::kBoardSlots; ++i) all.push_back(board->Register(board, 0).value());
   CHECK(board->Register(board, 0).status().code() == Code::kResourceExhausted);
   CHECK(board->Live().size() == internal::kBoardSlots);
   all.clear();
-  CHECK(board->Live().empty());
+  CHECK(board->Live().size() == 1);
+  keeper.reset();  // the last handle leaves: the name is removed
+  CHECK(internal::CommitBoard::OpenForFile(file, false).status().code() == Code::kNotFound);
+}
+
+TEST_CASE("the last handle to leave removes the board; joiners racing with leavers always land in the named one") {
+  TempDir dir;
+  const std::string path = dir / "db";
+  BoardCleanup cleanup_board;
+  CreateSeries(path);
+  cleanup_board.data_file = path + "/data.mdb";
+  const std::string file = path + "/data.mdb";
+  // Nobody holds the database: no board.
+  CHECK(internal::CommitBoard::OpenForFile(file, false).status().code() == Code::kNotFound);
+  {
+    auto a = Database::Open(path, Relaxed()).value();
+    {
+      auto b = Database::Open(path, Relaxed()).value();
+      CHECK(ListHandles(path).value().handles.size() == 2);
+    }
+    CHECK(ListHandles(path).value().handles.size() == 1);  // b left, a keeps the board
+    CHECK(internal::CommitBoard::OpenForFile(file, false).ok());
+  }
+  CHECK(internal::CommitBoard::OpenForFile(file, false).status().code() == Code::kNotFound);
+  // Four processes join and leave as fast as they can; while a handle is registered, the name
+  // must lead to the segment that holds it (else its commits would wake nobody).
+  const int bad = bigarray::testing::RunInChildren(4, [&](int) {
+    for (int i = 0; i < 300; ++i) {
+      auto h = internal::CommitBoard::Join(file, 0);
+      if (!h.ok()) return 1;
+      auto named = internal::CommitBoard::OpenForFile(file, false);
+      if (!named.ok()) return 2;
+      if (!HasPid((*named)->Live(), getpid())) return 3;
+    }
+    return 0;
+  });
+  CHECK(bad == 0);
+  CHECK(internal::CommitBoard::OpenForFile(file, false).status().code() == Code::kNotFound);
 }
 
 TEST_CASE("ProcessStartTime tells this process, and nothing for a pid that is gone") {

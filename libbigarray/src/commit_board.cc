@@ -31,6 +31,7 @@ struct alignas(64) BoardHeader {
   uint32_t version;        // kBoardVersion
   uint32_t sequence;       // the futex word: +1 per published commit
   uint64_t latest_commit;  // atomic max of published commit ids
+  uint64_t closing;        // 0, or the owner word of a handle removing the segment's name
 };
 
 // owner: 0 = free; else state (2 bits) | pid (22 bits) | process start time (40 bits).
@@ -115,6 +116,7 @@ std::optional<uint64_t> ProcessStartTime(pid_t pid) {
 }
 
 struct CommitBoard::Mapping {
+  std::string name;
   bip::shared_memory_object shm;
   bip::mapped_region region;
 };
@@ -131,6 +133,7 @@ Result<std::string> CommitBoard::BoardName(const std::string& data_file) {
 Result<std::shared_ptr<CommitBoard>> CommitBoard::OpenForFile(const std::string& data_file, bool create) {
   BA_ASSIGN_OR_RETURN(std::string name, BoardName(data_file));
   auto m = std::make_unique<Mapping>();
+  m->name = name;
   const std::string what = "the commit board /dev/shm/" + name + " of " + data_file;
   try {
     if (create) {
@@ -264,7 +267,53 @@ Result<std::unique_ptr<CommitBoard::Handle>> CommitBoard::Register(std::shared_p
 CommitBoard::Handle::~Handle() {
   if (getpid() != pid_) return;  // a forked child's copy: the slot is the parent's
   uint64_t owner = owner_;
-  A(slot_->owner).compare_exchange_strong(owner, 0);
+  if (A(slot_->owner).compare_exchange_strong(owner, 0)) board_->RemoveIfUnused();
+}
+
+// Whether any slot is held by a live process (the slots of dead ones are freed on the way).
+static bool AnySlotHeld(BoardSlot* slots) {
+  for (size_t i = 0; i < kBoardSlots; ++i) {
+    uint64_t owner = A(slots[i].owner).load();
+    if (owner == 0) continue;
+    if (OwnerAlive(owner)) return true;
+    A(slots[i].owner).compare_exchange_strong(owner, 0);
+  }
+  return false;
+}
+
+void CommitBoard::RemoveIfUnused() {
+  if (!shared_ || AnySlotHeld(slots_)) return;
+  auto start = ProcessStartTime(getpid());
+  if (!start) return;  // cannot name itself: keep the segment (harmless)
+  const uint64_t me = EncodeOwner(kLive, getpid(), *start);
+  uint64_t expected = 0;
+  if (!A(header_->closing).compare_exchange_strong(expected, me)) return;  // another leaver
+  if (AnySlotHeld(slots_)) {  // a joiner came in between: it stays
+    A(header_->closing).compare_exchange_strong(expected = me, 0);
+    return;
+  }
+  // Joiners that see `closing` now open the name again. An error here (the name is already
+  // gone) changes nothing for anyone.
+  bip::shared_memory_object::remove(mapping_->name.c_str());
+}
+
+Result<std::unique_ptr<CommitBoard::Handle>> CommitBoard::Join(const std::string& data_file, uint64_t snapshot_commit) {
+  // A leaver unlinks within microseconds of setting `closing`; a few thousand tries at 50 us
+  // cover any scheduling delay, and a dead leaver's mark is cleared at once.
+  for (int attempt = 0; attempt < 4000; ++attempt) {
+    BA_ASSIGN_OR_RETURN(std::shared_ptr<CommitBoard> board, OpenForFile(data_file, /*create=*/true));
+    BA_ASSIGN_OR_RETURN(std::unique_ptr<Handle> handle, board->Register(board, snapshot_commit));
+    uint64_t closing = A(board->header_->closing).load();
+    if (closing == 0) return handle;
+    if (!OwnerAlive(closing) && A(board->header_->closing).compare_exchange_strong(closing, 0)) return handle;
+    // Being removed: leave without triggering a removal of our own, then open the name again.
+    uint64_t owner = handle->owner_;
+    A(handle->slot_->owner).compare_exchange_strong(owner, 0);
+    handle->pid_ = -1;  // released already
+    handle.reset();
+    usleep(50);
+  }
+  return ResourceExhausted("the commit board of " + data_file + " stayed in removal for 0.2 s and more");
 }
 
 void CommitBoard::Handle::Update(uint64_t snapshot_commit, uint64_t cache_bytes, uint64_t dirty_bytes,

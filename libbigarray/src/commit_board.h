@@ -20,6 +20,13 @@
 //    CAS from the exact owner value seen (so two cleaners, or a cleaner and a new claimer, cannot
 //    both win). The other fields are relaxed atomic stores: a reader may see a mix of two
 //    boundaries' figures, never a torn number.
+//  - Removal: the last handle to leave removes the segment's name (so /dev/shm does not fill
+//    with the boards of deleted databases). It writes its owner word into `closing` by CAS from
+//    0, then scans the slots: if any is held by a live process, it resets `closing` and keeps the
+//    segment; otherwise it unlinks the name. A joining handle claims its slot first and reads
+//    `closing` after: with sequentially consistent atomics either the leaver sees the slot or the
+//    joiner sees `closing` (it then leaves and opens the name again, getting a new segment once
+//    the name is gone). A `closing` word whose process died is reset by the next joiner.
 //
 // Thread contract: every method may be called from any thread; a Handle (a claimed slot) is
 // updated by its owner only.
@@ -77,6 +84,8 @@ class CommitBoard {
     Handle& operator=(const Handle&) = delete;
     // At a transaction boundary: what the handle now reads and its cache figures.
     void Update(uint64_t snapshot_commit, uint64_t cache_bytes, uint64_t dirty_bytes, uint64_t faults);
+    // The board this handle is registered in.
+    const std::shared_ptr<CommitBoard>& board() const { return board_; }
 
    private:
     friend class CommitBoard;
@@ -91,11 +100,17 @@ class CommitBoard {
   // live processes.
   Result<std::unique_ptr<Handle>> Register(std::shared_ptr<CommitBoard> self, uint64_t snapshot_commit);
 
+  // Opens (or creates) the board of `data_file` and registers a handle in it, following the
+  // removal protocol above. The handle's board is the board to publish and wait on.
+  static Result<std::unique_ptr<Handle>> Join(const std::string& data_file, uint64_t snapshot_commit);
+
   // The live handles; slots of dead processes are freed on the way.
   std::vector<HandleInfo> Live();
 
  private:
   CommitBoard() = default;
+  // After a handle left: removes the segment's name if no live handle remains (see above).
+  void RemoveIfUnused();
   struct Mapping;
   std::unique_ptr<Mapping> mapping_;  // the shared segment (null for a private board)
   BoardHeader* header_ = nullptr;

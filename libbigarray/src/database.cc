@@ -533,21 +533,26 @@ Result<Database> Database::Open(const std::string& path, const Options& options)
   if (path != "memory:" && !postgres) {
     // Other processes on this host commit to the same file: share the board with them.
     Session& s = *db.session_;
-    auto board = internal::CommitBoard::OpenForFile(path + "/data.mdb", /*create=*/true);
-    if (board.ok()) {
-      s.board = *board;
-      auto entry = s.board->Register(s.board, db.snapshot_commit());
-      if (entry.ok()) {
-        s.board_entry = std::move(*entry);
-        s.Announce();
-      } else if (o.logger) {
+    const std::string data_file = path + "/data.mdb";
+    auto entry = internal::CommitBoard::Join(data_file, db.snapshot_commit());
+    if (entry.ok()) {
+      s.board_entry = std::move(*entry);
+      s.board = s.board_entry->board();
+      s.Announce();
+    } else {
+      if (o.logger) {
         o.logger->warn("{}: this handle is not listed among the database's handles: {}", path,
                        entry.status().ToString());
       }
-    } else {
-      s.board = nullptr;  // a private board would never hear of other processes' commits
-      s.board_error = board.status().WithContext("follow commits of " + path);
-      if (o.logger) o.logger->warn("{}", s.board_error.ToString());
+      // Still wake and wait with the others (all slots may be taken by live handles).
+      auto board = internal::CommitBoard::OpenForFile(data_file, /*create=*/true);
+      if (board.ok()) {
+        s.board = *board;
+      } else {
+        s.board = nullptr;  // a private board would never hear of other processes' commits
+        s.board_error = board.status().WithContext("follow commits of " + path);
+        if (o.logger) o.logger->warn("{}", s.board_error.ToString());
+      }
     }
   }
   return db;
