@@ -845,6 +845,9 @@ Result<std::optional<uint64_t>> Database::WaitForCommit(uint64_t after, std::chr
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   const auto deadline = timeout >= Clock::time_point::max() - start ? Clock::time_point::max() : start + timeout;
+  // A store shared between hosts notifies by itself (PostgreSQL: LISTEN/NOTIFY).
+  Result<std::optional<uint64_t>> by_store = s.store->WaitForCommit(after, timeout);
+  if (by_store.ok() || by_store.status().code() != Code::kUnsupported) return by_store;
   if (!s.board) return s.board_error;
   // The store is the truth: commits made before the board existed, by a process killed before it
   // published, or recorded in a stale board of a recreated file are all seen through it.

@@ -22,6 +22,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -167,6 +168,17 @@ class BlockStore {
 
   // A short description for messages, e.g. the path.
   virtual std::string Describe() const = 0;
+
+  // Waits until a commit newer than `after` exists, from any client of the store, and returns
+  // the newest commit id, or nullopt when `timeout` passes first. Stores that can be shared
+  // between hosts implement it with the server's own notifications (PostgreSQL: LISTEN/NOTIFY);
+  // the default answers kUnsupported, and the caller then uses a host-local mechanism (the
+  // Database's commit board).
+  virtual Result<std::optional<CommitId>> WaitForCommit(CommitId after, std::chrono::nanoseconds timeout) {
+    (void)after;
+    (void)timeout;
+    return Unsupported(Describe() + ": waiting for commits is done on this host, not by the store");
+  }
 };
 
 // Forwards every call to another store. Tests subclass it and override one method to inject
@@ -204,6 +216,9 @@ class ForwardingStore : public BlockStore {
   Result<CommitId> Commit(const WriteBatch& batch) override { return base_->Commit(batch); }
   Status Sync() override { return base_->Sync(); }
   std::string Describe() const override { return base_->Describe(); }
+  Result<std::optional<CommitId>> WaitForCommit(CommitId after, std::chrono::nanoseconds timeout) override {
+    return base_->WaitForCommit(after, timeout);
+  }
 
  protected:
   virtual std::shared_ptr<Snapshot> WrapSnapshot(std::shared_ptr<Snapshot> s) { return s; }
