@@ -476,6 +476,11 @@ TEST_CASE("ProcessStartTime tells this process, and nothing for a pid that is go
   const pid_t child = fork();
   REQUIRE(child >= 0);
   if (child == 0) _exit(0);
+  // Exited but not reaped (a zombie): already gone.
+  for (int i = 0; i < 500 && internal::ProcessStartTime(child).has_value(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  CHECK_FALSE(internal::ProcessStartTime(child).has_value());
   int status = 0;
   REQUIRE(waitpid(child, &status, 0) == child);
   CHECK_FALSE(internal::ProcessStartTime(child).has_value());

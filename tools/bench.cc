@@ -576,16 +576,19 @@ std::vector<double> MeasureWatch(const std::string& where, int iterations) {
   const pid_t waiter = fork();
   if (waiter < 0) Die(ErrnoStatus(errno, "fork"), "watch scenario");
   if (waiter == 0) {
-    auto db = Must(Database::Open(where, o), "open");
-    for (int i = 0; i < iterations; ++i) {
-      const uint64_t after = db.snapshot_commit();
-      shared->ready.store(i);
-      auto c = db.WaitForCommit(after, std::chrono::seconds(10));
-      wake_ns[i] = NowNs();
-      if (!c.ok() || !c->has_value()) _exit(1);
-      db.Abort();
-    }
-    _exit(0);
+    int rc = 0;
+    {
+      auto db = Must(Database::Open(where, o), "open");
+      for (int i = 0; i < iterations && rc == 0; ++i) {
+        const uint64_t after = db.snapshot_commit();
+        shared->ready.store(i);
+        auto c = db.WaitForCommit(after, std::chrono::seconds(10));
+        wake_ns[i] = NowNs();
+        if (!c.ok() || !c->has_value()) rc = 1;
+        db.Abort();
+      }
+    }  // closed before _exit: its handle leaves the board
+    _exit(rc);
   }
   std::vector<int64_t> start(static_cast<size_t>(iterations));
   std::vector<double> commit_us;

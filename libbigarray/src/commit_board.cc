@@ -103,6 +103,8 @@ std::optional<uint64_t> ProcessStartTime(pid_t pid) {
   const size_t close = text.rfind(')');
   if (close == std::string::npos) return std::nullopt;
   const char* p = text.c_str() + close + 1;
+  while (*p == ' ') ++p;
+  if (*p == 'Z' || *p == 'X') return std::nullopt;  // exited, not yet reaped: gone
   // After ')' come fields 3 (state) .. ; the start time is field 22: skip 19 fields.
   for (int field = 3; field < 22; ++field) {
     while (*p == ' ') ++p;

@@ -119,7 +119,7 @@ class CommitBoard {
 };
 
 // The start time of process `pid` in clock ticks after boot (field 22 of /proc/PID/stat);
-// nullopt when the process does not exist.
+// nullopt when the process does not exist or has exited (a zombie not yet reaped).
 std::optional<uint64_t> ProcessStartTime(pid_t pid);
 
 }  // namespace bigarray::internal

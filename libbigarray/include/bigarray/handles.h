@@ -37,15 +37,14 @@ struct ReaderInfo {
 
 struct HandlesReport {
   std::vector<HandleInfo> handles;  // in slot order
-  // LMDB's reader table, read only when a process of this one has the database open or when
-  // nobody else is writing the lock file's reader table (see docs/cli.md): complete = false
-  // when it could not be read.
+  // LMDB's reader table (slots of dead processes are cleared first); readers_complete is false
+  // when it could not be read (then `readers` is empty).
   std::vector<ReaderInfo> readers;
   bool readers_complete = false;
 };
 
-// The live handles of the database at `path` (a database directory). An empty list when no
-// process has one open.
+// The live handles of the database at `path` (an LMDB database directory) and its reader
+// table. No handles when no process has one open; kNotFound when there is no database.
 Result<HandlesReport> ListHandles(const std::string& path);
 
 }  // namespace bigarray
