@@ -377,9 +377,11 @@ TEST_CASE("the registry: pid, process name, snapshot and since, cache figures; L
   CHECK(mine == 1);
 }
 
-TEST_CASE("ListHandles of a database nobody opened since boot, and of no database") {
+TEST_CASE("ListHandles of no database, and of databases that keep no registry") {
   TempDir dir;
   CHECK(ListHandles(dir / "nothing").status().code() == Code::kNotFound);
+  CHECK(ListHandles("memory:").status().code() == Code::kUnsupported);
+  CHECK(ListHandles("postgresql:///x").status().code() == Code::kUnsupported);
 }
 
 TEST_CASE("the board survives processes SIGKILLed at random instants while they register, publish and leave") {

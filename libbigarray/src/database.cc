@@ -908,6 +908,10 @@ Result<std::vector<std::string>> Database::ArraysChangedSince(uint64_t commit) {
 }
 
 Result<HandlesReport> ListHandles(const std::string& path) {
+  if (path.starts_with("postgresql://") || path.starts_with("postgres://") || path == "memory:") {
+    return Unsupported("the registry of handles is kept for local (LMDB) databases only; on PostgreSQL, the "
+                       "server's pg_stat_activity lists the clients (application_name 'bigarray')");
+  }
   HandlesReport report;
   const std::string data_file = path + "/data.mdb";
   struct stat st;
