@@ -26,12 +26,14 @@ int main() {
   constexpr int kRows = 50;
   const pid_t producer = fork();
   if (producer == 0) {  // the producer: one row per commit
-    auto db = Database::Open(path, options).value();
-    for (int i = 0; i < kRows; ++i) {
-      double value = 0.5 * i;
-      db.Get("readings").value().Append(View::Wrap(&value, DType::Of<double>(), {1}).value()).ThrowIfError();
-      db.Commit().ThrowIfError();
-    }
+    {
+      auto db = Database::Open(path, options).value();
+      for (int i = 0; i < kRows; ++i) {
+        double value = 0.5 * i;
+        db.Get("readings").value().Append(View::Wrap(&value, DType::Of<double>(), {1}).value()).ThrowIfError();
+        db.Commit().ThrowIfError();
+      }
+    }  // closed before _exit, which runs no destructors
     _exit(0);
   }
   // The consumer: wait for a commit newer than the one it reads, then move to it.
