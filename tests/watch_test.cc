@@ -462,10 +462,19 @@ TEST_CASE("the last handle to leave removes the board; joiners racing with leave
   const int bad = bigarray::testing::RunInChildren(4, [&](int) {
     for (int i = 0; i < 300; ++i) {
       auto h = internal::CommitBoard::Join(file, 0);
-      if (!h.ok()) return 1;
+      if (!h.ok()) {
+        std::fprintf(stderr, "join %d: %s\n", i, h.status().ToString().c_str());
+        return 1;
+      }
       auto named = internal::CommitBoard::OpenForFile(file, false);
-      if (!named.ok()) return 2;
-      if (!HasPid((*named)->Live(), getpid())) return 3;
+      if (!named.ok()) {
+        std::fprintf(stderr, "open %d: %s\n", i, named.status().ToString().c_str());
+        return 1;
+      }
+      if (!HasPid((*named)->Live(), getpid())) {
+        std::fprintf(stderr, "join %d: this handle is not in the named segment\n", i);
+        return 1;
+      }
     }
     return 0;
   });

@@ -283,6 +283,19 @@ static bool AnySlotHeld(BoardSlot* slots) {
   return false;
 }
 
+bool CommitBoard::StillNamed() const {
+  if (!shared_) return true;
+  try {
+    bip::shared_memory_object named(bip::open_only, mapping_->name.c_str(), bip::read_only);
+    struct stat a, b;
+    if (fstat(named.get_mapping_handle().handle, &a) != 0) return false;
+    if (fstat(mapping_->shm.get_mapping_handle().handle, &b) != 0) return false;
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  } catch (const bip::interprocess_exception&) {
+    return false;  // gone (or unreadable): do not trust this segment
+  }
+}
+
 void CommitBoard::RemoveIfUnused() {
   if (!shared_ || AnySlotHeld(slots_)) return;
   auto start = ProcessStartTime(getpid());
@@ -307,7 +320,13 @@ Result<std::unique_ptr<CommitBoard::Handle>> CommitBoard::Join(const std::string
     BA_ASSIGN_OR_RETURN(std::unique_ptr<Handle> handle, board->Register(board, snapshot_commit));
     uint64_t closing = A(board->header_->closing).load();
     if (closing == 0) return handle;
-    if (!OwnerAlive(closing) && A(board->header_->closing).compare_exchange_strong(closing, 0)) return handle;
+    // A closer that died either left the name in place (then the mark is stale: clear it) or
+    // had already removed it (then this segment is an orphan: open the name again). Nobody
+    // else can remove the name while the mark stands, so checking it now is enough.
+    if (!OwnerAlive(closing) && board->StillNamed() &&
+        A(board->header_->closing).compare_exchange_strong(closing, 0)) {
+      return handle;
+    }
     // Being removed: leave without triggering a removal of our own, then open the name again.
     uint64_t owner = handle->owner_;
     A(handle->slot_->owner).compare_exchange_strong(owner, 0);

@@ -26,7 +26,9 @@
 //    segment; otherwise it unlinks the name. A joining handle claims its slot first and reads
 //    `closing` after: with sequentially consistent atomics either the leaver sees the slot or the
 //    joiner sees `closing` (it then leaves and opens the name again, getting a new segment once
-//    the name is gone). A `closing` word whose process died is reset by the next joiner.
+//    the name is gone). A `closing` word whose process died is reset by the next joiner if the
+//    name still leads to this segment (the closer died before removing it); if the name is gone
+//    or leads elsewhere, the joiner opens it again.
 //
 // Thread contract: every method may be called from any thread; a Handle (a claimed slot) is
 // updated by its owner only.
@@ -111,6 +113,8 @@ class CommitBoard {
   CommitBoard() = default;
   // After a handle left: removes the segment's name if no live handle remains (see above).
   void RemoveIfUnused();
+  // Whether the segment's name still leads to this segment.
+  bool StillNamed() const;
   struct Mapping;
   std::unique_ptr<Mapping> mapping_;  // the shared segment (null for a private board)
   BoardHeader* header_ = nullptr;
