@@ -11,9 +11,8 @@
 // Locking: Session::mu_ serializes the transaction-level calls; ArrayState::mu guards an
 // array's metadata for readers on other threads (order: Session::mu_, then ArrayState::mu).
 // SnapshotHolder::mu guards the current snapshot pointer, read by loader threads.
-#include <unistd.h>
-
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
