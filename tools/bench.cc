@@ -5,7 +5,7 @@
 //
 // Scenarios: scan (first scan vs mmap, hot scan vs memory), ooc (4x the cache vs mmap, peak
 // RSS), random (fault latency), commit (vs pwrite+fsync and raw LMDB), append, resize, hdf5,
-// writers (two processes vs one).
+// writers (two processes vs one), watch (commit-to-wakeup of a follower in another process).
 #include <fcntl.h>
 #include <lmdb.h>
 #include <sys/mman.h>
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -538,6 +539,97 @@ void WritersScenario(const Config& c) {
          t1 / t2, ">= 1.30");
 }
 
+// ---- scenario 11: following commits (Database::WaitForCommit) ------------------------------------
+// A waiter process sleeps in WaitForCommit; this process commits one small block. Measured: from
+// the start of Commit() to the waiter's return, on the steady clock (system-wide on Linux). It
+// includes the commit itself up to the moment it lands, so it bounds commit-landed-to-wakeup
+// from above; the commit's own duration is reported beside it.
+struct WatchShared {
+  std::atomic<int64_t> ready;  // the iteration the waiter waits for
+  // followed by int64_t wake_ns[iterations]: when the waiter returned
+};
+
+int64_t NowNs() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
+
+double Percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
+}
+
+// Runs the measurement on database `where`; returns {p50, p99, commit p50} in microseconds.
+std::vector<double> MeasureWatch(const std::string& where, int iterations) {
+  Options o;
+  o.cache_bytes = 16 << 20;
+  o.durability = Durability::kRelaxed;
+  {
+    auto db = Must(Database::Open(where, o), "open");
+    if (Must(db.Contains("watchbench"), "contains")) db.Drop("watchbench").ThrowIfError();
+    Must(db.Create("watchbench", {512}, "f8", ArrayOptions{Order::kC, 4096}), "create");
+    db.Commit().ThrowIfError();
+  }
+  const size_t bytes = sizeof(WatchShared) + sizeof(int64_t) * static_cast<size_t>(iterations);
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) Die(ErrnoStatus(errno, "mmap"), "watch scenario");
+  auto* shared = new (mem) WatchShared{};
+  shared->ready.store(-1);
+  auto* wake_ns = reinterpret_cast<int64_t*>(static_cast<char*>(mem) + sizeof(WatchShared));
+  const pid_t waiter = fork();
+  if (waiter < 0) Die(ErrnoStatus(errno, "fork"), "watch scenario");
+  if (waiter == 0) {
+    int rc = 0;
+    {
+      auto db = Must(Database::Open(where, o), "open");
+      for (int i = 0; i < iterations && rc == 0; ++i) {
+        const uint64_t after = db.snapshot_commit();
+        shared->ready.store(i);
+        auto c = db.WaitForCommit(after, std::chrono::seconds(10));
+        wake_ns[i] = NowNs();
+        if (!c.ok() || !c->has_value()) rc = 1;
+        db.Abort();
+      }
+    }  // closed before _exit: its handle leaves the board
+    _exit(rc);
+  }
+  std::vector<int64_t> start(static_cast<size_t>(iterations));
+  std::vector<double> commit_us;
+  {
+    auto db = Must(Database::Open(where, o), "open");
+    auto v = Must(Must(db.Get("watchbench"), "get").view(), "view");
+    for (int i = 0; i < iterations; ++i) {
+      while (shared->ready.load() != i) std::this_thread::yield();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // the waiter is asleep by now
+      reinterpret_cast<double*>(v.data())[i % 512] = i;
+      start[static_cast<size_t>(i)] = NowNs();
+      Status st = db.Commit();
+      commit_us.push_back(static_cast<double>(NowNs() - start[static_cast<size_t>(i)]) / 1e3);
+      if (!st.ok()) Die(st, "commit");
+    }
+  }
+  int status = 0;
+  if (waitpid(waiter, &status, 0) != waiter || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    Die(Internal("the waiter process failed"), "watch scenario");
+  }
+  std::vector<double> us;
+  for (int i = 0; i < iterations; ++i) us.push_back(static_cast<double>(wake_ns[i] - start[static_cast<size_t>(i)]) / 1e3);
+  munmap(mem, bytes);
+  return {Percentile(us, 0.5), Percentile(us, 0.99), Percentile(commit_us, 0.5)};
+}
+
+void WatchScenario(const Config& c) {
+  const int iterations = c.quick ? 200 : 1000;
+  auto r = MeasureWatch(c.dir + "/watch.db", iterations);
+  Report("11 commit-to-wakeup", "p50", Fmt("%.0f us", r[0]), Fmt("%.0f us commit", r[2]), "watch_latency_p50_us",
+         r[0], "<= 200");
+  Report("11 commit-to-wakeup", "p99", Fmt("%.0f us", r[1]), "", "watch_latency_p99_us", r[1], "<= 2000");
+  if (!c.pg.empty()) {
+    auto p = MeasureWatch(c.pg, c.quick ? 100 : 300);
+    Report("11 PostgreSQL commit-to-wakeup", "p50", Fmt("%.0f us", p[0]), Fmt("%.0f us commit", p[2]),
+           "watch_pg_latency_p50_us", p[0], "<= 5000");
+    Report("11 PostgreSQL commit-to-wakeup", "p99", Fmt("%.0f us", p[1]), "", "watch_pg_latency_p99_us", p[1],
+           "(info)");
+  }
+}
+
 }  // namespace
 
 // ---- PostgreSQL next to LMDB: the same fill + commit and cold scan through the Database API ----
@@ -597,7 +689,7 @@ int main(int argc, char** argv) {
       std::stringstream ss(argv[++i]);
       for (std::string s; std::getline(ss, s, ',');) c.only.insert(s);
     } else {
-      std::fprintf(stderr, "usage: bigarray-bench [--quick] [--json FILE] [--dir DIR] [--pg URI] [--only scan,ooc,random,commit,grow,hdf5,writers,pg]\n");
+      std::fprintf(stderr, "usage: bigarray-bench [--quick] [--json FILE] [--dir DIR] [--pg URI] [--only scan,ooc,random,commit,grow,hdf5,writers,pg,watch]\n");
       return 2;
     }
   }
@@ -617,6 +709,7 @@ int main(int argc, char** argv) {
   run("hdf5", Hdf5Scenario);
   run("writers", WritersScenario);
   run("pg", PostgresScenario);
+  run("watch", WatchScenario);
   if (!c.json.empty()) {
     std::ofstream f(c.json);
     f << "{";

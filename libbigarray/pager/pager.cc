@@ -276,6 +276,7 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   Page* lru_tail_ = nullptr;
   uint64_t resident_bytes_ = 0;
   uint64_t dirty_blocks_ = 0;
+  uint64_t dirty_bytes_ = 0;  // of the dirty blocks
   uint64_t map_entries_ = 0;  // charged to MapBudget by this pager
   bool reclaiming_ = false;   // ReclaimMapEntries is running
   bool thread_warned_ = false;  // a loader thread could not be started (warned once)
@@ -426,7 +427,7 @@ void PagerImpl::CloseFile(FileState* f) {
   settled_cv_.wait(lk, [&] { return f->in_flight == 0; });
   for (auto& [block, p] : f->pages) {
     LruRemove(p);
-    if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_;
+    if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_, dirty_bytes_ -= p.file->block_size;
     if (p.state == Page::kSpilled) FreeSpill(p.spill_offset, p.file->block_size);
     (void)FreeSlot(p);  // every Mapping of the file is gone: nothing is mapped
     for (Request& r : p.waiters) Complete(r, FaultOutcome::kForeign, Status());
@@ -823,7 +824,7 @@ void PagerImpl::Process(Request req) {
         }
         if (req.write && p.state == Page::kClean) {
           p.state = Page::kDirty;
-          ++dirty_blocks_;
+          ++dirty_blocks_, dirty_bytes_ += p.file->block_size;
         }
         if (req.mapping.serial != 0 && !MapInto(p, req.mapping)) {
           Complete(req, FaultOutcome::kFatal,
@@ -1197,7 +1198,7 @@ bool PagerImpl::Erase(Page& p) {
     }
     return false;
   }
-  if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_;
+  if (p.state == Page::kDirty || p.state == Page::kSpilled) --dirty_blocks_, dirty_bytes_ -= p.file->block_size;
   if (p.state == Page::kSpilled) FreeSpill(p.spill_offset, p.file->block_size);
   std::vector<Request> waiters = std::move(p.waiters);
   FileState* f = p.file;
@@ -1377,7 +1378,7 @@ void PagerImpl::FinishWriteout(Writeout& w, bool committed) {
     if (committed) {
       if (p.state == Page::kDirty) {
         p.state = Page::kClean;  // W1: clean, still resident and mapped read-only
-        --dirty_blocks_;
+        --dirty_blocks_, dirty_bytes_ -= p.file->block_size;
         WakeWaiters(p);
       } else if (p.state == Page::kSpilled) {
         Erase(p);  // its committed bytes are in storage now; the next access reads them
@@ -1420,6 +1421,7 @@ PagerStats PagerImpl::Stats() {
   std::lock_guard lock(mu_);
   s.resident_bytes = resident_bytes_;
   s.dirty_blocks = dirty_blocks_;
+  s.dirty_bytes = dirty_bytes_;
   s.map_entries = map_entries_;
   s.loader_threads = loaders_.size();
   return s;

@@ -63,6 +63,7 @@ struct PagerStats {
   uint64_t spills = 0;          // dirty pages written to the scratch file
   uint64_t resident_bytes = 0;  // RAM pages in use now
   uint64_t dirty_blocks = 0;    // dirty pages, resident or spilled
+  uint64_t dirty_bytes = 0;     // their bytes
   uint64_t map_entries = 0;     // memory map entries this pager's mappings may cost (MapBudget)
   uint64_t map_reclaims = 0;    // pages unmapped (kept resident) to stay within the map budget
   uint64_t loader_threads = 0;  // loader threads running now

@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <numeric>
@@ -744,6 +745,40 @@ class PyDatabase {
     Check(NoGil([&] { return db->Sync(); }));
   }
 
+  // Database::WaitForCommit without the GIL, in slices so that signals (KeyboardInterrupt) are
+  // handled between them. None on timeout.
+  py::object Wait(py::handle after, py::handle timeout) {
+    auto db = state_->Get();
+    uint64_t a = 0;
+    if (after.is_none()) {
+      a = db->snapshot_commit();
+    } else {
+      const int64_t v = Int(after, "after");
+      if (v < 0) throw py::value_error("after must be a commit id (>= 0)");
+      a = static_cast<uint64_t>(v);
+    }
+    std::optional<double> seconds;
+    if (!timeout.is_none()) {
+      seconds = py::cast<double>(py::float_(py::reinterpret_borrow<py::object>(timeout)));
+      if (std::isnan(*seconds) || *seconds < 0) throw py::value_error("timeout must be None or >= 0 seconds");
+    }
+    using Clock = std::chrono::steady_clock;
+    constexpr auto kSlice = std::chrono::milliseconds(100);
+    const auto start = Clock::now();
+    const bool forever = !seconds || *seconds > 1e9;
+    const auto deadline = forever ? Clock::time_point::max()
+                                  : start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*seconds));
+    for (;;) {
+      const auto now = Clock::now();
+      const auto left = deadline == Clock::time_point::max() ? Clock::duration(kSlice) : deadline - now;
+      const auto slice = std::max(Clock::duration::zero(), std::min<Clock::duration>(left, kSlice));
+      auto r = Value(NoGil([&] { return db->WaitForCommit(a, slice); }));
+      if (r) return py::int_(*r);
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      if (Clock::now() >= deadline) return py::none();
+    }
+  }
+
   // Ends the transaction (uncommitted changes are discarded) and releases the handle. Views
   // handed out before stay valid. Idempotent. With `warn`, a ResourceWarning names the arrays
   // whose changes were discarded (after the handle is closed, so that -W error still closes).
@@ -801,6 +836,21 @@ class PyDatabase {
  private:
   explicit PyDatabase(std::shared_ptr<DbState> state) : state_(std::move(state)) {}
   std::shared_ptr<DbState> state_;
+};
+
+// `for commit in db.follow():` waits for each new commit, moves the handle to it (abort: its
+// boundary) and yields its id; ends when `timeout` passes without a commit (never by default).
+struct PyFollow {
+  py::object db;  // the Python Database object
+  py::object timeout;
+
+  py::object Next() const {
+    PyDatabase& d = db.cast<PyDatabase&>();
+    py::object c = d.Wait(py::none(), timeout);
+    if (c.is_none()) throw py::stop_iteration();
+    d.Abort();
+    return py::int_(d.snapshot());
+  }
 };
 
 // `with db.transaction():` commits when the block succeeds and aborts when it raises (or when
@@ -922,6 +972,9 @@ PYBIND11_MODULE(bigarray, m) {
   py::class_<PyBlockIter>(m, "BlockIterator", "The iterator of Array.iter_blocks().")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &PyBlockIter::Next);
+  py::class_<PyFollow>(m, "Follow", "The iterator of Database.follow().")
+      .def("__iter__", [](py::object self) { return self; })
+      .def("__next__", &PyFollow::Next);
 
   py::class_<PyTransaction>(m, "Transaction", "Context manager: commit on success, abort on an exception.")
       .def("__enter__", &PyTransaction::Enter)
@@ -947,6 +1000,21 @@ PYBIND11_MODULE(bigarray, m) {
            "was written: abort() and redo the work.")
       .def("abort", &PyDatabase::Abort, "Discards every change since the last commit or abort.")
       .def("sync", &PyDatabase::Sync, "Makes the commits of a durable=False handle durable.")
+      .def("wait", &PyDatabase::Wait, py::arg("after") = py::none(), py::arg("timeout") = py::none(),
+           "Waits until a commit newer than `after` (default: the one this transaction reads)\n"
+           "exists and returns the newest commit id, or None after `timeout` seconds (default:\n"
+           "no limit). It sleeps without polling, with the GIL released; Ctrl-C interrupts it.\n"
+           "It does not move the transaction: abort() (or commit()) then reads the new data.")
+      .def("follow",
+           [](py::object self, py::object timeout) {
+             self.cast<PyDatabase&>().CheckOpen();
+             return PyFollow{std::move(self), std::move(timeout)};
+           },
+           py::arg("timeout") = py::none(),
+           "for commit in db.follow(): ... yields after each new commit, with the handle moved to\n"
+           "it (an abort: uncommitted changes are discarded). Commits that land together are\n"
+           "yielded once, as the newest. Ends when `timeout` seconds pass without a commit\n"
+           "(default: never).")
       .def("transaction",
            [](py::object self) {
              self.cast<PyDatabase&>().CheckOpen();
@@ -968,6 +1036,32 @@ PYBIND11_MODULE(bigarray, m) {
         return false;
       })
       .def("__repr__", &PyDatabase::Repr);
+
+  m.def(
+      "handles",
+      [](py::handle path) {
+        py::module_ os = py::module_::import("os");
+        std::string p = py::bytes(os.attr("fsencode")(path));
+        ba::HandlesReport report = Value(NoGil([&] { return ba::ListHandles(p); }), Missing::kDatabase);
+        py::list out;
+        for (const ba::HandleInfo& h : report.handles) {
+          py::dict d;
+          d["pid"] = h.pid;
+          d["process"] = h.process;
+          d["snapshot"] = h.snapshot_commit;
+          d["since"] = static_cast<double>(h.since_ns) / 1e9;
+          d["cache_bytes"] = h.cache_bytes;
+          d["dirty_bytes"] = h.dirty_bytes;
+          d["faults"] = h.faults;
+          out.append(d);
+        }
+        return out;
+      },
+      py::arg("path"),
+      "The handles that processes on this host hold open on the database at `path`: a list of\n"
+      "dicts with pid, process (name), snapshot (the commit it reads), since (when it began\n"
+      "reading it, Unix time), cache_bytes, dirty_bytes and faults (as of its last commit or\n"
+      "abort). Handles of processes that died are not listed.");
 
   m.def("open", &PyDatabase::Open, py::arg("path"), py::arg("cache") = py::none(), py::arg("durable") = true,
         py::arg("create") = true, py::kw_only(), py::arg("read_only") = false, py::arg("prefault_cache") = false,

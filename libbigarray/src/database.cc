@@ -11,10 +11,12 @@
 // Locking: Session::mu_ serializes the transaction-level calls; ArrayState::mu guards an
 // array's metadata for readers on other threads (order: Session::mu_, then ArrayState::mu).
 // SnapshotHolder::mu guards the current snapshot pointer, read by loader threads.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cctype>
 #include <cstring>
 #include <deque>
@@ -26,6 +28,7 @@
 
 #include "bigarray/database.h"
 #include "bigarray/storage/block_store.h"
+#include "commit_board.h"
 #include "database_internal.h"
 #include "layout.h"
 #include "pager/pager.h"
@@ -231,6 +234,16 @@ class Session {
   bool stale = false;
   std::mt19937_64 ids{std::random_device{}()};
 
+  // Following commits (docs/transactions.md, "Following a growing dataset"): the board that
+  // wakes waiters (shared for a database on a local file, private otherwise) and this handle's
+  // entry in it. Set once at open. board_error: why the shared board could not be opened
+  // (WaitForCommit reports it).
+  std::shared_ptr<CommitBoard> board;
+  std::unique_ptr<CommitBoard::Handle> board_entry;
+  Status board_error;
+  // Updates this handle's entry after a boundary (cheap relaxed stores).
+  void Announce();
+
   // Keeps `m` alive, among the kKeptMappings most recently made whole-array mappings, so that
   // the next views of its array reuse it. Older ones are released when no view holds them: each
   // costs a memory map entry and a fault range, and a handle may touch any number of arrays.
@@ -406,7 +419,14 @@ Status Session::Refresh() {
   snapshots->Set(next.snap);  // first: reloads from here on read the new state (W5)
   ApplyRefresh(next);
   stale = false;
+  Announce();
   return Status::Ok();
+}
+
+void Session::Announce() {
+  if (!board_entry) return;
+  const pager::PagerStats st = pager->stats();
+  board_entry->Update(snapshots->Get()->commit_id(), st.resident_bytes, st.dirty_bytes, st.faults);
 }
 
 // After a successful commit: what the transaction did is now the committed state.
@@ -514,7 +534,33 @@ Result<Database> Database::Open(const std::string& path, const Options& options)
   }
   Options o = options;
   if (o.spill_dir.empty()) o.spill_dir = path == "memory:" || postgres ? "/tmp" : path;
-  return internal::OpenDatabaseOnStore(std::move(store), path, o);
+  BA_ASSIGN_OR_RETURN(Database db, internal::OpenDatabaseOnStore(std::move(store), path, o));
+  if (path != "memory:" && !postgres) {
+    // Other processes on this host commit to the same file: share the board with them.
+    Session& s = *db.session_;
+    const std::string data_file = path + "/data.mdb";
+    auto entry = internal::CommitBoard::Join(data_file, db.snapshot_commit());
+    if (entry.ok()) {
+      s.board_entry = std::move(*entry);
+      s.board = s.board_entry->board();
+      s.Announce();
+    } else {
+      if (o.logger) {
+        o.logger->warn("{}: this handle is not listed among the database's handles: {}", path,
+                       entry.status().ToString());
+      }
+      // Still wake and wait with the others (all slots may be taken by live handles).
+      auto board = internal::CommitBoard::OpenForFile(data_file, /*create=*/true);
+      if (board.ok()) {
+        s.board = *board;
+      } else {
+        s.board = nullptr;  // a private board would never hear of other processes' commits
+        s.board_error = board.status().WithContext("follow commits of " + path);
+        if (o.logger) o.logger->warn("{}", s.board_error.ToString());
+      }
+    }
+  }
+  return db;
 }
 
 Result<Database> internal::OpenDatabaseOnStore(std::shared_ptr<storage::BlockStore> store,
@@ -533,6 +579,8 @@ Result<Database> internal::OpenDatabaseOnStore(std::shared_ptr<storage::BlockSto
   BA_ASSIGN_OR_RETURN(s->pager, pager::Pager::Create(po));
   BA_ASSIGN_OR_RETURN(auto snap, s->store->OpenSnapshot());
   s->snapshots->Set(std::move(snap));
+  // Only this process can reach the store given here: a board of its own wakes its waiters.
+  s->board = CommitBoard::Private();
   return Database(std::move(s));
 }
 
@@ -749,6 +797,7 @@ Status Database::Commit() {
     if (s.options.logger) s.options.logger->warn("{}", st.ToString());
     return st;
   }
+  s.board->Publish(*r);  // wake the followers first: they only read the store
   if (s.options.logger) {
     s.options.logger->debug("committed {} blocks to {} as commit {}", batch.puts().size(), s.path, *r);
   }
@@ -762,6 +811,7 @@ Status Database::Commit() {
   s.MarkCommitted();
   if (next.ok()) {
     s.ApplyRefresh(*next);
+    s.Announce();
     return Status::Ok();
   }
   // The handle cannot move on: it keeps reading its old snapshot, so nothing of this commit
@@ -817,6 +867,110 @@ Result<std::vector<std::string>> Database::ChangedArrays() {
     writeout->Finish(false);
   }
   return std::vector<std::string>(names.begin(), names.end());
+}
+
+namespace {
+
+Result<uint64_t> LatestCommit(storage::BlockStore& store) {
+  BA_ASSIGN_OR_RETURN(auto snap, store.OpenSnapshot());
+  return snap->commit_id();
+}
+
+}  // namespace
+
+Result<std::optional<uint64_t>> Database::WaitForCommit(uint64_t after, std::chrono::nanoseconds timeout) const {
+  // Not under mu_: only the store and the board are used, both safe from any thread, so this
+  // may wait on one thread while another works with the handle.
+  Session& s = *session_;
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const auto deadline = timeout >= Clock::time_point::max() - start ? Clock::time_point::max() : start + timeout;
+  // A store shared between hosts notifies by itself (PostgreSQL: LISTEN/NOTIFY).
+  Result<std::optional<uint64_t>> by_store = s.store->WaitForCommit(after, timeout);
+  if (by_store.ok() || by_store.status().code() != Code::kUnsupported) return by_store;
+  if (!s.board) return s.board_error;
+  // The store is the truth: commits made before the board existed, by a process killed before it
+  // published, or recorded in a stale board of a recreated file are all seen through it.
+  uint32_t seen = s.board->sequence();
+  BA_ASSIGN_OR_RETURN(uint64_t latest, LatestCommit(*s.store));
+  if (latest > after) return std::optional<uint64_t>(latest);
+  for (;;) {
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      // One last look, for a committer that died between its commit and its wakeup.
+      BA_ASSIGN_OR_RETURN(latest, LatestCommit(*s.store));
+      if (latest > after) return std::optional<uint64_t>(latest);
+      return std::optional<uint64_t>();
+    }
+    BA_ASSIGN_OR_RETURN(bool woke, s.board->Sleep(seen, deadline - now));
+    (void)woke;
+    const uint32_t seq = s.board->sequence();
+    if (seq == seen) continue;  // a signal, or the timeout: checked above
+    seen = seq;
+    BA_ASSIGN_OR_RETURN(latest, LatestCommit(*s.store));
+    if (latest > after) return std::optional<uint64_t>(latest);
+  }
+}
+
+Result<std::vector<std::string>> Database::ArraysChangedSince(uint64_t commit) {
+  Session& s = *session_;
+  std::lock_guard lock(s.mu_);
+  auto snap = s.snapshots->Get();
+  if (commit >= snap->commit_id()) return std::vector<std::string>();
+  BA_ASSIGN_OR_RETURN(storage::ChangeSet changes, snap->ChangesSince(commit));
+  // id -> name from the catalog of this snapshot.
+  std::map<uint64_t, std::string> names;
+  Status st = snap->ForEachMeta("n/", [&](std::string_view key, std::string_view value) {
+    names[std::strtoull(std::string(value).c_str(), nullptr, 16)] = std::string(key.substr(2));
+    return true;
+  });
+  BA_RETURN_IF_ERROR(st);
+  std::set<std::string> changed;
+  if (!changes.complete) {  // the log no longer reaches back: every array may have changed
+    for (auto& [id, name] : names) changed.insert(name);
+    return std::vector<std::string>(changed.begin(), changed.end());
+  }
+  auto by_id = [&](uint64_t id) {
+    auto it = names.find(id);
+    if (it != names.end()) changed.insert(it->second);  // else dropped since
+  };
+  for (const auto& r : changes.blocks) by_id(r.array);
+  for (const auto& key : changes.meta_keys) {
+    if (key.starts_with("a/")) by_id(std::strtoull(key.c_str() + 2, nullptr, 16));
+    if (key.starts_with("n/")) {  // a rename: the name now in the catalog changed
+      const std::string name = key.substr(2);
+      for (auto& [id, n] : names) {
+        if (n == name) changed.insert(name);
+      }
+    }
+  }
+  return std::vector<std::string>(changed.begin(), changed.end());
+}
+
+Result<HandlesReport> ListHandles(const std::string& path) {
+  if (path.starts_with("postgresql://") || path.starts_with("postgres://") || path == "memory:") {
+    return Unsupported("the registry of handles is kept for local (LMDB) databases only; on PostgreSQL, the "
+                       "server's pg_stat_activity lists the clients (application_name 'bigarray')");
+  }
+  HandlesReport report;
+  const std::string data_file = path + "/data.mdb";
+  struct stat st;
+  if (stat(data_file.c_str(), &st) != 0) {
+    return errno == ENOENT ? NotFound("no bigarray database at " + path + " (no data.mdb)")
+                           : ErrnoStatus(errno, "stat " + data_file);
+  }
+  auto board = internal::CommitBoard::OpenForFile(data_file, /*create=*/false);
+  if (board.ok()) {
+    report.handles = (*board)->Live();
+  } else if (board.status().code() != Code::kNotFound) {
+    return board.status();
+  }
+  auto readers = storage::ListLmdbReaders(path);
+  if (readers.ok()) {
+    for (const auto& [pid, commit] : *readers) report.readers.push_back(ReaderInfo{pid, commit});
+    report.readers_complete = true;
+  }
+  return report;
 }
 
 // ---- Array -----------------------------------------------------------------------------------

@@ -719,6 +719,13 @@ class LmdbStore final : public BlockStore {
   // The txn id of the oldest open read transaction of any process (or `fallback`).
   CommitId OldestReader(CommitId fallback);
 
+ public:
+  // Every open read transaction of any process: (pid, commit), after clearing the slots of
+  // processes that died.
+  Result<std::vector<std::pair<pid_t, CommitId>>> Readers();
+
+ private:
+
   std::shared_ptr<Env> env_;
   LmdbOptions options_;
 };
@@ -741,6 +748,27 @@ CommitId LmdbStore::OldestReader(CommitId fallback) {
       },
       &ctx);
   return ctx.oldest;
+}
+
+Result<std::vector<std::pair<pid_t, CommitId>>> LmdbStore::Readers() {
+  int dead = 0;
+  BA_RETURN_IF_ERROR(LmdbStatus(mdb_reader_check(env_->env_, &dead), "check the reader table of " + env_->path_));
+  std::vector<std::pair<pid_t, CommitId>> out;
+  const int rc = mdb_reader_list(
+      env_->env_,
+      [](const char* msg, void* p) -> int {
+        int pid;
+        size_t tid;
+        char txnid[32];
+        if (std::sscanf(msg, "%d %zx %31s", &pid, &tid, txnid) == 3 && txnid[0] != '-') {
+          static_cast<std::vector<std::pair<pid_t, CommitId>>*>(p)->emplace_back(
+              pid, std::strtoull(txnid, nullptr, 10));
+        }
+        return 0;
+      },
+      &out);
+  if (rc < 0) return IOError("cannot list the reader table of " + env_->path_);
+  return out;
 }
 
 Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
@@ -959,6 +987,14 @@ Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const
   BA_ASSIGN_OR_RETURN(std::shared_ptr<Env> env, Env::Open(path, options));
   if (stat(path.c_str(), &st) == 0) reg.envs[{st.st_dev, st.st_ino}] = env;
   return std::shared_ptr<BlockStore>(std::make_shared<LmdbStore>(env, options));
+}
+
+Result<std::vector<std::pair<pid_t, CommitId>>> ListLmdbReaders(const std::string& path) {
+  LmdbOptions o;
+  o.create_if_missing = false;
+  o.read_only = true;
+  BA_ASSIGN_OR_RETURN(auto store, OpenLmdbStore(path, o));
+  return static_cast<LmdbStore&>(*store).Readers();
 }
 
 }  // namespace bigarray::storage

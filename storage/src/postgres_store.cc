@@ -30,6 +30,13 @@
 // takes the head row lock (which waits for the lost transaction to end on the server) and looks
 // for this commit's log record (by id and token) to tell.
 //
+// Following commits (docs/distributed.md): every commit also runs pg_notify on the channel
+// "bigarray_<head table OID>" (unique per database and schema on a server) with the commit id
+// as payload, delivered by the server when the transaction commits. WaitForCommit LISTENs on a
+// connection of its own, reads the head row (commits before the LISTEN), then poll()s the
+// socket for notifications; the connection UNLISTENs before it goes back to its pool, so an
+// idle connection never holds back the server's notification queue.
+//
 // Pool: idle connections are checked (a non-blocking read) when taken; a snapshot, commit or
 // sync that fails because a pooled connection had died meanwhile is tried once more on a new
 // connection.
@@ -37,9 +44,12 @@
 // Forks: a connection belongs to the process that opened it; a forked child never uses or
 // closes (PQfinish would end the parent's session) a connection it inherited.
 #include <libpq-fe.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -375,6 +385,13 @@ class Shared {
 
   // Builds the statements once the head table's OID (the pin key) is known.
   void DefineStatements(uint32_t head_oid);
+  // The NOTIFY channel of commits (set by DefineStatements).
+  const std::string& channel() const { return channel_; }
+
+  // A connection that LISTENs on channel() (from its own pool, or new), with nothing pending.
+  Result<std::unique_ptr<Conn>> AcquireListener();
+  // UNLISTENs and pools it (or closes it when that fails).
+  void ReleaseListener(std::unique_ptr<Conn> c);
 
   std::string Where() const { return " (" + describe_ + ")"; }
 
@@ -386,15 +403,60 @@ class Shared {
   const std::string describe_;
   const PostgresOptions options_;
   std::vector<StatementDef> statements_;
+  std::string channel_;
 
   std::mutex mu_;  // guards the fields below
   pid_t pid_ = getpid();
   std::vector<std::unique_ptr<Conn>> idle_;
+  std::vector<std::unique_ptr<Conn>> idle_listeners_;  // UNLISTENed, for the next wait
   std::mt19937_64 rng_{std::random_device{}()};
 };
 
+Result<std::unique_ptr<Conn>> Shared::AcquireListener() {
+  std::unique_ptr<Conn> c;
+  {
+    std::lock_guard lock(mu_);
+    if (pid_ != getpid()) {  // forked: the inherited connections are the parent's
+      for (auto& inherited : idle_) (void)inherited.release();
+      for (auto& inherited : idle_listeners_) (void)inherited.release();
+      idle_.clear();
+      idle_listeners_.clear();
+      pid_ = getpid();
+    }
+    if (!idle_listeners_.empty()) {
+      c = std::move(idle_listeners_.back());
+      idle_listeners_.pop_back();
+    }
+  }
+  if (c && !(PQconsumeInput(c->get()) && c->Reusable())) c.reset();  // died while idle
+  if (!c) {
+    BA_ASSIGN_OR_RETURN(c, Connect(false));
+  }
+  const std::string listen = "LISTEN " + channel_;
+  PgResult r(PQexec(c->get(), listen.c_str()));
+  BA_RETURN_IF_ERROR(PgResultStatus(r.get(), c->get(), "listen for commits" + Where()));
+  // Notifications from before this LISTEN (a previous wait's leftovers) mean nothing now.
+  while (PGnotify* n = PQnotifies(c->get())) PQfreemem(n);
+  return c;
+}
+
+void Shared::ReleaseListener(std::unique_ptr<Conn> c) {
+  if (!c) return;
+  if (!c->Mine()) {
+    (void)c.release();
+    return;
+  }
+  if (!c->Reusable()) return;
+  PgResult r(PQexec(c->get(), "UNLISTEN *"));
+  if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return;  // closed
+  while (PGnotify* n = PQnotifies(c->get())) PQfreemem(n);
+  std::lock_guard lock(mu_);
+  if (pid_ == getpid() && idle_listeners_.size() < 2) idle_listeners_.push_back(std::move(c));
+}
+
 void Shared::DefineStatements(uint32_t head_oid) {
   const std::string pin_key1 = std::to_string(static_cast<int32_t>(head_oid));
+  channel_ = "bigarray_" + std::to_string(head_oid);
   const std::vector<Oid> none, i8{kInt8Oid}, i8x2{kInt8Oid, kInt8Oid}, i8x3{kInt8Oid, kInt8Oid, kInt8Oid},
       by{kByteaOid}, byx2{kByteaOid, kByteaOid};
   statements_ = {
@@ -414,6 +476,7 @@ void Shared::DefineStatements(uint32_t head_oid) {
       {"ba_log", "SELECT changes FROM bigarray_log WHERE commit_id > $1 AND commit_id <= $2 ORDER BY commit_id",
        i8x2},
       {"ba_lock_head", "SELECT commit_id, log_floor FROM bigarray_head WHERE id = 1 FOR UPDATE", none},
+      {"ba_notify", "SELECT pg_notify('" + channel_ + "', $1::text)", i8},
       {"ba_log_after", "SELECT changes FROM bigarray_log WHERE commit_id > $1 ORDER BY commit_id", i8},
       {"ba_pins",
        "SELECT DISTINCT objid::int8 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND classid = " +
@@ -634,6 +697,7 @@ class PgStore final : public BlockStore {
   Result<CommitId> Commit(const WriteBatch& batch) override;
   Status Sync() override;
   std::string Describe() const override { return shared_->describe(); }
+  Result<std::optional<CommitId>> WaitForCommit(CommitId after, std::chrono::nanoseconds timeout) override;
 
  private:
   // `fresh`: on a new connection. `*stale`: failed because a pooled connection had died.
@@ -681,6 +745,62 @@ Result<std::shared_ptr<Snapshot>> PgStore::TryOpenSnapshot(bool fresh, bool* sta
   }
   return std::shared_ptr<Snapshot>(
       std::make_shared<PgSnapshot>(shared_, std::move(conn), state->first, state->second));
+}
+
+namespace {
+
+// The head row's commit id, read on `c` outside any transaction: the latest commit.
+Result<CommitId> ReadHead(Conn& c, const std::string& where) {
+  PgResult r(PQexec(c.get(), "SELECT commit_id FROM bigarray_head WHERE id = 1"));
+  BA_RETURN_IF_ERROR(PgResultStatus(r.get(), c.get(), "read the head of" + where));
+  if (PQntuples(r.get()) != 1) return Corruption("the head row of" + where + " is missing");
+  char* end = nullptr;
+  const char* text = PQgetvalue(r.get(), 0, 0);
+  const long long v = std::strtoll(text, &end, 10);
+  if (end == text || *end != '\0') return Corruption("the head row of" + where + " holds no commit id");
+  return static_cast<CommitId>(v);
+}
+
+}  // namespace
+
+Result<std::optional<CommitId>> PgStore::WaitForCommit(CommitId after, std::chrono::nanoseconds timeout) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const auto deadline = timeout >= Clock::time_point::max() - start ? Clock::time_point::max() : start + timeout;
+  const std::string where = shared_->Where();
+  BA_ASSIGN_OR_RETURN(std::unique_ptr<Conn> c, shared_->AcquireListener());
+  auto finish = [&](Result<std::optional<CommitId>> r) {
+    shared_->ReleaseListener(std::move(c));
+    return r;
+  };
+  // LISTEN is active: a commit after this read is notified, one before it is seen here.
+  Result<CommitId> head = ReadHead(*c, where);
+  if (!head.ok()) return finish(head.status());
+  if (*head > after) return finish(std::optional<CommitId>(*head));
+  CommitId newest = 0;
+  for (;;) {
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      head = ReadHead(*c, where);  // notifications are the fast path; the head row is the truth
+      if (!head.ok()) return finish(head.status());
+      return finish(*head > after ? std::optional<CommitId>(*head) : std::nullopt);
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+    const auto slice = std::min<std::chrono::nanoseconds>(left, std::chrono::hours(24));
+    timespec ts{static_cast<time_t>(slice.count() / 1'000'000'000), static_cast<long>(slice.count() % 1'000'000'000)};
+    pollfd p{PQsocket(c->get()), POLLIN, 0};
+    if (p.fd < 0) return finish(PgConnError(c->get(), "wait for commits on" + where));
+    const int rc = ppoll(&p, 1, &ts, nullptr);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return finish(ErrnoStatus(errno, "wait for commits on" + where + " (poll)"));
+    if (rc == 0) continue;
+    if (!PQconsumeInput(c->get())) return finish(PgConnError(c->get(), "wait for commits on" + where));
+    while (PGnotify* n = PQnotifies(c->get())) {
+      newest = std::max<CommitId>(newest, std::strtoull(n->extra, nullptr, 10));
+      PQfreemem(n);
+    }
+    if (newest > after) return finish(std::optional<CommitId>(newest));
+  }
 }
 
 Result<CommitId> PgStore::Commit(const WriteBatch& batch) {
@@ -853,6 +973,7 @@ Result<CommitId> PgStore::TryCommit(Conn& c, const WriteBatch& batch, uint64_t t
   pl.Prepared("ba_put_log", Params().U64(id).U64(token).Str(record), "write the change log" + where);
   if (new_floor > floor) pl.Prepared("ba_trim_log", Params().U64(new_floor), "trim the change log" + where);
   pl.Prepared("ba_set_head", Params().U64(id).U64(new_floor), "advance the head" + where);
+  pl.Prepared("ba_notify", Params().U64(id), "notify the followers" + where);  // sent at COMMIT
   if (!pl.error().ok()) return fail(pl.error());
   pl.Sql("COMMIT", "commit" + where);
   *id_out = id;

@@ -188,14 +188,17 @@ Result<ParsedArgs> ParseArgs(int argc, const char* const* argv, std::span<const 
       return Usage(std::string(c.name) + ": --" + std::string(o.name) + " is required");
     }
   }
-  if (out.positionals.size() != c.positionals.size()) {
+  if (out.positionals.size() < c.positionals.size() ||
+      out.positionals.size() > c.positionals.size() + c.optional_positionals.size()) {
     std::string want;
     for (std::string_view p : c.positionals) want += " " + std::string(p);
+    for (std::string_view p : c.optional_positionals) want += " [" + std::string(p) + "]";
     if (out.positionals.size() < c.positionals.size()) {
       return Usage(std::string(c.name) + ": missing " + std::string(c.positionals[out.positionals.size()]) +
                    " (usage: bigarray " + std::string(c.name) + want + " ...)");
     }
-    return Usage(std::string(c.name) + ": unexpected argument '" + out.positionals[c.positionals.size()] +
+    return Usage(std::string(c.name) + ": unexpected argument '" +
+                 out.positionals[c.positionals.size() + c.optional_positionals.size()] +
                  "' (usage: bigarray " + std::string(c.name) + want + " ...)");
   }
   return out;

@@ -47,6 +47,7 @@ struct CommandSpec {
   std::string_view name;
   std::vector<std::string_view> positionals;  // all required, e.g. {"DB", "NAME"}
   std::vector<OptionSpec> options;            // besides the global ones
+  std::vector<std::string_view> optional_positionals = {};  // may follow the required ones
 };
 
 struct ParsedArgs {

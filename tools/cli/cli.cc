@@ -26,6 +26,7 @@
 #include "signal_cleanup.h"
 #include "stats.h"
 #include "transfer.h"
+#include "watch.h"
 
 namespace bigarray::cli {
 
@@ -395,6 +396,7 @@ Status CmdCp(const Globals& g, const ParsedArgs& args) {
 }
 
 Status CmdStats(const Globals& g, const ParsedArgs& args) {
+  if (args.Flag("handles")) return PrintHandles(args.positionals[0], args.Flag("json"));  // watch.cc
   const std::string& name = args.positionals[1];
   const bool json = args.Flag("json");
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
@@ -518,6 +520,19 @@ Status CmdVerify(const Globals& g, const ParsedArgs& args) {
   return Status::Ok();
 }
 
+Status CmdWatch(const Globals& g, const ParsedArgs& args) {  // watch.cc
+  WatchOptions o;
+  o.path = args.positionals[0];
+  if (args.positionals.size() > 1) o.name = args.positionals[1];
+  o.json = args.Flag("json");
+  if (auto count = args.Value("count")) {
+    BA_ASSIGN_OR_RETURN(o.count, ParseCount(*count));
+  }
+  o.cache_bytes = g.cache_bytes;
+  o.logger = g.logger;
+  return Watch(o);
+}
+
 // ---- the command table ---------------------------------------------------------------------------
 
 using CommandFn = Status (*)(const Globals&, const ParsedArgs&);
@@ -555,13 +570,14 @@ const std::vector<Command>& Commands() {
       {{"resize", {"DB", "NAME"}, {{"shape", 0, ValueKind::kShape, true}}}, CmdResize},
       {{"fill", {"DB", "NAME"}, {{"value", 0, ValueKind::kScalar, true}, {"rows", 0, ValueKind::kRows}}}, CmdFill},
       {{"rm", {"DB", "NAME"}, {}}, CmdRm},
-      {{"stats", {"DB", "NAME"}, {{"json", 0, ValueKind::kFlag}}}, CmdStats},
+      {{"stats", {"DB"}, {{"json", 0, ValueKind::kFlag}, {"handles", 0, ValueKind::kFlag}}, {"NAME"}}, CmdStats},
       {{"cat", {"DB", "NAME"}, {{"rows", 0, ValueKind::kRows}, {"format", 0, ValueKind::kFormat}}}, CmdCat},
       {{"head", {"DB", "NAME"}, {{"count", 'n', ValueKind::kCount}, {"format", 0, ValueKind::kFormat}}}, CmdHead},
       {{"tail", {"DB", "NAME"}, {{"count", 'n', ValueKind::kCount}, {"format", 0, ValueKind::kFormat}}}, CmdTail},
       {{"rename", {"DB", "OLD", "NEW"}, {}}, CmdRename},
       {{"cp", {"DB", "SRC", "DST"}, {}}, CmdCp},
       {{"verify", {"DB"}, {}}, CmdVerify},
+      {{"watch", {"DB"}, {{"json", 0, ValueKind::kFlag}, {"count", 0, ValueKind::kText}}, {"NAME"}}, CmdWatch},
   };
   return commands;
 }
@@ -669,6 +685,12 @@ int Run(int argc, const char* const* argv) {
     g.logger->set_level(spdlog::level::debug);
   }
   const Command& command = Commands()[static_cast<size_t>(args.command - specs.data())];
+  // stats: NAME, or --handles without NAME.
+  if (command.run == CmdStats && (args.Flag("handles") == (args.positionals.size() > 1))) {
+    std::fprintf(stderr, "bigarray: stats: %s\nTry 'bigarray stats --help'.\n",
+                 args.Flag("handles") ? "--handles takes no NAME" : "missing NAME");
+    return kExitUsage;
+  }
   Status st;
   try {
     st = command.run(g, args);

@@ -27,12 +27,14 @@ Commands:
   fill DB NAME --value V [--rows A:B[:S]]      set elements to a value
   rm DB NAME                                   delete an array
   stats DB NAME [--json]                       count, min, max, mean and std of an array
+  stats DB --handles [--json]                  list the processes holding DB open
   verify DB                                    check every block and the metadata
   cat DB NAME [--rows A:B[:S]] [--format F]    print the values of an array, or of rows
   head DB NAME [-n ROWS]                       print the first rows (default 10)
   tail DB NAME [-n ROWS]                       print the last rows (default 10)
   rename DB OLD NEW                            rename an array
   cp DB SRC DST                                copy an array (its stored blocks)
+  watch DB [NAME] [--json] [--count N]         print a line per new commit, until Ctrl-C
   help COMMAND                                 show the help of a command
 
 Options, before or after the command:
@@ -139,6 +141,7 @@ Deletes array NAME and its blocks.
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kStats = R"(Usage: bigarray stats DB NAME [--json]
+       bigarray stats DB --handles [--json]
 
 Prints the count, min, max, mean and std (population standard deviation) of the elements of
 array NAME, computed in one streaming pass over the blocks the array has stored; the others
@@ -147,8 +150,32 @@ to its stored blocks. A NaN element makes min, max, mean and std NaN.
 An empty array has count 0 and no other values (n/a; null in JSON). Bool arrays count as 0
 and 1. Complex arrays are refused.
 
-  --json   print one JSON object with the keys count, min, max, mean and std; NaN and
-           infinities are written NaN, Infinity and -Infinity, as Python's json module does
+  --json      print one JSON object with the keys count, min, max, mean and std; NaN and
+              infinities are written NaN, Infinity and -Infinity, as Python's json module does
+  --handles   instead, list the handles that processes on this host hold open on DB: pid,
+              process name, the commit each reads and for how long, its cache, dirty bytes
+              and page faults as of its last commit or abort; then the oldest snapshot open
+              (from LMDB's reader table), its age and how many commits behind it is. With
+              --json: one object with the keys latest_commit, handles, readers and
+              oldest_snapshot. Handles of processes that died are not listed.
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kWatch = R"(Usage: bigarray watch DB [NAME] [--json] [--count N]
+
+Follows DB as others commit to it: waits (without polling) for each commit newer than the
+one it has seen and prints one line for it: the commit id, then each array the commit
+changed with its new shape, separated by tabs; for a commit 42 that appended a row to
+array temps:
+
+    commit 42    temps (1001, 24)
+
+Commits that land while a line is printed are reported together, on the next line, under
+the newest commit's id. Ends on Ctrl-C (SIGINT) or SIGTERM with exit code 0.
+
+  NAME        print only the commits that changed array NAME
+  --json      print one JSON object per line with the keys commit, previous_commit,
+              time (Unix seconds) and arrays (a list of objects with the keys name and shape)
+  --count N   exit after N lines
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kVerify = R"(Usage: bigarray verify DB
@@ -210,6 +237,7 @@ constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
     {"export", kExport}, {"append", kAppend}, {"resize", kResize}, {"fill", kFill},
     {"rm", kRm},         {"stats", kStats},   {"verify", kVerify}, {"cat", kCat},
     {"head", kHead},     {"tail", kTail},     {"rename", kRename}, {"cp", kCp},
+    {"watch", kWatch},
 };
 
 }  // namespace

@@ -16,13 +16,16 @@
 
 #include <spdlog/logger.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "bigarray/dtype.h"
+#include "bigarray/handles.h"
 #include "bigarray/status.h"
 #include "bigarray/view.h"
 
@@ -166,6 +169,18 @@ class Database {
 
   // The commit this transaction reads.
   uint64_t snapshot_commit() const;
+
+  // Following a growing dataset (docs/transactions.md): returns the id of the newest commit once
+  // one newer than `after` exists, at once if there is one already, or nullopt when `timeout`
+  // passes first. It sleeps (no polling) until a handle of any process on this host commits to
+  // this database. It does not move the transaction: call Abort() (or Commit()) to read the new
+  // commit. Safe to call from any thread, also while another thread uses the handle.
+  // A signal handled by the process does not end the wait early.
+  Result<std::optional<uint64_t>> WaitForCommit(
+      uint64_t after, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max()) const;
+  // Names of the arrays (existing in this transaction's snapshot) whose blocks, shape or name
+  // changed in commits (commit, snapshot_commit()]: e.g. what a follower's Abort() brought.
+  Result<std::vector<std::string>> ArraysChangedSince(uint64_t commit);
   CacheStats cache_stats() const;
   const std::string& path() const;
 

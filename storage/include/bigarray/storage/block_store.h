@@ -20,6 +20,9 @@
 // one thread at a time.
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -165,6 +168,17 @@ class BlockStore {
 
   // A short description for messages, e.g. the path.
   virtual std::string Describe() const = 0;
+
+  // Waits until a commit newer than `after` exists, from any client of the store, and returns
+  // the newest commit id, or nullopt when `timeout` passes first. Stores that can be shared
+  // between hosts implement it with the server's own notifications (PostgreSQL: LISTEN/NOTIFY);
+  // the default answers kUnsupported, and the caller then uses a host-local mechanism (the
+  // Database's commit board).
+  virtual Result<std::optional<CommitId>> WaitForCommit(CommitId after, std::chrono::nanoseconds timeout) {
+    (void)after;
+    (void)timeout;
+    return Unsupported(Describe() + ": waiting for commits is done on this host, not by the store");
+  }
 };
 
 // Forwards every call to another store. Tests subclass it and override one method to inject
@@ -202,6 +216,9 @@ class ForwardingStore : public BlockStore {
   Result<CommitId> Commit(const WriteBatch& batch) override { return base_->Commit(batch); }
   Status Sync() override { return base_->Sync(); }
   std::string Describe() const override { return base_->Describe(); }
+  Result<std::optional<CommitId>> WaitForCommit(CommitId after, std::chrono::nanoseconds timeout) override {
+    return base_->WaitForCommit(after, timeout);
+  }
 
  protected:
   virtual std::shared_ptr<Snapshot> WrapSnapshot(std::shared_ptr<Snapshot> s) { return s; }
@@ -227,6 +244,11 @@ struct LmdbOptions {
 // An LMDB environment in directory `path` (data.mdb, lock.mdb). Opening something that is not a
 // bigarray database, or one of a newer format version, fails and changes nothing on disk.
 Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const LmdbOptions& options);
+
+// The open read transactions of every process on the LMDB environment in `path`, from LMDB's
+// reader table: (pid, commit id it reads). Slots of dead processes are cleared first
+// (mdb_reader_check). Opens the environment read-only unless this process has it open.
+Result<std::vector<std::pair<pid_t, CommitId>>> ListLmdbReaders(const std::string& path);
 
 struct PostgresOptions {
   // true: Commit returns once the server has flushed the commit as its synchronous_commit setting
