@@ -730,32 +730,12 @@ class LmdbStore final : public BlockStore {
   LmdbOptions options_;
 };
 
-CommitId LmdbStore::OldestReader(CommitId fallback) {
-  struct Ctx {
-    CommitId oldest;
-  } ctx{fallback};
-  mdb_reader_list(
-      env_->env_,
-      [](const char* msg, void* p) -> int {
-        int pid;
-        size_t tid;
-        char txnid[32];
-        if (std::sscanf(msg, "%d %zx %31s", &pid, &tid, txnid) == 3 && txnid[0] != '-') {
-          auto* c = static_cast<Ctx*>(p);
-          c->oldest = std::min<CommitId>(c->oldest, std::strtoull(txnid, nullptr, 10));
-        }
-        return 0;
-      },
-      &ctx);
-  return ctx.oldest;
-}
-
-Result<std::vector<std::pair<pid_t, CommitId>>> LmdbStore::Readers() {
-  int dead = 0;
-  BA_RETURN_IF_ERROR(LmdbStatus(mdb_reader_check(env_->env_, &dead), "check the reader table of " + env_->path_));
-  std::vector<std::pair<pid_t, CommitId>> out;
-  const int rc = mdb_reader_list(
-      env_->env_,
+namespace {
+// The open read transactions of LMDB's reader table, as (pid, commit). mdb_reader_list's text
+// lines ("pid thread txnid", txnid "-" for a free slot) are LMDB's only way to show them.
+int ListReaderTable(MDB_env* env, std::vector<std::pair<pid_t, CommitId>>* out) {
+  return mdb_reader_list(
+      env,
       [](const char* msg, void* p) -> int {
         int pid;
         size_t tid;
@@ -766,8 +746,23 @@ Result<std::vector<std::pair<pid_t, CommitId>>> LmdbStore::Readers() {
         }
         return 0;
       },
-      &out);
-  if (rc < 0) return IOError("cannot list the reader table of " + env_->path_);
+      out);
+}
+}  // namespace
+
+CommitId LmdbStore::OldestReader(CommitId fallback) {
+  std::vector<std::pair<pid_t, CommitId>> readers;
+  (void)ListReaderTable(env_->env_, &readers);  // a failure lists fewer readers: fallback stands
+  CommitId oldest = fallback;
+  for (const auto& [pid, commit] : readers) oldest = std::min(oldest, commit);
+  return oldest;
+}
+
+Result<std::vector<std::pair<pid_t, CommitId>>> LmdbStore::Readers() {
+  int dead = 0;
+  BA_RETURN_IF_ERROR(LmdbStatus(mdb_reader_check(env_->env_, &dead), "check the reader table of " + env_->path_));
+  std::vector<std::pair<pid_t, CommitId>> out;
+  if (ListReaderTable(env_->env_, &out) < 0) return IOError("cannot list the reader table of " + env_->path_);
   return out;
 }
 

@@ -3,6 +3,7 @@
 // Each command opens the database, does its work in the handle's one transaction and commits
 // once at the end; returning early on an error destroys the handle, which aborts (nothing is
 // written). Data moves in chunks (transfer.h), so memory stays bounded by the cache budget.
+#include "json_text.h"
 #include "cli.h"
 
 #include <spdlog/logger.h>
@@ -119,27 +120,6 @@ Result<Region> RowsRegion(const Array& a, const ParsedArgs& args) {
 
 uint64_t BlockCount(const Array& a) {
   return (static_cast<uint64_t>(a.nbytes()) + a.block_size() - 1) / a.block_size();
-}
-
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      out += fmt::format("\\u{:04x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-std::string JsonList(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
 }
 
 std::string ArrayName(const std::string& name) { return "array '" + name + "'"; }

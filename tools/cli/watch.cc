@@ -2,6 +2,7 @@
 //
 // watch waits with Database::WaitForCommit in slices of kSlice, so that SIGINT and SIGTERM (which
 // only set a flag here) end it within a slice; every slice that times out rechecks the store once.
+#include "json_text.h"
 #include "watch.h"
 
 #include <fmt/format.h>
@@ -50,27 +51,6 @@ class StopSignals {
   bool installed_ = false;
   struct sigaction old_int_ = {}, old_term_ = {};
 };
-
-std::string Json(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      out += fmt::format("\\u{:04x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-std::string JsonShape(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -143,8 +123,8 @@ Status Watch(const WatchOptions& o) {
       line = fmt::format("{{\"commit\": {}, \"previous_commit\": {}, \"time\": {:.6f}, \"arrays\": [", now, before,
                          static_cast<double>(NowNs()) / 1e9);
       for (size_t i = 0; i < arrays.size(); ++i) {
-        line += fmt::format("{}{{\"name\": {}, \"shape\": {}}}", i ? ", " : "", Json(arrays[i].first),
-                            JsonShape(arrays[i].second));
+        line += fmt::format("{}{{\"name\": {}, \"shape\": {}}}", i ? ", " : "", JsonString(arrays[i].first),
+                            JsonList(arrays[i].second));
       }
       line += "]}\n";
     } else {
@@ -200,7 +180,7 @@ Status PrintHandles(const std::string& path, bool json) {
       out += fmt::format(
           "{}{{\"pid\": {}, \"process\": {}, \"snapshot_commit\": {}, \"since\": {:.6f}, \"age_s\": {:.3f}, "
           "\"cache_bytes\": {}, \"dirty_bytes\": {}, \"faults\": {}}}",
-          i ? ", " : "", h.pid, Json(h.process), h.snapshot_commit, static_cast<double>(h.since_ns) / 1e9,
+          i ? ", " : "", h.pid, JsonString(h.process), h.snapshot_commit, static_cast<double>(h.since_ns) / 1e9,
           static_cast<double>(std::max<int64_t>(now - h.since_ns, 0)) / 1e9, h.cache_bytes, h.dirty_bytes, h.faults);
     }
     out += "], \"readers\": ";
