@@ -61,6 +61,16 @@ struct BoardCleanup {
   }
 };
 
+// A database holding the series CreateSeries makes, in a temporary directory, whose commit
+// board is removed at the end.
+struct SeriesDb {
+  TempDir dir;
+  const std::string path = dir / "db";
+  BoardCleanup cleanup;  // destroyed before dir
+  const uint64_t first = CreateSeries(path);
+  SeriesDb() { cleanup.data_file = path + "/data.mdb"; }
+};
+
 bool HasPid(const std::vector<HandleInfo>& hs, pid_t pid) {
   for (const auto& h : hs) {
     if (h.pid == pid) return true;
@@ -85,11 +95,9 @@ int64_t ElapsedUs(std::chrono::steady_clock::time_point since) {
 }  // namespace
 
 TEST_CASE("WaitForCommit: at once when a newer commit exists, nullopt on timeout") {
-  TempDir dir;
-  const std::string path = dir / "db";
-  BoardCleanup cleanup_board;
-  const uint64_t first = CreateSeries(path);
-  cleanup_board.data_file = path + "/data.mdb";
+  SeriesDb series;
+  const std::string& path = series.path;
+  const uint64_t first = series.first;
   auto db = Database::Open(path, Relaxed()).value();
   CHECK(db.snapshot_commit() == first);
   // A commit exists after 0: returned without waiting.
@@ -108,11 +116,9 @@ TEST_CASE("WaitForCommit: at once when a newer commit exists, nullopt on timeout
 }
 
 TEST_CASE("WaitForCommit wakes when another handle of this process commits; ArraysChangedSince names it") {
-  TempDir dir;
-  const std::string path = dir / "db";
-  BoardCleanup cleanup_board;
-  const uint64_t first = CreateSeries(path);
-  cleanup_board.data_file = path + "/data.mdb";
+  SeriesDb series;
+  const std::string& path = series.path;
+  const uint64_t first = series.first;
   auto follower = Database::Open(path, Relaxed()).value();
   std::atomic<bool> waiting{false};
   std::optional<uint64_t> seen;
@@ -140,11 +146,9 @@ TEST_CASE("WaitForCommit wakes when another handle of this process commits; Arra
 
 TEST_CASE("1 producer x 1,000 appends, 3 follower processes: each sees every value in order and the last commit") {
   constexpr int kAppends = 1000, kFollowers = 3;
-  TempDir dir;
-  const std::string path = dir / "db";
-  BoardCleanup cleanup_board;
-  const uint64_t first = CreateSeries(path);
-  cleanup_board.data_file = path + "/data.mdb";
+  SeriesDb series;
+  const std::string& path = series.path;
+  const uint64_t first = series.first;
   // Followers first (they also work when they start late: the store is checked before sleeping).
   std::vector<pid_t> followers;
   for (int f = 0; f < kFollowers; ++f) {
@@ -203,11 +207,9 @@ TEST_CASE("1 producer x 1,000 appends, 3 follower processes: each sees every val
 }
 
 TEST_CASE("a follower SIGKILLed while waiting does not delay the others, and leaves the registry") {
-  TempDir dir;
-  const std::string path = dir / "db";
-  BoardCleanup cleanup_board;
-  const uint64_t first = CreateSeries(path);
-  cleanup_board.data_file = path + "/data.mdb";
+  SeriesDb series;
+  const std::string& path = series.path;
+  const uint64_t first = series.first;
   // A pipe per waiter tells the parent how long its wait took after the commit.
   auto spawn_waiter = [&](int fd) {
     const pid_t pid = fork();
@@ -291,11 +293,9 @@ TEST_CASE("a producer SIGKILLed at random moments mid-commit: waiters time out, 
 }
 
 TEST_CASE("the registry: pid, process name, snapshot and since, cache figures; LMDB's reader table agrees") {
-  TempDir dir;
-  const std::string path = dir / "db";
-  BoardCleanup cleanup_board;
-  const uint64_t first = CreateSeries(path);
-  cleanup_board.data_file = path + "/data.mdb";
+  SeriesDb series;
+  const std::string& path = series.path;
+  const uint64_t first = series.first;
   auto db = Database::Open(path, Relaxed()).value();
   auto report = ListHandles(path).value();
   const HandleInfo* me = nullptr;
