@@ -1168,4 +1168,14 @@ Result<std::vector<uint64_t>> Array::StoredBlocks() const {
   return blocks;
 }
 
+Result<uint64_t> Array::Verify(const std::function<void(uint64_t block, const Status&)>& damaged) const {
+  auto session = state_->session.lock();
+  if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");
+  return session->snapshots->Get()->VerifyBlocks(state_->id, block_size(), damaged);
+}
+
+Status Database::VerifyRecords(const std::function<void(const Status&)>& damaged) {
+  return session_->snapshots->Get()->VerifyRecords(damaged);
+}
+
 }  // namespace bigarray

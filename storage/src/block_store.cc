@@ -62,7 +62,7 @@ void WriteBatch::DeleteMeta(std::string key) { meta_.emplace_back(std::move(key)
 
 void WriteBatch::CheckMeta(std::string key) { checks_.push_back(std::move(key)); }
 
-Status Snapshot::VerifyBlocks(ArrayId array, size_t block_size,
+Result<uint64_t> Snapshot::VerifyBlocks(ArrayId array, size_t block_size,
                               const std::function<void(BlockIndex, const Status&)>& damaged) {
   std::vector<BlockIndex> stored;
   BA_RETURN_IF_ERROR(ForEachBlock(array, [&](const BlockInfo& b) {
@@ -75,7 +75,7 @@ Status Snapshot::VerifyBlocks(ArrayId array, size_t block_size,
     if (st.code() != Code::kCorruption) BA_RETURN_IF_ERROR(st);
     if (!st.ok()) damaged(i, st);
   }
-  return Status::Ok();
+  return stored.size();
 }
 
 uint64_t WriteBatch::PayloadBytes() const {

@@ -689,17 +689,19 @@ class LmdbSnapshot final : public Snapshot {
   Status ForEachMeta(std::string_view prefix,
                      const std::function<bool(std::string_view, std::string_view)>& fn) override;
   Result<ChangeSet> ChangesSince(CommitId from) override;
-  Status VerifyBlocks(ArrayId a, size_t block_size,
-                      const std::function<void(BlockIndex, const Status&)>& damaged) override;
+  Result<uint64_t> VerifyBlocks(ArrayId a, size_t block_size,
+                                const std::function<void(BlockIndex, const Status&)>& damaged) override;
   Status VerifyRecords(const std::function<void(const Status&)>& damaged) override;
 
  private:
   // Every record of array `a` with its header, and whether they agree with the array's tally.
+  // A record whose header is damaged fails the walk, or, with `damaged`, is reported there and
+  // left out.
   struct Walked {
     std::vector<std::pair<RecordRef, BlockHeader>> records;
     Status tally;  // kCorruption naming the difference, or ok
   };
-  Result<Walked> Walk(ArrayId a);
+  Result<Walked> Walk(ArrayId a, const std::function<void(BlockIndex, const Status&)>* damaged = nullptr);
 
   const std::shared_ptr<Env> env_;
   MDB_txn* const txn_;
@@ -743,7 +745,7 @@ Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out
   return Status::Ok();
 }
 
-Result<LmdbSnapshot::Walked> LmdbSnapshot::Walk(ArrayId a) {
+Result<LmdbSnapshot::Walked> LmdbSnapshot::Walk(ArrayId a, const std::function<void(BlockIndex, const Status&)>* damaged) {
   Walked w;
   std::vector<RecordRef> records;
   Tally expected;
@@ -759,7 +761,12 @@ Result<LmdbSnapshot::Walked> LmdbSnapshot::Walk(ArrayId a) {
   // around each); the snapshot keeps these pages from being reused.
   Tally found;
   for (RecordRef& r : records) {
-    BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, a, r));
+    Result<BlockHeader> header = ReadHeader(*env_, a, r);
+    if (!header.ok() && damaged && header.status().code() == Code::kCorruption) {
+      (*damaged)(r.index(), header.status());
+      continue;
+    }
+    BA_ASSIGN_OR_RETURN(BlockHeader h, std::move(header));
     found.Add(r.key, h.checksum, r.size - h.header_bytes);
     w.records.emplace_back(std::move(r), h);
   }
@@ -792,25 +799,28 @@ Status LmdbSnapshot::ForEachBlock(ArrayId a, const std::function<bool(const Bloc
   return Status::Ok();
 }
 
-Status LmdbSnapshot::VerifyBlocks(ArrayId a, size_t block_size,
-                                  const std::function<void(BlockIndex, const Status&)>& damaged) {
+Result<uint64_t> LmdbSnapshot::VerifyBlocks(ArrayId a, size_t block_size,
+                                            const std::function<void(BlockIndex, const Status&)>& damaged) {
   // Only damage is reported through `damaged`; any other failure (I/O, resources) ends the
   // walk as that error, so that it is never counted as a damaged block.
-  auto classify = [&](BlockIndex i, const Status& st) -> Status {
-    if (st.code() != Code::kCorruption) return st;
-    damaged(i, st);
-    return Status::Ok();
-  };
-  Result<Walked> w = Walk(a);
-  if (!w.ok()) return classify(kNoBlock, w.status());
+  Result<Walked> w = Walk(a, &damaged);
+  if (!w.ok()) {
+    if (w.status().code() != Code::kCorruption) return w.status();
+    damaged(kNoBlock, w.status());
+    return 0;
+  }
   if (!w->tally.ok()) damaged(kNoBlock, w->tally);
   std::vector<std::byte> block(block_size);
+  uint64_t checked = 0;
   for (size_t n = 0; n < w->records.size(); ++n) {
     const BlockIndex i = w->records[n].first.index();
     if (n > 0 && w->records[n - 1].first.index() == i) continue;  // read with its first record
-    BA_RETURN_IF_ERROR(classify(i, ReadBlock(a, i, block)));
+    Status st = ReadBlock(a, i, block);
+    if (st.code() != Code::kCorruption) BA_RETURN_IF_ERROR(st);
+    if (!st.ok()) damaged(i, st);
+    ++checked;
   }
-  return Status::Ok();
+  return checked;
 }
 
 Result<std::optional<std::string>> LmdbSnapshot::GetMeta(std::string_view key) {

@@ -158,7 +158,7 @@ class Snapshot {
   // the store keeps such a record). Calls `damaged` for each damaged block (kNoBlock: damage no
   // single block accounts for) and goes on; any other failure (I/O, resources) ends the walk
   // and is returned, so that it is never counted as damage. O(stored blocks).
-  virtual Status VerifyBlocks(ArrayId array, size_t block_size,
+  virtual Result<uint64_t> VerifyBlocks(ArrayId array, size_t block_size,
                               const std::function<void(BlockIndex, const Status&)>& damaged);
 
   // Checks every record of the store that is not a block (catalog, names, change log, commit
@@ -219,8 +219,8 @@ class ForwardingSnapshot : public Snapshot {
     return base_->ForEachMeta(prefix, fn);
   }
   Result<ChangeSet> ChangesSince(CommitId from) override { return base_->ChangesSince(from); }
-  Status VerifyBlocks(ArrayId a, size_t block_size,
-                      const std::function<void(BlockIndex, const Status&)>& damaged) override {
+  Result<uint64_t> VerifyBlocks(ArrayId a, size_t block_size,
+                                const std::function<void(BlockIndex, const Status&)>& damaged) override {
     return base_->VerifyBlocks(a, block_size, damaged);
   }
   Status VerifyRecords(const std::function<void(const Status&)>& damaged) override {
@@ -269,6 +269,23 @@ struct LmdbOptions {
 // An LMDB environment in directory `path` (data.mdb, lock.mdb). Opening something that is not a
 // bigarray database, or one of a newer format version, fails and changes nothing on disk.
 Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const LmdbOptions& options);
+
+struct UpgradeReport {
+  uint32_t from_version = 0;  // the version found
+  bool upgraded = false;      // false: it was already of kFormatVersion, nothing was done
+  uint64_t records = 0;       // catalog records copied
+  uint64_t blocks = 0;        // blocks copied (every one checked against its old checksum)
+  uint64_t payload_bytes = 0;
+  std::string backup;         // the old data.mdb, kept under this name
+};
+
+// Converts the LMDB database in `path` from an older format version to kFormatVersion, in place
+// (docs/format.md, "Upgrading"). Refuses (kFailedPrecondition) while another process has it open,
+// and makes processes that open it meanwhile wait. A damaged block stops it with kCorruption,
+// nothing changed; killed at any moment, the database is the old or the new one. `progress` is
+// called with (blocks copied, blocks in all).
+Result<UpgradeReport> UpgradeLmdbStore(const std::string& path,
+                                       const std::function<void(uint64_t, uint64_t)>& progress = {});
 
 // The open read transactions of every process on the LMDB environment in `path`, from LMDB's
 // reader table: (pid, commit id it reads). Slots of dead processes are cleared first
