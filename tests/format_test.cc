@@ -415,3 +415,93 @@ TEST_CASE("upgrade: killed at random moments, the database is the old or the new
   auto snap = Open(db)->OpenSnapshot().value();
   CHECK(snap->VerifyBlocks(1, kBlock, [](BlockIndex, const Status& st) { FAIL(st.ToString()); }).value() == 64);
 }
+
+// ---- delta records ---------------------------------------------------------------------------
+
+namespace {
+// (whole-block records, delta records) of array `a` in data.mdb.
+std::pair<int, int> CountRecords(const std::string& path, ArrayId a) {
+  int whole = 0, deltas = 0;
+  MDB_env* env = nullptr;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 4);
+  REQUIRE(mdb_env_open(env, path.c_str(), MDB_NOTLS | MDB_RDONLY, 0644) == 0);
+  MDB_txn* txn = nullptr;
+  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
+  MDB_dbi dbi;
+  REQUIRE(mdb_dbi_open(txn, "blocks", 0, &dbi) == 0);
+  MDB_cursor* cur = nullptr;
+  REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
+  MDB_val k, v;
+  for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (internal::GetBE64(static_cast<unsigned char*>(k.mv_data)) != a) continue;
+    (k.mv_size == 16 ? whole : deltas)++;
+  }
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return {whole, deltas};
+}
+}  // namespace
+
+TEST_CASE("a small change of a stored block is stored as a delta; deltas fold into the block as they grow") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  auto s = Open(db);
+  auto block = Pattern(kBlock, 1);
+  {
+    WriteBatch b;
+    b.PutBlock(1, 0, block);
+    Commit(*s, b);
+  }
+  CHECK(CountRecords(db, 1) == std::pair{1, 0});
+  std::mt19937_64 rng(5);
+  int max_deltas = 0;
+  for (int i = 0; i < 200; ++i) {
+    for (int k = 0; k < 8; ++k) block[rng() % kBlock] = static_cast<std::byte>(rng());
+    WriteBatch b(s->OpenSnapshot().value()->commit_id());
+    b.PutBlock(1, 0, block);
+    Commit(*s, b);
+    const auto [whole, deltas] = CountRecords(db, 1);
+    CHECK(whole == 1);
+    max_deltas = std::max(max_deltas, deltas);
+    std::vector<std::byte> out(kBlock);
+    REQUIRE(s->OpenSnapshot().value()->ReadBlock(1, 0, out).ok());
+    REQUIRE(out == block);
+  }
+  CHECK(max_deltas > 1);    // small changes were deltas
+  CHECK(max_deltas <= 64);  // and folded before reads had too many to apply
+  // A whole rewrite replaces the deltas.
+  block = Pattern(kBlock, 2);
+  WriteBatch b(s->OpenSnapshot().value()->commit_id());
+  b.PutBlock(1, 0, block);
+  Commit(*s, b);
+  CHECK(CountRecords(db, 1) == std::pair{1, 0});
+}
+
+TEST_CASE("a damaged delta record is corruption naming the block, never applied") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto s = Open(db);
+    auto block = Pattern(kBlock, 1);
+    WriteBatch b;
+    b.PutBlock(1, 0, block);
+    Commit(*s, b);
+    block[100] = std::byte{0};
+    WriteBatch c(s->OpenSnapshot().value()->commit_id());
+    c.PutBlock(1, 0, block);
+    Commit(*s, c);
+  }
+  REQUIRE(CountRecords(db, 1) == std::pair{1, 1});
+  Damage(db, "blocks", [](MDB_val& k, MDB_val& v) {
+    if (k.mv_size != 24) return false;
+    static_cast<unsigned char*>(v.mv_data)[v.mv_size - 1] ^= 0x40;  // the changed byte
+    return true;
+  });
+  auto snap = Open(db)->OpenSnapshot().value();
+  std::vector<std::byte> out(kBlock);
+  Status st = snap->ReadBlock(1, 0, out);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK_MESSAGE(st.message().find("array #1 block 0 (delta") != std::string::npos, st.ToString());
+}

@@ -43,6 +43,7 @@
 #include "bigarray/storage/block_store.h"
 #include "change_log.h"
 #include "checksum.h"
+#include "block_delta.h"
 #include "lmdb_records.h"
 #include "lmdb_status.h"
 
@@ -656,22 +657,74 @@ Status ReadPayload(const Env& env, ArrayId a, const RecordRef& r, const BlockHea
   return Status::Ok();
 }
 
-// Applies a delta record's runs to a block.
-Status ApplyDelta(ArrayId a, const RecordRef& r, std::span<const std::byte> delta, std::span<std::byte> block) {
-  size_t at = 0;
-  while (at < delta.size()) {
-    if (delta.size() - at < 8) return Corruption(RecordName(a, r) + ": malformed delta");
-    const auto* p = reinterpret_cast<const unsigned char*>(delta.data() + at);
-    const uint64_t offset = p[0] | p[1] << 8 | p[2] << 16 | uint64_t{p[3]} << 24;
-    const uint64_t length = p[4] | p[5] << 8 | p[6] << 16 | uint64_t{p[7]} << 24;
-    at += 8;
-    if (length > delta.size() - at || offset > block.size() || length > block.size() - offset) {
-      return Corruption(RecordName(a, r) + ": malformed delta (a run past the block or the record)");
-    }
-    std::memcpy(block.data() + offset, delta.data() + at, length);
-    at += length;
+// Reads bytes [offset, offset + out.size()) of a record's payload, unchecked (the caller checks
+// the record's checksum elsewhere, or relies on readers to).
+Status ReadPayloadRange(const Env& env, ArrayId a, const RecordRef& r, const BlockHeader& h, size_t offset,
+                        std::span<std::byte> out) {
+  if (r.page_offset) {
+    iovec piece{out.data(), out.size()};
+    return FullIo(false, env.fd_, &piece, 1,
+                  *r.page_offset + static_cast<off_t>(kPageHeader + h.header_bytes + offset), "read " + RecordName(a, r));
   }
+  std::memcpy(out.data(), r.inline_copy.data() + h.header_bytes + offset, out.size());
   return Status::Ok();
+}
+
+constexpr size_t kMaxDeltas = 64;            // delta records per block before it is rewritten whole
+constexpr size_t kMinDeltaBudget = 64 << 10;  // delta bytes a block may gather before a rewrite
+constexpr size_t kDiffPiece = 64 << 10;       // compared in pieces of this size
+
+// A block's stored records: the whole-block record (if any) first, then its deltas in order.
+using Records = std::vector<std::pair<RecordRef, BlockHeader>>;
+
+// The delta body that turns the block's stored records into `now`; nullopt when a whole-block
+// record is the better write. Deltas gather until their bytes reach the whole-block payload's
+// (at least kMinDeltaBudget): a block that grows by appends is then rewritten whole each time it
+// doubles, so that appends write about three times what they append (docs/format.md).
+Result<std::optional<std::string>> MakeDelta(const Env& env, ArrayId a, const Records& old, std::span<const std::byte> now) {
+  if (old.empty()) return std::optional<std::string>();
+  const bool has_base = !old[0].first.is_delta();
+  const size_t base_len = has_base ? old[0].first.size - old[0].second.header_bytes : 0;
+  size_t gathered = 0, extent = base_len;
+  std::vector<std::vector<std::byte>> deltas;
+  for (size_t n = has_base ? 1 : 0; n < old.size(); ++n) {
+    const auto& [r, h] = old[n];
+    deltas.emplace_back(r.size - h.header_bytes);
+    BA_RETURN_IF_ERROR(ReadPayload(env, a, r, h, deltas.back()));
+    gathered += deltas.back().size();
+    extent = std::max(extent, internal::DeltaExtent(deltas.back()));
+  }
+  const size_t threshold = std::max(base_len, kMinDeltaBudget);
+  if (deltas.size() >= kMaxDeltas || gathered >= threshold) return std::optional<std::string>();
+  internal::DeltaEncoder encoder(threshold - gathered);
+  const size_t n = std::max(extent, now.size());
+  std::vector<std::byte> was(kDiffPiece), is(kDiffPiece);
+  for (size_t at = 0; at < n; at += kDiffPiece) {
+    const size_t len = std::min(kDiffPiece, n - at);
+    std::span<std::byte> old_piece(was.data(), len), new_piece(is.data(), len);
+    std::memset(old_piece.data(), 0, len);
+    if (at < base_len) {
+      BA_RETURN_IF_ERROR(ReadPayloadRange(env, a, old[0].first, old[0].second, at, old_piece.first(std::min(len, base_len - at))));
+    }
+    // Apply the deltas' runs that fall in this piece: over a scratch block window.
+    for (size_t d = 0; d < deltas.size(); ++d) {
+      const auto& body = deltas[d];
+      for (size_t p = 0; p + 8 <= body.size();) {
+        const auto* u = reinterpret_cast<const unsigned char*>(body.data() + p);
+        const size_t off = u[0] | u[1] << 8 | u[2] << 16 | size_t{u[3]} << 24;
+        const size_t l = u[4] | u[5] << 8 | u[6] << 16 | size_t{u[7]} << 24;
+        p += 8;
+        if (l > body.size() - p) break;
+        const size_t lo = std::max(off, at), hi = std::min(off + l, at + len);
+        if (lo < hi) std::memcpy(old_piece.data() + (lo - at), body.data() + p + (lo - off), hi - lo);
+        p += l;
+      }
+    }
+    std::memset(new_piece.data(), 0, len);
+    if (at < now.size()) std::memcpy(new_piece.data(), now.data() + at, std::min(len, now.size() - at));
+    if (!encoder.Add(at, old_piece, new_piece)) return std::optional<std::string>();
+  }
+  return std::optional<std::string>(encoder.Finish());
 }
 
 // ---- snapshots -------------------------------------------------------------------------------
@@ -739,7 +792,7 @@ Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out
     }
     delta.resize(payload);
     BA_RETURN_IF_ERROR(ReadPayload(*env_, a, r, h, delta));
-    BA_RETURN_IF_ERROR(ApplyDelta(a, r, delta, out));
+    BA_RETURN_IF_ERROR(internal::ApplyDelta(RecordName(a, r), delta, out));
   }
   if (filled < out.size()) std::memset(out.data() + filled, 0, out.size() - filled);
   return Status::Ok();
@@ -1177,44 +1230,82 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
       return GetBE64(k) == r.array && GetBE64(k + 8) < r.end;
     }));
   }
+  // Stores a record of `kind` with `payload` under `key` (16 bytes: a whole block; 24: a delta)
+  // and counts it in the array's tally.
   static const std::byte kZeros[internal::kLongHeader] = {};
-  for (const auto& p : batch.puts()) {
-    const BlockKey key(p.array, p.index);
-    BA_RETURN_IF_ERROR(delete_records(p.array, key, [&](const unsigned char* k) { return std::memcmp(k, key.bytes, 16) == 0; }));
-    std::span<const std::byte> data;
-    if (p.size > 0) {
-      BA_ASSIGN_OR_RETURN(data, p.data());
-      // Trailing zeros are not stored; a payload that gets the long header keeps whole pages,
-      // so that it can be mapped from the file.
-      size_t keep = TrimmedSize(data);
-      if (keep >= internal::kLongPayload) keep = std::min(data.size(), (keep + env_->page_size_ - 1) / env_->page_size_ * env_->page_size_);
-      data = data.first(keep);
-      if (TrimmedSize(data) > p.size) return Internal(BlockName(p.array, p.index) + ": payload too long");
-    }
-    if (data.empty()) continue;  // a block of zeros is not stored
+  auto put_record = [&](ArrayId a, BlockIndex i, std::string_view key, uint32_t kind,
+                        std::span<const std::byte> payload) -> Status {
     BlockHeader h;
     h.commit = id;
-    h.header_bytes = static_cast<uint32_t>(internal::HeaderBytesFor(data.size()));
-    h.kind = internal::kWholeBlock;
-    h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(p.array, p.index, h), data);
+    h.header_bytes = static_cast<uint32_t>(internal::HeaderBytesFor(payload.size()));
+    h.kind = kind;
+    h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(a, i, h), payload);
     unsigned char header[internal::kShortHeader];
     internal::EncodeBlockHeader(h, header);
-    MDB_val k{16, const_cast<unsigned char*>(key.bytes)};
-    MDB_val v{h.header_bytes + data.size(), nullptr};
+    MDB_val k = StrVal(key);
+    MDB_val v{h.header_bytes + payload.size(), nullptr};
     int rc = mdb_put(txn, env_->blocks_, &k, &v, MDB_RESERVE);
-    if (rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(p.array, p.index));
+    if (rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(a, i));
     if (auto offset = OverflowOffset(v, env_->page_size_)) {
       iovec iov[3] = {{header, sizeof header},
                       {const_cast<std::byte*>(kZeros), h.header_bytes - sizeof header},
-                      {const_cast<std::byte*>(data.data()), data.size()}};
-      BA_RETURN_IF_ERROR(FullIo(true, env_->fd_, iov, 3, *offset, "write " + BlockName(p.array, p.index)));
+                      {const_cast<std::byte*>(payload.data()), payload.size()}};
+      BA_RETURN_IF_ERROR(FullIo(true, env_->fd_, iov, 3, *offset, "write " + BlockName(a, i)));
     } else {
       std::memcpy(v.mv_data, header, sizeof header);
       std::memset(static_cast<char*>(v.mv_data) + sizeof header, 0, h.header_bytes - sizeof header);
-      std::memcpy(static_cast<char*>(v.mv_data) + h.header_bytes, data.data(), data.size());
+      std::memcpy(static_cast<char*>(v.mv_data) + h.header_bytes, payload.data(), payload.size());
     }
-    BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(p.array)));
-    t->Add(std::string_view(reinterpret_cast<const char*>(key.bytes), 16), h.checksum, data.size());
+    BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(a)));
+    t->Add(key, h.checksum, payload.size());
+    return Status::Ok();
+  };
+  for (const auto& p : batch.puts()) {
+    const BlockKey key(p.array, p.index);
+    std::vector<RecordRef> refs;
+    BA_RETURN_IF_ERROR(CollectRecords(
+        txn, *env_, key, [&](const unsigned char* k) { return std::memcmp(k, key.bytes, 16) == 0; }, &refs,
+        "find the records of " + BlockName(p.array, p.index)));
+    Records old;
+    for (RecordRef& r : refs) {
+      BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, p.array, r));
+      old.emplace_back(std::move(r), h);
+    }
+    std::span<const std::byte> data;
+    if (p.size > 0) {
+      BA_ASSIGN_OR_RETURN(data, p.data());
+      if (TrimmedSize(data) > p.size) return Internal(BlockName(p.array, p.index) + ": payload too long");
+    }
+    const size_t used = TrimmedSize(data);
+    // A small change of a stored block: store the changed bytes as a delta record.
+    if (used > 0) {
+      BA_ASSIGN_OR_RETURN(std::optional<std::string> delta, MakeDelta(*env_, p.array, old, data));
+      if (delta) {
+        if (delta->empty()) continue;  // nothing changed
+        unsigned char dkey[24];
+        std::memcpy(dkey, key.bytes, 16);
+        PutBE64(dkey + 16, id);
+        BA_RETURN_IF_ERROR(put_record(p.array, p.index, std::string_view(reinterpret_cast<char*>(dkey), 24),
+                                      internal::kDelta, std::as_bytes(std::span(*delta))));
+        continue;
+      }
+    }
+    // Otherwise the block is written whole, replacing its records.
+    if (!old.empty()) {
+      BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(p.array)));
+      for (const auto& [r, h] : old) {
+        t->Remove(r.key, h.checksum, r.size - h.header_bytes);
+        MDB_val k = StrVal(r.key);
+        if (int rc = mdb_del(txn, env_->blocks_, &k, nullptr); rc != MDB_SUCCESS) return fail(rc, "replace " + RecordName(p.array, r));
+      }
+    }
+    if (used == 0) continue;  // a block of zeros is not stored
+    // Trailing zeros are not stored; a payload that gets the long header keeps whole pages, so
+    // that it can be mapped from the file.
+    size_t keep = used;
+    if (keep >= internal::kLongPayload) keep = std::min(data.size(), (keep + env_->page_size_ - 1) / env_->page_size_ * env_->page_size_);
+    BA_RETURN_IF_ERROR(put_record(p.array, p.index, std::string_view(reinterpret_cast<const char*>(key.bytes), 16),
+                                  internal::kWholeBlock, data.first(keep)));
   }
 
   // Writes sealed store record `key` (nullopt: deletes it).
