@@ -505,3 +505,37 @@ TEST_CASE("a damaged delta record is corruption naming the block, never applied"
   CHECK(st.code() == Code::kCorruption);
   CHECK_MESSAGE(st.message().find("array #1 block 0 (delta") != std::string::npos, st.ToString());
 }
+
+TEST_CASE("verify reports only damage as damage: a read that fails for resources ends it as that error") {
+  TempDir dir;
+  auto s = Open(dir / "db");
+  WriteBatch b;
+  b.PutBlock(1, 0, Pattern(kBlock, 1));
+  b.PutBlock(1, 1, Pattern(kBlock, 2));
+  Commit(*s, b);
+  struct Failing : ForwardingSnapshot {
+    using ForwardingSnapshot::ForwardingSnapshot;
+    Status ReadBlock(ArrayId, BlockIndex, std::span<std::byte>) override {
+      return ResourceExhausted("too many open files");
+    }
+  } snap(s->OpenSnapshot().value());
+  int damaged = 0;
+  auto r = snap.Snapshot::VerifyBlocks(1, kBlock, [&](BlockIndex, const Status&) { ++damaged; });
+  CHECK(r.status().code() == Code::kResourceExhausted);
+  CHECK(damaged == 0);
+}
+
+TEST_CASE("verify takes the time of the stored blocks: a 2^62-byte array with two blocks") {
+  TempDir dir;
+  auto s = Open(dir / "db");
+  WriteBatch b;
+  const BlockIndex last = (uint64_t{1} << 62) / kBlock - 1;
+  b.PutBlock(1, 0, Pattern(kBlock, 1));
+  b.PutBlock(1, last, Pattern(kBlock, 2));
+  Commit(*s, b);
+  int damaged = 0;
+  auto r = s->OpenSnapshot().value()->VerifyBlocks(1, kBlock, [&](BlockIndex, const Status&) { ++damaged; });
+  REQUIRE(r.ok());
+  CHECK(*r == 2);
+  CHECK(damaged == 0);
+}

@@ -413,7 +413,7 @@ void GrowScenarios(const Config& c) {
          "resize_large_over_small", r_large / r_small, "<= 1.20");
 }
 
-// ---- scenario 11: bytes written by small commits --------------------------------------------
+// ---- scenarios 12, 13: bytes written by small commits --------------------------------------------
 
 // Bytes this process has caused to be written to the storage device: /proc/self/io write_bytes,
 // counted when pages are dirtied (a page dirtied again after its writeback counts again).
@@ -444,7 +444,7 @@ void SmallWriteScenario(const Config& c) {
     }
     const double written = static_cast<double>(DeviceWriteBytes() - before);
     const double appended = appends * 3200.0;
-    Report("11 500 appends of 3.2 KB", "device bytes", Fmt("%.1f MB", written / 1e6), Fmt("%.1f MB appended", appended / 1e6),
+    Report("12 500 appends of 3.2 KB", "device bytes", Fmt("%.1f MB", written / 1e6), Fmt("%.1f MB appended", appended / 1e6),
            "append_small_write_amplification", written / appended, "<= 8.2");
   }
   // One committed 8-byte write into each of 100 random blocks of a 1 GiB array (stored).
@@ -463,7 +463,7 @@ void SmallWriteScenario(const Config& c) {
       db.Commit().ThrowIfError();
     }
     const double per = static_cast<double>(DeviceWriteBytes() - before) / 100;
-    Report("12 8-byte write + commit", "device bytes", Fmt("%.0f B/commit", per), "16384 B", "sparse_write_bytes_per_block",
+    Report("13 8-byte write + commit", "device bytes", Fmt("%.0f B/commit", per), "16384 B", "sparse_write_bytes_per_block",
            per, "<= 16384");
   }
 }

@@ -598,9 +598,11 @@ TEST_CASE("verify: sound databases pass; a damaged block or array record is repo
     DamageDatabase(cli.db, Damage::kArrayRecord);
     CliResult r = cli({"verify", cli.db});
     CHECK_EXIT(r, 1);
-    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
-    CHECK(r.out.starts_with("array '"));
-    CHECK(Contains(r.out, "Corruption"));
+    // The damaged record, then the array it describes, which cannot be read.
+    CHECK_MESSAGE(std::count(r.out.begin(), r.out.end(), '\n') == 2, r.out);
+    CHECK(r.out.starts_with(cli.db + ": Corruption: metadata record 'a/"));
+    CHECK(Contains(r.out, "\narray '"));
+    CHECK(Contains(r.err, "2 damaged"));
   }
 }
 
