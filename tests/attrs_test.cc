@@ -156,6 +156,7 @@ TEST_CASE("attributes: visible to others at commit, discarded at abort, kept by 
   r.Abort();
   CHECK(JsonOf(r.Get("x").value().attrs(), "units") == "\"K\"");
   CHECK(JsonOf(r.attrs(), "title") == "\"run 1\"");
+  CHECK(r.ArraysChangedSince(w.snapshot_commit() - 1).value() == std::vector<std::string>{"x"});  // a follower sees it
 
   REQUIRE(w.Get("x").value().attrs().SetJson("units", "\"degC\"").ok());
   REQUIRE(w.Get("x").value().attrs().Delete("units").ok());

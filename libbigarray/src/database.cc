@@ -1063,6 +1063,9 @@ Result<std::vector<std::string>> Database::ArraysChangedSince(uint64_t commit) {
     if (key.starts_with("a/")) {
       if (auto id = internal::ParseWhole(std::string_view(key).substr(2), 16)) by_id(*id);
     }
+    if (key.starts_with("t/") && key.size() > 18) {  // an attribute: "t/<16 hex digits>/<key>"
+      if (auto id = internal::ParseWhole(std::string_view(key).substr(2, 16), 16)) by_id(*id);
+    }
     if (key.starts_with("n/")) {  // a rename: the name now in the catalog changed
       const std::string name = key.substr(2);
       for (auto& [id, n] : names) {

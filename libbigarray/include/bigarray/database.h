@@ -219,8 +219,9 @@ class Database {
   // A signal handled by the process does not end the wait early.
   Result<std::optional<uint64_t>> WaitForCommit(
       uint64_t after, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max()) const;
-  // Names of the arrays (existing in this transaction's snapshot) whose blocks, shape or name
-  // changed in commits (commit, snapshot_commit()]: e.g. what a follower's Abort() brought.
+  // Names of the arrays (existing in this transaction's snapshot) whose blocks, shape, name or
+  // attributes changed in commits (commit, snapshot_commit()]: e.g. what a follower's Abort()
+  // brought.
   Result<std::vector<std::string>> ArraysChangedSince(uint64_t commit);
   CacheStats cache_stats() const;
   const std::string& path() const;
