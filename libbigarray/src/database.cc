@@ -21,10 +21,12 @@
 #include <atomic>
 #include <chrono>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -52,14 +54,72 @@ std::string Hex(uint64_t v) {
   return b;
 }
 
-std::string ArrayKey(uint64_t id) { return "a/" + Hex(id); }
-std::string NameKey(const std::string& name) { return "n/" + name; }
+// `s` for an error message: printable ASCII as is, every other byte as \xHH, so that a message
+// about a bad name is itself valid UTF-8 and shows what the bytes are.
+std::string Escaped(std::string_view s) {
+  constexpr size_t kShown = 80;
+  std::string out;
+  for (unsigned char c : s.substr(0, kShown)) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      char b[5];
+      std::snprintf(b, sizeof b, "\\x%02x", c);
+      out += b;
+    }
+  }
+  return s.size() > kShown ? out + "..." : out;
+}
 
-// kInvalidArgument unless `name` can name a new array: 1 to 255 bytes without NUL, and, since
-// '/' separates groups, no empty group or array part (no leading or trailing '/', no "//").
+// The offset of the first byte of `s` that does not begin a valid UTF-8 sequence (overlong forms,
+// surrogates and code points past U+10FFFF are invalid, as in RFC 3629); nullopt: all valid.
+std::optional<size_t> InvalidUtf8At(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1, cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2, cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (s.size() - i <= n) return i;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto t = static_cast<unsigned char>(s[i + k]);
+      if ((t & 0xc0) != 0x80) return i;
+      cp = cp << 6 | (t & 0x3f);
+    }
+    const uint32_t min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += n + 1;
+  }
+  return std::nullopt;
+}
+
+// kInvalidArgument unless `name` can name a new array: 1 to 255 bytes of UTF-8 without NUL (names
+// reach JSON output, terminals and Python's str, which all need text; arrays named before this
+// rule keep working), and, since '/' separates groups, no empty group or array part (no
+// leading or trailing '/', no "//").
 Status CheckNewName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxNameBytes || name.find('\0') != std::string::npos) {
-    return InvalidArgument("array name '" + name + "': must be 1 to 255 bytes without NUL");
+  if (name.empty() || name.size() > kMaxNameBytes) {
+    return InvalidArgument("array name '" + Escaped(name) + "': must be 1 to 255 bytes, not " +
+                           std::to_string(name.size()));
+  }
+  if (const size_t nul = name.find('\0'); nul != std::string::npos) {
+    return InvalidArgument("array name '" + Escaped(name) + "': contains a NUL byte (at byte " +
+                           std::to_string(nul) + ")");
+  }
+  if (const auto bad = InvalidUtf8At(name)) {
+    return InvalidArgument("array name '" + Escaped(name) + "': is not valid UTF-8 (at byte " +
+                           std::to_string(*bad) + ")");
   }
   if (name.front() == '/' || name.back() == '/' || name.find("//") != std::string::npos) {
     return InvalidArgument("array name '" + name + "': '/' separates groups, so it may not begin or end a name " +
@@ -67,6 +127,10 @@ Status CheckNewName(const std::string& name) {
   }
   return Status::Ok();
 }
+
+std::string ArrayKey(uint64_t id) { return "a/" + Hex(id); }
+std::string NameKey(const std::string& name) { return "n/" + name; }
+
 
 struct ArrayMeta {
   DType dtype = DType::Of<double>();

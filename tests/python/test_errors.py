@@ -60,6 +60,14 @@ def test_invalid_arguments_are_value_or_type_errors(mem):
         mem.create("c", 3, "no such dtype")
     with pytest.raises(ValueError, match="cache"):
         bigarray.open("memory:", cache=0)
+    # Names are text: a str that is not valid UTF-8 (a lone surrogate, as os.fsdecode makes of
+    # such bytes) or holds a NUL is refused, as the library refuses such bytes.
+    with pytest.raises(ValueError, match=r"'\\xff': is not valid UTF-8"):
+        mem.create("\udcff", 3, "f8")
+    with pytest.raises(ValueError, match="NUL"):
+        mem.create("a\0b", 3, "f8")
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        mem.rename("a", "\udcff")
     assert mem.names() == ["a", "b"]
 
 
