@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <functional>
 
+#include "catalog_util.h"
 #include "cli.h"
 #include "cli_test_util.h"
+#include "json_text.h"
 #include "npy.h"
 
 using namespace bigarray;
@@ -197,6 +199,28 @@ TEST_CASE("create, ls, info; options as --opt value or --opt=value, global optio
     r = cli({"create", cli.db, "", "--dtype", "f8", "--shape", "3"});
     CHECK_EXIT(r, 1);
   }
+}
+
+// Every byte sequence is valid UTF-8 (RFC 3629).
+bool ValidUtf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = cli::Utf8SequenceLength(std::string_view(s).substr(i));
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+TEST_CASE("names: JSON output is valid UTF-8 even for a name that is not") {
+  // Regression: info --json wrote a name's bytes raw. Names must now be UTF-8, but a database
+  // written before may hold one that is not (built here below the library).
+  Cli cli;
+  cli.Ok({"create", cli.db, "x", "--dtype", "i1", "--shape", "3"});
+  CHECK_EXIT(cli({"create", cli.db, "bad\xff", "--dtype", "i1", "--shape", "3"}), 1);
+  RenameInCatalog(cli.db, "x", "old\xff\tname");
+  const std::string json = cli.Ok({"info", cli.db, "old\xff\tname", "--json"});
+  CHECK(json.starts_with("{\"name\": \"old\\udcff\\u0009name\", \"dtype\": \"|i1\""));
+  CHECK(ValidUtf8(json));
 }
 
 TEST_CASE("a missing database is an error for every command but create and import, and is not created") {

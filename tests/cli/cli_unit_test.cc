@@ -9,6 +9,7 @@
 #include "args.h"
 #include "bigarray/database.h"
 #include "cli.h"
+#include "json_text.h"
 #include "stats.h"
 #include "test_util.h"
 #include "npy.h"
@@ -66,6 +67,21 @@ TEST_CASE("ParseArgs: positions, --opt value, --opt=value, globals anywhere, --"
     for (const char* a : bad) joined += std::string(" ") + a;
     CHECK_MESSAGE(Parse(bad).status().code() == Code::kInvalidArgument, joined);
   }
+}
+
+TEST_CASE("JsonString: valid UTF-8 passes, invalid bytes become \\udcXX (Python's surrogateescape)") {
+  // Regression: info --json wrote the raw bytes of a name that is not UTF-8: invalid JSON text.
+  CHECK(JsonString("plain") == "\"plain\"");
+  CHECK(JsonString("q\"b\\") == "\"q\\\"b\\\\\"");
+  CHECK(JsonString("a\tb\n\x1b") == "\"a\\u0009b\\u000a\\u001b\"");
+  CHECK(JsonString("temp\xc3\xa9rature \xf0\x9f\x8c\xa1") == "\"temp\xc3\xa9rature \xf0\x9f\x8c\xa1\"");
+  CHECK(JsonString("\xff\xfe") == "\"\\udcff\\udcfe\"");
+  CHECK(JsonString("ok\xc3") == "\"ok\\udcc3\"");                  // truncated sequence
+  CHECK(JsonString("\xc3x") == "\"\\udcc3x\"");                    // bad continuation
+  CHECK(JsonString("\xc0\xaf") == "\"\\udcc0\\udcaf\"");            // overlong '/'
+  CHECK(JsonString("\xed\xa0\x80") == "\"\\udced\\udca0\\udc80\"");  // a UTF-16 surrogate
+  CHECK(JsonString("\xf4\x90\x80\x80") == "\"\\udcf4\\udc90\\udc80\\udc80\"");  // past U+10FFFF
+  CHECK(JsonString(std::string("a\0b", 3)) == "\"a\\u0000b\"");
 }
 
 TEST_CASE("value parsers") {
