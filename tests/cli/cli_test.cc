@@ -211,13 +211,25 @@ bool ValidUtf8(const std::string& s) {
   return true;
 }
 
-TEST_CASE("names: JSON output is valid UTF-8 even for a name that is not") {
-  // Regression: info --json wrote a name's bytes raw. Names must now be UTF-8, but a database
-  // written before may hold one that is not (built here below the library).
+TEST_CASE("names: ls and info quote them as ls quotes file names; JSON output is valid UTF-8 even for a name that is not") {
+  // Regression: ls and info printed names raw (a tab split ls's columns, a newline its lines, an
+  // escape sequence reached the terminal), and info --json wrote a name's bytes raw. Names must
+  // now be UTF-8, but a database written before may hold one that is not (built here below the
+  // library).
   Cli cli;
-  cli.Ok({"create", cli.db, "x", "--dtype", "i1", "--shape", "3"});
+  for (const char* name : {"plain", "a\tb", "n\nl", "e\x1b[31mred", "it's", "x"}) {
+    cli.Ok({"create", cli.db, name, "--dtype", "i1", "--shape", "3"});
+  }
   CHECK_EXIT(cli({"create", cli.db, "bad\xff", "--dtype", "i1", "--shape", "3"}), 1);
   RenameInCatalog(cli.db, "x", "old\xff\tname");
+  CHECK(cli.Ok({"ls", cli.db}) ==
+        "'a'$'\\t''b'\t|i1\t(3,)\tC\t3\n"
+        "'e'$'\\033''[31mred'\t|i1\t(3,)\tC\t3\n"
+        "\"it's\"\t|i1\t(3,)\tC\t3\n"
+        "'n'$'\\n''l'\t|i1\t(3,)\tC\t3\n"
+        "'old'$'\\377\\t''name'\t|i1\t(3,)\tC\t3\n"
+        "plain\t|i1\t(3,)\tC\t3\n");
+  CHECK(cli.Ok({"info", cli.db, "n\nl"}).starts_with("name: 'n'$'\\n''l'\ndtype: |i1\n"));
   const std::string json = cli.Ok({"info", cli.db, "old\xff\tname", "--json"});
   CHECK(json.starts_with("{\"name\": \"old\\udcff\\u0009name\", \"dtype\": \"|i1\""));
   CHECK(ValidUtf8(json));

@@ -4,6 +4,7 @@ NumPy's. Registered with ctest as cli_numpy_test; BIGARRAY_CLI is the tool."""
 import io
 import json
 import os
+import shlex
 import subprocess
 
 import numpy as np
@@ -252,5 +253,7 @@ def test_info_json_and_ls(tmp_path, db):
                     "size": 0, "nbytes": 0, "block_size": 8192, "blocks": 0, "blocks_stored": 0, "attrs": {}}
     run("create", db, "with \"quotes\"", "--dtype", "f8", "--shape", "2")
     assert json.loads(run("info", db, "with \"quotes\"", "--json"))["name"] == "with \"quotes\""
-    assert [line.split("\t") for line in run("ls", db).splitlines()] == [
-        ["with \"quotes\"", "<f8", "(2,)", "C", "16"], ["x", ">i2", "(5, 0, 7)", "F", "0"]]
+    # ls quotes the name as the shell reads it back (coreutils ls' shell-escape style).
+    rows = [line.split("\t") for line in run("ls", db).splitlines()]
+    assert rows == [["'with \"quotes\"'", "<f8", "(2,)", "C", "16"], ["x", ">i2", "(5, 0, 7)", "F", "0"]]
+    assert shlex.split(rows[0][0]) == ["with \"quotes\""]

@@ -5,6 +5,7 @@
 // written). Data moves in chunks (transfer.h), so memory stays bounded by the cache budget.
 #include "json_text.h"
 #include "attrs_cmd.h"
+#include "shell_quote.h"
 #include "cli.h"
 
 #include <spdlog/logger.h>
@@ -172,7 +173,7 @@ Status CmdInfo(const Globals& g, const ParsedArgs& args) {
   fmt::print(
       "name: {}\ndtype: {}\nshape: {}\norder: {}\nndim: {}\nitemsize: {}\nsize: {}\nnbytes: {}\nblock_size: {}\n"
       "blocks: {}\nblocks_stored: {}\nattrs: {}\n",
-      a.name(), a.dtype().str(), ShapeString(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
+      ShellQuote(a.name()), a.dtype().str(), ShapeString(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
       a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored, attrs);
   return Status::Ok();
 }

@@ -70,7 +70,9 @@ constexpr std::string_view kLs = R"(Usage: bigarray ls DB [GROUP] [-r]
 Lists what lies one level below GROUP (a name such as runs/2026; the top level without it)
 in name order, one per line. An array: its name relative to GROUP, dtype, shape, order and
 size in bytes, separated by tabs, as in "temps  <f8  (1000, 24)  C  192000". A sub-group
-(names with '/' form groups): its name and a '/', as in "2026/".
+(names with '/' form groups): its name and a '/', as in "2026/". A name with spaces, quotes,
+control characters or bytes that are not UTF-8 is quoted as ls quotes file names: 'a b',
+"it's", 'a'$'\t''b'.
 
   -r, --recursive   list every array below GROUP instead, by its name relative to GROUP
 )" BA_GLOBAL_OPTIONS;
