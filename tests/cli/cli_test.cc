@@ -384,6 +384,42 @@ TEST_CASE("a file ending early through a pipe: an error, and nothing is written"
   CHECK(cli.Ok({"ls", cli.db}) == "keep\t|i1\t(1,)\tC\t1\n");
 }
 
+TEST_CASE("export refuses an output inside the database directory or that is one of its files") {
+  // Regression: `export DB a DB/data.mdb` renamed the .npy file over data.mdb: the database was
+  // gone.
+  Cli cli;
+  cli.Ok({"import", cli.db, "c", Fixture("f8_c.npy")});
+  const std::string data = ReadFile(cli.db + "/data.mdb");
+  REQUIRE(symlink(cli.db.c_str(), (cli / "alias").c_str()) == 0);
+  REQUIRE(mkdir((cli.db + "/sub").c_str(), 0755) == 0);
+  REQUIRE(link((cli.db + "/data.mdb").c_str(), (cli / "hardlink").c_str()) == 0);
+  REQUIRE(symlink((cli.db + "/lock.mdb").c_str(), (cli / "lock-link").c_str()) == 0);
+  const std::string dir_name = std::filesystem::path(cli.db).filename();
+  struct Case {
+    std::string out, why;
+  };
+  for (const Case& c : std::vector<Case>{
+           {cli.db + "/data.mdb", "a file of the database being exported from"},
+           {cli.db + "/lock.mdb", "a file of the database being exported from"},
+           {cli.db + "/x.npy", "is inside the database directory"},
+           {cli.db + "/sub/x.npy", "is inside the database directory"},
+           {cli / "alias/data.mdb", "a file of the database being exported from"},
+           {cli / "alias/new.npy", "is inside the database directory"},
+           {cli.db + "/../" + dir_name + "/y.npy", "is inside the database directory"},
+           {cli / "hardlink", "a file of the database being exported from"},
+           {cli / "lock-link", "a file of the database being exported from"}}) {
+    CliResult r = cli({"export", cli.db, "c", c.out});
+    CHECK_EXIT(r, 1);
+    CHECK_MESSAGE(Contains(r.err, c.why), Describe(r));
+  }
+  CHECK(ReadFile(cli.db + "/data.mdb") == data);
+  CHECK_FALSE(std::filesystem::exists(cli.db + "/x.npy"));
+  CHECK_FALSE(std::filesystem::exists(cli.db + "/sub/x.npy"));
+  cli.Ok({"ls", cli.db});
+  cli.Ok({"export", cli.db, "c", cli / "fine.npy"});  // beside the database is fine
+  CHECK(SameFiles(cli / "fine.npy", Fixture("f8_c.npy")));
+}
+
 TEST_CASE("export --rows: Python slice semantics along axis 0") {
   Cli cli;
   cli.Ok({"import", cli.db, "c", Fixture("f8_c.npy")});

@@ -122,7 +122,8 @@ constexpr std::string_view kExport = R"(Usage: bigarray export DB NAME FILE.npy 
 
 Writes array NAME, or some of its rows, to FILE.npy (format version 1.0) in the array's
 dtype and order, streaming. The file appears only when complete; an export ended by
-SIGINT, SIGTERM or SIGHUP removes its temporary file.
+SIGINT, SIGTERM or SIGHUP removes its temporary file. FILE.npy may not be inside DB's
+directory, nor be one of DB's files under another name.
 
   --rows START:STOP[:STEP]   rows along axis 0, as Python's a[START:STOP:STEP]: negative
                              values count from the end, a missing bound means the start or
