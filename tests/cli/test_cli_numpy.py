@@ -152,6 +152,27 @@ def test_append(tmp_path, db):
     same(np.load(tmp_path / "out.npy"), expected)
 
 
+def test_bool_bytes_other_than_0_and_1_are_true_and_stored_as_1(tmp_path, db):
+    # Regression: import kept a bool .npy's bytes 2 and 255 as they were, and stats then gave
+    # max 255. numpy.load keeps such bytes too, but every NumPy operation reads them as True.
+    raw = np.array([255, 0, 2, 1, 128] * 40, dtype=np.uint8)
+    flags = raw.view(np.bool_)
+    np.save(tmp_path / "b.npy", flags)
+    assert np.load(tmp_path / "b.npy").view(np.uint8).max() == 255  # what NumPy writes and reads
+    run("import", db, "b", tmp_path / "b.npy")
+    run("append", db, "b", tmp_path / "b.npy")
+    np.save(tmp_path / "bf.npy", np.asfortranarray(flags.reshape(20, 10)))
+    run("import", db, "bf", tmp_path / "bf.npy", "--order", "C", "--cache", "64K")  # the other order: ReadAt
+    run("export", db, "b", tmp_path / "out.npy")
+    out = np.load(tmp_path / "out.npy")
+    assert out.view(np.uint8).tolist() == (raw != 0).astype(np.uint8).tolist() * 2
+    run("export", db, "bf", tmp_path / "out.npy")
+    assert np.load(tmp_path / "out.npy").view(np.uint8).tolist() == (raw != 0).astype(np.uint8).reshape(20, 10).tolist()
+    s = json.loads(run("stats", db, "b", "--json"))
+    assert (s["count"], s["min"], s["max"]) == (400, 0, 1)
+    assert s["mean"] == pytest.approx(flags.mean())
+
+
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_fill_and_resize(tmp_path, db, order):
     a = np.asarray(np.arange(24, dtype="<f4").reshape(6, 4), order=order)
