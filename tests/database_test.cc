@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <thread>
 #include <utility>
@@ -597,6 +598,20 @@ TEST_CASE("array names are 1 to 255 bytes of UTF-8 without NUL; an older name th
   REQUIRE(old.Rename("old\xff", "fixed").ok());
   REQUIRE(old.Commit().ok());
   CHECK(Doubles(old.Get("fixed").value().view().value())[1] == 7);
+}
+
+TEST_CASE("a path with a NUL byte is refused, not cut short at the NUL") {
+  // Regression: Open("dir/x\0y") opened (and created) dir/x.
+  TempDir dir;
+  const std::string bad = dir / std::string("x\0y", 3);
+  auto r = Database::Open(bad);
+  CHECK(r.status().code() == Code::kInvalidArgument);
+  CHECK(r.status().message().find("embedded null byte (at byte") != std::string::npos);
+  Options o;
+  o.spill_dir = bad;
+  CHECK(Database::Open(dir / "db", o).status().code() == Code::kInvalidArgument);
+  CHECK(ListHandles(bad).status().code() == Code::kInvalidArgument);
+  CHECK(std::filesystem::is_empty(dir.path()));
 }
 
 TEST_CASE("changes by another handle reach this one at its next boundary") {

@@ -142,6 +142,15 @@ std::string Utf8(py::handle s, const char* what) {
   return out;
 }
 
+// A path argument (str, bytes or os.PathLike) as the bytes the system sees: os.fsencode, and a
+// NUL refused with os.stat's ValueError (a C string would end there and name another file).
+std::string FsPath(py::handle path) {
+  py::module_ os = py::module_::import("os");
+  std::string p = py::bytes(os.attr("fsencode")(path));
+  if (p.find('\0') != std::string::npos) throw py::value_error("embedded null byte");
+  return p;
+}
+
 py::str Name(const std::string& s) {
   PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
   if (!o) throw py::error_already_set();
@@ -809,9 +818,7 @@ class PyDatabase {
  public:
   static PyDatabase Open(py::handle path, py::handle cache, bool durable, bool create, bool read_only,
                          bool prefault_cache, py::handle readahead_blocks, py::handle spill_dir) {
-    py::module_ os = py::module_::import("os");
-    py::bytes fs = os.attr("fsencode")(path);
-    std::string p = fs;
+    std::string p = FsPath(path);
     ba::Options o;
     o.read_only = read_only;
     o.prefault_cache = prefault_cache;
@@ -821,7 +828,7 @@ class PyDatabase {
       o.readahead_blocks = static_cast<unsigned>(r);
     }
     if (!spill_dir.is_none()) {
-      o.spill_dir = std::string(py::bytes(os.attr("fsencode")(spill_dir)));
+      o.spill_dir = FsPath(spill_dir);
       if (o.spill_dir.empty()) throw py::value_error("spill_dir must not be empty (None: the database directory)");
     }
     if (!cache.is_none()) {
@@ -1250,8 +1257,7 @@ PYBIND11_MODULE(_bigarray, m) {
   m.def(
       "handles",
       [](py::handle path) {
-        py::module_ os = py::module_::import("os");
-        std::string p = py::bytes(os.attr("fsencode")(path));
+        std::string p = FsPath(path);
         ba::HandlesReport report = Value(NoGil([&] { return ba::ListHandles(p); }), Missing::kDatabase);
         py::list out;
         for (const ba::HandleInfo& h : report.handles) {

@@ -128,9 +128,18 @@ Status CheckNewName(const std::string& name) {
   return Status::Ok();
 }
 
+// A path handed to the system as a C string: one with a NUL would be cut short there and name
+// another file (Python's os.stat refuses it the same way).
+Status CheckPath(const std::string& path, std::string_view what) {
+  if (const size_t nul = path.find('\0'); nul != std::string::npos) {
+    return InvalidArgument(std::string(what) + " '" + Escaped(path) + "': embedded null byte (at byte " +
+                           std::to_string(nul) + ")");
+  }
+  return Status::Ok();
+}
+
 std::string ArrayKey(uint64_t id) { return "a/" + Hex(id); }
 std::string NameKey(const std::string& name) { return "n/" + name; }
-
 
 struct ArrayMeta {
   DType dtype = DType::Of<double>();
@@ -661,6 +670,8 @@ Attrs Database::GroupAttrs(std::string_view group) {
 // ---- Database --------------------------------------------------------------------------------
 
 Result<Database> Database::Open(const std::string& path, const Options& options) {
+  BA_RETURN_IF_ERROR(internal::CheckPath(path, "database path"));
+  BA_RETURN_IF_ERROR(internal::CheckPath(options.spill_dir, "spill_dir"));
   std::shared_ptr<storage::BlockStore> store;
   const bool postgres = path.starts_with("postgresql://") || path.starts_with("postgres://");
   if (path == "memory:") {
@@ -1145,6 +1156,7 @@ Result<HandlesReport> ListHandles(const std::string& path) {
     return Unsupported("the registry of handles is kept for local (LMDB) databases only; on PostgreSQL, the "
                        "server's pg_stat_activity lists the clients (application_name 'bigarray')");
   }
+  BA_RETURN_IF_ERROR(internal::CheckPath(path, "database path"));
   HandlesReport report;
   const std::string data_file = path + "/data.mdb";
   struct stat st;
