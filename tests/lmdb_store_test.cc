@@ -281,6 +281,47 @@ TEST_CASE("S8: a truncated data.mdb is reported as corruption") {
   CHECK(r.status().message().find("truncated") != std::string::npos);
 }
 
+TEST_CASE("S8: a damaged map size in LMDB's meta page is corruption naming the field, not ENOMEM") {
+  // Regression: a map size of 2^60 in the meta pages made every open fail with
+  // "ResourceExhausted: open DB: Cannot allocate memory".
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    WriteBatch b(0);
+    b.PutBlock(1, 0, Pattern(kBlock, 1));
+    REQUIRE(store->Commit(b).ok());
+  }
+  // mm_mapsize: u64 at offset 16 of the meta, which follows the 16-byte header of pages 0 and 1.
+  auto set_mapsize = [&](uint64_t v) {
+    std::fstream f(db + "/data.mdb", std::ios::in | std::ios::out | std::ios::binary);
+    for (off_t page : {off_t{0}, off_t{4096}}) {
+      f.seekp(page + 32);
+      f.write(reinterpret_cast<const char*>(&v), 8);
+    }
+  };
+  set_mapsize(uint64_t{1} << 60);
+  const auto damaged = Slurp(db + "/data.mdb");
+  for (bool read_only : {false, true}) {
+    LmdbOptions o;
+    o.read_only = read_only;
+    auto r = OpenLmdbStore(db, o);
+    CHECK(r.status().code() == Code::kCorruption);
+    const std::string m = r.status().message();
+    const bool named = m.starts_with(db + ": data.mdb is damaged (meta page ") &&
+                       m.find(": map size mm_mapsize 1152921504606846976 bytes, for a file of") != std::string::npos;
+    CHECK_MESSAGE(named, m);
+  }
+  CHECK(Slurp(db + "/data.mdb") == damaged);  // nothing written
+  // A map size larger than the file but one a process can map (as in a copy made by mdb_copy,
+  // whose file holds only the pages in use) is no damage: the database opens and reads.
+  set_mapsize(uint64_t{1} << 40);
+  auto store = Open(db);
+  std::vector<std::byte> out(kBlock);
+  REQUIRE(store->OpenSnapshot().value()->ReadBlock(1, 0, out).ok());
+  CHECK(out == Pattern(kBlock, 1));
+}
+
 // Stores blocks 2 and 3 of array 6 at `path` and returns the file offset of block 2's payload
 // in data.mdb, for the tests to damage.
 off_t StoreTwoBlocks(const std::string& path) {

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <unordered_set>
 #include <vector>
@@ -39,6 +40,9 @@ constexpr uint16_t kBigData = 0x01, kSubData = 0x02, kDupData = 0x04;
 constexpr int kMaxDepth = 32;           // LMDB's CURSOR_STACK
 constexpr uint16_t kMaxKeySize = 511;   // LMDB's default maxkeysize
 constexpr size_t kHeader = 16, kNode = 8, kDbRecord = 48;
+// The largest map a 64-bit Linux process can make with 4-level page tables (128 TiB of user
+// address space): no LMDB wrote a larger mm_mapsize for a file smaller than that.
+constexpr uint64_t kMaxMapBytes = uint64_t{1} << 47;
 
 template <typename T>
 T Get(const std::vector<unsigned char>& p, size_t at) {
@@ -127,9 +131,9 @@ class Walker {
           std::vector<unsigned char> run;
           BA_RETURN_IF_ERROR(Read(first, run));
           std::vector<unsigned char> ids(dsize);
-          if (dsize > 0 && pread(fd_, ids.data(), dsize, static_cast<off_t>(first * psize_ + kHeader)) != static_cast<ssize_t>(dsize)) {
-            return Bad(at + ": short free list");
-          }
+          const ssize_t n = dsize > 0 ? pread(fd_, ids.data(), dsize, static_cast<off_t>(first * psize_ + kHeader)) : 0;
+          if (n < 0) return ErrnoStatus(errno, "read data.mdb");
+          if (n != static_cast<ssize_t>(dsize)) return Bad(at + ": short free list");
           BA_RETURN_IF_ERROR(FreeList(ids, 0, dsize, at));
         }
         continue;
@@ -180,7 +184,9 @@ Status CheckLmdbFile(int fd, uint64_t file_size) {
     std::vector<unsigned char> metas(160, 0);
     // The page size is in the free DB's record of page 0's meta; read 2 pages of the smallest
     // plausible size first to find it.
-    if (pread(fd, metas.data(), 160, 0) != 160) return Corruption("data.mdb is damaged (no meta page)");
+    const ssize_t got = pread(fd, metas.data(), 160, 0);
+    if (got < 0) return ErrnoStatus(errno, "read data.mdb");
+    if (got != 160) return Corruption("data.mdb is damaged (no meta page)");
     if (Get<uint32_t>(metas, kHeader) != kMagic) {
       return InvalidArgument("not a bigarray database (data.mdb is not an LMDB file)");
     }
@@ -193,9 +199,9 @@ Status CheckLmdbFile(int fd, uint64_t file_size) {
     std::vector<unsigned char> meta[2];
     for (int m = 0; m < 2; ++m) {
       meta[m].resize(kHeader + 160);
-      if (pread(fd, meta[m].data(), meta[m].size(), static_cast<off_t>(m) * psize) != static_cast<ssize_t>(meta[m].size())) {
-        return Corruption("data.mdb is damaged (short meta page)");
-      }
+      const ssize_t n = pread(fd, meta[m].data(), meta[m].size(), static_cast<off_t>(m) * psize);
+      if (n < 0) return ErrnoStatus(errno, "read data.mdb");
+      if (n != static_cast<ssize_t>(meta[m].size())) return Corruption("data.mdb is damaged (short meta page)");
       if (Get<uint32_t>(meta[m], kHeader) != kMagic || Get<uint32_t>(meta[m], kHeader + 4) != 1) continue;
       const uint64_t txn = Get<uint64_t>(meta[m], kHeader + 128);  // mm_txnid
       if (best < 0 || txn > best_txn) {
@@ -205,6 +211,17 @@ Status CheckLmdbFile(int fd, uint64_t file_size) {
     }
     if (best < 0) return Corruption("data.mdb is damaged (no valid meta page)");
     const std::vector<unsigned char>& mp = meta[best];
+    // LMDB maps mm_mapsize bytes when it opens the file without being told a size, and every
+    // commit keeps the largest size seen: a damaged value made every open fail with ENOMEM
+    // ("Cannot allocate memory"), here and in any other LMDB program. A writer (bigarray opens
+    // with MDB_WRITEMAP) sizes the file to its map, so the map exceeds the file only in a copy
+    // made with mdb_copy, and never beyond what a process could map.
+    const uint64_t mapsize = Get<uint64_t>(mp, kHeader + 16);  // mm_mapsize
+    if (mapsize > file_size && mapsize > kMaxMapBytes) {
+      return Corruption("data.mdb is damaged (meta page " + std::to_string(best) + ": map size mm_mapsize " +
+                        std::to_string(mapsize) + " bytes, for a file of " + std::to_string(file_size) +
+                        " bytes and beyond what a process can map)");
+    }
     const uint64_t last = Get<uint64_t>(mp, kHeader + 120);  // mm_last_pg
     if (last < 1 || (last + 1) > file_size / psize) {
       return Corruption("data.mdb is truncated: its pages reach " + std::to_string((last + 1) * psize) +

@@ -312,6 +312,7 @@ uint64_t UnixNanos() {
 // writes the whole initial structure at once): such a file holds nothing and may be initialized.
 Status ProbeExisting(const std::string& path, bool* never_committed) {
   *never_committed = false;
+  uint64_t file_size = 0;
   {
     // LMDB checksums none of its own pages: walk them with pread first, so that a damaged file
     // is an error here rather than a crash inside LMDB.
@@ -323,6 +324,7 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
       st = InvalidArgument(path + " is not a bigarray database (data.mdb is not an LMDB file)");
     }
     if (st.ok()) st = internal::CheckLmdbFile(fd, static_cast<uint64_t>(fst.st_size)).WithContext(path);
+    if (st.ok()) file_size = static_cast<uint64_t>(fst.st_size);
     close(fd);
     BA_RETURN_IF_ERROR(st);
   }
@@ -334,6 +336,10 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
     MDB_env* e;
     ~Closer() { mdb_env_close(e); }
   } closer{env};
+  // Map the file's size (LMDB raises it to what the pages need), not the map size recorded in
+  // the meta page: that one only sizes a writer's map.
+  rc = mdb_env_set_mapsize(env, file_size);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "set the map size to probe " + path);
   rc = mdb_env_open(env, path.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
   if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
     return InvalidArgument(path + " is not a bigarray database (data.mdb is not an LMDB file)");
