@@ -246,6 +246,72 @@ TEST_CASE("S8: a damaged sub-database name is corruption, and a writing open wri
   CHECK(Slurp(db + "/data.mdb") == damaged);  // nothing written
 }
 
+TEST_CASE("S8: a damaged name of 'meta' or 'log' is corruption, not 'not a bigarray database'") {
+  // Regression: with "meta" damaged to "zeta" (the main B-tree's keys still in order), or "log"
+  // to "zog" (out of order, so LMDB's binary search no longer found "meta"), an open said
+  // "InvalidArgument: ... is an LMDB environment but not a bigarray database".
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    WriteBatch b(0);
+    b.PutBlock(1, 0, Pattern(kBlock, 1));
+    REQUIRE(store->Commit(b).ok());
+  }
+  const auto intact = Slurp(db + "/data.mdb");
+  auto damage = [&](const std::string& name) {  // its first letter becomes 'z', in every copy
+    auto bytes = intact;
+    int copies = 0;
+    for (auto at = bytes.begin(); (at = std::search(at, bytes.end(), name.begin(), name.end())) != bytes.end(); ++at) {
+      *at = 'z';
+      ++copies;
+    }
+    REQUIRE(copies > 0);
+    std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    return bytes;
+  };
+  for (bool read_only : {false, true}) {
+    LmdbOptions o;
+    o.read_only = read_only;
+    const auto meta = damage("meta");
+    auto r = OpenLmdbStore(db, o);
+    CHECK(r.status().code() == Code::kCorruption);
+    CHECK_MESSAGE(r.status().message().find("its 'meta' database is missing") != std::string::npos, r.status().message());
+    CHECK(Slurp(db + "/data.mdb") == meta);
+    const auto log = damage("log");
+    r = OpenLmdbStore(db, o);
+    CHECK(r.status().code() == Code::kCorruption);
+    CHECK_MESSAGE(r.status().message().find("data.mdb is damaged (main tree: page ") != std::string::npos, r.status().message());
+    CHECK(r.status().message().find("keys out of order") != std::string::npos);
+    CHECK(Slurp(db + "/data.mdb") == log);
+  }
+}
+
+TEST_CASE("S6: a block key damaged out of order is corruption at open (it would have read as zeros)") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    WriteBatch b(0);
+    for (BlockIndex i = 0; i < 3; ++i) b.PutBlock(7, i, Pattern(kBlock, static_cast<int>(i)));
+    REQUIRE(store->Commit(b).ok());
+  }
+  // The key of block 1 (array 7, u64 BE each) becomes block 0xff..: after block 2, out of order.
+  auto bytes = Slurp(db + "/data.mdb");
+  unsigned char key[16] = {0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1};
+  int copies = 0;
+  for (auto at = bytes.begin(); (at = std::search(at, bytes.end(), key, key + 16)) != bytes.end(); ++at) {
+    at[8] = static_cast<char>(0xff);
+    ++copies;
+  }
+  REQUIRE(copies > 0);
+  std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  auto r = OpenLmdbStore(db, {});
+  CHECK(r.status().code() == Code::kCorruption);
+  CHECK_MESSAGE(r.status().message().find("database 'blocks' tree: page ") != std::string::npos, r.status().message());
+  CHECK(r.status().message().find("keys out of order") != std::string::npos);
+}
+
 TEST_CASE("a creation killed before its first commit is completed by the next writing open") {
   // Regression (crash_test, seed 242791518): killed between creating LMDB's files and the
   // first commit, a new database was refused for good as "an LMDB environment but not a

@@ -17,7 +17,8 @@
 //        u64 pgno of an overflow run; F_SUBDATA: data is an MDB_db (a named database)
 //
 // Checked: page numbers within the file, each page's own number, flags, lower/upper, every node
-// and key inside its page, key sizes, all leaves at the recorded depth (LMDB's cursor stack
+// and key inside its page, key sizes, keys in ascending order within each page (as bytes, in
+// every tree but the free list's, whose keys are integers), all leaves at the recorded depth (LMDB's cursor stack
 // holds 32 levels), no page visited twice, overflow runs within the file, and the free list's
 // page numbers (a write would allocate them). Cost: the branch and leaf pages, roughly one page
 // per hundred blocks; payloads (overflow pages) are not read: their checksums cover them.
@@ -26,6 +27,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -37,6 +39,7 @@ namespace {
 constexpr uint32_t kMagic = 0xBEEFC0DE;
 constexpr uint16_t kBranch = 0x01, kLeaf = 0x02, kOverflow = 0x04, kMeta = 0x08;
 constexpr uint16_t kBigData = 0x01, kSubData = 0x02, kDupData = 0x04;
+constexpr uint16_t kReverseKey = 0x02, kIntegerKey = 0x08;  // MDB_db flags: other key orders
 constexpr int kMaxDepth = 32;           // LMDB's CURSOR_STACK
 constexpr uint16_t kMaxKeySize = 511;   // LMDB's default maxkeysize
 constexpr size_t kHeader = 16, kNode = 8, kDbRecord = 48;
@@ -74,6 +77,7 @@ class Walker {
     if (db.depth == 0 || db.depth > kMaxDepth) return Bad(name, "depth " + std::to_string(db.depth));
     name_ = name;
     free_list_ = free_list;
+    ordered_ = !(db.flags & (kReverseKey | kIntegerKey));
     return Page(db.root, 1, db.depth);
   }
 
@@ -108,12 +112,21 @@ class Walker {
     if (lower < kHeader || upper > psize_ || lower > upper || (lower - kHeader) % 2) return Bad(at + ": bad bounds");
     const size_t keys = (lower - kHeader) / 2;
     if (keys == 0) return Bad(at + ": no entries");
+    std::string_view previous;
     for (size_t i = 0; i < keys; ++i) {
       const size_t node = Get<uint16_t>(p, kHeader + 2 * i);
       if (node < upper || node + kNode > psize_) return Bad(at + ": entry outside the page");
       const uint16_t lo = Get<uint16_t>(p, node), hi = Get<uint16_t>(p, node + 2);
       const uint16_t nflags = Get<uint16_t>(p, node + 4), ksize = Get<uint16_t>(p, node + 6);
       if (ksize > kMaxKeySize || node + kNode + ksize > psize_) return Bad(at + ": key outside the page");
+      // LMDB finds keys by binary search: one out of order (a damaged byte of a key) would make
+      // others unfindable, e.g. a named database reported missing, or a block read as zeros.
+      // (Keys compare as bytes, then by length; a branch page's first key is not used.)
+      const std::string_view key(reinterpret_cast<const char*>(p.data() + node + kNode), ksize);
+      if (ordered_ && i > (branch ? 1u : 0u) && !(previous < key)) {
+        return Bad(at + ": keys out of order (entry " + std::to_string(i) + ")");
+      }
+      previous = key;
       if (branch) {
         const uint64_t child = lo | uint64_t{hi} << 16 | uint64_t{nflags} << 32;
         BA_RETURN_IF_ERROR(Page(child, level + 1, depth));
@@ -171,6 +184,7 @@ class Walker {
   uint64_t pages_;  // pages in use: last_pg + 1
   const char* name_ = "";
   bool free_list_ = false;
+  bool ordered_ = true;  // keys compare as bytes (LMDB's default order)
   std::unordered_set<uint64_t> seen_;
 };
 

@@ -241,6 +241,25 @@ Status CheckLmdbFile(int fd, uint64_t file_size);  // lmdb_check.cc
 }  // namespace internal
 namespace {
 
+// Whether LMDB's main B-tree names "blocks" or "log", bigarray's other named databases: then a
+// missing "meta" is damage, not another application's environment. Walks the main tree's
+// entries in their order on disk, which finds them even when damage broke the key order.
+bool NamesOurDatabases(MDB_txn* txn) {
+  MDB_dbi main;
+  MDB_cursor* cursor = nullptr;
+  if (mdb_dbi_open(txn, nullptr, 0, &main) != MDB_SUCCESS || mdb_cursor_open(txn, main, &cursor) != MDB_SUCCESS) {
+    return false;
+  }
+  bool ours = false;
+  MDB_val key, val;
+  for (int rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == MDB_SUCCESS && !ours;
+       rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+    ours = ValStr(key) == "blocks" || ValStr(key) == "log";
+  }
+  mdb_cursor_close(cursor);
+  return ours;
+}
+
 // Reads a sealed meta record; nullopt when absent. Caller holds the locks that make `txn` usable.
 Result<std::optional<std::string>> GetSealed(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view what) {
   MDB_val k = StrVal(key), v;
@@ -367,7 +386,10 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
   MDB_dbi dbi;
   rc = mdb_dbi_open(txn, "meta", 0, &dbi);
   Status status;
-  if (rc == MDB_NOTFOUND) {
+  if (rc == MDB_NOTFOUND && NamesOurDatabases(txn)) {
+    status = Corruption(path + ": its 'meta' database is missing (LMDB's main B-tree names 'blocks' or 'log' "
+                               "but no longer 'meta': the file is damaged); nothing was written");
+  } else if (rc == MDB_NOTFOUND) {
     status = InvalidArgument(path + " is an LMDB environment but not a bigarray database");
   } else if (rc != MDB_SUCCESS) {
     status = LmdbStatus(rc, "open the meta database of " + path);
