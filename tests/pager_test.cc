@@ -688,3 +688,33 @@ TEST_CASE("no thread to be had: faults go on with the loaders there are, never a
   });
   CHECK(rc == 0);
 }
+
+TEST_CASE("no thread to be had: Create says which error, and prefault_cache goes on without its thread") {
+  // Regression: a prefault thread that could not be created threw std::system_error out of
+  // OpenFile (the tool reported it as "Internal"); and the refusal to start any loader did not
+  // name the error.
+  int rc = bigarray::testing::InChild([] {
+    PagerOptions o;
+    o.cache_bytes = 64 * kBlock;
+    o.loader_threads = 1;
+    o.prefault_cache = true;
+    auto pager = Pager::Create(o).value();  // its loader starts before the limit
+    if (getuid() == 0 && setuid(65534) != 0) return 10;  // root is exempt from RLIMIT_NPROC
+    struct rlimit none{0, 0};
+    if (setrlimit(RLIMIT_NPROC, &none) != 0) return 11;
+    auto refused = Pager::Create(o);
+    if (refused.ok() || refused.status().code() != Code::kResourceExhausted) return 12;
+    const std::string m = refused.status().message();
+    if (m.find("could not create a thread for the pager's loader: Resource temporarily unavailable (EAGAIN)") ==
+        std::string::npos) {
+      std::fprintf(stderr, "%s\n", m.c_str());
+      return 13;
+    }
+    auto source = std::make_shared<FakeSource>();
+    auto file = pager->OpenFile(source, kBlock, "array 'test'");  // threw before
+    if (!file.ok()) return 14;
+    auto m2 = (*file)->Map(0, 2).value();
+    return ReadByte(m2->data() + kBlock) == FakeSource::Byte(0, 1, 0) ? 0 : 15;
+  });
+  CHECK(rc == 0);
+}

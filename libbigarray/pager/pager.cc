@@ -45,6 +45,14 @@ constexpr uint32_t kMaxSlots = 16384;  // bounds a pool's memfd and bookkeeping;
                                        // are budgeted separately (MapBudget)
 constexpr unsigned kMinBudgetBlocks = 8;
 
+// "Resource temporarily unavailable (EAGAIN)": the text and the name of a system error.
+std::string ErrorText(const std::system_error& e) {
+  const char* name = e.code().category() == std::generic_category() || e.code().category() == std::system_category()
+                         ? strerrorname_np(e.code().value())
+                         : nullptr;
+  return e.code().message() + (name ? std::string(" (") + name + ")" : std::string());
+}
+
 Status PreadFull(int fd, std::byte* dst, size_t n, off_t off, const std::string& what) {
   while (n > 0) {
     ssize_t r = pread(fd, dst, n, off);
@@ -90,7 +98,8 @@ struct Pool {
   std::vector<uint8_t> read_only;
   std::byte* SlotAddr(int32_t slot) const { return base + static_cast<size_t>(slot) * block_size; }
 
-  // Faults the whole pool in, on a thread of its own (PagerOptions::prefault_cache).
+  // Faults the whole pool in, on a thread of its own (PagerOptions::prefault_cache). Throws
+  // std::system_error when no thread can be created.
   void StartPrefault() {
     warmer = std::thread([this] {
       constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, Linux 5.14
@@ -312,8 +321,9 @@ Status PagerImpl::Start() {
     for (unsigned i = 0; i < n; ++i) loaders_.emplace_back([this] { LoaderMain(); });
   } catch (const std::system_error& e) {
     if (loaders_.empty()) {  // one is enough to work, more only make it faster
-      return ResourceExhausted(std::string("cannot start the pager's loader thread: ") + e.what() +
-                               " (limit on processes or threads: ulimit -u; address space: ulimit -v)");
+      return ResourceExhausted("could not create a thread for the pager's loader: " + ErrorText(e) +
+                               "; the limit on processes or threads (ulimit -u) or on address space "
+                               "(ulimit -v) may be reached");
     }
   }
   return Status::Ok();
@@ -329,7 +339,7 @@ void PagerImpl::BeginIo() {
       // behind another block's I/O, or behind a loader waiting for room (P9 no longer holds),
       // never that it fails.
       if (!thread_warned_ && options_.logger) {
-        options_.logger->warn("could not start another loader thread ({}); going on with {}", e.what(),
+        options_.logger->warn("could not create another loader thread ({}); going on with {}", ErrorText(e),
                               loaders_.size());
       }
       thread_warned_ = true;
@@ -400,7 +410,16 @@ Result<std::shared_ptr<PagedFile>> PagerImpl::OpenFile(std::shared_ptr<BlockSour
     if (base == MAP_FAILED) return ErrnoStatus(errno, "map the page cache");
     p->base = static_cast<std::byte*>(base);
     p->read_only.assign(slots, 0);
-    if (options_.prefault_cache) p->StartPrefault();
+    if (options_.prefault_cache) {
+      try {
+        p->StartPrefault();
+      } catch (const std::system_error& e) {
+        // Only an optimization: without it, each page's first load faults its memory in.
+        if (options_.logger) {
+          options_.logger->warn("could not create a thread to prefault the cache ({}); going on without", ErrorText(e));
+        }
+      }
+    }
     pool = std::move(p);
   }
   auto state = std::make_unique<FileState>();
