@@ -2,12 +2,15 @@
 // corruption detection, cross-process snapshots and change logs, and LMDB error translation.
 #include <doctest/doctest.h>
 #include <lmdb.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -538,6 +541,98 @@ TEST_CASE("read-only stores read and refuse to commit") {
     return (*r)->Commit(b).status().code() == Code::kFailedPrecondition ? 0 : 4;
   });
   CHECK(rc == 0);
+}
+
+// Runs fn() in a child process with a private mount namespace (as `unshare -m` makes); returns
+// its exit code, or -1 when this process may not make one (not root, or no CAP_SYS_ADMIN).
+template <typename Fn>
+int InMountNamespace(Fn fn) {
+  return InChild([&] {
+    if (unshare(CLONE_NEWNS) != 0) return 77;
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 78;
+    return fn();
+  });
+}
+
+TEST_CASE("read-only opens: a read-only file system needs no lock file; a read-only mount of a writable one, or a lock file this user may not write, is refused saying what to do") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto w = Open(db);
+    WriteBatch b(0);
+    b.PutBlock(1, 0, Pattern(kBlock, 5));
+    REQUIRE(w->Commit(b).ok());
+  }
+  LmdbOptions ro;
+  ro.read_only = true;
+  auto reads = [&](const std::string& path) {
+    auto r = OpenLmdbStore(path, ro);
+    if (!r.ok()) {
+      std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
+      return false;
+    }
+    std::vector<std::byte> out(kBlock);
+    return (*r)->OpenSnapshot().value()->ReadBlock(1, 0, out).ok() && out == Pattern(kBlock, 5);
+  };
+  SUBCASE("a read-only file system: read without LMDB's lock file") {
+    // A tmpfs holding a copy without lock.mdb, remounted read-only (its superblock is).
+    const int rc = InMountNamespace([&] {
+      const std::string top = dir / "fs";
+      if (mkdir(top.c_str(), 0755) != 0 || mount("none", top.c_str(), "tmpfs", 0, "size=80m") != 0) return 10;
+      const std::string copy = top + "/db";
+      std::error_code ec;
+      std::filesystem::create_directory(copy, ec);
+      std::filesystem::copy_file(db + "/data.mdb", copy + "/data.mdb", ec);
+      if (ec) return 11;
+      if (mount(nullptr, top.c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr) != 0) return 12;
+      if (!reads(copy)) return 13;
+      return std::filesystem::exists(copy + "/lock.mdb") ? 14 : 0;
+    });
+    if (rc == 77 || rc == 78) {
+      MESSAGE("skipped: no private mount namespace here");
+    } else {
+      CHECK(rc == 0);
+    }
+  }
+  SUBCASE("a read-only bind mount of a writable file system: refused") {
+    // Regression: LMDB, seeing EROFS, read without registering in lock.mdb, while a writer
+    // through the writable mount could reuse the pages it read.
+    const int rc = InMountNamespace([&] {
+      if (mount(db.c_str(), db.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
+          mount(nullptr, db.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+        return 10;
+      }
+      auto r = OpenLmdbStore(db, ro);
+      if (r.ok()) return 11;
+      const std::string m = r.status().message();
+      const bool says = m.find("is on a read-only mount of a file system that may be writable through another mount") !=
+                            std::string::npos &&
+                        m.find("mount it read-write (the handle stays read-only), or copy the database") != std::string::npos;
+      if (!says) std::fprintf(stderr, "%s\n", m.c_str());
+      return r.status().code() != Code::kIOError ? 12 : says ? 0 : 13;
+    });
+    if (rc == 77 || rc == 78) {
+      MESSAGE("skipped: no private mount namespace here");
+    } else {
+      CHECK(rc == 0);
+    }
+  }
+  SUBCASE("a lock file this user may not write: refused") {
+    if (getuid() != 0) return;  // needs another user than the database's owner
+    REQUIRE(chmod(dir.path().c_str(), 0755) == 0);
+    const int rc = InChild([&] {
+      if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
+      auto r = OpenLmdbStore(db, ro);
+      if (r.ok()) return 11;
+      const std::string m = r.status().message();
+      const bool says = m.find("this user may not write it (or create it there); ask for write permission on " + db +
+                               "/lock.mdb") != std::string::npos &&
+                        m.find("Permission denied") != std::string::npos;
+      if (!says) std::fprintf(stderr, "%s\n", m.c_str());
+      return says ? 0 : 12;
+    });
+    CHECK(rc == 0);
+  }
 }
 
 TEST_CASE("LmdbStatus translates every LMDB code") {

@@ -45,6 +45,7 @@
 #include "checksum.h"
 #include "block_delta.h"
 #include "lmdb_records.h"
+#include "lmdb_mounts.h"
 #include "lmdb_status.h"
 
 namespace bigarray::storage {
@@ -493,15 +494,29 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   if (has_data) map = std::max<uint64_t>(map, static_cast<uint64_t>(st.st_size));
   mdb_env_set_mapsize(env->env_, map);
   unsigned flags = MDB_NOTLS | (options.read_only ? MDB_RDONLY : MDB_WRITEMAP);
+  // LMDB registers every reader in lock.mdb, so that no writer reuses the pages it reads. A
+  // reader may skip that (MDB_NOLOCK) only where no writer can exist: on a read-only file
+  // system. A read-only mount of a file system writable elsewhere, or a lock file this user
+  // may not write, proves nothing about other writers (lmdb_mounts.h).
+  const std::string why_lock = "LMDB must register this reader in " + path +
+                               "/lock.mdb so that no writer reuses the pages it reads, and ";
+  const std::string or_copy = "or copy the database elsewhere and read the copy";
+  if (options.read_only) {
+    BA_ASSIGN_OR_RETURN(const internal::ReadOnlyPlace place, internal::ReadOnlyPlaceOf(path));
+    if (place == internal::ReadOnlyPlace::kReadOnlyFs) flags |= MDB_NOLOCK;
+    if (place == internal::ReadOnlyPlace::kReadOnlyMountOnly) {
+      return ErrnoStatus(EROFS, "open " + path + " read-only: " + why_lock + path +
+                                    " is on a read-only mount of a file system that may be writable through another "
+                                    "mount (a read-only bind mount or container volume), where a writer would not "
+                                    "see this reader; mount it read-write (the handle stays read-only), " + or_copy);
+    }
+  }
   rc = mdb_env_open(env->env_, path.c_str(), flags, 0644);
   if (rc == EACCES && options.read_only) {
-    // LMDB registers every reader in lock.mdb, so that no writer reuses the pages it reads; it
-    // skips that only on a read-only file system (EROFS), where no writer can exist. Opening
-    // without the lock file (MDB_NOLOCK) elsewhere would be unsafe whenever someone else may
-    // write: permissions alone cannot tell.
-    return LmdbStatus(rc, "open " + path + " read-only: its lock file " + path +
-                              "/lock.mdb cannot be opened for writing, which LMDB needs to register readers "
-                              "(except on a read-only mount); give this user write permission on it");
+    return ErrnoStatus(rc, "open " + path + " read-only: " + why_lock +
+                               "this user may not write it (or create it there); ask for write permission on " +
+                               path + "/lock.mdb (on " + path + " when it has none yet), " + or_copy +
+                               " (bigarray does not read without the lock: another user may be writing)");
   }
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
   mdb_env_get_fd(env->env_, &env->fd_);
