@@ -1,6 +1,9 @@
 // Database, Array and transactions: semantics.md T1-T8 and A1, A2, A4-A7, with several handles
 // in one process and in separate processes. (Indexing and assignment: view_test.cc.)
 #include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -335,6 +338,51 @@ TEST_CASE("T8: a transaction larger than the cache commits") {
   auto db = OpenDb(dir / "db", SmallCache(8));
   auto d = Doubles(db.Get("big").value().view().value());
   for (int64_t i = 0; i < n; ++i) REQUIRE(d[i] == static_cast<double>(i));
+}
+
+TEST_CASE("a disk too full to spill to: Fill, Assign, Append and Resize return kNoSpace before writing; the process lives") {
+  // Regression (issue 13): an Append or Fill larger than the cache on a full disk ended the
+  // process with SIGBUS ("a dirty page ... could not be spilled") inside a page fault. The
+  // full disk is simulated with RLIMIT_FSIZE (writes past it fail with EFBIG, SIGXFSZ ignored).
+  TempDir dir;
+  const int64_t n = 64 * 8192;  // 64 blocks through an 8-block cache
+  int rc = InChild([&] {
+    Options o = SmallCache(8);
+    o.spill_dir = dir / "spill";
+    if (mkdir(o.spill_dir.c_str(), 0755) != 0) return 10;
+    auto opened = Database::Open(dir / "db", o);
+    if (!opened.ok()) return 11;
+    Database db = std::move(*opened);
+    auto x = db.Create("x", {n}, "f8", Blocks()).value();
+    if (!db.Commit().ok()) return 12;
+    struct rlimit was;
+    if (getrlimit(RLIMIT_FSIZE, &was) != 0) return 13;
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit full{1 << 20, was.rlim_max};
+    if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
+    auto no_space = [&](const Status& st) {
+      const bool says = st.code() == Code::kNoSpace && st.message().find("scratch space") != std::string::npos;
+      if (!says) std::fprintf(stderr, "%s\n", st.ToString().c_str());
+      return says;
+    };
+    if (!no_space(x.view().value().Fill(1.0))) return 15;
+    std::vector<double> values(static_cast<size_t>(n), 2.0);
+    const View src = View::Wrap(values.data(), DType::Of<double>(), {n}).value();
+    if (!no_space(x.view().value().Assign(src))) return 16;
+    if (!no_space(x.Append(src))) return 17;
+    if (x.shape() != std::vector<int64_t>{n} || db.cache_stats().dirty_blocks != 0) return 18;
+    // What fits in the cache needs no scratch space, full disk or not.
+    if (!x.Index({Slice{0, 2 * 8192, 1}}).value().Fill(3.0).ok()) return 19;
+    if (!x.Resize({n - 100}).ok()) return 20;
+    // With room again, the whole write spills, and commits.
+    if (setrlimit(RLIMIT_FSIZE, &was) != 0) return 21;
+    if (!x.Append(View::Wrap(values.data(), DType::Of<double>(), {100}).value()).ok()) return 22;
+    if (!x.view().value().Fill(4.0).ok() || db.cache_stats().spills == 0) return 23;
+    if (!db.Commit().ok()) return 24;
+    const auto d = Doubles(x.view().value());
+    return d[0] == 4.0 && d[static_cast<size_t>(n) - 1] == 4.0 ? 0 : 25;
+  });
+  CHECK(rc == 0);
 }
 
 TEST_CASE("A4: views of a huge array touch nothing; an array beyond the address space is indexed in parts") {

@@ -527,6 +527,9 @@ class PyArray {
     }
     ba::View v = Index(key, &ellipsis);
     py::array target = ToNumpy(v, false);
+    // NumPy writes through the view's memory, by page faults: set the scratch space aside first,
+    // so that a disk too full for what the writes may spill raises OSError here instead.
+    ba::WriteReservation reserved = Value(NoGil([&] { return v.ReserveWrite(); }));
     const uint64_t slab_bytes = std::max<uint64_t>(state_->cache_bytes / 4, 1);
     if (v.ndim() == 0 || static_cast<uint64_t>(v.nbytes()) <= slab_bytes || v.shape()[0] <= 1) {
       Check(NoGil([&] { return v.Load(); }));

@@ -281,6 +281,17 @@ class MappingBacking final : public Backing {
     if (begin == end) return Status::Ok();
     return mapping_->Load(static_cast<size_t>(begin - mapping_->data()), static_cast<size_t>(end - begin));
   }
+  Result<WriteReservation> ReserveWrite(const std::byte* begin, const std::byte* end, int64_t elements) const override {
+    if (begin == end || elements <= 0) return WriteReservation();
+    // An element never straddles two blocks (block sizes are multiples of 4096, item sizes
+    // divide it), so `elements` bounds the blocks written.
+    const uint64_t bs = mapping_->file()->block_size();
+    const uint64_t first = mapping_->first_block() + static_cast<uint64_t>(begin - mapping_->data()) / bs;
+    const uint64_t last = mapping_->first_block() + (static_cast<uint64_t>(end - mapping_->data()) - 1) / bs;
+    BA_ASSIGN_OR_RETURN(pager::WriteReservation r,
+                        mapping_->file()->ReserveForWrite(first, last + 1, static_cast<uint64_t>(elements)));
+    return WriteReservation(std::make_shared<pager::WriteReservation>(std::move(r)));
+  }
 
  private:
   std::shared_ptr<pager::Mapping> mapping_;
@@ -1299,10 +1310,13 @@ Status Array::Resize(std::vector<int64_t> shape) {
     // What can fail comes first, so that a failed resize changes nothing: the new last block
     // (below `keep`), loaded before anything is released.
     std::shared_ptr<pager::Mapping> last_block;
+    pager::WriteReservation reserved;
     const size_t from = static_cast<size_t>(new_bytes % static_cast<int64_t>(bs));
     if (from != 0) {
-      BA_ASSIGN_OR_RETURN(last_block, a.file->Map(static_cast<uint64_t>(new_bytes) / bs, 1));
+      const uint64_t block = static_cast<uint64_t>(new_bytes) / bs;
+      BA_ASSIGN_OR_RETURN(last_block, a.file->Map(block, 1));
       BA_RETURN_IF_ERROR(last_block->Load(from, bs - from));  // load errors come back here, not as a fault
+      BA_ASSIGN_OR_RETURN(reserved, a.file->ReserveForWrite(block, block + 1, 1));  // and a full disk
     }
     // zero_from before Truncate: a load that starts between the two then reads zeros.
     a.source->zero_from.store(std::min(a.source->zero_from.load(), keep));
