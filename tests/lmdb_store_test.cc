@@ -213,6 +213,21 @@ TEST_CASE("S8: FIFOs, directories and dangling links in place of LMDB's files ar
     REQUIRE(mkdir((db + "/lock.mdb").c_str(), 0755) == 0);
     CHECK(OpenLmdbStore(db, {}).status().message().find("lock.mdb is not a regular file") != std::string::npos);
   }
+  SUBCASE("data.mdb a dangling symbolic link") {
+    // Regression: reported as "the directory has no data.mdb", and a writing open as "a
+    // non-empty directory without data.mdb"; LMDB would have created the link's target.
+    rename((db + "/data.mdb").c_str(), (dir / "moved").c_str());
+    REQUIRE(symlink((dir / "gone").c_str(), (db + "/data.mdb").c_str()) == 0);
+    for (bool read_only : {false, true}) {
+      LmdbOptions o;
+      o.read_only = read_only;
+      auto r = OpenLmdbStore(db, o);
+      CHECK(r.status().code() == Code::kNotFound);
+      CHECK(r.status().message() == "no bigarray database at " + db + ": its data.mdb is a symbolic link to " +
+                                        (dir / "gone") + ", which does not exist");
+    }
+    CHECK_FALSE(std::filesystem::exists(dir / "gone"));
+  }
   SUBCASE("lock.mdb a dangling symbolic link") {
     unlink((db + "/lock.mdb").c_str());
     REQUIRE(symlink((dir / "nowhere").c_str(), (db + "/lock.mdb").c_str()) == 0);

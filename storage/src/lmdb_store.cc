@@ -452,6 +452,15 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   if (has_data && !S_ISREG(st.st_mode)) {
     return InvalidArgument(data_file + " is not a regular file: refusing to open it as a database");
   }
+  if (exists && !has_data) {
+    // A link to nothing: the database file is gone (LMDB would create a new one at its target).
+    char target[4096];
+    const ssize_t n = readlink(data_file.c_str(), target, sizeof target - 1);
+    if (n >= 0) {
+      return NotFound("no bigarray database at " + path + ": its data.mdb is a symbolic link to " +
+                      std::string(target, static_cast<size_t>(n)) + ", which does not exist");
+    }
+  }
   if (exists) {
     const std::string lock_file = path + "/lock.mdb";
     struct stat lst;
