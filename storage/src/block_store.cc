@@ -6,6 +6,7 @@
 
 #include "bigarray/storage/block_store.h"
 #include "change_log.h"
+#include "checksum.h"
 
 namespace bigarray::storage {
 
@@ -18,6 +19,13 @@ bool ChangeSet::BlockChanged(ArrayId a, BlockIndex i) const {
 bool ChangeSet::MetaChanged(std::string_view key) const {
   if (!complete) return true;
   return std::find(meta_keys.begin(), meta_keys.end(), key) != meta_keys.end();
+}
+
+Status CheckBlockRange(const BlockFileRange& range, std::span<const std::byte> bytes) {
+  if (internal::BlockHasher::Of(range.seed, bytes) != range.checksum) {
+    return Corruption(range.what + ": checksum mismatch (the data on disk is damaged)");
+  }
+  return Status::Ok();
 }
 
 size_t TrimmedSize(std::span<const std::byte> data) noexcept {

@@ -789,6 +789,7 @@ class LmdbSnapshot final : public Snapshot {
 
   CommitId commit_id() const override { return commit_; }
   Status ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) override;
+  Result<std::optional<BlockFileRange>> MappableBlock(ArrayId a, BlockIndex i, size_t block_size) override;
   Status ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) override;
   Result<std::optional<std::string>> GetMeta(std::string_view key) override;
   Status ForEachMeta(std::string_view prefix,
@@ -807,6 +808,8 @@ class LmdbSnapshot final : public Snapshot {
     Status tally;  // kCorruption naming the difference, or ok
   };
   Result<Walked> Walk(ArrayId a, const std::function<void(BlockIndex, const Status&)>* damaged = nullptr);
+  // The records of block i: its whole-block record (if any) first, then its deltas.
+  Result<std::vector<RecordRef>> BlockRecords(ArrayId a, BlockIndex i);
 
   const std::shared_ptr<Env> env_;
   MDB_txn* const txn_;
@@ -814,16 +817,45 @@ class LmdbSnapshot final : public Snapshot {
   std::mutex mu_;  // serializes LMDB calls on txn_
 };
 
-Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) {
+Result<std::vector<RecordRef>> LmdbSnapshot::BlockRecords(ArrayId a, BlockIndex i) {
   std::vector<RecordRef> records;
-  {
-    BlockKey key(a, i);
-    std::shared_lock map_lock(env_->map_mu_);
-    std::lock_guard lock(mu_);
-    BA_RETURN_IF_ERROR(CollectRecords(
-        txn_, *env_, key, [&](const unsigned char* k) { return std::memcmp(k, key.bytes, 16) == 0; }, &records,
-        "look up " + BlockName(a, i)));
+  BlockKey key(a, i);
+  std::shared_lock map_lock(env_->map_mu_);
+  std::lock_guard lock(mu_);
+  BA_RETURN_IF_ERROR(CollectRecords(
+      txn_, *env_, key, [&](const unsigned char* k) { return std::memcmp(k, key.bytes, 16) == 0; }, &records,
+      "look up " + BlockName(a, i)));
+  return records;
+}
+
+Result<std::optional<BlockFileRange>> LmdbSnapshot::MappableBlock(ArrayId a, BlockIndex i, size_t block_size) {
+  BA_ASSIGN_OR_RETURN(std::vector<RecordRef> records, BlockRecords(a, i));
+  std::optional<BlockFileRange> range;
+  if (records.empty()) return std::optional<BlockFileRange>(BlockFileRange{});  // never written, or deleted: zeros
+  const RecordRef& r = records[0];
+  if (records.size() != 1 || r.is_delta() || !r.page_offset) return range;  // deltas, or inside a page
+  BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, a, r));
+  const size_t payload = r.size - h.header_bytes;
+  if (payload > block_size) {
+    return Corruption(RecordName(a, r) + ": stored payload of " + std::to_string(payload) +
+                      " bytes does not fit a block of " + std::to_string(block_size) + " bytes");
   }
+  const off_t start = *r.page_offset + static_cast<off_t>(kPageHeader + h.header_bytes);
+  const auto page = static_cast<off_t>(sysconf(_SC_PAGESIZE));
+  if (start % page != 0 || static_cast<off_t>(payload) % page != 0) return range;  // a short header
+  // Pages past the end of the file would raise SIGBUS in whoever reads them: a damaged size.
+  struct stat st;
+  if (fstat(env_->fd_, &st) != 0) return ErrnoStatus(errno, "stat " + env_->path_ + "/data.mdb");
+  if (start + static_cast<off_t>(payload) > st.st_size) {
+    return Corruption(RecordName(a, r) + ": its payload of " + std::to_string(payload) +
+                      " bytes would end past the end of data.mdb (" + std::to_string(st.st_size) + " bytes)");
+  }
+  return std::optional<BlockFileRange>(
+      BlockFileRange{env_->fd_, start, payload, h.checksum, internal::PayloadSeed(a, i, h), RecordName(a, r)});
+}
+
+Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) {
+  BA_ASSIGN_OR_RETURN(std::vector<RecordRef> records, BlockRecords(a, i));
   size_t filled = 0;  // bytes of `out` written so far; the rest is zero-filled at the end
   std::vector<std::byte> delta;
   for (const RecordRef& r : records) {
@@ -1118,6 +1150,7 @@ class LmdbStore final : public BlockStore {
     return LmdbStatus(mdb_env_sync(env_->env_, 1), "sync " + env_->path_);
   }
   std::string Describe() const override { return env_->path_; }
+  bool MapsBlocks() const override { return true; }
 
  private:
   // One attempt; kNoSpace with `*map_full` set asks the caller to grow the map and retry.

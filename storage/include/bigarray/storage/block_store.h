@@ -78,6 +78,24 @@ struct ChangeSet {
 // The length of `data` without its trailing zero bytes (0 for an all-zero block).
 size_t TrimmedSize(std::span<const std::byte> data) noexcept;
 
+// A stored block's payload as a range of a file that a reader may map (mmap) instead of reading
+// it: zero-copy reads (docs/pager.md, "Mapped blocks"). The range's bytes stay put as long as the
+// snapshot that gave it lives; a caller that keeps them mapped longer must drop them before it
+// releases that snapshot, unless a later snapshot it holds says the block did not change.
+struct BlockFileRange {
+  int fd = -1;           // the store's file (owned by the store); -1 when `length` is 0
+  off_t offset = 0;      // a multiple of the page size
+  size_t length = 0;     // payload bytes: a multiple of the page size, at most the block size;
+                         // the rest of the block reads as zeros. 0: the block is all zeros
+  uint64_t checksum = 0;  // what CheckBlockRange compares: XXH3-64 of the bytes, seeded with `seed`
+  uint64_t seed = 0;
+  std::string what;      // names the record in messages ("array #3 block 7")
+};
+
+// Checks bytes of a BlockFileRange, read through a mapping of it, against its checksum:
+// kCorruption as Snapshot::ReadBlock reports it.
+Status CheckBlockRange(const BlockFileRange& range, std::span<const std::byte> bytes);
+
 // A set of block and metadata changes to commit atomically. Deleted ranges are applied before
 // block puts, so a batch may delete a range and store some blocks of it again.
 class WriteBatch {
@@ -149,6 +167,15 @@ class Snapshot {
   // checksum does not match or the payload is longer than `out`.
   virtual Status ReadBlock(ArrayId array, BlockIndex index, std::span<std::byte> out) = 0;
 
+  // Where the block's bytes can be mapped from instead of read (BlockFileRange): checks what
+  // locating it reads (the record's header, that the range lies within the file), but not the
+  // payload. nullopt when the block cannot be shown that way (a store without a file, a payload
+  // stored inside a page or as deltas): read it with ReadBlock.
+  virtual Result<std::optional<BlockFileRange>> MappableBlock(ArrayId array, BlockIndex index, size_t block_size) {
+    (void)array, (void)index, (void)block_size;
+    return std::optional<BlockFileRange>();
+  }
+
   // Stored blocks of `array` in index order, without reading payloads; `fn` returns false to stop.
   virtual Status ForEachBlock(ArrayId array, const std::function<bool(const BlockInfo&)>& fn) = 0;
 
@@ -193,6 +220,9 @@ class BlockStore {
 
   // A short description for messages, e.g. the path.
   virtual std::string Describe() const = 0;
+
+  // Whether snapshots may answer MappableBlock with a range (a store kept in a local file).
+  virtual bool MapsBlocks() const { return false; }
 
   // Waits until a commit newer than `after` exists, from any client of the store, and returns
   // the newest commit id, or nullopt when `timeout` passes first. Stores that can be shared
