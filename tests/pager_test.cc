@@ -20,10 +20,14 @@
 #include "pager/fault_source.h"
 #include "pager/map_budget.h"
 #include "pager/pager.h"
+#include "pager_test_util.h"
 #include "test_util.h"
 
 using namespace bigarray;
 using namespace bigarray::pager;
+using bigarray::testing::ReadByte;
+using bigarray::testing::WithAndWithoutCpuAccessBit;
+using bigarray::testing::WriteByte;
 
 namespace {
 
@@ -102,28 +106,11 @@ struct Fixture {
   std::shared_ptr<PagedFile> file;
 };
 
-std::byte ReadByte(const std::byte* p) { return *static_cast<const volatile std::byte*>(p); }
-void WriteByte(std::byte* p, std::byte v) { *static_cast<volatile std::byte*>(p) = v; }
-
 // Waits (bounded) for a condition another thread brings about.
 template <typename Pred>
 bool Eventually(Pred pred) {
   for (int i = 0; i < 20000 && !pred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return pred();
-}
-
-// Runs the body once with the CPU's read/write bit and once without it (as on a CPU that does
-// not report it), so that the pager's fallback rule is tested here too.
-template <typename Body>
-void WithAndWithoutCpuAccessBit(Body body) {
-  struct Restore {
-    ~Restore() { SignalFaultSource::IgnoreCpuAccessBitForTesting(false); }
-  } restore;  // also when a REQUIRE throws
-  for (bool ignore : {false, true}) {
-    CAPTURE(ignore);
-    SignalFaultSource::IgnoreCpuAccessBitForTesting(ignore);
-    body();
-  }
 }
 
 // Starts `n` threads, thread t reading byte t of block b through m; `ok` counts right values.

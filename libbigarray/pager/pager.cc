@@ -150,9 +150,11 @@ struct Request {
 }  // namespace
 
 struct Page {
-  enum State : uint8_t { kLoading, kClean, kDirty, kSpilling, kSpilled };
+  enum State : uint8_t { kLoading, kClean, kDirty, kSpilling, kSpilled, kMapped };
   State state = kLoading;
   bool from_spill = false;   // kLoading: the data comes from the spill file; becomes kDirty
+  bool from_file = false;    // kLoading: being mapped from the file; becomes kMapped
+  bool room = false;         // counts in resident_bytes_ without a slot (kMapped, from_file)
   bool invalidated = false;  // kLoading/kSpilling: drop the result when done
   bool writeout = false;     // held by a Writeout: write-protected, not evictable
   bool doomed = false;       // to be dropped, but still visible in a mapping (map entries ran
@@ -161,11 +163,15 @@ struct Page {
   int8_t home = -1;          // the mapping holding the slot's page-table entries; -1: the pool
   int32_t slot = -1;
   uint64_t spill_offset = 0;
+  // kMapped: the block's bytes are `range` of its file (BlockSource::MapBlock), shown read-only;
+  // `file_map` is a populated mapping of that range not yet moved into a view (or null).
+  FileRange range;
+  std::byte* file_map = nullptr;
   uint64_t mapped = 0;    // bit i: mapped in the file's mapping i
   uint64_t writable = 0;  // subset of mapped with PROT_WRITE
   FileState* file = nullptr;
   uint64_t block = 0;
-  Page* lru_prev = nullptr;  // in the LRU list iff state is kClean or kDirty
+  Page* lru_prev = nullptr;  // in the LRU list iff state is kClean, kDirty or kMapped
   Page* lru_next = nullptr;
   bool in_lru = false;
   std::vector<Request> waiters;
@@ -208,6 +214,14 @@ class FileState {
   unsigned in_flight = 0;               // pages in a transient state
 };
 
+namespace {
+// Map entries one view of a page costs (MapBudget): the page splits the view's reservation in
+// three (+2); a block mapped from its file that ends in zeros maps them as a part of its own (+1).
+int ViewCost(const Page& p) {
+  return p.state == Page::kMapped && p.range.length > 0 && p.range.length < p.file->block_size ? 3 : 2;
+}
+}  // namespace
+
 class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<PagerImpl> {
  public:
   explicit PagerImpl(const PagerOptions& o);
@@ -245,12 +259,20 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   void Enqueue(Request req);  // REQUIRES: mu_ held
 
   // REQUIRES: mu_ held (lk). May release and re-acquire it (to spill). nullopt: no slot
-  // (prefetch only, or an error stored in *error).
+  // (prefetch only, or an error stored in *error). With `need_slot` false it only makes room in
+  // the budget for a block of the pool's size (a block mapped from its file) and returns 0.
   std::optional<uint32_t> AllocateSlot(std::unique_lock<std::mutex>& lk, Pool& pool, bool prefetch,
-                                       Status* error);
+                                       Status* error, bool need_slot = true);
+  // An absent block that a read wants, shown from its file (docs/pager.md, "Mapped blocks").
+  // kDone: req was completed (or a prefetch given up); kRetry: look at the page again; kCopy:
+  // the file cannot show it, load a copy. REQUIRES: mu_ held (lk); releases it for the I/O.
+  enum class MapOutcome { kDone, kRetry, kCopy };
+  MapOutcome MapFromFile(std::unique_lock<std::mutex>& lk, FileState* f, Request& req);
   // The rest REQUIRE mu_ held. Those returning bool report failure with errno set.
   bool FreeSlot(Page& p);                        // false: still mapped somewhere, slot kept
   bool MapInto(Page& p, const MappingRef& ref);
+  bool MapFileInto(Page& p, std::byte* addr);  // a kMapped page at addr, read-only
+  void DropFileMap(Page& p);                   // unmaps p.file_map, if any
   bool UnmapAll(Page& p);                        // false: still visible in some mapping
   bool WriteProtect(Page& p);
   bool Erase(Page& p);                           // p stable; false: p is doomed instead
@@ -320,7 +342,8 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
 
   // Counters, read without the lock by Stats.
   std::atomic<uint64_t> faults_{0}, loads_{0}, readahead_loads_{0}, evictions_{0}, spills_{0},
-      map_reclaims_{0};
+      map_reclaims_{0}, file_maps_{0};
+  uint64_t file_bytes_ = 0;  // guarded by mu_: of resident_bytes_, blocks mapped from files
 
   std::vector<std::thread> loaders_;  // guarded by mu_ (grows on demand, joined at destruction)
 };
@@ -549,7 +572,7 @@ void PagerImpl::Unmap(Mapping& m) {
   for (auto& [block, p] : f->pages) {
     if (!(p.mapped & bit)) continue;
     p.ForgetReadRetries(static_cast<int>(m.index_));
-    ChargeMapEntries(p, -2);
+    ChargeMapEntries(p, -ViewCost(p));
     p.mapped &= ~bit;
     p.writable &= ~bit;
     if (p.home == static_cast<int8_t>(m.index_)) {  // its entries died with the range
@@ -718,8 +741,16 @@ void PagerImpl::Process(Request req) {
     Complete(req, FaultOutcome::kForeign, Status());
     return;
   }
+  bool copy = false;  // the file cannot show this block: load a copy
   for (;;) {
     auto it = f->pages.find(req.block);
+    if (it == f->pages.end() && !req.write && !copy && f->source->MapsBlocks()) {
+      // Empty, and a read wants it: show it from its file if the file can.
+      const MapOutcome outcome = MapFromFile(lk, f, req);
+      if (outcome == MapOutcome::kDone) return;
+      copy = outcome == MapOutcome::kCopy;
+      continue;
+    }
     if (it == f->pages.end()) {
       // Empty: load it.
       Status error;
@@ -842,7 +873,8 @@ void PagerImpl::Process(Request req) {
         continue;
       }
       case Page::kClean:
-      case Page::kDirty: {
+      case Page::kDirty:
+      case Page::kMapped: {
         if (req.prefetch) return;
         const uint64_t bit = uint64_t{1} << req.mapping.index;
         const bool here = req.mapping.serial != 0 && req.mapping.serial == f->mappings[req.mapping.index].serial;
@@ -855,6 +887,17 @@ void PagerImpl::Process(Request req) {
           for (const Page::ReadRetry& r : p.read_retries) {
             if (r.tid == req.tid && r.index == static_cast<int8_t>(req.mapping.index)) req.write = true;
           }
+        }
+        if (req.write && p.state == Page::kMapped) {
+          // A first write to a block shown from its file: it becomes a copy in the pool (the
+          // file's pages are the committed state, shared with every reader).
+          if (!Evict(p)) {
+            Complete(req, FaultOutcome::kFatal,
+                     ErrnoStatus(errno, "unmap " + f->name + " block " + std::to_string(req.block) + " to write it"));
+            return;
+          }
+          copy = true;
+          continue;
         }
         if (req.write && p.writeout) {  // being committed: the write belongs to the next transaction
           p.waiters.push_back(std::move(req));
@@ -900,13 +943,105 @@ void PagerImpl::Process(Request req) {
   }
 }
 
+namespace {
+constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ, Linux 5.14
+
+// Maps `r` read-only at an address of the kernel's choosing, faults every page of it in and
+// checks it. nullptr with *error ok: the file cannot show it here (no map entry to be had, an
+// I/O error or a kernel without MADV_POPULATE_READ): the caller loads a copy, whose read reports
+// an I/O error as an error instead of a SIGBUS. nullptr with *error set: the check failed.
+std::byte* MapChecked(const FileRange& r, Status* error) {
+  void* m = mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
+  if (m == MAP_FAILED) return nullptr;
+  auto* bytes = static_cast<std::byte*>(m);
+  // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error.
+  if (madvise(m, r.length, kPopulateRead) != 0) {
+    munmap(m, r.length);
+    return nullptr;
+  }
+  if (r.check) *error = r.check(std::span<const std::byte>(bytes, r.length));
+  if (!error->ok()) {
+    munmap(m, r.length);
+    return nullptr;
+  }
+  return bytes;
+}
+}  // namespace
+
+PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, FileState* f, Request& req) {
+  Status error;
+  if (!AllocateSlot(lk, *f->pool, req.prefetch, &error, /*need_slot=*/false)) {
+    if (!error.ok()) Complete(req, FaultOutcome::kFatal, error);
+    return MapOutcome::kDone;  // or a prefetch given up
+  }
+  if (f->pages.count(req.block)) {  // someone loaded it while AllocateSlot had the lock released
+    resident_bytes_ -= f->block_size;
+    return MapOutcome::kRetry;
+  }
+  Page& p = f->pages[req.block];
+  p.file = f;
+  p.block = req.block;
+  p.state = Page::kLoading;
+  p.from_file = true;
+  p.room = true;
+  ++f->in_flight;
+  BeginIo();
+  Result<std::optional<FileRange>> range = std::optional<FileRange>();
+  std::byte* map = nullptr;
+  Status check;
+  do {
+    p.invalidated = false;
+    if (map) munmap(map, (*range)->length);  // W5: invalidated meanwhile: map the new one
+    map = nullptr;
+    lk.unlock();
+    range = f->source->MapBlock(req.block);
+    if (range.ok() && *range && (*range)->length > 0) map = MapChecked(**range, &check);
+    lk.lock();
+  } while (p.invalidated);  // W5: whatever it found, the block changed meanwhile
+  EndIo();
+  --f->in_flight;
+  p.from_file = false;
+  const bool mapped = range.ok() && *range && ((*range)->length == 0 || map);
+  if (!mapped) {
+    // Dropped: either the file cannot show it (load a copy) or reading it failed.
+    std::vector<Request> waiters = std::move(p.waiters);
+    resident_bytes_ -= f->block_size;
+    f->pages.erase(req.block);
+    settled_cv_.notify_all();
+    for (Request& r : waiters) Enqueue(std::move(r));
+    Status failed = !range.ok() ? range.status() : check;
+    if (failed.ok()) return MapOutcome::kCopy;
+    if (!req.prefetch) Complete(req, FaultOutcome::kFatal, failed.WithContext(f->name + " block " + std::to_string(req.block)));
+    return MapOutcome::kDone;
+  }
+  ++file_maps_;
+  if (req.prefetch) ++readahead_loads_;
+  p.state = Page::kMapped;
+  p.range = std::move(**range);
+  p.range.check = nullptr;  // checked: the closure is not needed any more
+  p.file_map = map;
+  if (map) ChargeMapEntries(p, 1);
+  file_bytes_ += f->block_size;
+  LruPush(p);
+  WakeWaiters(p);
+  if (!req.prefetch) return MapOutcome::kRetry;  // the page state machine maps it and completes
+  if (req.map_after_prefetch) MapInto(p, req.mapping);
+  return MapOutcome::kDone;
+}
+
 // ---- RAM slots, eviction, spill ---------------------------------------------------------------
 
 std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk, Pool& pool,
-                                                bool prefetch, Status* error) {
+                                                bool prefetch, Status* error, bool need_slot) {
   const uint64_t bs = pool.block_size;
+  // Clean pages go first, pages of the pool and pages mapped from files alike.
+  auto clean = [](const Page& p) { return (p.state == Page::kClean || p.state == Page::kMapped) && !p.writeout; };
   for (;;) {
     const uint64_t budget = Budget();
+    if (!need_slot && resident_bytes_ + bs <= budget) {
+      resident_bytes_ += bs;
+      return 0;
+    }
     if (resident_bytes_ + bs <= budget &&
         (!pool.free.empty() || pool.next_fresh < pool.capacity)) {
       uint32_t slot;
@@ -929,7 +1064,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       // clean page, if there is one.
       Page* victim = nullptr;
       for (Page* p = lru_head_; p; p = p->lru_next) {
-        if (p->state == Page::kClean && !p->writeout) {
+        if (clean(*p)) {
           victim = p;
           break;
         }
@@ -941,12 +1076,12 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     // Evict clean pages, least recently used first, in a batch: down to 1/16 of the budget
     // below it (at most 16 blocks), so that the next loads find room at once (P5). A pool that
     // is full by its own capacity needs a page of its own freed.
-    auto pool_full = [&] { return pool.free.empty() && pool.next_fresh >= pool.capacity; };
+    auto pool_full = [&] { return need_slot && pool.free.empty() && pool.next_fresh >= pool.capacity; };
     const uint64_t target = budget - std::min<uint64_t>(budget / 16, 16 * bs);
     bool evicted = false;
     for (Page* p = lru_head_; p && (resident_bytes_ + bs > target || pool_full());) {
       Page* next = p->lru_next;
-      if (p->state == Page::kClean && !p->writeout && p->file->pool == &pool && Evict(*p)) {
+      if (clean(*p) && p->file->pool == &pool && Evict(*p)) {
         ++evictions_;
         evicted = true;
       }
@@ -955,7 +1090,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     if (!evicted && !pool_full()) {  // over budget: pages of other block sizes count too
       for (Page* p = lru_head_; p;) {
         Page* next = p->lru_next;  // Erase frees p, or takes it off the list when it fails
-        if (p->state == Page::kClean && !p->writeout && Evict(*p)) {
+        if (clean(*p) && Evict(*p)) {
           ++evictions_;
           evicted = true;
           break;
@@ -1048,6 +1183,15 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
 }
 
 bool PagerImpl::FreeSlot(Page& p) {
+  if (p.room) {  // mapped from its file: no slot, but its room in the budget
+    if (!UnmapAll(p)) return false;
+    DropFileMap(p);
+    p.room = false;
+    resident_bytes_ -= p.file->block_size;
+    if (p.state == Page::kMapped) file_bytes_ -= p.file->block_size;
+    settled_cv_.notify_all();
+    return true;
+  }
   if (p.slot < 0) return true;
   if (!UnmapAll(p)) return false;  // a view still shows the slot: it must not be reused
   Pool& pool = *p.file->pool;
@@ -1242,8 +1386,19 @@ WriteReservation::~WriteReservation() {
 #define MREMAP_DONTUNMAP 4  // Linux 5.7; for shared mappings 5.13
 #endif
 
-// Runs `op` (a system call: true on success, errno set on failure). When it failed for want of
-// map entries, frees some (ReclaimMapEntries, never touching `keep`) and runs it once more.
+// Makes [addr, addr + len) an inaccessible reservation again, so that the next access faults.
+// A fresh PROT_NONE mapping merges with the reservation around it, which gives back the entries
+// the page cost. If that fails (at the map-entry limit, replacing part of a map entry needs a new
+// one), mprotect(PROT_NONE) still makes the range inaccessible when it is a map entry of its own.
+static bool Reserve(std::byte* addr, size_t len) {
+  if (mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) != MAP_FAILED) {
+    return true;
+  }
+  return mprotect(addr, len, PROT_NONE) == 0;
+}
+
+// Shows page p in mapping `ref`. System calls that fail for want of map entries are retried
+// once after ReclaimMapEntries has freed some (never touching p).
 bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   FileState* f = p.file;
   const MappingSlot& m = f->mappings[ref.index];
@@ -1253,6 +1408,12 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   const size_t bs = f->block_size;
   std::byte* addr = m.base + (p.block - m.first) * bs;
   const bool want_write = p.state == Page::kDirty && !p.writeout;  // a writeout write-protects
+  if (p.state == Page::kMapped) {  // read-only wherever it is shown
+    if (p.mapped & bit) return true;
+    if (!MapFileInto(p, addr)) return false;
+    p.mapped |= bit;
+    return true;
+  }
   auto retry = [&](auto op) {
     if (op()) return true;
     if (errno != ENOMEM || !ReclaimMapEntries(16, &p)) return false;
@@ -1300,15 +1461,52 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   return true;
 }
 
-// Makes [addr, addr + len) an inaccessible reservation again, so that the next access faults.
-// A fresh PROT_NONE mapping merges with the reservation around it, which gives back the entries
-// the page cost. If that fails (at the map-entry limit, replacing part of a map entry needs a new
-// one), mprotect(PROT_NONE) still makes the range inaccessible when it is a map entry of its own.
-static bool Reserve(std::byte* addr, size_t len) {
-  if (mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) != MAP_FAILED) {
-    return true;
+// Shows a block mapped from its file at addr (one block of a view), read-only: its populated
+// file_map moved there, or a new mapping of its range populated by the kernel (the pages are in
+// the page cache: it was read when it was checked), then anonymous zeros for the rest of the
+// block. On failure the block's range of the view is an inaccessible reservation again.
+bool PagerImpl::MapFileInto(Page& p, std::byte* addr) {
+  const size_t bs = p.file->block_size, len = p.range.length;
+  const int cost = ViewCost(p);
+  if (!MapBudget::Get().Fits(static_cast<uint64_t>(cost))) ReclaimMapEntries(static_cast<uint64_t>(cost), &p);
+  auto retry = [&](auto op) {
+    if (op()) return true;
+    if (errno != ENOMEM || !ReclaimMapEntries(16, &p)) return false;
+    return op();
+  };
+  bool ok = true;
+  if (len > 0 && p.file_map) {
+    ok = retry([&] { return mremap(p.file_map, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr) != MAP_FAILED; });
+    if (ok) {
+      p.file_map = nullptr;  // moved, page tables and all
+      ChargeMapEntries(p, -1);
+    }
+  } else if (len > 0) {
+    ok = retry([&] {
+      return mmap(addr, len, PROT_READ, MAP_SHARED | MAP_FIXED | MAP_POPULATE, p.range.fd, p.range.offset) != MAP_FAILED;
+    });
   }
-  return mprotect(addr, len, PROT_NONE) == 0;
+  if (ok && len < bs) {
+    ok = retry([&] {
+      return mmap(addr + len, bs - len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) !=
+             MAP_FAILED;
+    });
+  }
+  if (!ok) {
+    const int err = errno;
+    (void)Reserve(addr, bs);  // a failed MAP_FIXED may have unmapped the range: never leave a hole
+    errno = err;
+    return false;
+  }
+  ChargeMapEntries(p, cost);
+  return true;
+}
+
+void PagerImpl::DropFileMap(Page& p) {
+  if (!p.file_map) return;
+  munmap(p.file_map, p.range.length);  // whole map entries: cannot fail for the map-entry limit
+  p.file_map = nullptr;
+  ChargeMapEntries(p, -1);
 }
 
 bool PagerImpl::UnmapAll(Page& p) {
@@ -1343,7 +1541,7 @@ bool PagerImpl::UnmapAll(Page& p) {
     p.mapped &= ~bit;
     p.writable &= ~bit;
     p.ForgetReadRetries(static_cast<int>(i));
-    ChargeMapEntries(p, -2);
+    ChargeMapEntries(p, -ViewCost(p));
   }
   errno = error;
   return error == 0;
@@ -1395,6 +1593,9 @@ bool PagerImpl::ReclaimMapEntries(uint64_t need, const Page* keep) {
       // page writable again, so nothing is lost.
       (void)UnmapAll(*p);
       ++map_reclaims_;
+    }
+    if (p != keep && p->file_map) {  // a mapped block's own mapping: mapped again on its next use
+      DropFileMap(*p);
     }
     p = next;
   }
@@ -1633,12 +1834,14 @@ PagerStats PagerImpl::Stats() {
   PagerStats s;
   s.faults = faults_;
   s.loads = loads_;
+  s.file_maps = file_maps_;
   s.readahead_loads = readahead_loads_;
   s.evictions = evictions_;
   s.spills = spills_;
   s.map_reclaims = map_reclaims_;
   std::lock_guard lock(mu_);
   s.resident_bytes = resident_bytes_;
+  s.file_mapped_bytes = file_bytes_;
   s.dirty_blocks = dirty_blocks_;
   s.dirty_bytes = dirty_bytes_;
   s.map_entries = map_entries_;

@@ -18,8 +18,12 @@
 #include <spdlog/logger.h>
 
 #include <cstddef>
+#include <sys/types.h>
+
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -31,17 +35,39 @@ namespace bigarray::pager {
 class PagerImpl;
 class FileState;
 
-// Where a file's blocks come from. LoadBlock is called on loader threads, concurrently for
-// different blocks; it must fill all of `out` (block size bytes).
+// A clean block shown straight from a file instead of a page of the pool (docs/pager.md,
+// "Mapped blocks"): `length` bytes of `fd` from `offset`, then zeros up to the block size.
+struct FileRange {
+  int fd = -1;
+  off_t offset = 0;    // a multiple of the page size
+  size_t length = 0;   // a multiple of the page size, at most the block size; 0: all zeros
+  // Checks the bytes as a mapping of the range shows them, before any view shows them; null:
+  // shown unchecked.
+  std::function<Status(std::span<const std::byte>)> check;
+};
+
+// Where a file's blocks come from. Called on loader threads, concurrently for different blocks.
 class BlockSource {
  public:
   virtual ~BlockSource() = default;
+  // Fills all of `out` (block size bytes) with the block: a copy into a page of the pool.
   virtual Status LoadBlock(uint64_t block, std::span<std::byte> out) = 0;
+  // Whether MapBlock may answer with a range; false: every block is loaded with LoadBlock.
+  virtual bool MapsBlocks() const { return false; }
+  // Where a clean block can be mapped read-only from, without a copy; nullopt: load it. The
+  // range must show the block's bytes until the pager is told that the block changed
+  // (PagedFile::Invalidate and friends), or the file is closed.
+  virtual Result<std::optional<FileRange>> MapBlock(uint64_t block) {
+    (void)block;
+    return std::optional<FileRange>();
+  }
 };
 
 struct PagerOptions {
-  // Bytes of RAM pages the pager keeps resident (clean and dirty). Clean pages beyond it are
-  // evicted least recently used first; dirty pages beyond it are spilled to a scratch file.
+  // Bytes of pages the pager keeps resident: clean and dirty pages of the pool, and blocks
+  // mapped from their file (they count in the process's RSS while a view shows them). Clean pages
+  // beyond it are evicted least recently used first; dirty pages beyond it are spilled to a
+  // scratch file.
   // At least 8 blocks of the largest block size in use are always allowed.
   uint64_t cache_bytes = 1ull << 30;
   unsigned loader_threads = 4;
@@ -61,7 +87,9 @@ struct PagerStats {
   uint64_t readahead_loads = 0; // of which started by read-ahead
   uint64_t evictions = 0;       // clean pages dropped for room
   uint64_t spills = 0;          // dirty pages written to the scratch file
-  uint64_t resident_bytes = 0;  // RAM pages in use now
+  uint64_t file_maps = 0;       // blocks mapped from their file instead of loaded (MapBlock)
+  uint64_t resident_bytes = 0;  // pages in use now: of the pool, and of files shown in views
+  uint64_t file_mapped_bytes = 0;  // of which blocks mapped from their file (no RAM of the pool)
   uint64_t dirty_blocks = 0;    // dirty pages, resident or spilled
   uint64_t dirty_bytes = 0;     // their bytes
   uint64_t map_entries = 0;     // memory map entries this pager's mappings may cost (MapBudget)

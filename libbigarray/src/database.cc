@@ -248,30 +248,56 @@ class SnapshotHolder {
   std::shared_ptr<storage::Snapshot> snapshot_;
 };
 
-// Loads an array's blocks from the session's current snapshot.
+// Loads an array's blocks from the session's current snapshot, or shows them straight from the
+// store's file (Options::map_reads; docs/pager.md, "Mapped blocks").
 class ArraySource final : public pager::BlockSource {
  public:
-  ArraySource(std::shared_ptr<SnapshotHolder> snapshots, uint64_t id)
-      : snapshots_(std::move(snapshots)), id_(id) {}
+  // `map`: the store can map blocks and the options want it; `verify`: Options::verify_reads.
+  ArraySource(std::shared_ptr<SnapshotHolder> snapshots, uint64_t id, uint64_t block_size, bool map, bool verify)
+      : snapshots_(std::move(snapshots)), id_(id), block_size_(block_size), map_(map), verify_(verify) {}
   Status LoadBlock(uint64_t block, std::span<std::byte> out) override {
     if (block >= zero_from.load(std::memory_order_acquire)) {  // released by a shrink
       std::memset(out.data(), 0, out.size());
       return Status::Ok();
     }
-    Status st = snapshots_->Get()->ReadBlock(id_, block, out);
-    if (st.ok()) return st;
-    // The pager names the array and the block; drop the store's "array #id block n: " prefix.
-    const std::string prefix = "array #" + std::to_string(id_) + " block " + std::to_string(block) + ": ";
-    if (st.message().starts_with(prefix)) return Status(st.code(), st.message().substr(prefix.size()));
-    return st;
+    return Unprefixed(block, snapshots_->Get()->ReadBlock(id_, block, out));
+  }
+  bool MapsBlocks() const override { return map_; }
+  Result<std::optional<pager::FileRange>> MapBlock(uint64_t block) override {
+    std::optional<pager::FileRange> none;
+    if (block >= zero_from.load(std::memory_order_acquire)) return none;  // a copy: zeros of this transaction
+    // The session releases a snapshot only after it has dropped the blocks changed since
+    // (Session::Refresh), so the range stays valid for as long as the pager shows it.
+    const std::shared_ptr<storage::Snapshot> snap = snapshots_->Get();
+    Result<std::optional<storage::BlockFileRange>> found = snap->MappableBlock(id_, block, block_size_);
+    if (!found.ok()) return Unprefixed(block, found.status());
+    if (!*found) return none;
+    pager::FileRange r{(*found)->fd, (*found)->offset, (*found)->length, nullptr};
+    if (verify_ && r.length > 0) {
+      // The check holds the snapshot: the pages it reads cannot be reused until it is done.
+      r.check = [this, block, snap, range = std::move(**found)](std::span<const std::byte> bytes) {
+        return Unprefixed(block, storage::CheckBlockRange(range, bytes));
+      };
+    }
+    return std::optional<pager::FileRange>(std::move(r));
   }
   // Blocks at or past this read as zeros: the array shrank below them in this transaction,
   // and the commit will delete them from storage.
   std::atomic<uint64_t> zero_from{kNoZeroFrom};
 
  private:
+  // The pager names the array and the block; drops the store's "array #id block n: " prefix.
+  Status Unprefixed(uint64_t block, Status st) const {
+    if (st.ok()) return st;
+    const std::string prefix = "array #" + std::to_string(id_) + " block " + std::to_string(block) + ": ";
+    if (st.message().starts_with(prefix)) return Status(st.code(), st.message().substr(prefix.size()));
+    return st;
+  }
+
   std::shared_ptr<SnapshotHolder> snapshots_;
   uint64_t id_;
+  uint64_t block_size_;
+  bool map_, verify_;
 };
 
 class MappingBacking final : public Backing {
@@ -373,6 +399,10 @@ class Session {
   // the next views of its array reuse it. Older ones are released when no view holds them: each
   // costs a memory map entry and a fault range, and a handle may touch any number of arrays.
   void KeepMapping(std::shared_ptr<pager::Mapping> m);
+  std::shared_ptr<ArraySource> NewSource(uint64_t id, uint64_t block_size) {
+    return std::make_shared<ArraySource>(snapshots, id, block_size, options.map_reads && store->MapsBlocks(),
+                                         options.verify_reads);
+  }
   static constexpr size_t kKeptMappings = 256;
   std::mutex kept_mu_;  // a leaf lock: guards kept_
   std::deque<std::shared_ptr<pager::Mapping>> kept_;
@@ -410,7 +440,7 @@ Result<std::shared_ptr<ArrayState>> Session::Load(uint64_t id, const std::string
   IndexName(name, id);
   state->committed = meta;
   state->committed_exists = true;
-  state->source = std::make_shared<ArraySource>(snapshots, id);
+  state->source = NewSource(id, meta.block_size);
   BA_ASSIGN_OR_RETURN(state->file, pager->OpenFile(state->source, meta.block_size, "array '" + name + "'"));
   state->SetMeta(meta);
   arrays[id] = state;
@@ -540,6 +570,9 @@ void Session::ApplyRefresh(const NextState& next) {
 
 Status Session::Refresh() {
   BA_ASSIGN_OR_RETURN(NextState next, PrepareRefresh(nullptr, 0));
+  // Blocks mapped from the store's file stay valid while the snapshot they came from is open:
+  // it is released only once the blocks changed since are dropped (docs/pager.md, "Mapped blocks").
+  const std::shared_ptr<storage::Snapshot> old = snapshots->Get();
   snapshots->Set(next.snap);  // first: reloads from here on read the new state (W5)
   ApplyRefresh(next);
   stale = false;
@@ -810,7 +843,7 @@ Result<Array> Database::Create(const std::string& name, std::vector<int64_t> sha
   state->name = name;
   s.IndexName(name, id);
   state->created = state->meta_dirty = true;
-  state->source = std::make_shared<internal::ArraySource>(s.snapshots, id);
+  state->source = s.NewSource(id, options.block_size);
   BA_ASSIGN_OR_RETURN(state->file, s.pager->OpenFile(state->source, options.block_size, "array '" + name + "'"));
   state->SetMeta(ArrayMeta{dtype, options.order, options.block_size, std::move(shape)});
   s.arrays[id] = state;
@@ -1006,6 +1039,7 @@ Status Database::Commit() {
   // before Finish: until then a load of a written page waits (I10), so no page of this commit
   // can be loaded from the old snapshot and then kept as current.
   Result<internal::NextState> next = s.PrepareRefresh(&batch, *r);
+  const std::shared_ptr<storage::Snapshot> old = s.snapshots->Get();  // released last (Refresh)
   if (next.ok()) s.snapshots->Set(next->snap);
   for (auto& [id, a] : s.arrays) a->source->zero_from.store(internal::kNoZeroFrom);  // deleted now
   writeout->Finish(true);

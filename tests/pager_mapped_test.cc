@@ -1,0 +1,281 @@
+// Pager tests of blocks mapped straight from their file (docs/pager.md, "Mapped blocks"), against
+// a source that keeps each block in a file of its own layout: no storage, no LMDB.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "pager/fault_source.h"
+#include "pager/map_budget.h"
+#include "pager/pager.h"
+#include "pager_test_util.h"
+#include "test_util.h"
+
+using namespace bigarray;
+using namespace bigarray::pager;
+using bigarray::testing::ReadByte;
+using bigarray::testing::WriteByte;
+
+namespace {
+
+constexpr size_t kBlock = 64 * 1024;
+
+std::byte Byte(uint32_t version, uint64_t b, size_t i) {
+  return static_cast<std::byte>((version * 131 + b * 31 + i * 7 + 1) & 0xFF);
+}
+
+// Block b is `lengths[b]` bytes (a multiple of the page size, default the whole block) of a file,
+// then zeros; the file holds each version of each block at an offset of its own. Blocks in
+// `copied` are not offered for mapping; blocks in `damaged` fail their check.
+class FileSource : public BlockSource {
+ public:
+  explicit FileSource(const std::string& path) {
+    fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+  }
+  ~FileSource() override { close(fd); }
+
+  // Writes version `v` of block b at a new offset of the file and makes it current.
+  void Store(uint64_t b, uint32_t v, size_t length = kBlock) {
+    std::vector<std::byte> bytes(length);
+    for (size_t i = 0; i < length; ++i) bytes[i] = Byte(v, b, i);
+    std::lock_guard lock(mu);
+    REQUIRE(pwrite(fd, bytes.data(), length, end) == static_cast<ssize_t>(length));
+    where[b] = {end, length, v};
+    end += static_cast<off_t>(kBlock);
+  }
+
+  Status LoadBlock(uint64_t block, std::span<std::byte> out) override {
+    std::lock_guard lock(mu);
+    ++loads;
+    std::memset(out.data(), 0, out.size());
+    auto it = where.find(block);
+    if (it == where.end()) return Status::Ok();
+    for (size_t i = 0; i < it->second.length; ++i) out[i] = Byte(it->second.version, block, i);
+    return Status::Ok();
+  }
+  bool MapsBlocks() const override { return true; }
+  Result<std::optional<FileRange>> MapBlock(uint64_t block) override {
+    std::lock_guard lock(mu);
+    ++maps;
+    if (copied.count(block)) return std::optional<FileRange>();
+    FileRange r;
+    if (auto it = where.find(block); it != where.end()) r = FileRange{fd, it->second.offset, it->second.length, nullptr};
+    const bool bad = damaged.count(block) != 0;
+    r.check = [this, bad](std::span<const std::byte>) {
+      ++checks;
+      return bad ? Corruption("checksum mismatch (the data on disk is damaged)") : Status::Ok();
+    };
+    return std::optional<FileRange>(std::move(r));
+  }
+
+  struct Where {
+    off_t offset;
+    size_t length;
+    uint32_t version;
+  };
+  std::mutex mu;
+  int fd = -1;
+  off_t end = 0;
+  std::map<uint64_t, Where> where;
+  std::set<uint64_t> copied, damaged;
+  int loads = 0, maps = 0;
+  std::atomic<int> checks{0};
+};
+
+struct Fixture {
+  explicit Fixture(uint64_t cache_blocks = 64, unsigned readahead = 0) {
+    PagerOptions o;
+    o.cache_bytes = cache_blocks * kBlock;
+    o.readahead_blocks = readahead;
+    pager = Pager::Create(o).value();
+    source = std::make_shared<FileSource>(dir / "blocks");
+    file = pager->OpenFile(source, kBlock, "array 'test'").value();
+  }
+  bigarray::testing::TempDir dir;
+  std::shared_ptr<Pager> pager;
+  std::shared_ptr<FileSource> source;
+  std::shared_ptr<PagedFile> file;
+};
+
+// Whether the view's block shows version v of block b: `length` bytes, then zeros.
+bool Shows(const std::byte* block, uint32_t v, uint64_t b, size_t length = kBlock) {
+  for (size_t i = 0; i < kBlock; ++i) {
+    if (ReadByte(block + i) != (i < length ? Byte(v, b, i) : std::byte{0})) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("mapped blocks: a read shows the file's bytes, then zeros; no page of the pool is used") {
+  Fixture fx;
+  fx.source->Store(0, 1);
+  fx.source->Store(1, 1, kBlock / 4);  // trimmed: the rest reads as zeros
+  // block 2 never stored: all zeros, nothing of the file mapped
+  auto m = fx.file->Map(0, 3).value();
+  CHECK(Shows(m->data(), 1, 0));
+  CHECK(Shows(m->data() + kBlock, 1, 1, kBlock / 4));
+  CHECK(Shows(m->data() + 2 * kBlock, 1, 2, 0));
+  const PagerStats s = fx.pager->stats();
+  CHECK(s.file_maps == 3);
+  CHECK(s.loads == 0);
+  CHECK(fx.source->loads == 0);
+  CHECK(s.file_mapped_bytes == 3 * kBlock);
+  CHECK(s.resident_bytes == 3 * kBlock);
+  CHECK(s.dirty_blocks == 0);
+  CHECK(fx.source->checks == 2);  // the all-zero block has nothing to check
+  // The view shows the file's pages themselves: a change of the file shows through (which is
+  // why the storage never changes a range it gave while its snapshot is open).
+  const std::byte x{0x5A};
+  REQUIRE(pwrite(fx.source->fd, &x, 1, fx.source->where[0].offset + 7) == 1);
+  CHECK(ReadByte(m->data() + 7) == x);
+}
+
+TEST_CASE("mapped blocks: the first write copies the block into the pool; the file is untouched") {
+  bigarray::testing::WithAndWithoutCpuAccessBit([] {
+    Fixture fx;
+    fx.source->Store(0, 1);
+    fx.source->Store(1, 1, 2 * 4096);
+    auto m = fx.file->Map(0, 2).value();
+    CHECK(Shows(m->data(), 1, 0));
+    CHECK(ReadByte(m->data() + kBlock) == Byte(1, 1, 0));
+    WriteByte(m->data() + 10, std::byte{0xEE});
+    WriteByte(m->data() + kBlock + 3 * 4096, std::byte{0xEF});  // in the zeros after the payload
+    PagerStats s = fx.pager->stats();
+    CHECK(s.dirty_blocks == 2);
+    CHECK(s.loads == 2);
+    CHECK(s.file_mapped_bytes == 0);
+    CHECK(ReadByte(m->data() + 10) == std::byte{0xEE});
+    CHECK(ReadByte(m->data() + 11) == Byte(1, 0, 11));
+    CHECK(ReadByte(m->data() + kBlock + 3 * 4096) == std::byte{0xEF});
+    CHECK(ReadByte(m->data() + kBlock + 1) == Byte(1, 1, 1));
+    std::byte on_disk{};
+    REQUIRE(pread(fx.source->fd, &on_disk, 1, fx.source->where[0].offset + 10) == 1);
+    CHECK(on_disk == Byte(1, 0, 10));
+    auto w = fx.pager->BeginWriteout().value();
+    CHECK(w->entries().size() == 2);
+    w->Finish(true);
+    CHECK(fx.pager->stats().dirty_blocks == 0);
+  });
+}
+
+TEST_CASE("mapped blocks: a block that fails its check is an error naming it, never shown") {
+  Fixture fx;
+  fx.source->Store(0, 1);
+  fx.source->Store(1, 1);
+  fx.source->damaged.insert(1);
+  auto m = fx.file->Map(0, 2).value();
+  Status st = m->Load(0, 2 * kBlock);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK(st.message().find("array 'test' block 1") != std::string::npos);
+  CHECK(st.message().find("checksum mismatch") != std::string::npos);
+  CHECK(Shows(m->data(), 1, 0));  // the good block is there
+  CHECK(fx.pager->stats().file_mapped_bytes == kBlock);
+  // Kernel access to the damaged block still fails: it was never mapped.
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  CHECK(write(fds[1], m->data() + kBlock, 4096) == -1);
+  CHECK(errno == EFAULT);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+TEST_CASE("mapped blocks: invalidation drops them; the next read maps the new range") {
+  Fixture fx;
+  for (uint64_t b = 0; b < 4; ++b) fx.source->Store(b, 1);
+  auto m = fx.file->Map(0, 4).value();
+  auto other = fx.file->Map(2, 2).value();  // a second view of blocks 2 and 3
+  for (uint64_t b = 0; b < 4; ++b) CHECK(Shows(m->data() + b * kBlock, 1, b));
+  CHECK(Shows(other->data(), 1, 2));
+  fx.source->Store(2, 2, kBlock / 2);
+  fx.file->Invalidate(2);
+  CHECK(Shows(m->data() + 2 * kBlock, 2, 2, kBlock / 2));
+  CHECK(Shows(other->data(), 2, 2, kBlock / 2));
+  CHECK(Shows(m->data() + 3 * kBlock, 1, 3));  // untouched
+  fx.source->Store(3, 2);
+  fx.file->Truncate(3);  // block 3 dropped with the shrink
+  CHECK(Shows(other->data() + kBlock, 2, 3));
+  CHECK(fx.pager->stats().loads == 0);
+}
+
+TEST_CASE("mapped blocks count in the budget: least recently used ones are dropped, nothing copied") {
+  Fixture fx(/*cache_blocks=*/8);
+  for (uint64_t b = 0; b < 64; ++b) fx.source->Store(b, 1, b % 3 == 0 ? kBlock : kBlock / 2);
+  auto m = fx.file->Map(0, 64).value();
+  for (int pass = 0; pass < 2; ++pass) {
+    for (uint64_t b = 0; b < 64; ++b) {
+      REQUIRE(Shows(m->data() + b * kBlock, 1, b, b % 3 == 0 ? kBlock : kBlock / 2));
+      CHECK(fx.pager->stats().resident_bytes <= 8 * kBlock);
+    }
+  }
+  const PagerStats s = fx.pager->stats();
+  CHECK(s.evictions >= 2 * 64 - 8);
+  CHECK(s.loads == 0);
+  CHECK(s.file_maps == 128);
+}
+
+TEST_CASE("mapped blocks: blocks the file cannot show are copied; both kinds share the budget") {
+  Fixture fx(/*cache_blocks=*/8);
+  for (uint64_t b = 0; b < 32; ++b) {
+    fx.source->Store(b, 3);
+    if (b % 2) fx.source->copied.insert(b);
+  }
+  auto m = fx.file->Map(0, 32).value();
+  for (uint64_t b = 0; b < 32; ++b) {
+    REQUIRE(Shows(m->data() + b * kBlock, 3, b));
+    CHECK(fx.pager->stats().resident_bytes <= 8 * kBlock);
+  }
+  const PagerStats s = fx.pager->stats();
+  CHECK(s.loads == 16);
+  CHECK(s.file_maps == 16);
+}
+
+TEST_CASE("mapped blocks: read-ahead maps the following blocks from the file") {
+  Fixture fx(/*cache_blocks=*/64, /*readahead=*/4);
+  for (uint64_t b = 0; b < 32; ++b) fx.source->Store(b, 1);
+  auto m = fx.file->Map(0, 32).value();
+  for (uint64_t b = 0; b < 32; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));
+  const PagerStats s = fx.pager->stats();
+  CHECK(s.readahead_loads > 0);
+  CHECK(s.faults < 32);
+  CHECK(s.loads == 0);
+}
+
+TEST_CASE("mapped blocks: Load makes a view usable by the kernel; write(2) sends the right bytes") {
+  Fixture fx;
+  for (uint64_t b = 0; b < 3; ++b) fx.source->Store(b, 4, b == 1 ? 4096 : kBlock);
+  auto m = fx.file->Map(0, 3).value();
+  REQUIRE(m->Load(0, 3 * kBlock).ok());
+  const std::string path = fx.dir / "out";
+  const int out = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  REQUIRE(out >= 0);
+  CHECK(write(out, m->data(), 3 * kBlock) == static_cast<ssize_t>(3 * kBlock));
+  std::vector<std::byte> back(3 * kBlock);
+  REQUIRE(pread(out, back.data(), back.size(), 0) == static_cast<ssize_t>(back.size()));
+  close(out);
+  for (uint64_t b = 0; b < 3; ++b) CHECK(Shows(back.data() + b * kBlock, 4, b, b == 1 ? 4096 : kBlock));
+  CHECK(fx.pager->stats().loads == 0);
+}
+
+TEST_CASE("mapped blocks stay within the map-entry budget") {
+  struct Restore {
+    ~Restore() { MapBudget::Get().SetLimitForTesting(0); }
+  } restore;
+  Fixture fx(/*cache_blocks=*/512);
+  for (uint64_t b = 0; b < 400; ++b) fx.source->Store(b, 1, b % 2 ? kBlock : kBlock / 2);
+  auto m = fx.file->Map(0, 400).value();
+  MapBudget::Get().SetLimitForTesting(MapBudget::Get().used() + 300);
+  for (uint64_t b = 0; b < 400; ++b) {
+    REQUIRE(ReadByte(m->data() + b * kBlock + 1) == Byte(1, b, 1));
+    CHECK(MapBudget::Get().used() <= MapBudget::Get().limit());
+  }
+  CHECK(fx.pager->stats().map_reclaims > 0);
+  for (uint64_t b = 0; b < 400; b += 37) CHECK(Shows(m->data() + b * kBlock, 1, b, b % 2 ? kBlock : kBlock / 2));
+}
