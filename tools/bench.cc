@@ -384,7 +384,7 @@ void ReadAll(int fd, void* p, size_t n) {
 // measured, then all close.
 void SharedScanScenario(const Config& c) {
   const int procs = 4;
-  const uint64_t bytes = (c.quick ? 512ull : 1024ull) << 20;
+  const uint64_t bytes = (c.quick ? 256ull : 1024ull) << 20;
   const std::string db_path = c.dir + "/shared.db";
   MakeArray(db_path, "a", bytes, Pattern(1 << 20));
   WarmFile(db_path + "/data.mdb");
