@@ -3,9 +3,12 @@
 //
 //   bigarray-bench [--quick] [--json FILE] [--dir DIR] [--only NAME[,NAME...]]
 //
-// Scenarios: scan (first scan vs mmap, hot scan vs memory), ooc (4x the cache vs mmap, peak
-// RSS), random (fault latency), commit (vs pwrite+fsync and raw LMDB), append, resize, hdf5,
-// writers (two processes vs one), watch (commit-to-wakeup of a follower in another process).
+// Scenarios: scan (first scans of fresh handles vs mmap: default options, without verification,
+// by copy into a cold and a warm RAM pool; hot scan vs memory), ooc (4x the cache vs mmap, peak
+// RSS), random (fault latency), cold (first scan with the page cache dropped vs mmap), shared
+// (four processes scanning one array: their PSS), commit (vs pwrite+fsync and raw LMDB), grow
+// (append, resize), hdf5, writers (two processes vs one), watch (commit-to-wakeup of a follower
+// in another process), space (device bytes written by small commits).
 #include <fcntl.h>
 #include <lmdb.h>
 #include <sys/mman.h>
@@ -99,6 +102,11 @@ double Sum(const double* p, size_t n) {
   return s0 + s1 + s2 + s3;
 }
 
+double Percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
+}
+
 double PeakRssMib() {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -139,10 +147,16 @@ void WarmFile(const std::string& path) {
   close(fd);
 }
 
+// `bytes` of `pattern` repeated, written with pwrite: the plain file that mmap scans.
 void WritePlainFile(const std::string& path, const std::vector<double>& pattern, uint64_t bytes) {
   int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
-  for (uint64_t done = 0; done < bytes; done += pattern.size() * 8) {
-    if (write(fd, pattern.data(), pattern.size() * 8) < 0) break;
+  if (fd < 0) Die(ErrnoStatus(errno, "open " + path), "write the plain file");
+  const uint64_t chunk = pattern.size() * 8;
+  for (uint64_t done = 0; done < bytes; done += chunk) {
+    const size_t n = static_cast<size_t>(std::min(chunk, bytes - done));
+    if (pwrite(fd, pattern.data(), n, static_cast<off_t>(done)) != static_cast<ssize_t>(n)) {
+      Die(ErrnoStatus(errno, "pwrite " + path), "write the plain file");
+    }
   }
   close(fd);
 }
@@ -180,10 +194,30 @@ void PrepareScanData(const std::string& db_path, const std::string& plain, uint6
   WarmFile(plain);
 }
 
-// One summing pass over an mmap of `plain`: returns the seconds, stores the sum.
+// The data of the scan, random and cold scenarios: 1 GiB (512 MiB with --quick) in scan.db and
+// scan.plain, made by the first of them that runs and warmed again by the others.
+struct ScanData {
+  std::string db_path, plain;
+  uint64_t bytes;
+};
+
+ScanData EnsureScanData(const Config& c) {
+  ScanData d{c.dir + "/scan.db", c.dir + "/scan.plain", (c.quick ? 512ull : 1024ull) << 20};
+  if (std::filesystem::exists(d.db_path) && std::filesystem::exists(d.plain)) {
+    WarmFile(d.db_path + "/data.mdb");
+    WarmFile(d.plain);
+  } else {
+    PrepareScanData(d.db_path, d.plain, d.bytes);
+  }
+  return d;
+}
+
+// One summing pass over a fresh mmap of `plain` (as numpy.memmap(...).sum() does): returns the
+// seconds, stores the sum.
 double TimeMmapSum(const std::string& plain, uint64_t bytes, double* sum) {
   int fd = open(plain.c_str(), O_RDONLY);
   void* m = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) Die(ErrnoStatus(errno, "mmap " + plain), "mmap scan");
   auto t0 = Clock::now();
   *sum = Sum(static_cast<const double*>(m), bytes / 8);
   const double t = Secs(t0);
@@ -192,51 +226,71 @@ double TimeMmapSum(const std::string& plain, uint64_t bytes, double* sum) {
   return t;
 }
 
-// ---- scenario 1 and 2: first scan vs mmap, hot scan vs memory ----------------------------------
-void ScanScenarios(const Config& c) {
-  const uint64_t bytes = (c.quick ? 512ull : 2048ull) << 20;
-  const std::string db_path = c.dir + "/scan.db", plain = c.dir + "/scan.plain";
-  PrepareScanData(db_path, plain, bytes);
-  double s_mmap;
-  const double t_mmap = TimeMmapSum(plain, bytes, &s_mmap);
-  Clock::time_point t0;
-
-  Options o;
-  o.cache_bytes = bytes + (64ull << 20);  // everything fits: the second pass is hot
-  double t_cold_pool;
-  {
-    auto cold = Must(Database::Open(db_path, o), "open");
-    auto cv = Must(Must(cold.Get("a"), "get").view(), "view");
-    t0 = Clock::now();
-    volatile double sink = Sum(reinterpret_cast<const double*>(cv.data()), bytes / 8);
-    (void)sink;
-    t_cold_pool = Secs(t0);
-  }
-  o.prefault_cache = true;
+// Opens a fresh handle on `db_path` with `o`, calls `before` (if any) once the view of array "a"
+// exists, then times `passes` summing passes over the whole view. Returns the seconds of each
+// pass; a pass whose sum differs from `expect` is reported on stderr as `what`.
+std::vector<double> TimeViewSums(const std::string& db_path, const Options& o, uint64_t bytes, int passes,
+                                 double expect, const char* what, const std::function<void()>& before = {}) {
   auto db = Must(Database::Open(db_path, o), "open");
   auto v = Must(Must(db.Get("a"), "get").view(), "view");
-  WaitForRss(static_cast<double>(o.cache_bytes >> 20));  // the cache's RAM, allocated in the background
-  t0 = Clock::now();
-  double s_first = Sum(reinterpret_cast<const double*>(v.data()), bytes / 8);
-  const double t_first = Secs(t0);
-  t0 = Clock::now();
-  double s_hot = Sum(reinterpret_cast<const double*>(v.data()), bytes / 8);
-  const double t_hot = Secs(t0);
+  if (before) before();
+  std::vector<double> secs;
+  for (int i = 0; i < passes; ++i) {
+    auto t0 = Clock::now();
+    const double s = Sum(reinterpret_cast<const double*>(v.data()), bytes / 8);
+    secs.push_back(Secs(t0));
+    if (s != expect) std::fprintf(stderr, "bigarray-bench: %s: sum %g, mmap's %g\n", what, s, expect);
+  }
+  return secs;
+}
+
+// ---- scenario 1 and 2: first scan vs mmap, hot scan vs memory ----------------------------------
+// Every first scan is of a fresh handle with nothing resident in it, the page cache warm for both
+// data.mdb and the plain file; all against the same mmap pass.
+void ScanScenarios(const Config& c) {
+  const ScanData d = EnsureScanData(c);
+  const uint64_t bytes = d.bytes;
+  double s_mmap;
+  const double t_mmap = TimeMmapSum(d.plain, bytes, &s_mmap);
+  const std::string mmap_gbs = GBs(bytes, t_mmap) + " mmap";
+
+  // Default options: the first pass, then the hot one over the same view.
+  const auto t_default = TimeViewSums(d.db_path, Options{}, bytes, 2, s_mmap, "first scan");
+  Options nv;
+  nv.verify_reads = false;
+  const double t_noverify = TimeViewSums(d.db_path, nv, bytes, 1, s_mmap, "first scan, no verify")[0];
+  // The copy path (every block copied into the RAM pool), the pool cold, then warm.
+  Options copy;
+  copy.map_reads = false;
+  copy.cache_bytes = bytes + (64ull << 20);  // everything fits
+  const double t_cold_pool = TimeViewSums(d.db_path, copy, bytes, 1, s_mmap, "copy, cold pool")[0];
+  copy.prefault_cache = true;
+  const double t_copy = TimeViewSums(d.db_path, copy, bytes, 1, s_mmap, "copy, warm pool", [&] {
+    WaitForRss(static_cast<double>(copy.cache_bytes >> 20));  // the cache's RAM, allocated in the background
+  })[0];
 
   std::vector<double> mem(bytes / 8);
-  std::memcpy(mem.data(), v.data(), bytes);
+  {
+    int fd = open(d.plain.c_str(), O_RDONLY);
+    if (fd < 0 || pread(fd, mem.data(), bytes, 0) != static_cast<ssize_t>(bytes)) Die(IOError("read " + d.plain), "scan");
+    close(fd);
+  }
   Sum(mem.data(), mem.size());  // warm
-  t0 = Clock::now();
-  double s_mem = Sum(mem.data(), mem.size());
+  auto t0 = Clock::now();
+  const double s_mem = Sum(mem.data(), mem.size());
   const double t_mem = Secs(t0);
-  if (s_first != s_mmap || s_hot != s_mem) std::fprintf(stderr, "bigarray-bench: scan sums differ!\n");
+  if (s_mem != s_mmap) std::fprintf(stderr, "bigarray-bench: scan sums differ!\n");
 
-  Report("1 first scan (page cache warm)", "throughput", GBs(bytes, t_first), GBs(bytes, t_mmap) + " mmap",
-         "scan_first_vs_mmap", t_mmap / t_first, ">= 0.80");
-  Report("1 first scan, cold RAM pool", "throughput", GBs(bytes, t_cold_pool), GBs(bytes, t_mmap) + " mmap",
+  Report("1 first scan (page cache warm)", "throughput", GBs(bytes, t_default[0]), mmap_gbs, "scan_first_vs_mmap",
+         t_mmap / t_default[0], ">= 0.80");
+  Report("1 first scan, no verify", "throughput", GBs(bytes, t_noverify), mmap_gbs, "scan_first_noverify_vs_mmap",
+         t_mmap / t_noverify, ">= 0.95");
+  Report("1 first scan, copy, cold pool", "throughput", GBs(bytes, t_cold_pool), mmap_gbs,
          "scan_first_cold_pool_vs_mmap", t_mmap / t_cold_pool, "(info)");
-  Report("2 hot scan", "throughput", GBs(bytes, t_hot), GBs(bytes, t_mem) + " memory", "scan_hot_vs_memory",
-         t_mem / t_hot, ">= 0.95");
+  Report("1 first scan, copy, warm pool", "throughput", GBs(bytes, t_copy), mmap_gbs, "scan_first_copy_vs_mmap",
+         t_mmap / t_copy, "(info)");
+  Report("2 hot scan", "throughput", GBs(bytes, t_default[1]), GBs(bytes, t_mem) + " memory", "scan_hot_vs_memory",
+         t_mem / t_default[1], ">= 0.95");
 }
 
 // ---- scenario 3: out-of-core scan --------------------------------------------------------------
@@ -247,33 +301,23 @@ void OocScenario(const Config& c) {
   double s_mmap;
   const double t_mmap = TimeMmapSum(plain, bytes, &s_mmap);
 
-  Options o;
+  Options o;  // the defaults but the cache's size
   o.cache_bytes = budget;
-  auto db = Must(Database::Open(db_path, o), "open");
-  auto v = Must(Must(db.Get("a"), "get").view(), "view");
-  ResetPeakRss();
-  auto t0 = Clock::now();
-  double s = Sum(reinterpret_cast<const double*>(v.data()), bytes / 8);
-  const double t = Secs(t0);
-  const double rss = PeakRssMib();
-  if (s != s_mmap) std::fprintf(stderr, "bigarray-bench: ooc sums differ!\n");
+  const double t = TimeViewSums(db_path, o, bytes, 1, s_mmap, "out-of-core scan", ResetPeakRss)[0];
+  const double over = PeakRssMib() - budget / 1048576.0;
   Report("3 out-of-core scan (4x cache)", "throughput", GBs(bytes, t), GBs(bytes, t_mmap) + " mmap",
-         "scan_ooc_vs_mmap", t_mmap / t, ">= 0.50");
-  Report("3 out-of-core scan (4x cache)", "peak RSS", Fmt("%.0f MiB", rss), Fmt("%.0f MiB budget", budget / 1048576.0),
-         "ooc_peak_rss_over_budget_mib", rss - budget / 1048576.0, "<= 64 MiB over");
+         "scan_ooc_vs_mmap", t_mmap / t, ">= 0.70");
+  Report("3 out-of-core scan (4x cache)", "peak RSS", Fmt("%.0f MiB", over + budget / 1048576.0),
+         Fmt("%.0f MiB budget", budget / 1048576.0), "scan_ooc_peak_rss_over_budget_mib", over, "<= 64 MiB over");
+  g_json["ooc_peak_rss_over_budget_mib"] = over;  // the key's name before issue 14
 }
 
 // ---- scenario 4: random access fault latency ---------------------------------------------------
+// The first touch of each 2 MiB block of the scan data, in random order, on a fresh handle (no
+// block resident, the page cache warm): the median and 99th percentile of its microseconds.
 void RandomScenario(const Config& c) {
-  const uint64_t bytes = (c.quick ? 512ull : 2048ull) << 20;
-  const std::string db_path = c.dir + "/scan.db", plain = c.dir + "/scan.plain";
-  if (std::filesystem::exists(db_path)) {  // left by the scan scenario
-    WarmFile(db_path + "/data.mdb");
-    WarmFile(plain);
-  } else {
-    PrepareScanData(db_path, plain, bytes);
-  }
-  const uint64_t blocks = bytes / (2 << 20);
+  const ScanData d = EnsureScanData(c);
+  const uint64_t blocks = d.bytes / (2 << 20);
   std::vector<uint64_t> order(blocks);
   for (uint64_t i = 0; i < blocks; ++i) order[i] = i;
   std::mt19937_64 rng(42);
@@ -286,24 +330,160 @@ void RandomScenario(const Config& c) {
       (void)base[b * (2 << 20) / 8 + 17];
       us.push_back(Secs(t0) * 1e6);
     }
-    std::sort(us.begin(), us.end());
-    return std::make_pair(us[us.size() / 2], us[us.size() * 99 / 100]);
+    return std::make_pair(Percentile(us, 0.5), Percentile(us, 0.99));
   };
-  Options o;
-  o.cache_bytes = bytes + (64ull << 20);
-  o.readahead_blocks = 0;
-  o.prefault_cache = true;  // a fault copies into warm memory (a cold pool adds ~1.5 ms first touch)
-  auto db = Must(Database::Open(db_path, o), "open");
-  auto v = Must(Must(db.Get("a"), "get").view(), "view");
-  WaitForRss(static_cast<double>(o.cache_bytes >> 20));
-  auto [p50, p99] = measure(reinterpret_cast<const volatile double*>(v.data()));
-  int fd = open(plain.c_str(), O_RDONLY);
-  void* m = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  auto fault_times = [&](const Options& o, bool warm_pool) {
+    auto db = Must(Database::Open(d.db_path, o), "open");
+    auto v = Must(Must(db.Get("a"), "get").view(), "view");
+    if (warm_pool) WaitForRss(static_cast<double>(o.cache_bytes >> 20));
+    return measure(reinterpret_cast<const volatile double*>(v.data()));
+  };
+  auto [p50, p99] = fault_times(Options{}, false);
+  // The copy path at its best, as measured before issue 14: a warm RAM pool, no read-ahead.
+  Options copy;
+  copy.map_reads = false;
+  copy.cache_bytes = d.bytes + (64ull << 20);
+  copy.readahead_blocks = 0;
+  copy.prefault_cache = true;
+  const double c50 = fault_times(copy, true).first;
+  int fd = open(d.plain.c_str(), O_RDONLY);
+  void* m = mmap(nullptr, d.bytes, PROT_READ, MAP_SHARED, fd, 0);
   auto [m50, m99] = measure(static_cast<const volatile double*>(m));
-  munmap(m, bytes);
+  munmap(m, d.bytes);
   close(fd);
-  Report("4 random block access", "fault p50", Fmt("%.0f us", p50), Fmt("%.1f us mmap", m50), "fault_p50_us", p50, "(2 MiB copy)");
+  Report("4 random block access", "fault p50", Fmt("%.0f us", p50), Fmt("%.1f us mmap", m50), "fault_p50_us", p50, "<= 150");
   Report("4 random block access", "fault p99", Fmt("%.0f us", p99), Fmt("%.1f us mmap", m99), "fault_p99_us", p99, "");
+  Report("4 random access, copy, warm pool", "fault p50", Fmt("%.0f us", c50), Fmt("%.1f us mmap", m50),
+         "fault_copy_p50_us", c50, "(info)");
+}
+
+// ---- scenario 14: processes scanning one array at once -----------------------------------------
+
+// Pss of process `pid` in MiB (/proc/PID/smaps_rollup: its share of every page it maps).
+double PssMib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("Pss:", 0) == 0) return std::stod(line.substr(4)) / 1024.0;
+  }
+  Die(IOError("no Pss in /proc/" + std::to_string(pid) + "/smaps_rollup"), "shared scan");
+  return 0;
+}
+
+void WriteAll(int fd, const void* p, size_t n) {
+  if (write(fd, p, n) != static_cast<ssize_t>(n)) Die(ErrnoStatus(errno, "write to a pipe"), "shared scan");
+}
+
+void ReadAll(int fd, void* p, size_t n) {
+  if (read(fd, p, n) != static_cast<ssize_t>(n)) Die(IOError("a scanning process went away"), "shared scan");
+}
+
+// Four processes, forked before any of them opens the database, each open it (default options)
+// and scan the whole array at once; while their views are still alive, the sum of their PSS
+// over the array's bytes. Pipes keep them in step: all opened, then all scan, then all are
+// measured, then all close.
+void SharedScanScenario(const Config& c) {
+  const int procs = 4;
+  const uint64_t bytes = (c.quick ? 256ull : 1024ull) << 20;
+  const std::string db_path = c.dir + "/shared.db";
+  MakeArray(db_path, "a", bytes, Pattern(1 << 20));
+  WarmFile(db_path + "/data.mdb");
+  struct Child {
+    pid_t pid;
+    int to, from;  // pipe ends: parent -> child, child -> parent
+  };
+  std::vector<Child> children;
+  for (int p = 0; p < procs; ++p) {
+    int down[2], up[2];
+    if (pipe(down) != 0 || pipe(up) != 0) Die(ErrnoStatus(errno, "pipe"), "shared scan");
+    const pid_t pid = fork();
+    if (pid < 0) Die(ErrnoStatus(errno, "fork"), "shared scan");
+    if (pid == 0) {
+      close(down[1]);
+      close(up[0]);
+      for (const Child& other : children) {
+        close(other.to);
+        close(other.from);
+      }
+      {
+        auto db = Must(Database::Open(db_path, Options{}), "open");
+        auto v = Must(Must(db.Get("a"), "get").view(), "view");
+        char go;
+        WriteAll(up[1], "r", 1);      // opened
+        ReadAll(down[0], &go, 1);     // every process has: scan
+        const double s = Sum(reinterpret_cast<const double*>(v.data()), bytes / 8);
+        WriteAll(up[1], &s, sizeof s);  // scanned; the view stays alive while the parent measures
+        ReadAll(down[0], &go, 1);
+      }
+      _exit(0);
+    }
+    close(down[0]);
+    close(up[1]);
+    children.push_back({pid, down[1], up[0]});
+  }
+  char r;
+  for (const Child& ch : children) ReadAll(ch.from, &r, 1);
+  for (const Child& ch : children) WriteAll(ch.to, "g", 1);
+  std::vector<double> sums(procs);
+  for (int p = 0; p < procs; ++p) ReadAll(children[p].from, &sums[p], sizeof(double));
+  double pss = 0;
+  for (const Child& ch : children) pss += PssMib(ch.pid);
+  for (const Child& ch : children) {
+    WriteAll(ch.to, "q", 1);
+    close(ch.to);
+    close(ch.from);
+  }
+  for (const Child& ch : children) {
+    int status = 0;
+    if (waitpid(ch.pid, &status, 0) != ch.pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      Die(Internal("a scanning process failed"), "shared scan");
+    }
+  }
+  for (double s : sums) {
+    if (s != sums[0]) std::fprintf(stderr, "bigarray-bench: shared scan: the processes' sums differ\n");
+  }
+  const double array_mib = static_cast<double>(bytes) / 1048576.0;
+  Report("14 4 processes scan one array", "sum of PSS", Fmt("%.0f MiB", pss), Fmt("%.0f MiB array", array_mib),
+         "shared_scan_pss_ratio", pss / array_mib, "<= 1.30");
+}
+
+// ---- scenario 15: first scan with the page cache dropped ---------------------------------------
+
+// Writes back and drops `path`'s pages from the page cache (fsync, POSIX_FADV_DONTNEED); returns
+// the fraction of its pages still resident (mincore), 0 when the drop worked.
+double DropFromPageCache(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) Die(ErrnoStatus(errno, "open " + path), "drop the page cache");
+  if (fsync(fd) != 0) Die(ErrnoStatus(errno, "fsync " + path), "drop the page cache");
+  if (int e = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); e != 0) Die(ErrnoStatus(e, "posix_fadvise " + path), "drop the page cache");
+  const auto size = static_cast<size_t>(std::filesystem::file_size(path));
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE)), pages = (size + page - 1) / page;
+  double resident = 0;
+  if (size > 0) {
+    void* m = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    std::vector<unsigned char> in(pages);
+    if (m != MAP_FAILED && mincore(m, size, in.data()) == 0) {
+      resident = static_cast<double>(std::count_if(in.begin(), in.end(), [](unsigned char b) { return b & 1; })) /
+                 static_cast<double>(pages);
+    }
+    if (m != MAP_FAILED) munmap(m, size);
+  }
+  close(fd);
+  if (resident > 0.01) std::fprintf(stderr, "bigarray-bench: %.0f %% of %s stayed in the page cache\n", resident * 100, path.c_str());
+  return resident;
+}
+
+// The scan data read from the device: the page cache dropped for the plain file before the mmap
+// pass and for data.mdb before bigarray's (default options, fresh handle).
+void ColdScenario(const Config& c) {
+  const ScanData d = EnsureScanData(c);
+  DropFromPageCache(d.plain);
+  double s_mmap;
+  const double t_mmap = TimeMmapSum(d.plain, d.bytes, &s_mmap);
+  const double t = TimeViewSums(d.db_path, Options{}, d.bytes, 1, s_mmap, "cold scan",
+                                [&] { DropFromPageCache(d.db_path + "/data.mdb"); })[0];
+  Report("15 first scan, page cache cold", "throughput", GBs(d.bytes, t), GBs(d.bytes, t_mmap) + " mmap",
+         "cold_cache_first_scan_vs_mmap", t_mmap / t, ">= 0.80");
 }
 
 // ---- scenario 5: fill + commit vs pwrite+fsync and raw LMDB --------------------------------------
@@ -531,13 +711,18 @@ void Hdf5Scenario(const Config& c) {
   t_baw_cold = write("cold", false);
   t_baw = write("a", true);
   {
-    Options ro = o;
-    ro.prefault_cache = true;
-    auto db = Must(Database::Open(c.dir + "/h5cmp.db", ro), "open");
-    auto v = Must(Must(db.Get("a"), "get").view(), "view");
-    WaitForRss(static_cast<double>(ro.cache_bytes >> 20));
+    // As H5Dread does: each 8 MiB piece read into the same buffer, then summed. A fresh handle
+    // with the default options.
+    auto db = Must(Database::Open(c.dir + "/h5cmp.db", Options{}), "open");
+    auto a = Must(db.Get("a"), "get");
+    auto buf = Must(View::Wrap(piece.data(), DType::Of<double>(), {static_cast<int64_t>(piece.size())}), "wrap");
+    s_ba = 0;
     auto t0 = Clock::now();
-    s_ba = Sum(reinterpret_cast<const double*>(v.data()), n);
+    for (uint64_t off = 0; off < n; off += piece.size()) {
+      const auto from = static_cast<int64_t>(off), to = static_cast<int64_t>(off + piece.size());
+      buf.Assign(Must(a.Index({Slice{from, to, 1}}), "index")).ThrowIfError();
+      s_ba += Sum(piece.data(), piece.size());
+    }
     t_bar = Secs(t0);
   }
   if (s_ba != s_h5) std::fprintf(stderr, "bigarray-bench: HDF5 and bigarray sums differ (%g vs %g)\n", s_h5, s_ba);
@@ -546,7 +731,7 @@ void Hdf5Scenario(const Config& c) {
   Report("8 write, cold RAM pool", "throughput", GBs(bytes, t_baw_cold), GBs(bytes, t_h5w) + " HDF5",
          "write_cold_pool_vs_hdf5", t_h5w / t_baw_cold, "(info)");
   Report("8 read vs HDF5", "throughput", GBs(bytes, t_bar), GBs(bytes, t_h5r) + " HDF5", "read_vs_hdf5",
-         t_h5r / t_bar, ">= 1.00");
+         t_h5r / t_bar, ">= 1.50");
 #else
   (void)c;
   std::printf("  8 HDF5: not built (libhdf5-dev missing)\n");
@@ -605,11 +790,6 @@ struct WatchShared {
 };
 
 int64_t NowNs() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
-
-double Percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
-}
 
 // Runs the measurement on database `where`; returns {p50, p99, commit p50} in microseconds.
 std::vector<double> MeasureWatch(const std::string& where, int iterations) {
@@ -728,6 +908,8 @@ static void PostgresScenario(const Config& c) {
          ls / ps, "(info)");
 }
 
+static constexpr const char* kScenarioNames = "scan,ooc,random,cold,shared,commit,grow,hdf5,writers,pg,watch,space";
+
 int main(int argc, char** argv) {
   Config c;
   for (int i = 1; i < argc; ++i) {
@@ -744,7 +926,13 @@ int main(int argc, char** argv) {
       std::stringstream ss(argv[++i]);
       for (std::string s; std::getline(ss, s, ',');) c.only.insert(s);
     } else {
-      std::fprintf(stderr, "usage: bigarray-bench [--quick] [--json FILE] [--dir DIR] [--pg URI] [--only scan,ooc,random,commit,grow,hdf5,writers,pg,watch,space]\n");
+      std::fprintf(stderr, "usage: bigarray-bench [--quick] [--json FILE] [--dir DIR] [--pg URI] [--only %s]\n", kScenarioNames);
+      return 2;
+    }
+  }
+  for (const std::string& name : c.only) {
+    if (("," + std::string(kScenarioNames) + ",").find("," + name + ",") == std::string::npos) {
+      std::fprintf(stderr, "bigarray-bench: --only: no scenario '%s' (the scenarios: %s)\n", name.c_str(), kScenarioNames);
       return 2;
     }
   }
@@ -759,6 +947,8 @@ int main(int argc, char** argv) {
   run("scan", ScanScenarios);
   run("ooc", OocScenario);
   run("random", RandomScenario);
+  run("cold", ColdScenario);
+  run("shared", SharedScanScenario);
   run("commit", CommitScenario);
   run("grow", GrowScenarios);
   run("hdf5", Hdf5Scenario);

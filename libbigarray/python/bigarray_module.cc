@@ -820,11 +820,14 @@ class PyBlockIter {
 class PyDatabase {
  public:
   static PyDatabase Open(py::handle path, py::handle cache, bool durable, bool create, bool read_only,
-                         bool prefault_cache, py::handle readahead_blocks, py::handle spill_dir) {
+                         bool prefault_cache, py::handle readahead_blocks, py::handle spill_dir, bool verify,
+                         bool map_reads) {
     std::string p = FsPath(path);
     ba::Options o;
     o.read_only = read_only;
     o.prefault_cache = prefault_cache;
+    o.verify_reads = verify;
+    o.map_reads = map_reads;
     if (!readahead_blocks.is_none()) {
       const int64_t r = Int(readahead_blocks, "readahead_blocks");
       if (r < 0 || r > 4096) throw py::value_error("readahead_blocks must be 0 to 4096, not " + std::to_string(r));
@@ -1284,12 +1287,16 @@ PYBIND11_MODULE(_bigarray, m) {
 
   m.def("open", &PyDatabase::Open, py::arg("path"), py::arg("cache") = py::none(), py::arg("durable") = true,
         py::arg("create") = true, py::kw_only(), py::arg("read_only") = false, py::arg("prefault_cache") = false,
-        py::arg("readahead_blocks") = py::none(), py::arg("spill_dir") = py::none(),
+        py::arg("readahead_blocks") = py::none(), py::arg("spill_dir") = py::none(), py::arg("verify") = true,
+        py::arg("map_reads") = true,
         "Opens (or creates) the database at `path` (a directory; 'memory:' for a private\n"
         "in-memory database). cache: bytes of RAM for this handle's page cache (default 1 GiB);\n"
         "dirty data beyond it spills to disk. durable=False: a commit survives a crash of the\n"
         "process but an OS crash may lose the latest commits. create=False: FileNotFoundError\n"
         "when there is no database at `path`. read_only=True: never writes (works on a read-only\n"
         "mount); changes raise bigarray.Error and ndarray views are not writeable.\n"
+        "verify=False: blocks mapped from the database file are not checked against their\n"
+        "checksums first (as numpy.memmap; damage shows as wrong values). map_reads=False: every\n"
+        "block is copied into the cache instead of being mapped from the file.\n"
         "prefault_cache, readahead_blocks, spill_dir: as the C++ Options (docs/api.md).");
 }

@@ -1,5 +1,5 @@
 """bigarray.open's options beyond cache/durable/create (read_only, prefault_cache,
-readahead_blocks, spill_dir), and info() against the CLI's info --json."""
+readahead_blocks, spill_dir, verify, map_reads), and info() against the CLI's info --json."""
 import json
 import os
 import pathlib
@@ -172,3 +172,25 @@ def test_other_options(path, tmp_path):
         bigarray.open(path, True)  # the options are keyword-only beyond create
     with pytest.raises(TypeError):
         bigarray.open(path, readahead_blocks="8")
+
+
+@pytest.mark.parametrize("verify,map_reads", [(False, False), (False, True), (True, False)])
+def test_verify_and_map_reads_change_no_value(path, verify, map_reads):
+    want = np.arange(1 << 19, dtype="f8") * 0.5  # 4 MiB in 64 KiB blocks
+    with bigarray.open(path) as db:
+        db.create("x", want.shape, "f8", block_size=65536)[:] = want
+        db.create("m", (300, 7), ">i4", order="F", block_size=8192)[:] = np.arange(2100).reshape(300, 7)
+        db.commit()
+    # A cache of 1 MiB: a full scan evicts, and later reads load the blocks again.
+    with bigarray.open(path, cache=1 << 20, verify=verify, map_reads=map_reads) as db:
+        x = db["x"]
+        assert np.array_equal(x[:], want)
+        assert float(x[:].sum()) == float(want.sum())
+        assert np.array_equal(x[::-4097], want[::-4097])
+        assert np.array_equal(db["m"][10:20, 3], np.arange(2100).reshape(300, 7)[10:20, 3])
+        x[5:9] = -1  # written blocks go through the cache whatever the options
+        db.commit()
+        assert list(x[3:10]) == [1.5, 2.0, -1, -1, -1, -1, 4.5]
+    with bigarray.open(path, read_only=True, verify=verify, map_reads=map_reads) as db:
+        want[5:9] = -1
+        assert np.array_equal(db["x"][:], want)

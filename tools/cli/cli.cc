@@ -42,6 +42,7 @@ namespace {
 
 struct Globals {
   uint64_t cache_bytes = Options{}.cache_bytes;
+  bool verify_reads = true;  // false: --no-verify (Options::verify_reads)
   bool progress = true;
   std::shared_ptr<spdlog::logger> logger;  // null unless --verbose
 };
@@ -113,6 +114,7 @@ enum class Access { kRead, kWrite, kCreate };
 Result<Database> OpenDb(const Globals& g, const std::string& path, Access access) {
   Options o;
   o.cache_bytes = g.cache_bytes;
+  o.verify_reads = g.verify_reads;
   o.logger = g.logger;
   o.create_if_missing = access == Access::kCreate;
   o.read_only = access == Access::kRead;
@@ -509,8 +511,10 @@ Status CmdStats(const Globals& g, const ParsedArgs& args) {
 // straight from the store, which checks their checksums and that none is missing, extra or
 // moved). Only damage is counted; any other failure (I/O, resources) ends the command as that
 // error, so that "too many open files" is never reported as damaged blocks.
-Status CmdVerify(const Globals& g, const ParsedArgs& args) {
+Status CmdVerify(const Globals& globals, const ParsedArgs& args) {
   const std::string& path = args.positionals[0];
+  Globals g = globals;
+  g.verify_reads = true;  // whatever --no-verify says: checking is the command's point
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, path, Access::kRead));
   uint64_t damaged = 0, blocks_checked = 0;
   auto report = [&](const std::string& where, const Status& st) {
@@ -598,6 +602,7 @@ struct Command {
 
 const OptionSpec kGlobalOptions[] = {
     {"cache", 0, ValueKind::kByteSize},
+    {"no-verify", 0, ValueKind::kFlag},
     {"no-progress", 0, ValueKind::kFlag},
     {"verbose", 'v', ValueKind::kFlag},
     {"help", 'h', ValueKind::kFlag},
@@ -741,6 +746,7 @@ int Run(int argc, const char* const* argv) {
   }
   Globals g;
   if (auto cache = args.Value("cache")) g.cache_bytes = Checked(ParseByteSize(*cache));
+  g.verify_reads = !args.Flag("no-verify");
   g.progress = !args.Flag("no-progress");
   if (args.Flag("verbose")) {
     g.logger = std::make_shared<spdlog::logger>("bigarray", std::make_shared<spdlog::sinks::stderr_sink_mt>());

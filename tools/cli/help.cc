@@ -42,6 +42,8 @@ Commands:
 Options, before or after the command:
   --cache SIZE     RAM for the page cache, e.g. 256M or 4G (default 1G); a larger
                    transaction spills to a scratch file in the database directory
+  --no-verify      do not check block checksums when reading array data (faster first
+                   reads; damage shows as wrong values, not an error); verify ignores it
   --no-progress    no progress bars (otherwise shown on a terminal after about a second)
   -v, --verbose    log details to stderr
   -h, --help       show this help, or a command's: bigarray help COMMAND
@@ -51,7 +53,7 @@ Option values follow as --opt VALUE or --opt=VALUE. Sizes take the suffixes K, M
 Exit codes: 0 success, 1 error, 2 usage error, 3 transaction conflict (nothing was written).
 )";
 
-#define BA_GLOBAL_OPTIONS "\nGlobal options: --cache SIZE, --no-progress, -v/--verbose, -h/--help.\n"
+#define BA_GLOBAL_OPTIONS "\nGlobal options: --cache SIZE, --no-verify, --no-progress, -v/--verbose, -h/--help.\n"
 
 constexpr std::string_view kCreate = R"(Usage: bigarray create DB NAME --dtype T --shape D0,D1,... [--order C|F] [--block-size BYTES]
 
