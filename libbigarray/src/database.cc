@@ -803,7 +803,8 @@ uint64_t Database::snapshot_commit() const { return session_->snapshots->Get()->
 
 CacheStats Database::cache_stats() const {
   auto p = session_->pager->stats();
-  return CacheStats{p.faults, p.loads, p.readahead_loads, p.evictions, p.spills, p.resident_bytes, p.dirty_blocks};
+  return CacheStats{p.faults,         p.loads,        p.readahead_loads, p.evictions,        p.spills,
+                    p.resident_bytes, p.dirty_blocks, p.file_maps,       p.file_mapped_bytes};
 }
 
 Result<Array> Database::Create(const std::string& name, std::vector<int64_t> shape,

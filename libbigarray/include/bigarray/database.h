@@ -65,7 +65,7 @@ struct Options {
   // Clean blocks of an LMDB database are mapped read-only straight from the database file's
   // page cache into views (no copy, no RAM of the cache, shared by every process on the host);
   // the cache then holds only blocks being written and blocks the file cannot show (docs/pager.md,
-  // "Mapped blocks"). False: every block is copied into the cache, as before format 3.
+  // section 3b). False: every block is copied into the cache.
   bool map_reads = true;
   // Each block is checked against its checksum the first time this handle maps or loads it
   // (semantics.md S6). False maps mapped blocks without reading them first, as numpy.memmap
@@ -88,6 +88,9 @@ struct ArrayOptions {
 struct CacheStats {
   uint64_t faults = 0, loads = 0, readahead_loads = 0, evictions = 0, spills = 0;
   uint64_t resident_bytes = 0, dirty_blocks = 0;
+  // Blocks mapped straight from the database file instead of loaded (Options::map_reads), and
+  // the bytes of resident_bytes they account for (page cache shown in views, not cache RAM).
+  uint64_t file_maps = 0, file_mapped_bytes = 0;
 };
 
 // A named array of one Database handle. Copies refer to the same array.
