@@ -1020,6 +1020,8 @@ class PyDatabase {
     d["spills"] = s.spills;
     d["resident_bytes"] = s.resident_bytes;
     d["dirty_blocks"] = s.dirty_blocks;
+    d["file_maps"] = s.file_maps;
+    d["file_mapped_bytes"] = s.file_mapped_bytes;
     return d;
   }
 
