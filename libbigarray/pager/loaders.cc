@@ -1,0 +1,192 @@
+// Loader threads and requests (docs/pager.md, section 1, "Loader threads", "Requests" and
+// "Fault source"; section 4; section 8, read-ahead): starting loaders, and more while others are
+// in I/O, taking faults and queued requests, read-ahead, Mapping::Load, completing requests and
+// waking those parked on a page. What a request does to its page is in pager.cc (Process).
+#include <semaphore.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <string>
+#include <system_error>
+
+#include "pager/fault_source.h"
+#include "pager/io.h"
+#include "pager/pager_impl.h"
+
+namespace bigarray::pager {
+
+constexpr size_t kMaxLoaders = 256;
+
+Status PagerImpl::Start() {
+  SignalFaultSource::Get();  // install the handler before any mapping exists
+  const unsigned n = std::max(1u, options_.loader_threads);
+  std::lock_guard lock(mu_);
+  try {
+    for (unsigned i = 0; i < n; ++i) loaders_.emplace_back([this] { LoaderMain(); });
+  } catch (const std::system_error& e) {
+    if (loaders_.empty()) {  // one is enough to work, more only make it faster
+      return ResourceExhausted("could not create a thread for the pager's loader: " + ErrorText(e) +
+                               "; the limit on processes or threads (ulimit -u) or on address space "
+                               "(ulimit -v) may be reached");
+    }
+  }
+  return Status::Ok();
+}
+
+void PagerImpl::BeginIo() {
+  ++busy_loaders_;
+  if (busy_loaders_ >= loaders_.size() && loaders_.size() < kMaxLoaders && !stopping_) {
+    try {
+      loaders_.emplace_back([this] { LoaderMain(); });
+    } catch (const std::system_error& e) {
+      // No thread to be had (ulimit -u, address space): fewer loaders means a fault may wait
+      // behind another block's I/O, or behind a loader waiting for room (P9 no longer holds),
+      // never that it fails.
+      if (!thread_warned_ && options_.logger) {
+        options_.logger->warn("could not create another loader thread ({}); going on with {}", ErrorText(e),
+                              loaders_.size());
+      }
+      thread_warned_ = true;
+    }
+  }
+}
+
+Status Mapping::Load(size_t offset, size_t length) {
+  return file_->pager_->Load(*this, offset, length);
+}
+
+Status PagerImpl::Load(Mapping& m, size_t offset, size_t length) {
+  if (length == 0) return Status::Ok();
+  if (offset > m.size_ || length > m.size_ - offset) {
+    return OutOfRange("load of bytes [" + std::to_string(offset) + ", " +
+                      std::to_string(offset + length) + ") outside a mapping of " +
+                      std::to_string(m.size_) + " bytes");
+  }
+  const size_t bs = m.file_->block_size_;
+  const uint64_t first = offset / bs, end = (offset + length + bs - 1) / bs;
+  auto waiter = std::make_shared<LoadWaiter>();
+  waiter->remaining = end - first;
+  {
+    std::lock_guard lock(mu_);
+    FileState* f = m.file_->state_;
+    for (uint64_t b = first; b < end; ++b) {
+      Request r;
+      r.file_id = f->id;
+      r.block = m.first_block_ + b;
+      r.mapping = MappingRef{f->id, m.index_, f->mappings[m.index_].serial};
+      r.waiter = waiter;
+      Enqueue(std::move(r));
+    }
+  }
+  std::unique_lock wl(waiter->mu);
+  waiter->cv.wait(wl, [&] { return waiter->remaining == 0; });
+  return waiter->error;
+}
+
+void PagerImpl::Enqueue(Request req) {
+  ready_.push_back(std::move(req));
+  sem_post(&work_);
+}
+
+void PagerImpl::LoaderMain() {
+  SignalFaultSource& source = SignalFaultSource::Get();
+  for (;;) {
+    while (sem_wait(&work_) != 0 && errno == EINTR) {
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    while (FaultRecord* r = source.Take(this)) HandleFault(r);
+    for (;;) {
+      Request req;
+      {
+        std::lock_guard lock(mu_);
+        if (ready_.empty()) break;
+        req = std::move(ready_.front());
+        ready_.pop_front();
+      }
+      Process(std::move(req));
+      // Faults come first: a thread is stopped on each of them.
+      while (FaultRecord* r = source.Take(this)) HandleFault(r);
+    }
+  }
+}
+
+void PagerImpl::HandleFault(FaultRecord* r) {
+  ++faults_;
+  Request req;
+  {
+    std::lock_guard lock(mu_);
+    auto it = mappings_by_address_.upper_bound(r->addr);
+    if (it == mappings_by_address_.begin()) {
+      SignalFaultSource::Get().Complete(r, FaultOutcome::kForeign);
+      return;
+    }
+    --it;
+    FileState* f = FindFile(it->second.file_id);
+    if (!f) {
+      SignalFaultSource::Get().Complete(r, FaultOutcome::kForeign);
+      return;
+    }
+    const MappingSlot& m = f->mappings[it->second.index];
+    const uintptr_t base = reinterpret_cast<uintptr_t>(m.base);
+    if (r->addr >= base + m.count * f->block_size) {
+      SignalFaultSource::Get().Complete(r, FaultOutcome::kForeign);
+      return;
+    }
+    req.file_id = f->id;
+    req.block = m.first + (r->addr - base) / f->block_size;
+    req.write = r->access == FaultRecord::kWrite;
+    req.access_unknown = r->access == FaultRecord::kUnknown;
+    req.tid = r->tid;
+    req.mapping = it->second;
+    req.fault = r;
+    // Read-ahead (P11): a fault a little ahead of the previous one continues a sequential run:
+    // load the next blocks and map all but the last, whose fault (cheap: it is resident by
+    // then) announces that the run goes on.
+    const unsigned k = options_.readahead_blocks;
+    if (k > 0 && f->last_fault != UINT64_MAX && req.block > f->last_fault &&
+        req.block - f->last_fault <= k + 1) {
+      const uint64_t end = std::min({m.first + m.count, f->extent, req.block + 1 + k});
+      for (uint64_t b = req.block + 1; b < end; ++b) {
+        if (f->pages.count(b)) continue;
+        Request ra;
+        ra.file_id = f->id;
+        ra.block = b;
+        ra.prefetch = true;
+        ra.mapping = it->second;
+        ra.map_after_prefetch = b + 1 < end;
+        Enqueue(std::move(ra));
+      }
+    }
+    f->last_fault = req.block;
+  }
+  Process(std::move(req));
+}
+
+void PagerImpl::Complete(Request& req, FaultOutcome outcome, const Status& error) {
+  if (req.fault) {
+    std::string msg;
+    if (outcome == FaultOutcome::kFatal) msg = "bigarray: fatal page fault: " + error.ToString();
+    SignalFaultSource::Get().Complete(req.fault, outcome, msg.empty() ? nullptr : msg.c_str());
+    req.fault = nullptr;
+  }
+  if (req.waiter) {
+    std::lock_guard lock(req.waiter->mu);
+    if (!error.ok() && req.waiter->error.ok()) req.waiter->error = error;
+    if (outcome == FaultOutcome::kForeign && req.waiter->error.ok()) {
+      req.waiter->error = FailedPrecondition("the mapping was released during the load");
+    }
+    if (--req.waiter->remaining == 0) req.waiter->cv.notify_all();
+    req.waiter.reset();
+  }
+}
+
+void PagerImpl::WakeWaiters(Page& p) {
+  for (Request& r : p.waiters) Enqueue(std::move(r));
+  p.waiters.clear();
+  settled_cv_.notify_all();
+}
+
+}  // namespace bigarray::pager
