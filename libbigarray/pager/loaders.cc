@@ -143,20 +143,29 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     req.mapping = it->second;
     req.fault = r;
     // Read-ahead (P11): a fault a little ahead of the previous one continues a sequential run:
-    // load the next blocks and map all but the last, whose fault (cheap: it is resident by
-    // then) announces that the run goes on.
+    // load the next blocks and map all but one, the marker, whose fault (cheap: it is resident
+    // by then) announces that the run goes on. The marker is the first block queued halfway
+    // into the window or later, so that the next window is asked for while half of this one is
+    // still ahead of the reader: loads (and checks) stay ahead of a scan instead of starting
+    // when it reaches them.
     const unsigned k = options_.readahead_blocks;
     if (k > 0 && f->last_fault != UINT64_MAX && req.block > f->last_fault &&
         req.block - f->last_fault <= k + 1) {
       const uint64_t end = std::min({m.first + m.count, f->extent, req.block + 1 + k});
+      std::vector<uint64_t> queued;
       for (uint64_t b = req.block + 1; b < end; ++b) {
-        if (f->pages.count(b)) continue;
+        if (!f->pages.count(b)) queued.push_back(b);
+      }
+      const uint64_t half = req.block + 1 + k / 2;
+      auto marker = std::find_if(queued.begin(), queued.end(), [&](uint64_t b) { return b >= half; });
+      if (marker == queued.end() && !queued.empty()) --marker;
+      for (auto q = queued.begin(); q != queued.end(); ++q) {
         Request ra;
         ra.file_id = f->id;
-        ra.block = b;
+        ra.block = *q;
         ra.prefetch = true;
         ra.mapping = it->second;
-        ra.map_after_prefetch = b + 1 < end;
+        ra.map_after_prefetch = q != marker;
         Enqueue(std::move(ra));
       }
     }
