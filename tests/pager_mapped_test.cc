@@ -67,6 +67,8 @@ class FileSource : public BlockSource {
     if (copied.count(block)) return std::optional<FileRange>();
     FileRange r;
     if (auto it = where.find(block); it != where.end()) r = FileRange{fd, it->second.offset, it->second.length, nullptr};
+    if (beyond_end.count(block)) r.offset = end + 16 * static_cast<off_t>(kBlock);  // a read would raise SIGBUS
+    if (unmappable_fd >= 0 && r.length > 0) r.fd = unmappable_fd;
     const bool bad = damaged.count(block) != 0;
     r.check = [this, bad](std::span<const std::byte>) {
       ++checks;
@@ -84,7 +86,8 @@ class FileSource : public BlockSource {
   int fd = -1;
   off_t end = 0;
   std::map<uint64_t, Where> where;
-  std::set<uint64_t> copied, damaged;
+  std::set<uint64_t> copied, damaged, beyond_end;
+  int unmappable_fd = -1;  // answered instead of the file's (mmap fails)
   int loads = 0, maps = 0;
   std::atomic<int> checks{0};
 };
@@ -278,4 +281,29 @@ TEST_CASE("mapped blocks stay within the map-entry budget") {
   }
   CHECK(fx.pager->stats().map_reclaims > 0);
   for (uint64_t b = 0; b < 400; b += 37) CHECK(Shows(m->data() + b * kBlock, 1, b, b % 2 ? kBlock : kBlock / 2));
+}
+
+TEST_CASE("mapped blocks: a range the kernel cannot map or read is loaded by copy instead, never a SIGBUS") {
+  Fixture fx;
+  for (uint64_t b = 0; b < 4; ++b) fx.source->Store(b, 5);
+  // Blocks 1 and 2 point past the end of the file: mapping them works, reading would raise
+  // SIGBUS; populating reports it, and the pager loads a copy (whose read reports real errors).
+  fx.source->beyond_end = {1, 2};
+  auto m = fx.file->Map(0, 4).value();
+  for (uint64_t b = 0; b < 4; ++b) CHECK(Shows(m->data() + b * kBlock, 5, b));
+  CHECK(fx.pager->stats().loads == 2);
+  CHECK(fx.pager->stats().file_maps == 2);
+  // A descriptor that cannot be mapped at all (a pipe: ENODEV) is copied as well.
+  Fixture pipe_fx;
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  for (uint64_t b = 0; b < 3; ++b) pipe_fx.source->Store(b, 6);
+  pipe_fx.source->unmappable_fd = fds[0];
+  auto p = pipe_fx.file->Map(0, 3).value();
+  for (uint64_t b = 0; b < 3; ++b) CHECK(Shows(p->data() + b * kBlock, 6, b));
+  CHECK(pipe_fx.pager->stats().loads == 3);
+  CHECK(pipe_fx.pager->stats().file_maps == 0);
+  p.reset();
+  close(fds[0]);
+  close(fds[1]);
 }
