@@ -51,6 +51,13 @@ void Write(const std::string& path, int64_t blocks, int version) {
   REQUIRE(db.Commit().ok());
 }
 
+// A fresh directory with a database whose array "x" was written by Write(blocks, version).
+struct Written {
+  Written(int64_t blocks, int version) { Write(path, blocks, version); }
+  TempDir dir;
+  const std::string path = dir / "db";
+};
+
 bool Shows(const View& v, int version, int64_t first = 0) {
   auto d = v.Span<uint64_t>().value();
   for (size_t i = 0; i < d.size(); ++i) {
@@ -73,9 +80,8 @@ off_t PayloadOffset(const std::string& path, uint64_t index) {
 }  // namespace
 
 TEST_CASE("clean blocks of an LMDB database are mapped from the file; only written blocks use the cache") {
-  TempDir dir;
-  const std::string path = dir / "db";
-  Write(path, 16, 1);
+  const Written w(16, 1);
+  const std::string& path = w.path;
   Database db = OpenDb(path);
   auto v = db.Get("x").value().view().value();
   CHECK(Shows(v, 1));
@@ -93,16 +99,15 @@ TEST_CASE("clean blocks of an LMDB database are mapped from the file; only writt
   CHECK(s.file_mapped_bytes == 15 * kBlock);
   REQUIRE(db.Commit().ok());
   Database other = OpenDb(path);
-  auto w = other.Get("x").value().view().value().Span<uint64_t>().value();
-  CHECK(w[3 * kPerBlock + 5] == Value(5, 9));
-  CHECK(w[4 * kPerBlock] == Value(4 * kPerBlock, 1));
+  auto got = other.Get("x").value().view().value().Span<uint64_t>().value();
+  CHECK(got[3 * kPerBlock + 5] == Value(5, 9));
+  CHECK(got[4 * kPerBlock] == Value(4 * kPerBlock, 1));
   CHECK(other.cache_stats().loads == 0);  // block 3 was stored whole again: mapped too
 }
 
 TEST_CASE("mapped blocks follow other handles' commits at the boundary, never in between") {
-  TempDir dir;
-  const std::string path = dir / "db";
-  Write(path, 8, 1);
+  const Written w(8, 1);
+  const std::string& path = w.path;
   Database reader = OpenDb(path);
   auto v = reader.Get("x").value().view().value();
   for (int version = 2; version < 40; ++version) {
@@ -145,9 +150,8 @@ TEST_CASE("blocks the file cannot show are copied: small payloads and deltas") {
 }
 
 TEST_CASE("a damaged mapped block is an error naming it; with verify_reads off it is shown as stored") {
-  TempDir dir;
-  const std::string path = dir / "db";
-  Write(path, 4, 1);
+  const Written w(4, 1);
+  const std::string& path = w.path;
   const off_t at = PayloadOffset(path, 2) + 100;
   {
     const int fd = open((path + "/data.mdb").c_str(), O_RDWR | O_CLOEXEC);
@@ -177,12 +181,11 @@ TEST_CASE("a damaged mapped block is an error naming it; with verify_reads off i
 }
 
 TEST_CASE("after Load, the kernel reads mapped views: write(2) sends the array's bytes") {
-  TempDir dir;
-  const std::string path = dir / "db";
-  Write(path, 8, 3);
+  const Written w(8, 3);
+  const std::string& path = w.path;
   Database db = OpenDb(path);
   auto v = db.Get("x").value().view().value();
-  const std::string out = dir / "out";
+  const std::string out = w.dir / "out";
   const int fd = open(out.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   REQUIRE(fd >= 0);
   CHECK(write(fd, v.data(), 8 * kBlock) == -1);  // before Load: nothing mapped, EFAULT

@@ -94,10 +94,7 @@ class FileSource : public BlockSource {
 
 struct Fixture {
   explicit Fixture(uint64_t cache_blocks = 64, unsigned readahead = 0) {
-    PagerOptions o;
-    o.cache_bytes = cache_blocks * kBlock;
-    o.readahead_blocks = readahead;
-    pager = Pager::Create(o).value();
+    pager = bigarray::testing::TestPager(cache_blocks * kBlock, readahead);
     source = std::make_shared<FileSource>(dir / "blocks");
     file = pager->OpenFile(source, kBlock, "array 'test'").value();
   }
