@@ -1115,13 +1115,14 @@ int main(int argc, char** argv) {
           if (o == kReadError || o == kVerifyOnly || o == kReadBadVerifyCaught) {
             // Group messages by their text with numbers as '#', for the summary.
             std::string key;
-            for (char ch : detail.substr(0, std::min<size_t>(detail.size(), 110))) {
+            for (char ch : detail) {
               if (!std::isdigit(static_cast<unsigned char>(ch))) {
                 key.push_back(ch);
               } else if (key.empty() || key.back() != '#') {
                 key.push_back('#');
               }
             }
+            if (key.size() > 110) key.resize(110);
             ++messages[std::string(kOutcomeNames[o]) + ": " + key];
           }
           from = comma + 1;
