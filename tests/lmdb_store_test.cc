@@ -690,6 +690,29 @@ TEST_CASE("S6: damaged LMDB flags of a named database record are refused") {
   ExpectRefused(db, "the record of database 'blocks' has LMDB flags 2");
 }
 
+TEST_CASE("S6: a damaged page count of a block's overflow run is reported, and no commit frees by it") {
+  // LMDB frees a replaced value's overflow run by the page count in its first page: damaged, the
+  // commit that replaces the block would free pages that other records use.
+  TempDir dir;
+  const std::string db = dir / "db";
+  const off_t payload = StoreTwoBlocks(db);
+  DamageByte(db, payload - 4096 + 12, [](char c) { return static_cast<char>(c + 1); });
+  auto store = Open(db);
+  auto s = store->OpenSnapshot().value();
+  std::vector<std::byte> out(kBlock);
+  Status st = s->ReadBlock(6, 2, out);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK_MESSAGE(st.message().find("array #6 block 2: the header of its first page in data.mdb is damaged") != std::string::npos,
+                st.ToString());
+  // Replacing the block is refused, before LMDB frees anything: nothing was committed.
+  WriteBatch b(s->commit_id());
+  b.PutBlock(6, 2, Pattern(kBlock, 1));
+  Status commit = store->Commit(b).status();
+  CHECK_MESSAGE(commit.code() == Code::kCorruption, commit.ToString());
+  CHECK(store->OpenSnapshot().value()->commit_id() == s->commit_id());
+  CHECK(s->ReadBlock(6, 3, out).ok());
+}
+
 TEST_CASE("S3: a reader keeps its snapshot while another process commits") {
   TempDir dir;
   auto store = Open(dir / "db");
