@@ -2,7 +2,7 @@
 // returned as good, never a crash, a hang, or a write (docs/reliability.md, "The damage sweep").
 //
 // A child process builds a small database through the public API (three arrays of different
-// dtypes, orders and shapes in 4 KiB blocks, one of them with 60 blocks of small payloads that
+// dtypes, orders and shapes in 4 KiB blocks, one of them with 30 blocks of small payloads that
 // LMDB keeps inside leaf pages, so that the blocks B-tree has a branch page; a rename, a resize,
 // a drop, five commits, so that both of LMDB's meta pages and the change log hold something)
 // and records the truth: every array's name, dtype, order, shape, stored blocks and bytes, and
@@ -29,14 +29,14 @@
 //
 // Usage: damage_sweep [--full] [--jobs N] [--timeout S] [--kind K] [--case OFFSET:PATTERN]
 //                     [--keep DIR] [--list] [--save DIR] [--from DIR]
-//   default   the short sweep of `make test` (~600 cases): every byte of both meta pages that
+//   default   the short sweep of `make test` (~570 cases): every byte of both meta pages that
 //             LMDB reads, their transaction ids with every pattern, and a seeded sample of the
 //             other pages: 12 bytes of each branch and leaf page, 3 of each overflow run's headers,
 //             1 or 2 of the rest ($BIGARRAY_SEED replays the sample)
 //   --full    every byte of every structural page (meta, branch, leaf) with xor 0xff, the bytes
 //             LMDB reads of the meta pages with every pattern, the page headers and node
 //             pointers also with xor 0x01, every byte of the overflow runs' headers, and a sample
-//             of the rest (`make torture`, ~65,000 cases)
+//             of the rest (`make torture`, ~49,000 cases)
 //   --case    one case, with the child's messages; --keep DIR leaves its damaged copy in DIR
 //   --list    the page map only
 //   --save    keeps the database built (data.mdb, truth.txt) in DIR; --from sweeps it instead
@@ -150,7 +150,7 @@ T Get(const std::vector<unsigned char>& p, size_t at) {
 // ---- the database and its truth -------------------------------------------------------------
 
 constexpr uint64_t kBlock = 4096;
-constexpr int kGammaBlocks = 60;    // blocks of 200 bytes each: stored inside leaf pages
+constexpr int kGammaBlocks = 30;    // blocks of 200 bytes each: stored inside leaf pages
 constexpr size_t kGammaPayload = 200;
 
 // What a reader must see: one line per array, sorted by name, then the arrays changed since
@@ -458,6 +458,7 @@ class PageWalker {
     const size_t base = root * map_.psize;
     std::vector<unsigned char> p(file_.begin() + static_cast<long>(base), file_.begin() + static_cast<long>(base + map_.psize));
     const uint16_t flags = Get<uint16_t>(p, 10), lower = Get<uint16_t>(p, 12), upper = Get<uint16_t>(p, 14);
+    if (!(flags & (kBranch | kLeaf))) Die("the healthy database has a tree page that is neither branch nor leaf");
     map_.kind[root] = (flags & kBranch) ? branch_ : leaf_;
     map_.bounds[root] = {lower, upper};
     for (size_t i = 0; i < (lower - 16u) / 2; ++i) {
@@ -533,7 +534,7 @@ struct Case {
   Pattern pattern;
 };
 
-// The short sweep (make test, ~600 cases) and the full one (make torture, ~65,000).
+// The short sweep (make test, ~570 cases) and the full one (make torture, ~49,000).
 std::vector<Case> ChooseCases(const PageMap& map, const std::vector<unsigned char>& file, bool full, uint64_t seed,
                               int only_kind) {
   std::vector<Case> cases;
