@@ -569,6 +569,23 @@ TEST_CASE("S9: a lowered transaction id of the newest meta page is refused, not 
     f.Write(db);
     ExpectRefused(db, "meta page " + std::to_string(newest) + " names transaction " + std::to_string(t - 2) +
                           " but leads to the state of commit " + std::to_string(t));
+    // The manual repairs docs/reliability.md describes ("Damaged meta pages"), on copies.
+    SUBCASE("repaired: the id the message names, written back") {
+      f.Set<uint64_t>(f.TxnAt(newest), t);
+      f.Write(db);
+      auto s = Open(db, Relaxed())->OpenSnapshot().value();
+      CHECK(s->commit_id() == t);
+      CHECK(s->GetMeta("k/4").value() == "v");
+    }
+    SUBCASE("rolled back knowingly: the damaged page made a copy of the other, one id lower") {
+      std::memcpy(f.bytes.data() + newest * LmdbFile::kPage + 16, f.bytes.data() + (1 - newest) * LmdbFile::kPage + 16, 136);
+      f.Set<uint64_t>(f.TxnAt(newest), t - 2);
+      f.Write(db);
+      auto s = Open(db, Relaxed())->OpenSnapshot().value();
+      CHECK(s->commit_id() == t - 1);
+      CHECK(s->GetMeta("k/3").value() == "v");
+      CHECK_FALSE(s->GetMeta("k/4").value().has_value());
+    }
   }
   SUBCASE("T - 1: a tie") {
     f.Set<uint64_t>(f.TxnAt(newest), t - 1);
