@@ -17,11 +17,16 @@
 //        u64 pgno of an overflow run; F_SUBDATA: data is an MDB_db (a named database)
 //
 // Checked: page numbers within the file, each page's own number, flags, lower/upper, every node
-// and key inside its page, key sizes, keys in ascending order within each page (as bytes, in
-// every tree but the free list's, whose keys are integers), all leaves at the recorded depth (LMDB's cursor stack
-// holds 32 levels), no page visited twice, overflow runs within the file, and the free list's
-// page numbers (a write would allocate them). Cost: the branch and leaf pages, roughly one page
-// per hundred blocks; payloads (overflow pages) are not read: their checksums cover them.
+// and key inside its page, key sizes, keys in order (LMDB's order for each database: bytes,
+// bytes from the end, or integers, as its flags choose; the free list's keys are integers) and
+// each inside the range its parent gives its page (LMDB descends into the child whose range
+// holds a key: a damaged separator would send lookups to the wrong leaf, where records are not
+// found, while walks in key order still find them), no LMDB flags on bigarray's databases (they
+// choose the key order), all leaves at the recorded depth (LMDB's cursor stack holds 32 levels),
+// no page visited twice, overflow runs within the file, the free list's page numbers (a write
+// would allocate them), and a map size that a process can map. Cost: the branch and leaf pages,
+// roughly one page per hundred blocks; payloads (overflow pages) are not read: their checksums
+// cover them.
 //
 // The meta pages (docs/reliability.md, "Damaged meta pages"). LMDB writes commit T to meta page
 // T & 1 and opens the page with the larger transaction id; readers then use page (that id & 1).
@@ -292,7 +297,7 @@ class Walker {
   std::unordered_set<uint64_t> seen_;
 };
 
-// Looks `key` up in the B-tree `db` (keys in LMDB's default order: bytes, then length), reading
+// Looks `key` up in the B-tree `db` (in the key order its flags choose, as LMDB does), reading
 // each page on the way with pread and checking it. nullopt: no such key. The value must be
 // stored in the leaf (not on overflow pages); `flags` receives the node's flags.
 Result<std::optional<std::vector<unsigned char>>> Lookup(int fd, size_t psize, uint64_t pages, const Db& db,
