@@ -17,7 +17,9 @@
 //   2. runs the verifier: Snapshot::VerifyRecords and Snapshot::VerifyBlocks of every array;
 //   3. opens it for writing (default options) and closes it without a change;
 // and reports on a pipe. The parent classifies each case:
-//   detected (read)    a read returned an error
+//   detected (open)    the read-only open returned an error (the structural check, the format
+//                      and commit records)
+//   detected (read)    the open succeeded, a later read returned an error
 //   detected (verify)  the reads were right, only the verifier reported damage
 //   read-bad/verify    a read returned something else than the truth without an error, and the
 //                      verifier reported damage (damage only `verify` finds: a lost record)
@@ -196,6 +198,7 @@ Result<std::string> Describe(Database& db, const std::string& name) {
 
 struct ReadOutcome {
   Status read;    // first error of the reads
+  bool at_open = false;  // `read` is the open's error
   Status verify;  // first error of the verifier
   std::vector<std::string> arrays;
   std::string changed;
@@ -222,6 +225,7 @@ ReadOutcome ReadEverything(const std::string& path, const Truth* truth, int repo
     auto db = Database::Open(path, o);
     if (!db.ok()) {
       out.read = db.status();
+      out.at_open = true;
     } else {
       phase("names");
       auto names = db->Names();
@@ -620,9 +624,10 @@ std::vector<Case> ChooseCases(const PageMap& map, const std::vector<unsigned cha
 
 // ---- running one case -------------------------------------------------------------------------
 
-enum Outcome { kReadError, kVerifyOnly, kReadBadVerifyCaught, kHarmless, kAsGood, kCrash, kHang, kWrote, kOutcomes };
-const char* const kOutcomeNames[kOutcomes] = {"detected(read)", "detected(verify)", "read-bad/verify", "harmless",
-                                              "AS-GOOD",        "CRASH",            "HANG",            "WROTE"};
+enum Outcome { kOpenError, kReadError, kVerifyOnly, kReadBadVerifyCaught, kHarmless, kAsGood, kCrash, kHang, kWrote, kOutcomes };
+const char* const kOutcomeNames[kOutcomes] = {"detected(open)", "detected(read)", "detected(verify)",
+                                              "read-bad/verify", "harmless",      "AS-GOOD",
+                                              "CRASH",           "HANG",          "WROTE"};
 bool IsFailure(Outcome o) { return o >= kAsGood; }
 
 struct Result1 {
@@ -632,7 +637,7 @@ struct Result1 {
 
 // The child of one case: reads, verifies, opens for writing; reports lines on `fd`:
 //   P <phase>            before each phase (the last one names where a crash or hang was)
-//   R <read code> <verify code> <equal 0/1> <message>
+//   R <read code> <verify code> <equal 0/1> <at open 0/1> <message>
 //   W <code> <message>   the writing open
 // Faults the harness's self-check injects into a case's child, to see that each failure is seen.
 enum class Fault { kNone, kCrash, kHang, kWrite, kLie };
@@ -673,7 +678,7 @@ std::string Difference(const ReadOutcome& r, const Truth& truth) {
   // The case's directory differs from run to run: name it <db>.
   for (size_t at; (at = msg.find(path)) != std::string::npos;) msg.replace(at, path.size(), "<db>");
   line("R " + std::to_string(static_cast<int>(r.read.code())) + " " + std::to_string(static_cast<int>(r.verify.code())) +
-       " " + (equal ? "1" : "0") + " " + msg);
+       " " + (equal ? "1" : "0") + " " + (r.at_open ? "1" : "0") + " " + msg);
   auto now = [] { return std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count()); };
   line("P open-for-writing " + now());
   {
@@ -819,13 +824,13 @@ struct Runner {
       out.detail = "exit status " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + " in phase " + last_phase;
     } else {
       std::istringstream r(rline);
-      int read_code = 0, verify_code = 0, equal = 0;
-      r >> read_code >> verify_code >> equal;
+      int read_code = 0, verify_code = 0, equal = 0, at_open = 0;
+      r >> read_code >> verify_code >> equal >> at_open;
       std::string msg;
       std::getline(r, msg);
       out.detail = msg;
       if (read_code != 0) {
-        out.outcomes.push_back(kReadError);
+        out.outcomes.push_back(at_open ? kOpenError : kReadError);
       } else if (equal && verify_code != 0) {
         out.outcomes.push_back(kVerifyOnly);
       } else if (!equal && verify_code != 0) {
@@ -1113,7 +1118,7 @@ int main(int argc, char** argv) {
           ++counts[kind][o];
           failed |= IsFailure(o);
           names += (names.empty() ? "" : "+") + std::string(kOutcomeNames[o]);
-          if (o == kReadError || o == kVerifyOnly || o == kReadBadVerifyCaught) {
+          if (o == kOpenError || o == kReadError || o == kVerifyOnly || o == kReadBadVerifyCaught) {
             // Group messages by their text with numbers as '#', for the summary.
             std::string key;
             for (char ch : detail) {
