@@ -31,7 +31,7 @@
 //
 // Usage: damage_sweep [--full] [--jobs N] [--timeout S] [--kind K] [--case OFFSET:PATTERN]
 //                     [--keep DIR] [--list] [--save DIR] [--from DIR]
-//   default   the short sweep of `make test` (~570 cases): every byte of both meta pages that
+//   default   the short sweep of `make test` (~560 cases): every byte of both meta pages that
 //             LMDB reads, their transaction ids with every pattern, and a seeded sample of the
 //             other pages: 12 bytes of each branch and leaf page, 3 of each overflow run's headers,
 //             1 or 2 of the rest ($BIGARRAY_SEED replays the sample)
@@ -538,7 +538,7 @@ struct Case {
   Pattern pattern;
 };
 
-// The short sweep (make test, ~570 cases) and the full one (make torture, ~49,000).
+// The short sweep (make test, ~560 cases) and the full one (make torture, ~49,000).
 std::vector<Case> ChooseCases(const PageMap& map, const std::vector<unsigned char>& file, bool full, uint64_t seed,
                               int only_kind) {
   std::vector<Case> cases;
