@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -37,8 +38,13 @@ std::shared_ptr<BlockStore> Open(const std::string& path, LmdbOptions o = {}) {
 }
 
 std::vector<char> Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::vector<char>(std::istreambuf_iterator<char>(f), {});
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) return {};
+  std::vector<char> bytes(static_cast<size_t>(f.tellg()));
+  f.seekg(0);
+  f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(f.good());
+  return bytes;
 }
 
 // Writes a raw LMDB environment at `path` with one named database "meta" holding `records`.
@@ -464,6 +470,263 @@ TEST_CASE("S6: a damaged header of a block's first page in data.mdb is reported 
   Status st = s->ReadBlock(6, 2, out);
   CHECK(st.code() == Code::kCorruption);
   CHECK_MESSAGE(st.message().find("array #6 block 2") != std::string::npos, st.ToString());
+  CHECK(s->ReadBlock(6, 3, out).ok());
+}
+
+// ---- damage found by the damage sweep (tests/damage_sweep.cc) --------------------------------
+//
+// LMDB's on-disk layout, as lmdb_check.cc describes it: a meta record at byte 16 of pages 0 and
+// 1 (free DB at 24, main DB at 72: 48 bytes each, flags at 4, root at 40; last page at 120,
+// transaction id at 128); branch and leaf pages with node pointers at 16.
+struct LmdbFile {
+  std::vector<char> bytes;
+  static constexpr size_t kPage = 4096, kMeta = 16;
+
+  explicit LmdbFile(const std::string& db) : bytes(Slurp(db + "/data.mdb")) { REQUIRE(bytes.size() >= 2 * kPage); }
+  template <typename T>
+  T Get(size_t at) const {
+    T v;
+    std::memcpy(&v, bytes.data() + at, sizeof v);
+    return v;
+  }
+  template <typename T>
+  void Set(size_t at, T v) {
+    std::memcpy(bytes.data() + at, &v, sizeof v);
+  }
+  size_t TxnAt(int meta) const { return meta * kPage + kMeta + 128; }
+  uint64_t Txn(int meta) const { return Get<uint64_t>(TxnAt(meta)); }
+  int Newest() const { return Txn(1) > Txn(0) ? 1 : 0; }
+  uint64_t MainRoot(int meta) const { return Get<uint64_t>(meta * kPage + kMeta + 72 + 40); }
+  // The byte offset of the node pointers' entry `i` of page `pgno` and of its key.
+  size_t Node(uint64_t pgno, size_t i) const { return pgno * kPage + Get<uint16_t>(pgno * kPage + 16 + 2 * i); }
+  size_t Keys(uint64_t pgno) const { return (Get<uint16_t>(pgno * kPage + 12) - 16u) / 2; }
+  std::string_view Key(size_t node) const { return {bytes.data() + node + 8, Get<uint16_t>(node + 6)}; }
+  // The offset of the MDB_db record of named database `name` in the newest main tree (a leaf).
+  size_t NamedDb(const std::string& name) const {
+    const uint64_t root = MainRoot(Newest());
+    REQUIRE((Get<uint16_t>(root * kPage + 10) & 0x02) != 0);  // a leaf
+    for (size_t i = 0; i < Keys(root); ++i) {
+      const size_t node = Node(root, i);
+      if (Key(node) == name) return node + 8 + name.size();
+    }
+    FAIL("no database " << name);
+    return 0;
+  }
+  void Write(const std::string& db) const {
+    std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::in | std::ios::out)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+};
+
+// Relaxed commits and a small map (data.mdb is as large as the map): these tests damage files,
+// not power supplies, and read and write whole files.
+LmdbOptions Relaxed() {
+  LmdbOptions o;
+  o.durable = false;
+  o.initial_map_bytes = 1 << 20;
+  return o;
+}
+
+// Commits `commits` times to a new database at `db` (a block and a metadata record each time).
+void CommitSeveral(const std::string& db, int commits) {
+  auto store = Open(db, Relaxed());
+  for (int c = 0; c < commits; ++c) {
+    WriteBatch b(store->OpenSnapshot().value()->commit_id());
+    b.PutBlock(1, static_cast<BlockIndex>(c), Pattern(8192, c));
+    b.PutMeta("k/" + std::to_string(c), "v");
+    REQUIRE(store->Commit(b).ok());
+  }
+}
+
+// Opens `db` for writing and read-only: both must fail with kCorruption whose message contains
+// `what`, and data.mdb must be unchanged.
+void ExpectRefused(const std::string& db, const std::string& what) {
+  const auto before = Slurp(db + "/data.mdb");
+  for (bool read_only : {true, false}) {
+    LmdbOptions o;
+    o.read_only = read_only;
+    auto r = OpenLmdbStore(db, o);
+    CHECK_MESSAGE(r.status().code() == Code::kCorruption, r.status().ToString());
+    CHECK_MESSAGE(r.status().message().find(what) != std::string::npos, r.status().ToString());
+  }
+  CHECK(Slurp(db + "/data.mdb") == before);
+}
+
+TEST_CASE("S9: a lowered transaction id of the newest meta page is refused, not a silent rollback") {
+  // Regression (damage_sweep, page 0 byte 144, minus-2 and minus-1): LMDB opens the meta page
+  // with the larger id; lowering the newest one's id (T to T - 2, or to T - 1, a tie) made it open
+  // the previous commit's state, whose commit record matches its own id: every read returned
+  // the older state (an array dropped in the last commit was back) as good.
+  TempDir dir;
+  const std::string db = dir / "db";
+  CommitSeveral(db, 5);
+  LmdbFile f(db);
+  const int newest = f.Newest();
+  const uint64_t t = f.Txn(newest);
+  REQUIRE(f.Txn(1 - newest) == t - 1);
+  SUBCASE("T - 2: the older state's id, on the same page") {
+    f.Set<uint64_t>(f.TxnAt(newest), t - 2);
+    f.Write(db);
+    ExpectRefused(db, "meta page " + std::to_string(newest) + " names transaction " + std::to_string(t - 2) +
+                          " but leads to the state of commit " + std::to_string(t));
+    // The manual repairs docs/reliability.md describes ("Damaged meta pages"), on copies.
+    SUBCASE("repaired: the id the message names, written back") {
+      f.Set<uint64_t>(f.TxnAt(newest), t);
+      f.Write(db);
+      auto s = Open(db, Relaxed())->OpenSnapshot().value();
+      CHECK(s->commit_id() == t);
+      CHECK(s->GetMeta("k/4").value() == "v");
+    }
+    SUBCASE("rolled back knowingly: the damaged page made a copy of the other, one id lower") {
+      std::memcpy(f.bytes.data() + newest * LmdbFile::kPage + 16, f.bytes.data() + (1 - newest) * LmdbFile::kPage + 16, 136);
+      f.Set<uint64_t>(f.TxnAt(newest), t - 2);
+      f.Write(db);
+      auto s = Open(db, Relaxed())->OpenSnapshot().value();
+      CHECK(s->commit_id() == t - 1);
+      CHECK(s->GetMeta("k/3").value() == "v");
+      CHECK_FALSE(s->GetMeta("k/4").value().has_value());
+    }
+  }
+  SUBCASE("T - 1: a tie") {
+    f.Set<uint64_t>(f.TxnAt(newest), t - 1);
+    f.Write(db);
+    ExpectRefused(db, "both meta pages name transaction " + std::to_string(t - 1));
+  }
+  SUBCASE("T + 2 on the older page: the wrong parity") {
+    f.Set<uint64_t>(f.TxnAt(1 - newest), t + 2);
+    f.Write(db);
+    ExpectRefused(db, "meta page " + std::to_string(1 - newest) + " names transaction " + std::to_string(t + 2) +
+                          ", which belongs on meta page " + std::to_string(newest));
+  }
+  SUBCASE("T + 1 on the older page: its state is commit T - 1") {
+    f.Set<uint64_t>(f.TxnAt(1 - newest), t + 1);
+    f.Write(db);
+    ExpectRefused(db, "meta page " + std::to_string(1 - newest) + " names transaction " + std::to_string(t + 1) +
+                          " but leads to the state of commit " + std::to_string(t - 1));
+  }
+  SUBCASE("T + 2 on the newest page: its state is commit T") {
+    f.Set<uint64_t>(f.TxnAt(newest), t + 2);
+    f.Write(db);
+    ExpectRefused(db, "meta page " + std::to_string(newest) + " names transaction " + std::to_string(t + 2) +
+                          " but leads to the state of commit " + std::to_string(t));
+  }
+  SUBCASE("a damaged magic number: named, not 'not a bigarray database'") {
+    f.bytes[(1 - newest) * LmdbFile::kPage + LmdbFile::kMeta] ^= 0x01;
+    f.Write(db);
+    ExpectRefused(db, "meta page " + std::to_string(1 - newest) + " is not a valid LMDB meta page");
+  }
+  SUBCASE("the older page's id lowered further: harmless, the newest state is read") {
+    f.Set<uint64_t>(f.TxnAt(1 - newest), t - 3);
+    f.Write(db);
+    auto store = Open(db, Relaxed());
+    auto s = store->OpenSnapshot().value();
+    CHECK(s->commit_id() == t);
+    CHECK(s->GetMeta("k/4").value() == "v");
+  }
+}
+
+TEST_CASE("S9: healthy meta page patterns open: a new database, copies, and a compacted copy") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  SUBCASE("a new database: transaction 1 and the empty transaction 0") {
+    Open(db, Relaxed());
+    LmdbFile f(db);
+    CHECK(f.Txn(0) == 0);
+    CHECK(f.Txn(1) == 1);
+    Open(db, Relaxed());
+  }
+  CommitSeveral(db, 3);
+  MDB_env* env;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 4);
+  REQUIRE(mdb_env_open(env, db.c_str(), MDB_RDONLY, 0644) == 0);
+  const std::string copy = dir / "copy";
+  REQUIRE(mkdir(copy.c_str(), 0755) == 0);
+  SUBCASE("mdb_env_copy: both meta pages as they were") {
+    REQUIRE(mdb_env_copy(env, copy.c_str()) == 0);
+    mdb_env_close(env);
+    auto s = Open(copy, Relaxed())->OpenSnapshot().value();
+    CHECK(s->GetMeta("k/2").value() == "v");
+  }
+  SUBCASE("compacted like bigarray's compaction: both meta pages name the copy's one state, as T and T - 1") {
+    REQUIRE(mdb_env_copy2(env, copy.c_str(), MDB_CP_COMPACT) == 0);
+    MDB_envinfo info;
+    mdb_env_info(env, &info);
+    mdb_env_close(env);
+    const uint64_t t = info.me_last_txnid;
+    LmdbFile f(copy);
+    REQUIRE(f.Txn(1) == 1);  // LMDB labels the copy transaction 1, on page 1; page 0 is empty
+    const int newest = static_cast<int>(t & 1);
+    std::memcpy(f.bytes.data() + newest * LmdbFile::kPage + 16, f.bytes.data() + LmdbFile::kPage + 16, 136);
+    std::memcpy(f.bytes.data() + (1 - newest) * LmdbFile::kPage + 16, f.bytes.data() + LmdbFile::kPage + 16, 136);
+    f.Set<uint64_t>(f.TxnAt(newest), t);
+    f.Set<uint64_t>(f.TxnAt(1 - newest), t - 1);
+    f.Write(copy);
+    auto s = Open(copy, Relaxed())->OpenSnapshot().value();
+    CHECK(s->commit_id() == t);
+    CHECK(s->GetMeta("k/2").value() == "v");
+  }
+}
+
+TEST_CASE("S6: a damaged key of a branch page is refused, not a block that reads as zeros") {
+  // Regression (damage_sweep, branch page bytes): LMDB finds a key by descending into the child
+  // whose range holds it; a damaged separator key sent the lookups of some blocks to the wrong
+  // leaf, where they were not found, so those blocks read as zeros, while a walk in key order (the
+  // block list, its tally, the verifier) still found every record.
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db, Relaxed());
+    WriteBatch b(0);
+    for (BlockIndex i = 0; i < 150; ++i) b.PutBlock(7, i, Pattern(200, i));  // ~15 records a leaf
+    REQUIRE(store->Commit(b).ok());
+  }
+  LmdbFile f(db);
+  const uint64_t root = f.Get<uint64_t>(f.NamedDb("blocks") + 40);
+  REQUIRE((f.Get<uint16_t>(root * LmdbFile::kPage + 10) & 0x01) != 0);  // a branch page
+  REQUIRE(f.Keys(root) >= 3);
+  // The separator of the second child: array 7, the index of that child's first block.
+  const size_t node = f.Node(root, 1);
+  REQUIRE(f.Key(node).size() == 16);
+  SUBCASE("raised past the child's first key") { f.bytes[node + 8 + 15] ^= 0x01; }
+  SUBCASE("lowered into the first child's keys") { f.bytes[node + 8 + 15] = static_cast<char>(f.bytes[node + 8 + 15] - 1); }
+  SUBCASE("out of order with its neighbour") { f.bytes[node + 8 + 14] ^= 0x7f; }
+  f.Write(db);
+  ExpectRefused(db, "database 'blocks' tree: page ");
+}
+
+TEST_CASE("S6: damaged LMDB flags of a named database record are refused") {
+  // LMDB orders a database's keys by the flags in its record (MDB_REVERSEKEY, MDB_INTEGERKEY):
+  // damaged flags would misdirect every lookup in it.
+  TempDir dir;
+  const std::string db = dir / "db";
+  CommitSeveral(db, 2);
+  LmdbFile f(db);
+  f.Set<uint16_t>(f.NamedDb("blocks") + 4, 0x02);
+  f.Write(db);
+  ExpectRefused(db, "the record of database 'blocks' has LMDB flags 2");
+}
+
+TEST_CASE("S6: a damaged page count of a block's overflow run is reported, and no commit frees by it") {
+  // LMDB frees a replaced value's overflow run by the page count in its first page: damaged, the
+  // commit that replaces the block would free pages that other records use.
+  TempDir dir;
+  const std::string db = dir / "db";
+  const off_t payload = StoreTwoBlocks(db);
+  DamageByte(db, payload - 4096 + 12, [](char c) { return static_cast<char>(c + 1); });
+  auto store = Open(db);
+  auto s = store->OpenSnapshot().value();
+  std::vector<std::byte> out(kBlock);
+  Status st = s->ReadBlock(6, 2, out);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK_MESSAGE(st.message().find("array #6 block 2: the header of its first page in data.mdb is damaged") != std::string::npos,
+                st.ToString());
+  // Replacing the block is refused, before LMDB frees anything: nothing was committed.
+  WriteBatch b(s->commit_id());
+  b.PutBlock(6, 2, Pattern(kBlock, 1));
+  Status commit = store->Commit(b).status();
+  CHECK_MESSAGE(commit.code() == Code::kCorruption, commit.ToString());
+  CHECK(store->OpenSnapshot().value()->commit_id() == s->commit_id());
   CHECK(s->ReadBlock(6, 3, out).ok());
 }
 

@@ -102,12 +102,18 @@ std::optional<off_t> OverflowPageOffset(const MDB_val& v, size_t page_size, uint
   return static_cast<off_t>(addr - kPageHeader - base);
 }
 
-bool OverflowHeaderOk(const unsigned char* header, off_t offset, size_t page_size) {
+// The first page of a value of `value_bytes` at `offset`: its own number, P_OVERFLOW, and the
+// run's page count (at byte 12), which LMDB trusts when it frees the run: a damaged count would
+// make the commit that replaces the block free pages that other records still use.
+bool OverflowHeaderOk(const unsigned char* header, off_t offset, size_t page_size, size_t value_bytes) {
   uint64_t pgno;
   uint16_t flags;
+  uint32_t pages;
   std::memcpy(&pgno, header, 8);
   std::memcpy(&flags, header + 10, 2);
-  return pgno == static_cast<uint64_t>(offset) / page_size && (flags & kOverflowFlag);
+  std::memcpy(&pages, header + 12, 4);
+  return pgno == static_cast<uint64_t>(offset) / page_size && (flags & kOverflowFlag) &&
+         pages == (value_bytes + kPageHeader + page_size - 1) / page_size;
 }
 
 // Where a value's bytes live in data.mdb when LMDB stored it on overflow pages (every block of
@@ -671,7 +677,7 @@ Result<BlockHeader> ReadHeader(const Env& env, ArrayId a, const RecordRef& r) {
     unsigned char page_header[kPageHeader];
     iovec iov[2] = {{page_header, sizeof page_header}, {header, sizeof header}};
     BA_RETURN_IF_ERROR(FullIo(false, env.fd_, iov, 2, *r.page_offset, "read the header of " + what));
-    if (!OverflowHeaderOk(page_header, *r.page_offset, env.page_size_)) {
+    if (!OverflowHeaderOk(page_header, *r.page_offset, env.page_size_, r.size)) {
       return Corruption(what + ": the header of its first page in data.mdb is damaged");
     }
   } else {
