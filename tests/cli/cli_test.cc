@@ -170,13 +170,13 @@ TEST_CASE("create, ls, info; options as --opt value or --opt=value, global optio
   CHECK(cli.Ok({"info", cli.db, "temps", "--json"}) ==
         "{\"name\": \"temps\", \"dtype\": \"<f8\", \"shape\": [1000, 24], \"order\": \"C\", \"ndim\": 2, "
         "\"itemsize\": 8, \"size\": 24000, \"nbytes\": 192000, \"block_size\": 2097152, \"blocks\": 1, "
-        "\"blocks_stored\": 0}\n");
+        "\"blocks_stored\": 0, \"stored_bytes\": 0}\n");
   CHECK(cli.Ok({"info", cli.db, "flags", "--json"}).find("\"block_size\": 65536") != std::string::npos);
   CHECK(cli.Ok({"info", "--json", cli.db, "scalar"}).find("\"shape\": [], \"order\": \"C\", \"ndim\": 0") !=
         std::string::npos);
   CHECK(cli.Ok({"info", cli.db, "counts"}) ==
         "name: counts\ndtype: >i4\nshape: (0, 5)\norder: F\nndim: 2\nitemsize: 4\nsize: 0\nnbytes: 0\n"
-        "block_size: 2097152\nblocks: 0\nblocks_stored: 0\n");
+        "block_size: 2097152\nblocks: 0\nblocks_stored: 0\nstored_bytes: 0\n");
 
   // -v logs to stderr (the library's and the tool's debug messages); stdout is unchanged.
   CliResult r = cli({"ls", cli.db, "-v"});
@@ -202,6 +202,7 @@ TEST_CASE("a missing database is an error for every command but create and impor
   WriteFile(cli / "a.npy", ReadFile(Fixture("f8_c.npy")));
   const std::vector<std::vector<std::string>> commands = {
       {"ls", cli.db},
+      {"info", cli.db},
       {"info", cli.db, "a"},
       {"export", cli.db, "a", cli / "out.npy"},
       {"append", cli.db, "a", cli / "a.npy"},
@@ -209,7 +210,9 @@ TEST_CASE("a missing database is an error for every command but create and impor
       {"fill", cli.db, "a", "--value", "1"},
       {"rm", cli.db, "a"},
       {"stats", cli.db, "a"},
+      {"stats", cli.db},
       {"verify", cli.db},
+      {"compact", cli.db},
   };
   for (const auto& args : commands) {
     CliResult r = cli(args);

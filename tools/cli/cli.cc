@@ -25,6 +25,7 @@
 #include "print.h"
 #include "progress.h"
 #include "signal_cleanup.h"
+#include "space.h"
 #include "stats.h"
 #include "transfer.h"
 #include "watch.h"
@@ -118,10 +119,6 @@ Result<Region> RowsRegion(const Array& a, const ParsedArgs& args) {
   return r;
 }
 
-uint64_t BlockCount(const Array& a) {
-  return (static_cast<uint64_t>(a.nbytes()) + a.block_size() - 1) / a.block_size();
-}
-
 std::string ArrayName(const std::string& name) { return "array '" + name + "'"; }
 
 // ---- the commands ------------------------------------------------------------------------------
@@ -149,23 +146,16 @@ Status CmdLs(const Globals& g, const ParsedArgs& args) {
 
 Status CmdInfo(const Globals& g, const ParsedArgs& args) {
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  if (args.positionals.size() < 2) return PrintSpace(db, args.Flag("json"));  // space.cc
   BA_ASSIGN_OR_RETURN(Array a, db.Get(args.positionals[1]));
-  BA_ASSIGN_OR_RETURN(uint64_t stored, a.BlocksStored());
-  const std::vector<int64_t> shape = a.shape();
-  if (args.Flag("json")) {
-    fmt::print(
-        "{{\"name\": {}, \"dtype\": \"{}\", \"shape\": {}, \"order\": \"{}\", \"ndim\": {}, \"itemsize\": {}, "
-        "\"size\": {}, \"nbytes\": {}, \"block_size\": {}, \"blocks\": {}, \"blocks_stored\": {}}}\n",
-        JsonString(a.name()), a.dtype().str(), JsonList(shape), static_cast<char>(a.order()), shape.size(),
-        a.itemsize(), a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored);
-    return Status::Ok();
-  }
-  fmt::print(
-      "name: {}\ndtype: {}\nshape: {}\norder: {}\nndim: {}\nitemsize: {}\nsize: {}\nnbytes: {}\nblock_size: {}\n"
-      "blocks: {}\nblocks_stored: {}\n",
-      a.name(), a.dtype().str(), ShapeString(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
-      a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored);
+  BA_ASSIGN_OR_RETURN(ArraySpace stored, a.Stored());
+  const std::string out = args.Flag("json") ? ArrayInfoJson(a, stored) + "\n" : ArrayInfoText(a, stored);
+  std::fputs(out.c_str(), stdout);
   return Status::Ok();
+}
+
+Status CmdCompact(const Globals&, const ParsedArgs& args) {
+  return PrintCompact(args.positionals[0], args.Flag("json"));  // space.cc
 }
 
 Status CmdImport(const Globals& g, const ParsedArgs& args) {
@@ -377,6 +367,10 @@ Status CmdCp(const Globals& g, const ParsedArgs& args) {
 
 Status CmdStats(const Globals& g, const ParsedArgs& args) {
   if (args.Flag("handles")) return PrintHandles(args.positionals[0], args.Flag("json"));  // watch.cc
+  if (args.positionals.size() < 2) {  // the database's space, as info DB
+    BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+    return PrintSpace(db, args.Flag("json"));
+  }
   const std::string& name = args.positionals[1];
   const bool json = args.Flag("json");
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
@@ -540,7 +534,7 @@ const std::vector<Command>& Commands() {
          {"block-size", 0, ValueKind::kBlockSize}}},
        CmdCreate},
       {{"ls", {"DB"}, {}}, CmdLs},
-      {{"info", {"DB", "NAME"}, {{"json", 0, ValueKind::kFlag}}}, CmdInfo},
+      {{"info", {"DB"}, {{"json", 0, ValueKind::kFlag}}, {"NAME"}}, CmdInfo},
       {{"import",
         {"DB", "NAME", "FILE.npy"},
         {{"replace", 0, ValueKind::kFlag}, {"order", 0, ValueKind::kOrder}, {"block-size", 0, ValueKind::kBlockSize}}},
@@ -557,6 +551,7 @@ const std::vector<Command>& Commands() {
       {{"rename", {"DB", "OLD", "NEW"}, {}}, CmdRename},
       {{"cp", {"DB", "SRC", "DST"}, {}}, CmdCp},
       {{"verify", {"DB"}, {}}, CmdVerify},
+      {{"compact", {"DB"}, {{"json", 0, ValueKind::kFlag}}}, CmdCompact},
       {{"watch", {"DB"}, {{"json", 0, ValueKind::kFlag}, {"count", 0, ValueKind::kText}}, {"NAME"}}, CmdWatch},
   };
   return commands;
@@ -665,10 +660,9 @@ int Run(int argc, const char* const* argv) {
     g.logger->set_level(spdlog::level::debug);
   }
   const Command& command = Commands()[static_cast<size_t>(args.command - specs.data())];
-  // stats: NAME, or --handles without NAME.
-  if (command.run == CmdStats && (args.Flag("handles") == (args.positionals.size() > 1))) {
-    std::fprintf(stderr, "bigarray: stats: %s\nTry 'bigarray stats --help'.\n",
-                 args.Flag("handles") ? "--handles takes no NAME" : "missing NAME");
+  // stats: --handles takes no NAME.
+  if (command.run == CmdStats && args.Flag("handles") && args.positionals.size() > 1) {
+    std::fprintf(stderr, "bigarray: stats: --handles takes no NAME\nTry 'bigarray stats --help'.\n");
     return kExitUsage;
   }
   Status st;
