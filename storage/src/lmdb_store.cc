@@ -1031,7 +1031,8 @@ Result<std::unique_ptr<LmdbPathReservation>> ReserveLmdbPath(const std::string& 
   std::lock_guard lock(reg.mu);
   auto it = reg.envs.find(key);
   if (reg.pid == getpid() && it != reg.envs.end() && !it->second.expired()) {
-    return FailedPrecondition(path + " is open in this process; close its handles first");
+    return FailedPrecondition(path + " is open in this process; close its handles first (and drop the arrays and "
+                              "views of closed handles, which keep reading it)");
   }
   if (!reg.reserved.insert(key).second) return FailedPrecondition(path + " is already being compacted by this process");
   struct Reservation final : LmdbPathReservation {
