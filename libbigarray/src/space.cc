@@ -91,9 +91,15 @@ Result<CompactReport> Compact(const std::string& path) {
     if (report.ok()) {
       for (const HandleInfo& h : report->handles) by_pid[h.pid].push_back(&h);
     }
+    // The lock holders, then handles and LMDB readers that /proc/locks did not show (another pid
+    // namespace shows them as 0).
     std::vector<pid_t> all = pids;
-    for (const auto& [pid, hs] : by_pid) {
-      if (std::find(all.begin(), all.end(), pid) == all.end() && pid != getpid()) all.push_back(pid);
+    auto add = [&](pid_t pid) {
+      if (pid > 0 && pid != getpid() && std::find(all.begin(), all.end(), pid) == all.end()) all.push_back(pid);
+    };
+    for (const auto& [pid, hs] : by_pid) add(pid);
+    if (report.ok()) {
+      for (const ReaderInfo& r : report->readers) add(r.pid);
     }
     if (all.empty()) return std::string("another process (its pid is not visible here)");
     std::string s = all.size() == 1 ? "process " : std::to_string(all.size()) + " processes: ";
