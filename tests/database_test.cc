@@ -879,3 +879,49 @@ TEST_CASE("drop and re-create a name in one transaction keeps the name (any arra
     CHECK(v.at<double>(0) == i);
   }
 }
+
+TEST_CASE("catalog records are parsed strictly: a damaged number is corruption, never a prefix of it") {
+  auto store = storage::NewMemoryStore();
+  {
+    auto db = internal::OpenDatabaseOnStore(store, "mem", SmallCache()).value();
+    db.Create("x", {200000}, "<f8").value();
+    REQUIRE(db.Commit().ok());
+  }
+  std::string key;
+  REQUIRE(store->OpenSnapshot().value()->ForEachMeta("a/", [&](std::string_view k, std::string_view) {
+    key = std::string(k);
+    return false;
+  }).ok());
+  const std::string bad_records[] = {
+      "dtype=<f8;order=C;block_size=2097152;shape=2:0000",  // std::stoll read 2
+      "dtype=<f8;order=C;block_size=2097152x;shape=200000",
+      "dtype=<f8;order=C;block_size=2097152;shape=-5",
+      "dtype=<f8;order=C;block_size=2097152;shape=200000,",
+      "dtype=<f8;order=C;block_size= 2097152;shape=200000",
+  };
+  for (const std::string& record : bad_records) {
+    CAPTURE(record);
+    storage::WriteBatch b(store->OpenSnapshot().value()->commit_id());
+    b.PutMeta(key, record);
+    REQUIRE(store->Commit(b).ok());
+    auto db = internal::OpenDatabaseOnStore(store, "mem", SmallCache()).value();
+    auto a = db.Get("x");
+    CHECK(a.status().code() == Code::kCorruption);
+    CHECK_MESSAGE(a.status().message().find("malformed array record") != std::string::npos, a.status().ToString());
+  }
+}
+
+TEST_CASE("a damaged name record is corruption for names(), not a silently missing array") {
+  auto store = storage::NewMemoryStore();
+  {
+    auto db = internal::OpenDatabaseOnStore(store, "mem", SmallCache()).value();
+    db.Create("x", {10}, "<f8").value();
+    REQUIRE(db.Commit().ok());
+  }
+  storage::WriteBatch b(store->OpenSnapshot().value()->commit_id());
+  b.PutMeta("n/x", "00000000000000:1");
+  REQUIRE(store->Commit(b).ok());
+  auto db = internal::OpenDatabaseOnStore(store, "mem", SmallCache()).value();
+  CHECK(db.Names().status().code() == Code::kCorruption);
+  CHECK(db.Get("x").status().code() == Code::kCorruption);
+}

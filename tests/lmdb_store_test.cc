@@ -12,6 +12,7 @@
 #include <iterator>
 
 #include "bigarray/storage/block_store.h"
+#include "lmdb_records.h"
 #include "lmdb_status.h"
 #include "test_util.h"
 
@@ -57,10 +58,11 @@ void WriteRawLmdb(const std::string& path, const std::vector<std::pair<std::stri
   mdb_env_close(env);
 }
 
+// The format record of `version`: sealed with a checksum since version 2, bare in version 1.
 std::string FormatRecord(uint32_t version) {
-  std::string r = "bigarray";
-  for (int i = 0; i < 4; ++i) r.push_back(static_cast<char>(version >> (8 * i)));
-  return r;
+  std::string body = "bigarray";
+  for (int i = 0; i < 4; ++i) body.push_back(static_cast<char>(version >> (8 * i)));
+  return version >= 2 ? internal::SealRecord(std::string("\0format", 7), body) : body;
 }
 
 }  // namespace
@@ -161,7 +163,20 @@ TEST_CASE("S8: something that is not a bigarray database is refused, untouched")
     auto before = Slurp(dir / "d/data.mdb");
     auto r = OpenLmdbStore(dir / "d", {});
     CHECK(r.status().code() == Code::kUnsupported);
-    CHECK(r.status().message().find("format version 2") != std::string::npos);
+    CHECK(r.status().message().find("format version 3") != std::string::npos);
+    CHECK(Slurp(dir / "d/data.mdb") == before);
+  }
+  SUBCASE("an older format version: refused, naming the way to convert it") {
+    WriteRawLmdb(dir / "d", {{std::string("\0format", 7), FormatRecord(1)}});
+    auto before = Slurp(dir / "d/data.mdb");
+    for (bool read_only : {false, true}) {
+      LmdbOptions o;
+      o.read_only = read_only;
+      auto r = OpenLmdbStore(dir / "d", o);
+      CHECK(r.status().code() == Code::kFailedPrecondition);
+      CHECK_MESSAGE(r.status().message().find("format version 1") != std::string::npos, r.status().ToString());
+      CHECK(r.status().message().find("bigarray upgrade") != std::string::npos);
+    }
     CHECK(Slurp(dir / "d/data.mdb") == before);
   }
   SUBCASE("a missing database without create") {
@@ -309,10 +324,12 @@ TEST_CASE("S6: a flipped byte in data.mdb is reported naming the array and block
 
 TEST_CASE("S6: a damaged header of a block's first page in data.mdb is reported naming the block") {
   TempDir dir;
-  // The payload follows LMDB's 16-byte page header and bigarray's 16-byte block header; clear
-  // the page's flags (at byte 10 of its header), which say "overflow page".
-  const off_t flags = StoreTwoBlocks(dir / "db") - 32 + 10;
-  REQUIRE(flags % 4096 == 10);
+  // The payload follows LMDB's 16-byte page header and bigarray's 4080-byte block header, so it
+  // starts a page of data.mdb (and can be mapped from the file); clear the first page's flags
+  // (at byte 10 of its header), which say "overflow page".
+  const off_t payload = StoreTwoBlocks(dir / "db");
+  REQUIRE(payload % 4096 == 0);
+  const off_t flags = payload - 4096 + 10;
   DamageByte(dir / "db", flags, [](char) { return '\0'; });
   auto store = Open(dir / "db");
   auto s = store->OpenSnapshot().value();

@@ -413,6 +413,61 @@ void GrowScenarios(const Config& c) {
          "resize_large_over_small", r_large / r_small, "<= 1.20");
 }
 
+// ---- scenarios 12, 13: bytes written by small commits --------------------------------------------
+
+// Bytes this process has caused to be written to the storage device: /proc/self/io write_bytes,
+// counted when pages are dirtied (a page dirtied again after its writeback counts again).
+uint64_t DeviceWriteBytes() {
+  std::ifstream f("/proc/self/io");
+  std::string key;
+  uint64_t v = 0;
+  while (f >> key >> v) {
+    if (key == "write_bytes:") return v;
+  }
+  Die(IOError("no write_bytes in /proc/self/io"), "read /proc/self/io");
+  return 0;
+}
+
+void SmallWriteScenario(const Config& c) {
+  // 500 committed appends of 3,200 bytes (400 f8) to an array of 2 MiB blocks.
+  {
+    auto db = Must(Database::Open(c.dir + "/appends.db", Options{}), "open");
+    auto a = Must(db.Create("log", {0}, "f8"), "create");
+    db.Commit().ThrowIfError();
+    std::vector<double> rows(400);
+    const int appends = 500;
+    const uint64_t before = DeviceWriteBytes();
+    for (int i = 0; i < appends; ++i) {
+      for (size_t j = 0; j < rows.size(); ++j) rows[j] = i * 400.0 + static_cast<double>(j) + 0.5;
+      a.Append(Must(View::Wrap(rows.data(), DType::Of<double>(), {400}), "wrap")).ThrowIfError();
+      db.Commit().ThrowIfError();
+    }
+    const double written = static_cast<double>(DeviceWriteBytes() - before);
+    const double appended = appends * 3200.0;
+    Report("12 500 appends of 3.2 KB", "device bytes", Fmt("%.1f MB", written / 1e6), Fmt("%.1f MB appended", appended / 1e6),
+           "append_small_write_amplification", written / appended, "<= 8.2");
+  }
+  // One committed 8-byte write into each of 100 random blocks of a 1 GiB array (stored).
+  {
+    const int64_t n = int64_t{1} << 27;  // 1 GiB of f8
+    auto db = Must(Database::Open(c.dir + "/sparse.db", Options{}), "open");
+    auto a = Must(db.Create("x", {n}, "f8"), "create");
+    Must(a.view(), "view").Fill(1).ThrowIfError();
+    db.Commit().ThrowIfError();
+    std::mt19937_64 rng(11);
+    const int64_t per_block = (2 << 20) / 8;
+    const uint64_t before = DeviceWriteBytes();
+    for (int i = 0; i < 100; ++i) {
+      const int64_t block = static_cast<int64_t>(rng() % static_cast<uint64_t>(n / per_block));
+      Must(a.Index({block * per_block + static_cast<int64_t>(rng() % per_block)}), "index").Fill(2).ThrowIfError();
+      db.Commit().ThrowIfError();
+    }
+    const double per = static_cast<double>(DeviceWriteBytes() - before) / 100;
+    Report("13 8-byte write + commit", "device bytes", Fmt("%.0f B/commit", per), "16384 B", "sparse_write_bytes_per_block",
+           per, "<= 16384");
+  }
+}
+
 // ---- scenario 8: HDF5 chunked dataset ---------------------------------------------------------
 void Hdf5Scenario(const Config& c) {
 #ifdef BIGARRAY_HAVE_HDF5
@@ -689,7 +744,7 @@ int main(int argc, char** argv) {
       std::stringstream ss(argv[++i]);
       for (std::string s; std::getline(ss, s, ',');) c.only.insert(s);
     } else {
-      std::fprintf(stderr, "usage: bigarray-bench [--quick] [--json FILE] [--dir DIR] [--pg URI] [--only scan,ooc,random,commit,grow,hdf5,writers,pg,watch]\n");
+      std::fprintf(stderr, "usage: bigarray-bench [--quick] [--json FILE] [--dir DIR] [--pg URI] [--only scan,ooc,random,commit,grow,hdf5,writers,pg,watch,space]\n");
       return 2;
     }
   }
@@ -710,6 +765,7 @@ int main(int argc, char** argv) {
   run("writers", WritersScenario);
   run("pg", PostgresScenario);
   run("watch", WatchScenario);
+  run("space", SmallWriteScenario);
   if (!c.json.empty()) {
     std::ofstream f(c.json);
     f << "{";

@@ -16,6 +16,13 @@ class Progress {
   Progress(std::string label, uint64_t total_bytes, bool enabled = true)
       : label_(std::move(label)), total_(total_bytes), enabled_(enabled && isatty(STDERR_FILENO)),
         start_(std::chrono::steady_clock::now()) {}
+  // Counts `unit`s (e.g. "blocks") instead of bytes.
+  Progress(std::string label, uint64_t total, const char* unit, bool enabled)
+      : Progress(std::move(label), total, enabled) {
+    unit_ = unit;
+  }
+
+  void SetTotal(uint64_t total) { total_ = total; }
   ~Progress() { Done(); }
 
   void Update(uint64_t done_bytes) {
@@ -27,8 +34,9 @@ class Progress {
     shown_ = true;
     const double frac = total_ ? static_cast<double>(done_bytes) / static_cast<double>(total_) : 1.0;
     const int width = 30, filled = static_cast<int>(frac * width);
-    std::fprintf(stderr, "\r%s [%s%s] %5.1f%%  %.0f MB/s ", label_.c_str(), std::string(filled, '#').c_str(),
-                 std::string(width - filled, '.').c_str(), frac * 100, done_bytes / secs / 1e6);
+    const double rate = unit_ ? done_bytes / secs : done_bytes / secs / 1e6;
+    std::fprintf(stderr, "\r%s [%s%s] %5.1f%%  %.0f %s/s ", label_.c_str(), std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), frac * 100, rate, unit_ ? unit_ : "MB");
     std::fflush(stderr);
   }
   void Done() {
@@ -39,6 +47,7 @@ class Progress {
  private:
   std::string label_;
   uint64_t total_;
+  const char* unit_ = nullptr;  // null: bytes, shown as MB
   bool enabled_;
   bool shown_ = false;
   std::chrono::steady_clock::time_point start_, last_{};

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <atomic>
 #include <chrono>
 #include <cctype>
@@ -58,6 +59,24 @@ struct ArrayMeta {
   std::vector<int64_t> shape;
 };
 
+// A number that is the whole of `s` in `base`: no sign, space or trailing character ("2:0000"
+// is not 2), or nullopt. Catalog records are parsed with it, never with the forgiving stoll.
+std::optional<uint64_t> ParseWhole(std::string_view s, int base) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// The array id of a name record's value (16 hex digits), or kCorruption naming the name.
+Result<uint64_t> NameRecordId(std::string_view name, std::string_view value) {
+  auto id = ParseWhole(value, 16);
+  if (!id || value.size() != 16) {
+    return Corruption("the catalog entry of array '" + std::string(name) + "' is malformed");
+  }
+  return *id;
+}
+
 std::string EncodeMeta(const ArrayMeta& m) {
   std::string s = "dtype=" + m.dtype.str() + ";order=" + static_cast<char>(m.order) +
                   ";block_size=" + std::to_string(m.block_size) + ";shape=";
@@ -79,29 +98,33 @@ Result<ArrayMeta> DecodeMeta(std::string_view s, const std::string& what) {
     size_t eq = field.find('=');
     if (eq == std::string_view::npos) return bad("field without '='");
     std::string_view key = field.substr(0, eq), value = field.substr(eq + 1);
-    try {
-      if (key == "dtype") {
-        auto d = DType::Parse(value);
-        if (!d.ok()) return bad(d.status().message());
-        m.dtype = *d;
-        have_dtype = true;
-      } else if (key == "order") {
-        if (value != "C" && value != "F") return bad("order");
-        m.order = value == "C" ? Order::kC : Order::kF;
-        have_order = true;
-      } else if (key == "block_size") {
-        m.block_size = std::stoull(std::string(value));
-        have_bs = true;
-      } else if (key == "shape") {
-        while (!value.empty()) {
-          size_t comma = value.find(',');
-          m.shape.push_back(std::stoll(std::string(value.substr(0, comma))));
-          value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
-        }
-        have_shape = true;
+    if (key == "dtype") {
+      auto d = DType::Parse(value);
+      if (!d.ok()) return bad(d.status().message());
+      m.dtype = *d;
+      have_dtype = true;
+    } else if (key == "order") {
+      if (value != "C" && value != "F") return bad("order");
+      m.order = value == "C" ? Order::kC : Order::kF;
+      have_order = true;
+    } else if (key == "block_size") {
+      auto bs = ParseWhole(value, 10);
+      if (!bs) return bad("block_size '" + std::string(value) + "'");
+      m.block_size = *bs;
+      have_bs = true;
+    } else if (key == "shape") {
+      while (!value.empty()) {
+        size_t comma = value.find(',');
+        std::string_view extent = value.substr(0, comma);
+        auto n = ParseWhole(extent, 10);
+        if (!n || *n > static_cast<uint64_t>(INT64_MAX)) return bad("shape extent '" + std::string(extent) + "'");
+        m.shape.push_back(static_cast<int64_t>(*n));
+        value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+        if (comma != std::string_view::npos && value.empty()) return bad("shape ends with ','");
       }
-    } catch (const std::exception&) {
-      return bad("number in '" + std::string(key) + "'");
+      have_shape = true;
+    } else {
+      return bad("unknown field '" + std::string(key) + "'");
     }
   }
   if (!have_dtype || !have_order || !have_bs || !have_shape) return bad("missing field");
@@ -307,12 +330,7 @@ Result<std::shared_ptr<ArrayState>> Session::Find(const std::string& name) {
   auto snap = snapshots->Get();
   BA_ASSIGN_OR_RETURN(auto idstr, snap->GetMeta(NameKey(name)));
   if (!idstr) return NotFound("no array named '" + name + "' in " + path);
-  uint64_t id = 0;
-  try {
-    id = std::stoull(*idstr, nullptr, 16);
-  } catch (const std::exception&) {
-    return Corruption("catalog entry of array '" + name + "' is malformed");
-  }
+  BA_ASSIGN_OR_RETURN(const uint64_t id, NameRecordId(name, *idstr));
   if (arrays.count(id)) {  // renamed or dropped in this transaction
     return NotFound("no array named '" + name + "' in this transaction (renamed or dropped)");
   }
@@ -360,13 +378,17 @@ Result<NextState> Session::PrepareRefresh(const storage::WriteBatch* own, storag
   for (const std::string& k : changes.meta_keys) names_changed |= k.starts_with("n/");
   if (names_changed) {  // renames by others: find each array's current name
     auto& names = next.names.emplace();
+    Status bad;
     BA_RETURN_IF_ERROR(next.snap->ForEachMeta("n/", [&](std::string_view k, std::string_view v) {
-      try {
-        names[std::stoull(std::string(v), nullptr, 16)] = std::string(k.substr(2));
-      } catch (const std::exception&) {
+      Result<uint64_t> id = NameRecordId(k.substr(2), v);
+      if (!id.ok()) {
+        bad = id.status();
+        return false;
       }
+      names[*id] = std::string(k.substr(2));
       return true;
     }));
+    BA_RETURN_IF_ERROR(bad);
   }
   return next;
 }
@@ -670,15 +692,17 @@ Result<std::vector<std::string>> Database::Names() {
   Session& s = *session_;
   std::lock_guard lock(s.mu_);
   std::set<std::string> names;
+  Status bad;
   BA_RETURN_IF_ERROR(s.snapshots->Get()->ForEachMeta("n/", [&](std::string_view k, std::string_view v) {
-    uint64_t id = 0;
-    try {
-      id = std::stoull(std::string(v), nullptr, 16);
-    } catch (const std::exception&) {
+    Result<uint64_t> id = internal::NameRecordId(k.substr(2), v);
+    if (!id.ok()) {
+      bad = id.status();
+      return false;
     }
-    if (!s.arrays.count(id)) names.emplace(k.substr(2));
+    if (!s.arrays.count(*id)) names.emplace(k.substr(2));
     return true;
   }));
+  BA_RETURN_IF_ERROR(bad);
   for (auto& [id, st] : s.arrays) {
     std::lock_guard l(st->mu);
     if (st->exists) names.insert(st->name);
@@ -920,11 +944,18 @@ Result<std::vector<std::string>> Database::ArraysChangedSince(uint64_t commit) {
   BA_ASSIGN_OR_RETURN(storage::ChangeSet changes, snap->ChangesSince(commit));
   // id -> name from the catalog of this snapshot.
   std::map<uint64_t, std::string> names;
+  Status bad;
   Status st = snap->ForEachMeta("n/", [&](std::string_view key, std::string_view value) {
-    names[std::strtoull(std::string(value).c_str(), nullptr, 16)] = std::string(key.substr(2));
+    Result<uint64_t> id = internal::NameRecordId(key.substr(2), value);
+    if (!id.ok()) {
+      bad = id.status();
+      return false;
+    }
+    names[*id] = std::string(key.substr(2));
     return true;
   });
   BA_RETURN_IF_ERROR(st);
+  BA_RETURN_IF_ERROR(bad);
   std::set<std::string> changed;
   if (!changes.complete) {  // the log no longer reaches back: every array may have changed
     for (auto& [id, name] : names) changed.insert(name);
@@ -936,7 +967,9 @@ Result<std::vector<std::string>> Database::ArraysChangedSince(uint64_t commit) {
   };
   for (const auto& r : changes.blocks) by_id(r.array);
   for (const auto& key : changes.meta_keys) {
-    if (key.starts_with("a/")) by_id(std::strtoull(key.c_str() + 2, nullptr, 16));
+    if (key.starts_with("a/")) {
+      if (auto id = internal::ParseWhole(std::string_view(key).substr(2), 16)) by_id(*id);
+    }
     if (key.starts_with("n/")) {  // a rename: the name now in the catalog changed
       const std::string name = key.substr(2);
       for (auto& [id, n] : names) {
@@ -1179,6 +1212,16 @@ Result<std::vector<uint64_t>> Array::StoredBlocks() const {
     return true;
   }));
   return blocks;
+}
+
+Result<uint64_t> Array::Verify(const std::function<void(uint64_t block, const Status&)>& damaged) const {
+  auto session = state_->session.lock();
+  if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");
+  return session->snapshots->Get()->VerifyBlocks(state_->id, block_size(), damaged);
+}
+
+Status Database::VerifyRecords(const std::function<void(const Status&)>& damaged) {
+  return session_->snapshots->Get()->VerifyRecords(damaged);
 }
 
 }  // namespace bigarray

@@ -62,6 +62,22 @@ void WriteBatch::DeleteMeta(std::string key) { meta_.emplace_back(std::move(key)
 
 void WriteBatch::CheckMeta(std::string key) { checks_.push_back(std::move(key)); }
 
+Result<uint64_t> Snapshot::VerifyBlocks(ArrayId array, size_t block_size,
+                              const std::function<void(BlockIndex, const Status&)>& damaged) {
+  std::vector<BlockIndex> stored;
+  BA_RETURN_IF_ERROR(ForEachBlock(array, [&](const BlockInfo& b) {
+    stored.push_back(b.index);
+    return true;
+  }));
+  std::vector<std::byte> block(block_size);
+  for (BlockIndex i : stored) {
+    Status st = ReadBlock(array, i, block);
+    if (st.code() != Code::kCorruption) BA_RETURN_IF_ERROR(st);
+    if (!st.ok()) damaged(i, st);
+  }
+  return stored.size();
+}
+
 uint64_t WriteBatch::PayloadBytes() const {
   uint64_t n = 0;
   for (const Put& p : puts_) n += p.size;

@@ -25,10 +25,17 @@ uint64_t BlockChecksum(ArrayId array, BlockIndex index, CommitId commit,
 
 static_assert(sizeof(XXH3_state_t) <= sizeof(BlockHasher) && alignof(XXH3_state_t) <= alignof(BlockHasher));
 
-BlockHasher::BlockHasher(ArrayId array, BlockIndex index, CommitId commit) noexcept {
+BlockHasher::BlockHasher(ArrayId array, BlockIndex index, CommitId commit) noexcept
+    : BlockHasher(Seed(array, index, commit)) {}
+
+BlockHasher::BlockHasher(uint64_t seed) noexcept {
   auto* st = new (state_) XXH3_state_t;  // trivial: the reset below initializes it
   XXH3_INITSTATE(st);
-  XXH3_64bits_reset_withSeed(st, Seed(array, index, commit));
+  XXH3_64bits_reset_withSeed(st, seed);
+}
+
+uint64_t BlockHasher::Of(uint64_t seed, std::span<const std::byte> data) noexcept {
+  return XXH3_64bits_withSeed(data.data(), data.size(), seed);
 }
 
 void BlockHasher::Update(std::span<const std::byte> piece) noexcept {

@@ -19,6 +19,9 @@ uint64_t BlockChecksum(ArrayId array, BlockIndex index, CommitId commit,
 class BlockHasher {
  public:
   BlockHasher(ArrayId array, BlockIndex index, CommitId commit) noexcept;
+  explicit BlockHasher(uint64_t seed) noexcept;
+  // XXH3-64 of `data` with `seed`, in one call.
+  static uint64_t Of(uint64_t seed, std::span<const std::byte> data) noexcept;
   void Update(std::span<const std::byte> piece) noexcept;
   uint64_t Digest() const noexcept;
 

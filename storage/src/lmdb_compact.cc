@@ -54,6 +54,7 @@
 
 #include "bigarray/storage/lmdb_space.h"
 #include "lmdb_internal.h"
+#include "lmdb_records.h"
 #include "lmdb_status.h"
 
 namespace bigarray::storage {
@@ -257,6 +258,21 @@ Status ReadContents(MDB_env* env, const std::string& what, Contents* out) {
   return Status::Ok();
 }
 
+// The version in a format record: "bigarray" + u32 LE version, bare (version 1) or sealed
+// (lmdb_records.h, version 2 and later).
+Result<uint32_t> FormatVersion(std::string_view value, const std::string& path) {
+  constexpr std::string_view kMagic = "bigarray";
+  std::string_view body = value;
+  if (!(body.size() == kMagic.size() + 4 && body.starts_with(kMagic))) {
+    auto sealed = internal::OpenRecord(std::string_view("\0format", 7), value, "format");
+    if (!sealed.ok()) return Corruption(path + ": the format record is damaged");
+    body = *sealed;
+  }
+  if (body.size() != kMagic.size() + 4 || !body.starts_with(kMagic)) return Corruption(path + ": the format record is damaged");
+  const auto* p = reinterpret_cast<const unsigned char*>(body.data()) + kMagic.size();
+  return static_cast<uint32_t>(p[0] | p[1] << 8 | p[2] << 16 | uint32_t{p[3]} << 24);
+}
+
 // Gives the copy's meta pages the commit id `commit` (see "patch" above). The copy wrote page 0
 // as an empty database of transaction 0 and page 1 as the database, transaction 1, ending at
 // page `last_page`: anything else means LMDB's copy is not what this code knows, and nothing is
@@ -342,11 +358,9 @@ Status CompactLocked(const std::string& path, const LmdbCompactOptions& o, LmdbC
   }
   Contents want;
   BA_RETURN_IF_ERROR(ReadContents(source.env, path, &want));
-  if (want.format_record.size() != 12 || want.format_record.compare(0, 8, "bigarray") != 0) {
-    return Corruption(path + ": malformed format record");
-  }
-  const auto* v = reinterpret_cast<const unsigned char*>(want.format_record.data()) + 8;
-  const uint32_t version = v[0] | v[1] << 8 | v[2] << 16 | uint32_t{v[3]} << 24;
+  // Compaction copies LMDB's pages whatever the format inside; it refuses only newer formats,
+  // whose rules it cannot know, and records that are not a bigarray format record at all.
+  BA_ASSIGN_OR_RETURN(const uint32_t version, FormatVersion(want.format_record, path));
   if (version > kFormatVersion) {
     return Unsupported(path + " has format version " + std::to_string(version) + "; this build of bigarray " +
                        "compacts versions up to " + std::to_string(kFormatVersion));

@@ -44,7 +44,9 @@
 #include "bigarray/storage/block_store.h"
 #include "change_log.h"
 #include "checksum.h"
+#include "block_delta.h"
 #include "lmdb_internal.h"
+#include "lmdb_records.h"
 #include "lmdb_status.h"
 
 namespace bigarray::storage {
@@ -52,31 +54,22 @@ namespace {
 
 using internal::LmdbStatus;
 
-constexpr size_t kBlockHeaderBytes = 16;  // u64 checksum, u64 commit id (little-endian)
+using internal::BlockHeader;
+using internal::GetBE64;
+using internal::GetLE64;
+using internal::PutBE64;
+using internal::PutLE64;
+using internal::Tally;
+
 constexpr size_t kReadPiece = 256 * 1024;  // read and hashed in pieces of this size (fits L2)
 constexpr char kFormatKey[] = "\0format";  // value: "bigarray" + u32 LE version
 constexpr char kLogFloorKey[] = "\0logfloor";  // value: u64 LE; log entries <= it were trimmed
+constexpr char kCommitKey[] = "\0commit";  // value: internal::CommitRecord
 constexpr std::string_view kFormatMagic = "bigarray";
 
 std::string_view FormatKey() { return {kFormatKey, sizeof kFormatKey - 1}; }
 std::string_view LogFloorKey() { return {kLogFloorKey, sizeof kLogFloorKey - 1}; }
-
-void PutBE64(unsigned char* p, uint64_t v) {
-  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<unsigned char>(v);
-}
-uint64_t GetBE64(const unsigned char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
-  return v;
-}
-void PutLE64(unsigned char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i, v >>= 8) p[i] = static_cast<unsigned char>(v);
-}
-uint64_t GetLE64(const unsigned char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+std::string_view CommitKey() { return {kCommitKey, sizeof kCommitKey - 1}; }
 
 struct BlockKey {
   unsigned char bytes[16];
@@ -251,6 +244,71 @@ Status CheckLmdbFile(int fd, uint64_t file_size);  // lmdb_check.cc
 }  // namespace internal
 namespace {
 
+// Reads a sealed meta record; nullopt when absent. Caller holds the locks that make `txn` usable.
+Result<std::optional<std::string>> GetSealed(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view what) {
+  MDB_val k = StrVal(key), v;
+  int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<std::string>();
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read " + std::string(what));
+  BA_ASSIGN_OR_RETURN(std::string_view body, internal::OpenRecord(key, ValStr(v), what));
+  return std::optional<std::string>(body);
+}
+
+Result<Tally> GetTally(MDB_txn* txn, MDB_dbi dbi, const std::string& key) {
+  BA_ASSIGN_OR_RETURN(auto body, GetSealed(txn, dbi, key, "tally"));
+  if (!body) return Tally{};
+  return Tally::Decode(*body, "tally");
+}
+
+// The commit record must name the transaction LMDB opened: otherwise LMDB chose a meta page
+// that does not belong to the newest state (a damaged meta page), and reading on would
+// silently return an older state, or pages that hold something else by now.
+// A write transaction builds on the state before its own id.
+Status CheckCommitRecord(MDB_txn* txn, const Env& env, bool writing = false) {
+  BA_ASSIGN_OR_RETURN(auto body, GetSealed(txn, env.meta_, CommitKey(), "commit"));
+  const CommitId opened = mdb_txn_id(txn) - (writing ? 1 : 0);
+  if (!body) {
+    return Corruption(env.path_ + "/data.mdb: the commit record is missing (LMDB opened state " +
+                      std::to_string(opened) + "; its meta page or B-tree is damaged)");
+  }
+  BA_ASSIGN_OR_RETURN(internal::CommitRecord rec, internal::CommitRecord::Decode(*body));
+  if (rec.commit != opened) {
+    return Corruption(env.path_ + "/data.mdb: LMDB's meta page names commit " + std::to_string(opened) +
+                      " but the state it leads to was written by commit " + std::to_string(rec.commit) +
+                      ": a meta page is damaged (docs/reliability.md, \"Damaged meta pages\")");
+  }
+  return Status::Ok();
+}
+
+// The format record: "bigarray" + u32 LE version; sealed (lmdb_records.h) since version 2,
+// bare in version 1.
+std::string FormatRecord() {
+  std::string body(kFormatMagic);
+  for (int i = 0; i < 4; ++i) body.push_back(static_cast<char>(kFormatVersion >> (8 * i)));
+  return internal::SealRecord(FormatKey(), body);
+}
+
+Result<uint32_t> FormatVersionOf(std::string_view value, const std::string& path) {
+  std::string_view body = value;
+  if (!(body.size() == kFormatMagic.size() + 4 && body.starts_with(kFormatMagic))) {
+    Result<std::string_view> sealed = internal::OpenRecord(FormatKey(), value, "format");
+    if (!sealed.ok() || sealed->size() != kFormatMagic.size() + 4 || !sealed->starts_with(kFormatMagic)) {
+      return Corruption(path + ": the format record is damaged");
+    }
+    body = *sealed;
+  }
+  const auto* p = reinterpret_cast<const unsigned char*>(body.data()) + kFormatMagic.size();
+  const uint32_t version = p[0] | p[1] << 8 | p[2] << 16 | uint32_t{p[3]} << 24;
+  if (version >= 2 && body.data() == value.data()) return Corruption(path + ": the format record is damaged");
+  return version;
+}
+
+uint64_t UnixNanos() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 // Checks, without writing anything, that `path` holds a bigarray database we can read.
 // `never_committed`: LMDB's files exist but no transaction was ever committed to them, i.e. a
 // creation was interrupted (killed between creating the files and the first commit, which
@@ -317,15 +375,19 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
       status = InvalidArgument(path + " is an LMDB environment but not a bigarray database");
     } else if (rc != MDB_SUCCESS) {
       status = LmdbStatus(rc, "read the format record of " + path);
-    } else if (val.mv_size != kFormatMagic.size() + 4 || !ValStr(val).starts_with(kFormatMagic)) {
-      status = Corruption(path + ": malformed format record");
     } else {
-      const auto* p = static_cast<const unsigned char*>(val.mv_data) + kFormatMagic.size();
-      uint32_t version = p[0] | p[1] << 8 | p[2] << 16 | uint32_t{p[3]} << 24;
-      if (version > kFormatVersion) {
-        status = Unsupported(path + " has format version " + std::to_string(version) +
+      Result<uint32_t> version = FormatVersionOf(ValStr(val), path);
+      if (!version.ok()) {
+        status = version.status();
+      } else if (*version > kFormatVersion) {
+        status = Unsupported(path + " has format version " + std::to_string(*version) +
                              "; this build of bigarray reads versions up to " +
                              std::to_string(kFormatVersion));
+      } else if (*version < kFormatVersion) {
+        status = FailedPrecondition(path + " has format version " + std::to_string(*version) +
+                                    ", written by an older bigarray; this build reads version " +
+                                    std::to_string(kFormatVersion) + ". Convert it with: bigarray upgrade " + path +
+                                    " (docs/format.md, \"Upgrading\")");
       }
     }
   }
@@ -459,24 +521,226 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
       return LmdbStatus(rc, std::string("open the ") + d.name + " database of " + path);
     }
   }
-  if (!options.read_only) {
-    MDB_val key = StrVal(FormatKey()), val;
-    rc = mdb_get(txn, env->meta_, &key, &val);
-    if (rc == MDB_NOTFOUND) {
-      std::string record(kFormatMagic);
-      for (int i = 0; i < 4; ++i) record.push_back(static_cast<char>(kFormatVersion >> (8 * i)));
-      MDB_val v = StrVal(record);
-      rc = mdb_put(txn, env->meta_, &key, &v, 0);
-    }
-    if (rc != MDB_SUCCESS) {
+  if (!options.read_only && (!has_data || never_committed)) {
+    // A new database: the format record, the change log (floor 0, and this commit's record,
+    // which lists nothing) and the commit record, in the first commit.
+    const CommitId id = mdb_txn_id(txn);
+    const std::string floor(8, '\0');
+    unsigned char log_key[8];
+    PutBE64(log_key, id);
+    const std::string_view log_key_view(reinterpret_cast<const char*>(log_key), 8);
+    const std::string log_record = internal::SealRecord(log_key_view, "");
+    MDB_val lk{8, log_key}, lv = StrVal(log_record);
+    if (rc = mdb_put(txn, env->log_, &lk, &lv, 0); rc != MDB_SUCCESS) {
       mdb_txn_abort(txn);
       return LmdbStatus(rc, "initialize " + path);
     }
+    const std::pair<std::string_view, std::string> records[] = {
+        {FormatKey(), FormatRecord()},
+        {LogFloorKey(), internal::SealRecord(LogFloorKey(), floor)},
+        {CommitKey(), internal::SealRecord(CommitKey(), internal::CommitRecord{id, UnixNanos()}.Encode())}};
+    for (const auto& [key, value] : records) {
+      MDB_val k = StrVal(key), v = StrVal(value);
+      rc = mdb_put(txn, env->meta_, &k, &v, 0);
+      if (rc != MDB_SUCCESS) {
+        mdb_txn_abort(txn);
+        return LmdbStatus(rc, "initialize " + path);
+      }
+    }
+  } else if (Status check = CheckCommitRecord(txn, *env, !options.read_only); !check.ok()) {
+    mdb_txn_abort(txn);
+    return check;
   }
   // Commit even a read-only transaction: an aborted one would close the database handles.
   rc = mdb_txn_commit(txn);
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "initialize " + path);
   return env;
+}
+
+// ---- records of the blocks database ----------------------------------------------------------
+
+// A record of the blocks database found in a transaction, and where its value is.
+struct RecordRef {
+  std::string key;                   // 16 bytes: a whole block; 24 bytes: a delta
+  size_t size = 0;                   // the value's bytes
+  std::optional<off_t> page_offset;  // of its first overflow page; nullopt: inline_copy
+  std::string inline_copy;
+
+  BlockIndex index() const { return GetBE64(reinterpret_cast<const unsigned char*>(key.data()) + 8); }
+  bool is_delta() const { return key.size() == 24; }
+};
+
+// Collects, in key order, the records of the blocks database from `start` on while `in_range`
+// says the key belongs. Caller holds map_mu_ (shared) and serializes calls on `txn`.
+Status CollectRecords(MDB_txn* txn, Env& env, const BlockKey& start,
+                      const std::function<bool(const unsigned char* key)>& in_range, std::vector<RecordRef>* out,
+                      std::string_view what) {
+  MDB_cursor* cur;
+  int rc = mdb_cursor_open(txn, env.blocks_, &cur);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, std::string(what));
+  BlockKey first = start;
+  MDB_val k = first.val(), v;
+  Status status;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    const auto* kb = static_cast<const unsigned char*>(k.mv_data);
+    if (k.mv_size < 16) {
+      status = Corruption(std::string(what) + ": a key of the blocks database is malformed (" +
+                          std::to_string(k.mv_size) + " bytes)");
+      break;
+    }
+    if (!in_range(kb)) break;
+    if (k.mv_size != 16 && k.mv_size != 24) {
+      status = Corruption(BlockName(GetBE64(kb), GetBE64(kb + 8)) + ": malformed record key (" +
+                          std::to_string(k.mv_size) + " bytes)");
+      break;
+    }
+    RecordRef r;
+    r.key.assign(static_cast<const char*>(k.mv_data), k.mv_size);
+    r.size = v.mv_size;
+    r.page_offset = env.PageOffset(v);
+    if (!r.page_offset) {
+      // A value stored inside a leaf page is smaller than a page; a larger size is damage, and
+      // copying it would read past the page.
+      if (v.mv_size > env.page_size_) {
+        status = Corruption(BlockName(GetBE64(kb), GetBE64(kb + 8)) + ": malformed value of " +
+                            std::to_string(v.mv_size) + " bytes");
+        break;
+      }
+      r.inline_copy.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+    }
+    out->push_back(std::move(r));
+  }
+  mdb_cursor_close(cur);
+  if (status.ok() && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) status = LmdbStatus(rc, std::string(what));
+  return status;
+}
+
+std::string RecordName(ArrayId a, const RecordRef& r) {
+  std::string name = BlockName(a, r.index());
+  if (r.is_delta()) {
+    name += " (delta of commit " + std::to_string(GetBE64(reinterpret_cast<const unsigned char*>(r.key.data()) + 16)) + ")";
+  }
+  return name;
+}
+
+// Reads and decodes a record's header. The records' pages stay put while the transaction that
+// found them is open.
+Result<BlockHeader> ReadHeader(const Env& env, ArrayId a, const RecordRef& r) {
+  const std::string what = RecordName(a, r);
+  unsigned char header[internal::kShortHeader];
+  if (r.size < internal::kShortHeader) {
+    return Corruption(what + ": stored value of " + std::to_string(r.size) + " bytes is too short for a header");
+  }
+  if (r.page_offset) {
+    unsigned char page_header[kPageHeader];
+    iovec iov[2] = {{page_header, sizeof page_header}, {header, sizeof header}};
+    BA_RETURN_IF_ERROR(FullIo(false, env.fd_, iov, 2, *r.page_offset, "read the header of " + what));
+    if (!OverflowHeaderOk(page_header, *r.page_offset, env.page_size_)) {
+      return Corruption(what + ": the header of its first page in data.mdb is damaged");
+    }
+  } else {
+    std::memcpy(header, r.inline_copy.data(), sizeof header);
+  }
+  BA_ASSIGN_OR_RETURN(BlockHeader h, internal::DecodeBlockHeader(header, r.size, what));
+  if (r.is_delta() && (h.kind != internal::kDelta ||
+                       h.commit != GetBE64(reinterpret_cast<const unsigned char*>(r.key.data()) + 16))) {
+    return Corruption(what + ": its header does not belong to its key");
+  }
+  if (!r.is_delta() && h.kind != internal::kWholeBlock) return Corruption(what + ": its header does not belong to its key");
+  return h;
+}
+
+// Reads a record's payload into `out` (exactly its size), hashing each piece while it is in the
+// CPU cache, and checks the checksum.
+Status ReadPayload(const Env& env, ArrayId a, const RecordRef& r, const BlockHeader& h, std::span<std::byte> out) {
+  internal::BlockHasher hasher(internal::PayloadSeed(a, r.index(), h));
+  if (r.page_offset) {
+    const off_t start = *r.page_offset + static_cast<off_t>(kPageHeader + h.header_bytes);
+    for (size_t done = 0; done < out.size();) {
+      const size_t n = std::min(out.size() - done, kReadPiece);
+      iovec piece{out.data() + done, n};
+      BA_RETURN_IF_ERROR(FullIo(false, env.fd_, &piece, 1, start + static_cast<off_t>(done), "read " + RecordName(a, r)));
+      hasher.Update(out.subspan(done, n));
+      done += n;
+    }
+  } else {
+    std::memcpy(out.data(), r.inline_copy.data() + h.header_bytes, out.size());
+    hasher.Update(out);
+  }
+  if (hasher.Digest() != h.checksum) {
+    return Corruption(RecordName(a, r) + ": checksum mismatch (the data on disk is damaged)");
+  }
+  return Status::Ok();
+}
+
+// Reads bytes [offset, offset + out.size()) of a record's payload, unchecked (the caller checks
+// the record's checksum elsewhere, or relies on readers to).
+Status ReadPayloadRange(const Env& env, ArrayId a, const RecordRef& r, const BlockHeader& h, size_t offset,
+                        std::span<std::byte> out) {
+  if (r.page_offset) {
+    iovec piece{out.data(), out.size()};
+    return FullIo(false, env.fd_, &piece, 1,
+                  *r.page_offset + static_cast<off_t>(kPageHeader + h.header_bytes + offset), "read " + RecordName(a, r));
+  }
+  std::memcpy(out.data(), r.inline_copy.data() + h.header_bytes + offset, out.size());
+  return Status::Ok();
+}
+
+constexpr size_t kMaxDeltas = 64;            // delta records per block before it is rewritten whole
+constexpr size_t kMinDeltaBudget = 64 << 10;  // delta bytes a block may gather before a rewrite
+constexpr size_t kDiffPiece = 64 << 10;       // compared in pieces of this size
+
+// A block's stored records: the whole-block record (if any) first, then its deltas in order.
+using Records = std::vector<std::pair<RecordRef, BlockHeader>>;
+
+// The delta body that turns the block's stored records into `now`; nullopt when a whole-block
+// record is the better write. Deltas gather until their bytes reach the whole-block payload's
+// (at least kMinDeltaBudget): a block that grows by appends is then rewritten whole each time it
+// doubles, so that appends write about three times what they append (docs/format.md).
+Result<std::optional<std::string>> MakeDelta(const Env& env, ArrayId a, const Records& old, std::span<const std::byte> now) {
+  if (old.empty()) return std::optional<std::string>();
+  const bool has_base = !old[0].first.is_delta();
+  const size_t base_len = has_base ? old[0].first.size - old[0].second.header_bytes : 0;
+  size_t gathered = 0, extent = base_len;
+  std::vector<std::vector<std::byte>> deltas;
+  for (size_t n = has_base ? 1 : 0; n < old.size(); ++n) {
+    const auto& [r, h] = old[n];
+    deltas.emplace_back(r.size - h.header_bytes);
+    BA_RETURN_IF_ERROR(ReadPayload(env, a, r, h, deltas.back()));
+    gathered += deltas.back().size();
+    extent = std::max(extent, internal::DeltaExtent(deltas.back()));
+  }
+  const size_t threshold = std::max(base_len, kMinDeltaBudget);
+  if (deltas.size() >= kMaxDeltas || gathered >= threshold) return std::optional<std::string>();
+  internal::DeltaEncoder encoder(threshold - gathered);
+  const size_t n = std::max(extent, now.size());
+  std::vector<std::byte> was(kDiffPiece), is(kDiffPiece);
+  for (size_t at = 0; at < n; at += kDiffPiece) {
+    const size_t len = std::min(kDiffPiece, n - at);
+    std::span<std::byte> old_piece(was.data(), len), new_piece(is.data(), len);
+    std::memset(old_piece.data(), 0, len);
+    if (at < base_len) {
+      BA_RETURN_IF_ERROR(ReadPayloadRange(env, a, old[0].first, old[0].second, at, old_piece.first(std::min(len, base_len - at))));
+    }
+    // Apply the deltas' runs that fall in this piece: over a scratch block window.
+    for (size_t d = 0; d < deltas.size(); ++d) {
+      const auto& body = deltas[d];
+      for (size_t p = 0; p + 8 <= body.size();) {
+        const auto* u = reinterpret_cast<const unsigned char*>(body.data() + p);
+        const size_t off = u[0] | u[1] << 8 | u[2] << 16 | size_t{u[3]} << 24;
+        const size_t l = u[4] | u[5] << 8 | u[6] << 16 | size_t{u[7]} << 24;
+        p += 8;
+        if (l > body.size() - p) break;
+        const size_t lo = std::max(off, at), hi = std::min(off + l, at + len);
+        if (lo < hi) std::memcpy(old_piece.data() + (lo - at), body.data() + p + (lo - off), hi - lo);
+        p += l;
+      }
+    }
+    std::memset(new_piece.data(), 0, len);
+    if (at < now.size()) std::memcpy(new_piece.data(), now.data() + at, std::min(len, now.size() - at));
+    if (!encoder.Add(at, old_piece, new_piece)) return std::optional<std::string>();
+  }
+  return std::optional<std::string>(encoder.Finish());
 }
 
 // ---- snapshots -------------------------------------------------------------------------------
@@ -494,16 +758,19 @@ class LmdbSnapshot final : public Snapshot {
   Status ForEachMeta(std::string_view prefix,
                      const std::function<bool(std::string_view, std::string_view)>& fn) override;
   Result<ChangeSet> ChangesSince(CommitId from) override;
+  Result<uint64_t> VerifyBlocks(ArrayId a, size_t block_size,
+                                const std::function<void(BlockIndex, const Status&)>& damaged) override;
+  Status VerifyRecords(const std::function<void(const Status&)>& damaged) override;
 
  private:
-  // Where a block's value is: its file offset and size, or (small values) a copy of it.
-  struct Located {
-    bool found = false;
-    std::optional<off_t> page_offset;  // of the first overflow page; nullopt: inline_copy
-    size_t size = 0;
-    std::string inline_copy;
+  // Every record of array `a` with its header, and whether they agree with the array's tally.
+  // A record whose header is damaged fails the walk, or, with `damaged`, is reported there and
+  // left out.
+  struct Walked {
+    std::vector<std::pair<RecordRef, BlockHeader>> records;
+    Status tally;  // kCorruption naming the difference, or ok
   };
-  Result<Located> Locate(ArrayId a, BlockIndex i);
+  Result<Walked> Walk(ArrayId a, const std::function<void(BlockIndex, const Status&)>* damaged = nullptr);
 
   const std::shared_ptr<Env> env_;
   MDB_txn* const txn_;
@@ -511,137 +778,135 @@ class LmdbSnapshot final : public Snapshot {
   std::mutex mu_;  // serializes LMDB calls on txn_
 };
 
-Result<LmdbSnapshot::Located> LmdbSnapshot::Locate(ArrayId a, BlockIndex i) {
-  BlockKey key(a, i);
-  MDB_val k = key.val(), v;
-  std::shared_lock map_lock(env_->map_mu_);
-  std::lock_guard lock(mu_);
-  int rc = mdb_get(txn_, env_->blocks_, &k, &v);
-  Located where;
-  if (rc == MDB_NOTFOUND) return where;
-  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "look up " + BlockName(a, i));
-  where.found = true;
-  where.size = v.mv_size;
-  where.page_offset = env_->PageOffset(v);
-  if (!where.page_offset) {
-    // A value stored inside a leaf page is smaller than a page; a larger size is damage, and
-    // copying it would read past the page.
-    if (v.mv_size > env_->page_size_) {
-      return Corruption(BlockName(a, i) + ": malformed value of " + std::to_string(v.mv_size) + " bytes");
-    }
-    where.inline_copy.assign(static_cast<const char*>(v.mv_data), v.mv_size);
-  }
-  return where;
-}
-
 Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) {
-  BA_ASSIGN_OR_RETURN(Located where, Locate(a, i));
-  if (!where.found) {
-    std::memset(out.data(), 0, out.size());
-    return Status::Ok();
+  std::vector<RecordRef> records;
+  {
+    BlockKey key(a, i);
+    std::shared_lock map_lock(env_->map_mu_);
+    std::lock_guard lock(mu_);
+    BA_RETURN_IF_ERROR(CollectRecords(
+        txn_, *env_, key, [&](const unsigned char* k) { return std::memcmp(k, key.bytes, 16) == 0; }, &records,
+        "look up " + BlockName(a, i)));
   }
-  const size_t size = where.size;
-  if (size < kBlockHeaderBytes || size - kBlockHeaderBytes > out.size()) {
-    return Corruption(BlockName(a, i) + ": stored value of " + std::to_string(size) +
-                      " bytes does not fit a block of " + std::to_string(out.size()) + " bytes");
-  }
-  const size_t payload = size - kBlockHeaderBytes;
-  unsigned char header[kBlockHeaderBytes];
-  uint64_t sum;
-  if (where.page_offset) {
-    // Read in pieces and hash each while it is in the CPU cache (cheaper than a second pass).
-    const off_t start = *where.page_offset + static_cast<off_t>(kPageHeader + kBlockHeaderBytes);
-    size_t done = std::min(payload, kReadPiece);
-    unsigned char page_header[kPageHeader];
-    iovec iov[3] = {{page_header, sizeof page_header}, {header, sizeof header}, {out.data(), done}};
-    BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, iov, 3, *where.page_offset, "read " + BlockName(a, i)));
-    if (!OverflowHeaderOk(page_header, *where.page_offset, env_->page_size_)) {
-      return Corruption(BlockName(a, i) + ": the header of its first page in data.mdb is damaged");
+  size_t filled = 0;  // bytes of `out` written so far; the rest is zero-filled at the end
+  std::vector<std::byte> delta;
+  for (const RecordRef& r : records) {
+    BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, a, r));
+    const size_t payload = r.size - h.header_bytes;
+    if (!r.is_delta()) {
+      if (payload > out.size()) {
+        return Corruption(RecordName(a, r) + ": stored payload of " + std::to_string(payload) +
+                          " bytes does not fit a block of " + std::to_string(out.size()) + " bytes");
+      }
+      BA_RETURN_IF_ERROR(ReadPayload(*env_, a, r, h, out.first(payload)));
+      filled = payload;
+      continue;
     }
-    internal::BlockHasher hasher(a, i, GetLE64(header + 8));
-    hasher.Update(out.first(done));
-    while (done < payload) {
-      const size_t n = std::min(payload - done, kReadPiece);
-      iovec piece{out.data() + done, n};
-      BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, &piece, 1, start + static_cast<off_t>(done), "read " + BlockName(a, i)));
-      hasher.Update(out.subspan(done, n));
-      done += n;
+    if (filled < out.size()) {
+      std::memset(out.data() + filled, 0, out.size() - filled);
+      filled = out.size();
     }
-    sum = hasher.Digest();
-  } else {
-    std::memcpy(header, where.inline_copy.data(), kBlockHeaderBytes);
-    std::memcpy(out.data(), where.inline_copy.data() + kBlockHeaderBytes, payload);
-    sum = internal::BlockChecksum(a, i, GetLE64(header + 8), out.first(payload));
+    delta.resize(payload);
+    BA_RETURN_IF_ERROR(ReadPayload(*env_, a, r, h, delta));
+    BA_RETURN_IF_ERROR(internal::ApplyDelta(RecordName(a, r), delta, out));
   }
-  if (sum != GetLE64(header)) {
-    return Corruption(BlockName(a, i) + ": checksum mismatch (the data on disk is damaged)");
-  }
-  std::memset(out.data() + payload, 0, out.size() - payload);
+  if (filled < out.size()) std::memset(out.data() + filled, 0, out.size() - filled);
   return Status::Ok();
 }
 
-Status LmdbSnapshot::ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) {
-  // Collect under the locks, call back outside them. The commit ids of blocks on overflow pages
-  // are read with pread (a read through the map would fault in 64 KiB around each).
-  std::vector<BlockInfo> found;
-  std::vector<std::pair<size_t, off_t>> headers;  // (index into found, its first page's offset)
+Result<LmdbSnapshot::Walked> LmdbSnapshot::Walk(ArrayId a, const std::function<void(BlockIndex, const Status&)>* damaged) {
+  Walked w;
+  std::vector<RecordRef> records;
+  Tally expected;
   {
     std::shared_lock map_lock(env_->map_mu_);
     std::lock_guard lock(mu_);
-    MDB_cursor* cur;
-    int rc = mdb_cursor_open(txn_, env_->blocks_, &cur);
-    if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list blocks");
-    BlockKey start(a, 0);
-    MDB_val k = start.val(), v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-      const auto* kb = static_cast<const unsigned char*>(k.mv_data);
-      if (k.mv_size != 16 || GetBE64(kb) != a) break;
-      if (v.mv_size < kBlockHeaderBytes) {
-        rc = MDB_CORRUPTED;
-        break;
-      }
-      found.push_back(BlockInfo{GetBE64(kb + 8), 0, v.mv_size - kBlockHeaderBytes});
-      if (auto offset = env_->PageOffset(v)) {
-        headers.emplace_back(found.size() - 1, *offset);
-      } else {
-        found.back().commit = GetLE64(static_cast<const unsigned char*>(v.mv_data) + 8);
-      }
+    BA_RETURN_IF_ERROR(CollectRecords(
+        txn_, *env_, BlockKey(a, 0), [&](const unsigned char* k) { return GetBE64(k) == a; }, &records,
+        "list the blocks of array #" + std::to_string(a)));
+    BA_ASSIGN_OR_RETURN(expected, GetTally(txn_, env_->meta_, internal::ArrayTallyKey(a)));
+  }
+  // Headers are read with pread outside the locks (a read through the map would fault in 64 KiB
+  // around each); the snapshot keeps these pages from being reused.
+  Tally found;
+  for (RecordRef& r : records) {
+    Result<BlockHeader> header = ReadHeader(*env_, a, r);
+    if (!header.ok() && damaged && header.status().code() == Code::kCorruption) {
+      (*damaged)(r.index(), header.status());
+      continue;
     }
-    mdb_cursor_close(cur);
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
-      return LmdbStatus(rc, "list the blocks of array #" + std::to_string(a));
+    BA_ASSIGN_OR_RETURN(BlockHeader h, std::move(header));
+    found.Add(r.key, h.checksum, r.size - h.header_bytes);
+    w.records.emplace_back(std::move(r), h);
+  }
+  if (found != expected) {
+    w.tally = Corruption("array #" + std::to_string(a) + ": its stored blocks do not match the record of what it stores (" +
+                         std::to_string(found.records) + " records of " + std::to_string(found.bytes) + " bytes found, " +
+                         std::to_string(expected.records) + " of " + std::to_string(expected.bytes) +
+                         " recorded" + (found.records == expected.records ? ", digests differ" : "") +
+                         "): a block record is missing, extra, moved or damaged");
+  }
+  return w;
+}
+
+Status LmdbSnapshot::ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) {
+  BA_ASSIGN_OR_RETURN(Walked w, Walk(a));
+  BA_RETURN_IF_ERROR(w.tally);
+  std::vector<BlockInfo> blocks;
+  for (const auto& [r, h] : w.records) {
+    const uint64_t payload = r.size - h.header_bytes;
+    if (!blocks.empty() && blocks.back().index == r.index()) {
+      blocks.back().commit = std::max(blocks.back().commit, h.commit);
+      blocks.back().stored_bytes += payload;
+    } else {
+      blocks.push_back(BlockInfo{r.index(), h.commit, payload});
     }
   }
-  for (auto [i, offset] : headers) {  // the snapshot keeps these pages from being reused
-    unsigned char page_header[kPageHeader], header[kBlockHeaderBytes];
-    iovec iov[2] = {{page_header, sizeof page_header}, {header, sizeof header}};
-    const std::string block = BlockName(a, found[i].index);
-    BA_RETURN_IF_ERROR(FullIo(false, env_->fd_, iov, 2, offset, "read the header of " + block));
-    if (!OverflowHeaderOk(page_header, offset, env_->page_size_)) {
-      return Corruption(block + ": the header of its first page in data.mdb is damaged");
-    }
-    found[i].commit = GetLE64(header + 8);
-  }
-  for (const BlockInfo& info : found) {
+  for (const BlockInfo& info : blocks) {
     if (!fn(info)) break;
   }
   return Status::Ok();
 }
 
+Result<uint64_t> LmdbSnapshot::VerifyBlocks(ArrayId a, size_t block_size,
+                                            const std::function<void(BlockIndex, const Status&)>& damaged) {
+  // Only damage is reported through `damaged`; any other failure (I/O, resources) ends the
+  // walk as that error, so that it is never counted as a damaged block.
+  Result<Walked> w = Walk(a, &damaged);
+  if (!w.ok()) {
+    if (w.status().code() != Code::kCorruption) return w.status();
+    damaged(kNoBlock, w.status());
+    return 0;
+  }
+  if (!w->tally.ok()) damaged(kNoBlock, w->tally);
+  std::vector<std::byte> block(block_size);
+  uint64_t checked = 0;
+  for (size_t n = 0; n < w->records.size(); ++n) {
+    const BlockIndex i = w->records[n].first.index();
+    if (n > 0 && w->records[n - 1].first.index() == i) continue;  // read with its first record
+    Status st = ReadBlock(a, i, block);
+    if (st.code() != Code::kCorruption) BA_RETURN_IF_ERROR(st);
+    if (!st.ok()) damaged(i, st);
+    ++checked;
+  }
+  return checked;
+}
+
 Result<std::optional<std::string>> LmdbSnapshot::GetMeta(std::string_view key) {
+  if (!key.empty() && key[0] == kReservedMetaPrefix) return InvalidArgument("metadata keys beginning with NUL belong to the store");
   std::shared_lock map_lock(env_->map_mu_);
   std::lock_guard lock(mu_);
-  MDB_val k = StrVal(key), v;
-  int rc = mdb_get(txn_, env_->meta_, &k, &v);
-  if (rc == MDB_NOTFOUND) return std::optional<std::string>();
-  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read metadata");
-  return std::optional<std::string>(ValStr(v));
+  return GetSealed(txn_, env_->meta_, key, "metadata");
 }
 
 Status LmdbSnapshot::ForEachMeta(std::string_view prefix,
                                  const std::function<bool(std::string_view, std::string_view)>& fn) {
   std::vector<std::pair<std::string, std::string>> found;
+  // Listing a whole class of keys ("n/"): the records found must match the class's tally, so
+  // that a record whose key was damaged into another class is noticed, not silently missing.
+  const std::string_view cls = internal::MetaClass(prefix);
+  const bool whole_class = !prefix.empty() && cls.size() == prefix.size();
+  Tally expected, seen;
   {
     std::shared_lock map_lock(env_->map_mu_);
     std::lock_guard lock(mu_);
@@ -649,13 +914,30 @@ Status LmdbSnapshot::ForEachMeta(std::string_view prefix,
     int rc = mdb_cursor_open(txn_, env_->meta_, &cur);
     if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list metadata");
     MDB_val k = StrVal(prefix), v;
+    Status status;
     for (rc = mdb_cursor_get(cur, &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
          rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
       if (!ValStr(k).starts_with(prefix)) break;
-      found.emplace_back(ValStr(k), ValStr(v));
+      if (ValStr(k)[0] == kReservedMetaPrefix) continue;  // the store's own records
+      Result<std::string_view> body = internal::OpenRecord(ValStr(k), ValStr(v), "metadata");
+      if (!body.ok()) {
+        status = body.status();
+        break;
+      }
+      seen.Add(ValStr(k), internal::SealedChecksum(ValStr(v)), body->size());
+      found.emplace_back(ValStr(k), *body);
     }
     mdb_cursor_close(cur);
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return LmdbStatus(rc, "list metadata");
+    if (status.ok() && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) status = LmdbStatus(rc, "list metadata");
+    BA_RETURN_IF_ERROR(status);
+    if (whole_class) {
+      BA_ASSIGN_OR_RETURN(expected, GetTally(txn_, env_->meta_, internal::ClassTallyKey(cls)));
+    }
+  }
+  if (whole_class && seen != expected) {
+    return Corruption("metadata records '" + std::string(prefix) + "...' do not match the record of what exists (" +
+                      std::to_string(seen.records) + " found, " + std::to_string(expected.records) +
+                      " recorded): a record's key is damaged or a record is missing");
   }
   for (const auto& [k, v] : found) {
     if (!fn(k, v)) break;
@@ -664,41 +946,53 @@ Status LmdbSnapshot::ForEachMeta(std::string_view prefix,
 }
 
 // Reads the change log of `txn` in (from, to] into `out`; `out.complete` is false when the log
-// was trimmed past `from`. Caller holds the locks that make `txn` usable.
+// was trimmed past `from`. Every commit writes one record, so the records must be consecutive.
+// Caller holds the locks that make `txn` usable.
 Status ReadChanges(MDB_txn* txn, const Env& env, CommitId from, CommitId to, ChangeSet& out) {
   out.from = from;
   out.to = to;
   if (from >= to) return Status::Ok();
-  MDB_val k = StrVal(LogFloorKey()), v;
-  int rc = mdb_get(txn, env.meta_, &k, &v);
-  if (rc == MDB_SUCCESS && v.mv_size == 8) {
-    if (from < GetLE64(static_cast<const unsigned char*>(v.mv_data))) {
-      out.complete = false;
-      return Status::Ok();
-    }
-  } else if (rc != MDB_NOTFOUND) {
-    return LmdbStatus(rc, "read the change log floor");
+  BA_ASSIGN_OR_RETURN(auto floor_body, GetSealed(txn, env.meta_, LogFloorKey(), "change log floor"));
+  if (!floor_body || floor_body->size() != 8) {
+    return Corruption(env.path_ + "/data.mdb: the change log floor record is missing or malformed");
+  }
+  if (from < GetLE64(reinterpret_cast<const unsigned char*>(floor_body->data()))) {
+    out.complete = false;
+    return Status::Ok();
   }
   MDB_cursor* cur;
-  rc = mdb_cursor_open(txn, env.log_, &cur);
+  int rc = mdb_cursor_open(txn, env.log_, &cur);
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read the change log");
   unsigned char start[8];
   PutBE64(start, from + 1);
-  k = MDB_val{8, start};
+  MDB_val k{8, start}, v;
   Status status;
+  CommitId next = from + 1;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     if (k.mv_size != 8) {
       status = Corruption("change log: malformed key");
       break;
     }
-    if (GetBE64(static_cast<const unsigned char*>(k.mv_data)) > to) break;
-    status = internal::DecodeChanges(ValStr(v), out);
+    const CommitId id = GetBE64(static_cast<const unsigned char*>(k.mv_data));
+    if (id > to) break;
+    if (id != next) break;  // a gap: reported below
+    Result<std::string_view> body = internal::OpenRecord(ValStr(k), ValStr(v), "change log");
+    if (!body.ok()) {
+      status = body.status();
+      break;
+    }
+    status = internal::DecodeChanges(*body, out);
     if (!status.ok()) break;
+    ++next;
   }
   mdb_cursor_close(cur);
   if (status.ok() && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
     status = LmdbStatus(rc, "read the change log");
+  }
+  if (status.ok() && next != to + 1) {
+    status = Corruption(env.path_ + "/data.mdb: the change log has no record of commit " + std::to_string(next) +
+                        " (a log record is missing or its key is damaged)");
   }
   return status;
 }
@@ -711,6 +1005,63 @@ Result<ChangeSet> LmdbSnapshot::ChangesSince(CommitId from) {
   return cs;
 }
 
+Status LmdbSnapshot::VerifyRecords(const std::function<void(const Status&)>& damaged) {
+  std::shared_lock map_lock(env_->map_mu_);
+  std::lock_guard lock(mu_);
+  BA_RETURN_IF_ERROR(CheckCommitRecord(txn_, *env_));
+  // Every metadata record against its checksum, and each class against its tally.
+  std::map<std::string, Tally, std::less<>> seen;
+  MDB_cursor* cur;
+  int rc = mdb_cursor_open(txn_, env_->meta_, &cur);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list metadata");
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    Result<std::string_view> body = internal::OpenRecord(ValStr(k), ValStr(v), "metadata");
+    if (!body.ok()) damaged(body.status());
+    // Counted with the checksum it carries: a record whose value alone is damaged is reported
+    // once, above; the class's tally then tells only of keys that are missing, extra or moved.
+    if (std::string_view cls = internal::MetaClass(ValStr(k)); !cls.empty()) {
+      seen[std::string(cls)].Add(ValStr(k), internal::SealedChecksum(ValStr(v)), v.mv_size < 8 ? 0 : v.mv_size - 8);
+    }
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return LmdbStatus(rc, "list metadata");
+  // Tallies of classes that have no record any more count as "seen nothing".
+  std::string tally_prefix = internal::ClassTallyKey("");
+  rc = mdb_cursor_open(txn_, env_->meta_, &cur);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list metadata");
+  k = StrVal(tally_prefix);
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS && ValStr(k).starts_with(tally_prefix);
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    seen.try_emplace(std::string(ValStr(k).substr(tally_prefix.size())));
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return LmdbStatus(rc, "list metadata");
+  for (const auto& [cls, tally] : seen) {
+    Result<Tally> expected = GetTally(txn_, env_->meta_, internal::ClassTallyKey(cls));
+    if (!expected.ok()) {
+      damaged(expected.status());
+    } else if (*expected != tally) {
+      damaged(Corruption("metadata records '" + cls + "...' do not match the record of what exists (" +
+                         std::to_string(tally.records) + " found, " + std::to_string(expected->records) +
+                         " recorded): a record's key is damaged or a record is missing"));
+    }
+  }
+  // The change log: every record readable, consecutive up to this commit.
+  BA_ASSIGN_OR_RETURN(auto floor_body, GetSealed(txn_, env_->meta_, LogFloorKey(), "change log floor"));
+  if (floor_body && floor_body->size() == 8) {
+    ChangeSet cs;
+    const CommitId floor = GetLE64(reinterpret_cast<const unsigned char*>(floor_body->data()));
+    if (Status st = ReadChanges(txn_, *env_, floor, commit_, cs); !st.ok()) {
+      if (st.code() != Code::kCorruption) return st;
+      damaged(st);
+    }
+  } else {
+    damaged(Corruption(env_->path_ + "/data.mdb: the change log floor record is missing or malformed"));
+  }
+  return Status::Ok();
+}
+
 // ---- the store -------------------------------------------------------------------------------
 
 class LmdbStore final : public BlockStore {
@@ -720,7 +1071,10 @@ class LmdbStore final : public BlockStore {
 
   Result<std::shared_ptr<Snapshot>> OpenSnapshot() override {
     BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(MDB_RDONLY));
-    return std::shared_ptr<Snapshot>(std::make_shared<LmdbSnapshot>(env_, txn));
+    auto snapshot = std::make_shared<LmdbSnapshot>(env_, txn);  // aborts txn when dropped
+    std::shared_lock map_lock(env_->map_mu_);
+    BA_RETURN_IF_ERROR(CheckCommitRecord(txn, *env_));
+    return std::shared_ptr<Snapshot>(std::move(snapshot));
   }
   Result<CommitId> Commit(const WriteBatch& batch) override;
   Status Sync() override {
@@ -796,7 +1150,7 @@ Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
   // branch page's worth of B-tree churn, plus the log record, metadata and a fixed margin.
   const uint64_t ps = env_->page_size_;
   uint64_t need = 64 * ps + batch.PayloadBytes() / 64;
-  for (const auto& p : batch.puts()) need += (p.size + 32 + ps - 1) / ps * ps + 2 * ps;
+  for (const auto& p : batch.puts()) need += (p.size + internal::kLongHeader + ps - 1) / ps * ps + 2 * ps;
   for (const auto& [k, v] : batch.meta()) need += 2 * ps + k.size() + (v ? v->size() : 0);
   need += batch.deletes().size() * 2 * ps;
 
@@ -854,6 +1208,9 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
                                   env_->path_);
   }
 
+  // The state this commit builds on must be the one its records say (a damaged meta page).
+  BA_RETURN_IF_ERROR(CheckCommitRecord(txn, *env_, /*writing=*/true));
+
   // Conflict check against everything committed after the batch's base.
   if (batch.base() + 1 < id) {
     ChangeSet cs;
@@ -863,80 +1220,164 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
     }
   }
 
-  int rc;
+  // The tallies this commit changes, read on first use and written back at the end.
+  std::map<std::string, Tally> tallies;
+  auto tally = [&](const std::string& key) -> Result<Tally*> {
+    auto it = tallies.find(key);
+    if (it == tallies.end()) {
+      BA_ASSIGN_OR_RETURN(Tally t, GetTally(txn, env_->meta_, key));
+      it = tallies.emplace(key, t).first;
+    }
+    return &it->second;
+  };
+
+  // Deletes the records of array `a` whose keys `in_range` accepts, from `start` on.
+  auto delete_records = [&](ArrayId a, const BlockKey& start, const std::function<bool(const unsigned char*)>& in_range) -> Status {
+    std::vector<RecordRef> old;
+    BA_RETURN_IF_ERROR(CollectRecords(txn, *env_, start, in_range, &old, "find the blocks to replace"));
+    if (old.empty()) return Status::Ok();
+    BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(a)));
+    for (const RecordRef& r : old) {
+      BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, a, r));
+      t->Remove(r.key, h.checksum, r.size - h.header_bytes);
+      MDB_val k = StrVal(r.key);
+      if (int rc = mdb_del(txn, env_->blocks_, &k, nullptr); rc != MDB_SUCCESS) return fail(rc, "delete " + RecordName(a, r));
+    }
+    return Status::Ok();
+  };
+
   // Deleted ranges first, then puts: a batch may delete past a shrink and then store a block
   // there again (shrink, grow and write in one transaction).
   for (const BlockRange& r : batch.deletes()) {
-    MDB_cursor* cur;
-    rc = mdb_cursor_open(txn, env_->blocks_, &cur);
-    if (rc != MDB_SUCCESS) return fail(rc, "delete blocks");
-    BlockKey start(r.array, r.first);
-    MDB_val k = start.val(), v;
-    // Re-seek after each delete: the cursor's position after mdb_cursor_del is not portable.
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS;
-         k = start.val(), rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)) {
-      const auto* kb = static_cast<const unsigned char*>(k.mv_data);
-      if (GetBE64(kb) != r.array || GetBE64(kb + 8) >= r.end) break;
-      rc = mdb_cursor_del(cur, 0);
-      if (rc != MDB_SUCCESS) break;
-    }
-    mdb_cursor_close(cur);
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "delete blocks of array #" + std::to_string(r.array));
+    BA_RETURN_IF_ERROR(delete_records(r.array, BlockKey(r.array, r.first), [&](const unsigned char* k) {
+      return GetBE64(k) == r.array && GetBE64(k + 8) < r.end;
+    }));
   }
+  // Stores a record of `kind` with `payload` under `key` (16 bytes: a whole block; 24: a delta)
+  // and counts it in the array's tally.
+  static const std::byte kZeros[internal::kLongHeader] = {};
+  auto put_record = [&](ArrayId a, BlockIndex i, std::string_view key, uint32_t kind,
+                        std::span<const std::byte> payload) -> Status {
+    BlockHeader h;
+    h.commit = id;
+    h.header_bytes = static_cast<uint32_t>(internal::HeaderBytesFor(payload.size()));
+    h.kind = kind;
+    h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(a, i, h), payload);
+    unsigned char header[internal::kShortHeader];
+    internal::EncodeBlockHeader(h, header);
+    MDB_val k = StrVal(key);
+    MDB_val v{h.header_bytes + payload.size(), nullptr};
+    int rc = mdb_put(txn, env_->blocks_, &k, &v, MDB_RESERVE);
+    if (rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(a, i));
+    if (auto offset = OverflowOffset(v, env_->page_size_)) {
+      iovec iov[3] = {{header, sizeof header},
+                      {const_cast<std::byte*>(kZeros), h.header_bytes - sizeof header},
+                      {const_cast<std::byte*>(payload.data()), payload.size()}};
+      BA_RETURN_IF_ERROR(FullIo(true, env_->fd_, iov, 3, *offset, "write " + BlockName(a, i)));
+    } else {
+      std::memcpy(v.mv_data, header, sizeof header);
+      std::memset(static_cast<char*>(v.mv_data) + sizeof header, 0, h.header_bytes - sizeof header);
+      std::memcpy(static_cast<char*>(v.mv_data) + h.header_bytes, payload.data(), payload.size());
+    }
+    BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(a)));
+    t->Add(key, h.checksum, payload.size());
+    return Status::Ok();
+  };
   for (const auto& p : batch.puts()) {
-    BlockKey key(p.array, p.index);
-    MDB_val k = key.val();
+    const BlockKey key(p.array, p.index);
+    std::vector<RecordRef> refs;
+    BA_RETURN_IF_ERROR(CollectRecords(
+        txn, *env_, key, [&](const unsigned char* k) { return std::memcmp(k, key.bytes, 16) == 0; }, &refs,
+        "find the records of " + BlockName(p.array, p.index)));
+    Records old;
+    for (RecordRef& r : refs) {
+      BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, p.array, r));
+      old.emplace_back(std::move(r), h);
+    }
     std::span<const std::byte> data;
     if (p.size > 0) {
       BA_ASSIGN_OR_RETURN(data, p.data());
-      data = data.first(TrimmedSize(data));
-      if (data.size() > p.size) return Internal(BlockName(p.array, p.index) + ": payload too long");
+      if (TrimmedSize(data) > p.size) return Internal(BlockName(p.array, p.index) + ": payload too long");
     }
-    if (data.empty()) {
-      rc = mdb_del(txn, env_->blocks_, &k, nullptr);
-      if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "delete " + BlockName(p.array, p.index));
-      continue;
+    const size_t used = TrimmedSize(data);
+    // A small change of a stored block: store the changed bytes as a delta record.
+    if (used > 0) {
+      BA_ASSIGN_OR_RETURN(std::optional<std::string> delta, MakeDelta(*env_, p.array, old, data));
+      if (delta) {
+        if (delta->empty()) continue;  // nothing changed
+        unsigned char dkey[24];
+        std::memcpy(dkey, key.bytes, 16);
+        PutBE64(dkey + 16, id);
+        BA_RETURN_IF_ERROR(put_record(p.array, p.index, std::string_view(reinterpret_cast<char*>(dkey), 24),
+                                      internal::kDelta, std::as_bytes(std::span(*delta))));
+        continue;
+      }
     }
-    MDB_val v{kBlockHeaderBytes + data.size(), nullptr};
-    rc = mdb_put(txn, env_->blocks_, &k, &v, MDB_RESERVE);
-    if (rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(p.array, p.index));
-    unsigned char header[kBlockHeaderBytes];
-    PutLE64(header, internal::BlockChecksum(p.array, p.index, id, data));
-    PutLE64(header + 8, id);
-    if (auto offset = OverflowOffset(v, env_->page_size_)) {
-      iovec iov[2] = {{header, sizeof header}, {const_cast<std::byte*>(data.data()), data.size()}};
-      BA_RETURN_IF_ERROR(
-          FullIo(true, env_->fd_, iov, 2, *offset, "write " + BlockName(p.array, p.index)));
-    } else {
-      std::memcpy(v.mv_data, header, sizeof header);
-      std::memcpy(static_cast<char*>(v.mv_data) + sizeof header, data.data(), data.size());
+    // Otherwise the block is written whole, replacing its records.
+    if (!old.empty()) {
+      BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(p.array)));
+      for (const auto& [r, h] : old) {
+        t->Remove(r.key, h.checksum, r.size - h.header_bytes);
+        MDB_val k = StrVal(r.key);
+        if (int rc = mdb_del(txn, env_->blocks_, &k, nullptr); rc != MDB_SUCCESS) return fail(rc, "replace " + RecordName(p.array, r));
+      }
     }
+    if (used == 0) continue;  // a block of zeros is not stored
+    // Trailing zeros are not stored; a payload that gets the long header keeps whole pages, so
+    // that it can be mapped from the file.
+    size_t keep = used;
+    if (keep >= internal::kLongPayload) keep = std::min(data.size(), (keep + env_->page_size_ - 1) / env_->page_size_ * env_->page_size_);
+    BA_RETURN_IF_ERROR(put_record(p.array, p.index, std::string_view(reinterpret_cast<const char*>(key.bytes), 16),
+                                  internal::kWholeBlock, data.first(keep)));
   }
-  for (const auto& [key, value] : batch.meta()) {
+
+  // Writes sealed store record `key` (nullopt: deletes it).
+  auto put_sealed = [&](std::string_view key, const std::optional<std::string>& body) -> Status {
     MDB_val k = StrVal(key);
-    if (value) {
-      MDB_val v = StrVal(*value);
+    int rc;
+    if (body) {
+      std::string sealed = internal::SealRecord(key, *body);
+      MDB_val v = StrVal(sealed);
       rc = mdb_put(txn, env_->meta_, &k, &v, 0);
     } else {
       rc = mdb_del(txn, env_->meta_, &k, nullptr);
       if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
     }
-    if (rc != MDB_SUCCESS) return fail(rc, "write metadata");
+    return rc == MDB_SUCCESS ? Status::Ok() : fail(rc, "write metadata");
+  };
+  for (const auto& [key, value] : batch.meta()) {
+    const std::string_view cls = internal::MetaClass(key);
+    if (cls.empty()) return InvalidArgument("metadata key '" + key + "': keys that are empty or begin with NUL belong to the store");
+    BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ClassTallyKey(cls)));
+    MDB_val k = StrVal(key), old;
+    int rc = mdb_get(txn, env_->meta_, &k, &old);
+    if (rc == MDB_SUCCESS) {
+      BA_ASSIGN_OR_RETURN(std::string_view body, internal::OpenRecord(key, ValStr(old), "metadata"));
+      t->Remove(key, internal::SealedChecksum(ValStr(old)), body.size());
+    } else if (rc != MDB_NOTFOUND) {
+      return fail(rc, "read metadata");
+    }
+    BA_RETURN_IF_ERROR(put_sealed(key, value));
+    if (value) t->Add(key, internal::SealedChecksum(internal::SealRecord(key, *value)), value->size());
+  }
+  for (const auto& [key, t] : tallies) {
+    BA_RETURN_IF_ERROR(put_sealed(key, t.records == 0 ? std::nullopt : std::optional<std::string>(t.Encode())));
   }
 
   // The change log: this commit's record, then trim what no open snapshot can ask for.
   unsigned char log_key[8];
   PutBE64(log_key, id);
-  std::string record = internal::EncodeChanges(batch);
+  std::string record = internal::SealRecord(std::string_view(reinterpret_cast<char*>(log_key), 8),
+                                            internal::EncodeChanges(batch));
   MDB_val k{8, log_key}, v = StrVal(record);
-  rc = mdb_put(txn, env_->log_, &k, &v, 0);
+  int rc = mdb_put(txn, env_->log_, &k, &v, 0);
   if (rc != MDB_SUCCESS) return fail(rc, "write the change log");
   const CommitId floor = OldestReader(id - 1);
-  MDB_val fk = StrVal(LogFloorKey()), fv;
-  rc = mdb_get(txn, env_->meta_, &fk, &fv);
-  const CommitId old_floor = rc == MDB_SUCCESS && fv.mv_size == 8
-                                 ? GetLE64(static_cast<const unsigned char*>(fv.mv_data))
-                                 : 0;
+  BA_ASSIGN_OR_RETURN(auto floor_body, GetSealed(txn, env_->meta_, LogFloorKey(), "change log floor"));
+  if (!floor_body || floor_body->size() != 8) {
+    return Corruption(env_->path_ + "/data.mdb: the change log floor record is missing or malformed");
+  }
+  const CommitId old_floor = GetLE64(reinterpret_cast<const unsigned char*>(floor_body->data()));
   if (floor > old_floor) {
     MDB_cursor* cur;
     rc = mdb_cursor_open(txn, env_->log_, &cur);
@@ -949,12 +1390,11 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
     }
     mdb_cursor_close(cur);
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return fail(rc, "trim the change log");
-    unsigned char fb[8];
-    PutLE64(fb, floor);
-    fv = MDB_val{8, fb};
-    rc = mdb_put(txn, env_->meta_, &fk, &fv, 0);
-    if (rc != MDB_SUCCESS) return fail(rc, "trim the change log");
+    std::string fb(8, '\0');
+    PutLE64(reinterpret_cast<unsigned char*>(fb.data()), floor);
+    BA_RETURN_IF_ERROR(put_sealed(LogFloorKey(), fb));
   }
+  BA_RETURN_IF_ERROR(put_sealed(CommitKey(), internal::CommitRecord{id, UnixNanos()}.Encode()));
 
   mdb_env_set_flags(env_->env_, MDB_NOSYNC, options_.durable ? 0 : 1);
   aborter.txn = nullptr;

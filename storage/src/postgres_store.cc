@@ -63,6 +63,9 @@
 #include "postgres_status.h"
 
 namespace bigarray::storage {
+
+// The format version of PostgreSQL schemas (docs/distributed.md); LMDB databases have their own.
+constexpr uint32_t kPostgresFormatVersion = 1;
 namespace {
 
 using internal::PgConnectStatus;
@@ -1031,7 +1034,7 @@ std::string Hex(std::string_view bytes) {
 
 std::string FormatRecord() {
   std::string record(kFormatMagic);
-  for (int i = 0; i < 4; ++i) record.push_back(static_cast<char>(kFormatVersion >> (8 * i)));
+  for (int i = 0; i < 4; ++i) record.push_back(static_cast<char>(kPostgresFormatVersion >> (8 * i)));
   return record;
 }
 
@@ -1108,9 +1111,9 @@ Status CheckFormat(Conn& c, const std::string& describe) {
   }
   const auto* b = reinterpret_cast<const unsigned char*>(v.data()) + kFormatMagic.size();
   const uint32_t version = b[0] | b[1] << 8 | b[2] << 16 | uint32_t{b[3]} << 24;
-  if (version > kFormatVersion) {
+  if (version > kPostgresFormatVersion) {
     return Unsupported(describe + " has format version " + std::to_string(version) +
-                       "; this build of bigarray reads versions up to " + std::to_string(kFormatVersion));
+                       "; this build of bigarray reads versions up to " + std::to_string(kPostgresFormatVersion));
   }
   return Status::Ok();
 }

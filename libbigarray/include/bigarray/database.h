@@ -17,6 +17,7 @@
 #include <spdlog/logger.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -124,6 +125,15 @@ class Array {
   // pass over the block index: O(stored blocks).
   Result<ArraySpace> Stored() const;
 
+  // Reads every stored block of the transaction's snapshot straight from the store (not through
+  // the cache) and checks it against its checksum, and checks that the blocks found are the ones
+  // the store recorded for the array (none missing, extra or moved). Calls `damaged` for each
+  // damaged block (kNoBlockIndex: damage that no single block accounts for) and goes on; any
+  // other failure (I/O, too many open files, memory) ends the check as that error, never counted
+  // as damage. Returns the number of blocks checked. O(stored blocks), whatever the array's size.
+  static constexpr uint64_t kNoBlockIndex = ~uint64_t{0};
+  Result<uint64_t> Verify(const std::function<void(uint64_t block, const Status&)>& damaged) const;
+
  private:
   friend class Database;
   explicit Array(std::shared_ptr<internal::ArrayState> state) : state_(std::move(state)) {}
@@ -173,6 +183,11 @@ class Database {
 
   // The commit this transaction reads.
   uint64_t snapshot_commit() const;
+
+  // Checks every record of the database that is not a block (catalog, names, change log, commit
+  // record) in the transaction's snapshot; calls `damaged` for each damaged one. Other failures
+  // are returned. Array::Verify checks the blocks.
+  Status VerifyRecords(const std::function<void(const Status&)>& damaged);
 
   // Following a growing dataset (docs/transactions.md): returns the id of the newest commit once
   // one newer than `after` exists, at once if there is one already, or nullopt when `timeout`

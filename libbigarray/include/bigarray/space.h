@@ -21,7 +21,7 @@ namespace bigarray {
 struct ArraySpace {
   std::string name;
   uint64_t blocks_stored = 0;
-  uint64_t stored_bytes = 0;  // their payload bytes (each block without its trailing zeros)
+  uint64_t stored_bytes = 0;  // the payload bytes of their records (docs/format.md, "blocks")
 };
 
 // The file of a local (LMDB) database.

@@ -41,6 +41,9 @@ using ArrayId = uint64_t;
 using BlockIndex = uint64_t;
 using CommitId = uint64_t;  // strictly increasing; 0 is "before the first commit"
 
+// Names no block: damage found by Snapshot::VerifyBlocks that no single block accounts for.
+inline constexpr BlockIndex kNoBlock = ~BlockIndex{0};
+
 // Meta keys that begin with this byte belong to the store itself (format record, log floor).
 inline constexpr char kReservedMetaPrefix = '\0';
 
@@ -149,6 +152,21 @@ class Snapshot {
 
   // Changes committed in (from, commit_id()].
   virtual Result<ChangeSet> ChangesSince(CommitId from) = 0;
+
+  // Reads every stored block of `array` (blocks of `block_size` bytes) and checks it, and checks
+  // that the blocks found are the ones the store recorded (none missing, extra or moved, where
+  // the store keeps such a record). Calls `damaged` for each damaged block (kNoBlock: damage no
+  // single block accounts for) and goes on; any other failure (I/O, resources) ends the walk
+  // and is returned, so that it is never counted as damage. O(stored blocks).
+  virtual Result<uint64_t> VerifyBlocks(ArrayId array, size_t block_size,
+                              const std::function<void(BlockIndex, const Status&)>& damaged);
+
+  // Checks every record of the store that is not a block (catalog, names, change log, commit
+  // record) where the store can; `damaged` as above.
+  virtual Status VerifyRecords(const std::function<void(const Status&)>& damaged) {
+    (void)damaged;
+    return Status::Ok();
+  }
 };
 
 class BlockStore {
@@ -201,6 +219,13 @@ class ForwardingSnapshot : public Snapshot {
     return base_->ForEachMeta(prefix, fn);
   }
   Result<ChangeSet> ChangesSince(CommitId from) override { return base_->ChangesSince(from); }
+  Result<uint64_t> VerifyBlocks(ArrayId a, size_t block_size,
+                                const std::function<void(BlockIndex, const Status&)>& damaged) override {
+    return base_->VerifyBlocks(a, block_size, damaged);
+  }
+  Status VerifyRecords(const std::function<void(const Status&)>& damaged) override {
+    return base_->VerifyRecords(damaged);
+  }
 
  protected:
   std::shared_ptr<Snapshot> base_;
@@ -245,6 +270,23 @@ struct LmdbOptions {
 // bigarray database, or one of a newer format version, fails and changes nothing on disk.
 Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const LmdbOptions& options);
 
+struct UpgradeReport {
+  uint32_t from_version = 0;  // the version found
+  bool upgraded = false;      // false: it was already of kFormatVersion, nothing was done
+  uint64_t records = 0;       // catalog records copied
+  uint64_t blocks = 0;        // blocks copied (every one checked against its old checksum)
+  uint64_t payload_bytes = 0;
+  std::string backup;         // the old data.mdb, kept under this name
+};
+
+// Converts the LMDB database in `path` from an older format version to kFormatVersion, in place
+// (docs/format.md, "Upgrading"). Refuses (kFailedPrecondition) while another process has it open,
+// and makes processes that open it meanwhile wait. A damaged block stops it with kCorruption,
+// nothing changed; killed at any moment, the database is the old or the new one. `progress` is
+// called with (blocks copied, blocks in all).
+Result<UpgradeReport> UpgradeLmdbStore(const std::string& path,
+                                       const std::function<void(uint64_t, uint64_t)>& progress = {});
+
 // The open read transactions of every process on the LMDB environment in `path`, from LMDB's
 // reader table: (pid, commit id it reads). Slots of dead processes are cleared first
 // (mdb_reader_check). Opens the environment read-only unless this process has it open.
@@ -272,7 +314,8 @@ struct PostgresOptions {
 // version, fails and changes nothing.
 Result<std::shared_ptr<BlockStore>> OpenPostgresStore(const std::string& uri, const PostgresOptions& options);
 
-// The format version this build writes and the newest it reads.
-inline constexpr uint32_t kFormatVersion = 1;
+// The format version of LMDB databases this build writes and reads (docs/format.md; older
+// versions are converted by UpgradeLmdbStore).
+inline constexpr uint32_t kFormatVersion = 2;
 
 }  // namespace bigarray::storage
