@@ -712,7 +712,10 @@ Result<std::optional<std::string>> MakeDelta(const Env& env, ArrayId a, const Re
   }
   const size_t threshold = std::max(base_len, kMinDeltaBudget);
   if (deltas.size() >= kMaxDeltas || gathered >= threshold) return std::optional<std::string>();
-  internal::DeltaEncoder encoder(threshold - gathered);
+  // Nor a delta larger than the block's whole record would be: zeroing the tail of a block (a
+  // shrinking resize) would store the zeros, where a whole rewrite stores less and frees the old
+  // record, so that compaction gives the tail back (issue 15).
+  internal::DeltaEncoder encoder(std::min(threshold - gathered, TrimmedSize(now)));
   const size_t n = std::max(extent, now.size());
   std::vector<std::byte> was(kDiffPiece), is(kDiffPiece);
   for (size_t at = 0; at < n; at += kDiffPiece) {
