@@ -4,7 +4,7 @@
 # while a batch job rewrites an array 4 times. Run from the source tree after `make build`:
 #   scripts/space_bench.sh [SCALE_MIB] [DIR]
 # SCALE_MIB (default 512) sizes everything: A keeps SCALE/2 and drops 6 x SCALE, B is 365 days of
-# SCALE/256 each, C rewrites SCALE. DIR (default a fresh directory under /tmp) is removed after.
+# 3 x SCALE KiB each, C rewrites SCALE. DIR (default a fresh directory under /tmp) is removed after.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cli=$root/build/bin/bigarray
@@ -40,9 +40,9 @@ echo "  du with both: $(du_mib "$a") MiB"
 echo "  after rm: du $(du_mib "$a") MiB, reclaimable $(( $(field "$a" reclaimable_bytes) / mib )) MiB"
 echo "  $(compact "$a")"
 
-echo "B: 365 days of $((scale * 4)) KiB, resized to 30"
+echo "B: 365 days of $((scale * 3)) KiB, resized to 30"
 b=$dir/b.db
-day=$((scale * 4096 / 8))  # f8 elements per day
+day=$((scale * 3072 / 8))  # f8 elements per day (1.5 MiB at 512: 30 days end inside a block)
 "$cli" --no-progress create "$b" days --dtype f8 --shape "365,$day"
 "$cli" --no-progress fill "$b" days --value 1.5
 echo "  du with 365 days: $(du_mib "$b") MiB"
