@@ -3,8 +3,8 @@
 `python3 -m pip install --no-build-isolation .` runs this: CMake configures the checkout into
 setuptools' build_temp (build/temp.*/cmake, kept, so a second install rebuilds only what
 changed) with only the library and the module (no tests, tools or install rules), for the
-interpreter pip runs under, and the module it builds (build/python/bigarray*.so there) is what
-the wheel holds. The library is linked into the module statically: the wheel needs no
+interpreter pip runs under, and the extension module it builds (build/python/bigarray/_bigarray*.so
+there) is what the wheel holds, with the package's Python files (libbigarray/python/bigarray/). The library is linked into the module statically: the wheel needs no
 libbigarray.so. The package's version is the project's (CMakeLists.txt), which is also
 bigarray.__version__. Build needs: cmake, g++ and the -dev packages of scripts/setup.sh.
 """
@@ -42,9 +42,9 @@ class CMakeBuild(build_ext):
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
         subprocess.check_call(["cmake", "--build", str(build_dir), "--target", "bigarray_python",
                                "-j", jobs])
-        built = sorted((build_dir / "python").glob("bigarray*.so"))
+        built = sorted((build_dir / "python" / "bigarray").glob("_bigarray*.so"))
         if len(built) != 1:
-            raise RuntimeError(f"setup.py: expected one module in {build_dir / 'python'}, found {built}")
+            raise RuntimeError(f"setup.py: expected one module in {build_dir / 'python' / 'bigarray'}, found {built}")
         dest = pathlib.Path(self.get_ext_fullpath(ext.name))
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(built[0], dest)
@@ -52,8 +52,9 @@ class CMakeBuild(build_ext):
 
 setup(
     version=project_version(),
-    packages=[],  # the extension module is the whole package (no setuptools discovery)
+    packages=["bigarray"],  # named: no setuptools discovery
+    package_dir={"bigarray": "libbigarray/python/bigarray"},
     py_modules=[],
-    ext_modules=[Extension("bigarray", sources=[])],
+    ext_modules=[Extension("bigarray._bigarray", sources=[])],
     cmdclass={"build_ext": CMakeBuild},
 )

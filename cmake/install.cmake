@@ -7,7 +7,7 @@
 #                                         (shared), bigarray::bigarray_static
 #   lib/pkgconfig/bigarray.pc             pkg-config bigarray (--static for the archive)
 #   bin/bigarray                          the command-line tool
-#   lib/python3.X/dist-packages/          the Python module (BIGARRAY_PYTHON_INSTALL_DIR)
+#   lib/python3.X/dist-packages/bigarray/ the Python package (BIGARRAY_PYTHON_INSTALL_DIR)
 # (lib is CMAKE_INSTALL_LIBDIR: lib/<multiarch> when configured with the prefix /usr.)
 include(CMakePackageConfigHelpers)
 set(BIGARRAY_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/bigarray)
@@ -42,5 +42,6 @@ if(TARGET bigarray-cli)
   install(TARGETS bigarray-cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
 endif()
 if(TARGET bigarray_python)
-  install(TARGETS bigarray_python LIBRARY DESTINATION ${BIGARRAY_PYTHON_INSTALL_DIR} COMPONENT python)
+  install(TARGETS bigarray_python LIBRARY DESTINATION ${BIGARRAY_PYTHON_INSTALL_DIR}/bigarray COMPONENT python)
+  install(FILES ${BIGARRAY_PYTHON_FILES} DESTINATION ${BIGARRAY_PYTHON_INSTALL_DIR}/bigarray COMPONENT python)
 endif()

@@ -6,8 +6,10 @@ set -euo pipefail
 packages=(
   cmake g++ make pkg-config
   liblmdb-dev lmdb-utils libboost-dev libspdlog-dev doctest-dev libxxhash-dev
+  nlohmann-json3-dev                  # JSON attribute values (header-only)
   clang libclang-rt-14-dev            # sanitizers (TSan with clang) and libFuzzer
   python3-numpy python3-pytest python3-dev pybind11-dev   # the Python module and its tests
+  python3-dask python3-xarray          # bigarray.Array.to_dask(), bigarray.xarray
   python3-pip python3-setuptools python3-wheel python3-venv   # pip install . (docs/python.md)
   linux-perf hyperfine libhdf5-dev     # profiling, whole-process timing, HDF5 (benchmarks)
   postgresql libpq-dev                 # the PostgreSQL backend (libpq) and its tests' server

@@ -249,6 +249,28 @@ TEST_CASE_TEMPLATE("S4: metadata writes, checked keys and deleted ranges conflic
   (void)c;
 }
 
+TEST_CASE_TEMPLATE("S4: a checked key prefix conflicts with any key under it, also one created after base", B, BACKENDS) {
+  B b;
+  auto base_snapshot = Snap(*b.store);
+  const CommitId base = base_snapshot->commit_id();
+  WriteBatch adder(base);
+  adder.PutMeta("t/0001/new", "x");  // a key the checker's snapshot does not have
+  REQUIRE(b.store->Commit(adder).ok());
+
+  WriteBatch checker(base);
+  checker.CheckMetaPrefix("t/0001/");
+  checker.DeleteMeta("a/0001");
+  auto r = b.store->Commit(checker);
+  CHECK(r.status().code() == Code::kConflict);
+  CHECK(r.status().message().find("t/0001/new") != std::string::npos);
+
+  WriteBatch other(base);  // a prefix nothing changed under, and one that is only a prefix of it
+  other.CheckMetaPrefix("t/0002/");
+  other.CheckMetaPrefix("t/0001/newer");
+  other.DeleteMeta("a/0002");
+  CHECK(b.store->Commit(other).ok());
+}
+
 TEST_CASE_TEMPLATE("S5: ChangesSince lists what changed between two commits", B, BACKENDS) {
   B b;
   auto keep = Snap(*b.store);  // keeps the log from being trimmed

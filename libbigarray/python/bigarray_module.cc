@@ -1,4 +1,8 @@
-// The Python module `bigarray` (docs/python.md): Database, Array and View over the C++ API.
+// The extension module `bigarray._bigarray` of the Python package `bigarray` (docs/python.md):
+// Database, Array, View and Attrs over the C++ API. The package (python/bigarray/) re-exports
+// them and adds what is best written in Python: attribute mappings (_attrs.py), group views
+// (_groups.py), dask (_dask.py) and xarray (xarray.py); the methods below that return those
+// objects import them lazily.
 //
 // Arrays hand out numpy.ndarray views that point straight into the mapped region; the base of
 // each such ndarray is a bigarray.View, a Python object holding a copy of the bigarray::View,
@@ -30,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "bigarray/attrs.h"
 #include "bigarray/database.h"
 #include "bigarray/version.h"
 
@@ -373,6 +378,110 @@ py::tuple AxisSlice(int ndim, int axis, int64_t start, int64_t stop) {
   return t;
 }
 
+// The attributes of an array, a group or the database (bigarray.Attrs): the C++ Attrs behind
+// the package's AttributeManager (_attrs.py), which converts values to and from Python.
+class PyAttrs {
+ public:
+  PyAttrs(std::shared_ptr<DbState> state, ba::Attrs attrs) : state_(std::move(state)), attrs_(std::move(attrs)) {}
+
+  // None, ("json", text) or ("array", dtype str, shape, bytes).
+  py::object Get(py::handle key) const {
+    state_->Get();
+    const std::string k = Utf8(key, "attribute key");
+    const ba::Attrs a = attrs_;
+    auto v = Value(NoGil([&] { return a.Get(k); }));
+    if (!v) return py::none();
+    if (v->kind() == ba::AttrValue::Kind::kJson) return py::make_tuple("json", Text(v->json()));
+    return py::make_tuple("array", v->dtype().str(), Tuple(v->shape()), py::bytes(v->data()));
+  }
+
+  void SetJson(py::handle key, py::handle text) {
+    state_->Get();
+    const std::string k = Utf8(key, "attribute key"), t = Utf8(text, "JSON text");
+    ba::Attrs a = attrs_;
+    Check(NoGil([&] { return a.SetJson(k, t); }));
+  }
+
+  void SetArray(py::handle key, py::handle value) {
+    state_->Get();
+    const std::string k = Utf8(key, "attribute key");
+    py::array arr = py::module_::import("numpy").attr("asarray")(value, py::arg("order") = "C");  // 0-d stays 0-d
+    const ba::DType d = ToDType(arr.dtype());
+    std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
+    std::string data(static_cast<const char*>(arr.data()), static_cast<size_t>(arr.nbytes()));
+    auto v = Value(ba::AttrValue::Array(d, std::move(shape), std::move(data)));
+    ba::Attrs a = attrs_;
+    Check(NoGil([&] { return a.Set(k, v); }));
+  }
+
+  void Delete(py::handle key) {
+    state_->Get();
+    const std::string k = Utf8(key, "attribute key");
+    ba::Attrs a = attrs_;
+    Check(NoGil([&] { return a.Delete(k); }));
+  }
+
+  py::list Keys() const {
+    state_->Get();
+    const ba::Attrs a = attrs_;
+    auto keys = Value(NoGil([&] { return a.Keys(); }));
+    py::list out;
+    for (const std::string& k : keys) out.append(Name(k));
+    return out;
+  }
+
+  bool Contains(py::handle key) const {
+    if (!PyUnicode_Check(key.ptr())) return false;
+    state_->Get();
+    const std::string k = Utf8(key, "attribute key");
+    const ba::Attrs a = attrs_;
+    auto r = NoGil([&] { return a.Contains(k); });
+    if (!r.ok() && r.status().code() == ba::Code::kInvalidArgument) return false;  // "" or NUL: never a key
+    return Value(std::move(r));
+  }
+
+  // {key: value} as JSON text, array values as nested lists (as `bigarray info --json`).
+  std::string Json() const {
+    state_->Get();
+    const ba::Attrs a = attrs_;
+    return Value(NoGil([&]() -> ba::Result<std::string> {
+      BA_ASSIGN_OR_RETURN(std::vector<std::string> keys, a.Keys());
+      std::string out = "{";
+      for (const std::string& k : keys) {
+        BA_ASSIGN_OR_RETURN(std::optional<ba::AttrValue> v, a.Get(k));
+        if (!v) continue;
+        if (out.size() > 1) out += ", ";
+        std::string quoted = "\"";
+        for (unsigned char c : k) {
+          char esc[8];
+          if (c == '"' || c == '\\') {
+            quoted += '\\';
+            quoted += static_cast<char>(c);
+          } else if (c < 0x20) {
+            std::snprintf(esc, sizeof esc, "\\u%04x", c);
+            quoted += esc;
+          } else {
+            quoted += static_cast<char>(c);
+          }
+        }
+        out += quoted + "\": " + v->ToJson();
+      }
+      return out + "}";
+    }));
+  }
+
+  std::string Owner() const { return attrs_.owner(); }
+
+ private:
+  std::shared_ptr<DbState> state_;
+  ba::Attrs attrs_;
+};
+
+// An object of the package's Python part, e.g. Python("_attrs", "AttributeManager").
+py::object Python(const char* module, const char* name) {
+  return py::module_::import((std::string("bigarray.") + module).c_str()).attr(name);
+}
+
 class PyArray {
  public:
   PyArray(std::shared_ptr<DbState> state, ba::Array array) : state_(std::move(state)), array_(std::move(array)) {}
@@ -521,7 +630,71 @@ class PyArray {
     d["blocks"] = (static_cast<uint64_t>(a.nbytes()) + a.block_size() - 1) / a.block_size();
     d["blocks_stored"] = stored.blocks_stored;
     d["stored_bytes"] = stored.stored_bytes;
+    d["attrs"] = py::module_::import("json").attr("loads")(Text(Attrs().Json()));
     return d;
+  }
+
+  PyAttrs Attrs() const {
+    state_->Get();
+    return PyAttrs(state_, array_.attrs());
+  }
+
+  // dask's chunks: whole along every axis but the major one (axis 0 in C order, the last in F
+  // order), along which each chunk is a whole number of blocks (so no two chunks share one)
+  // of about kDaskChunkBytes or more: large enough that dask's per-task overhead is small, small
+  // enough that a few threads' chunks and temporaries fit beside the cache. When a whole number
+  // of blocks would take more than kMaxAlignedChunkBytes (rows whose size shares few factors
+  // with the block size), chunks of about kDaskChunkBytes that may share blocks.
+  static constexpr uint64_t kDaskChunkBytes = 8 << 20;
+  static constexpr uint64_t kMaxAlignedChunkBytes = 64 << 20;
+  static int64_t DaskRows(const ba::Array& a, int64_t extent) {
+    if (extent == 0) return 1;
+    const uint64_t row = static_cast<uint64_t>(a.nbytes() / extent), block = a.block_size();
+    if (row == 0) return extent;
+    const uint64_t unit = block / std::gcd(block, row);  // rows in lcm(block, row) bytes
+    uint64_t rows = 0;
+    if (unit * row <= std::max<uint64_t>(kMaxAlignedChunkBytes, block)) {
+      rows = unit * std::max<uint64_t>(1, kDaskChunkBytes / (unit * row));
+    } else {
+      rows = std::max<uint64_t>(1, kDaskChunkBytes / row);
+    }
+    return static_cast<int64_t>(std::min<uint64_t>(rows, static_cast<uint64_t>(extent)));
+  }
+
+  py::tuple Chunks() const {
+    state_->Get();
+    const std::vector<int64_t> shape = array_.shape();
+    const int ndim = static_cast<int>(shape.size());
+    py::tuple out(ndim);
+    if (ndim == 0) return out;
+    const int major = array_.order() == ba::Order::kC ? 0 : ndim - 1;
+    for (int k = 0; k < ndim; ++k) {
+      py::list sizes;
+      const int64_t n = shape[static_cast<size_t>(k)];
+      if (k != major || n == 0) {
+        sizes.append(n);
+      } else {
+        const int64_t rows = DaskRows(array_, n);
+        for (int64_t at = 0; at < n; at += rows) sizes.append(std::min(rows, n - at));
+      }
+      out[static_cast<size_t>(k)] = py::tuple(sizes);
+    }
+    return out;
+  }
+
+  // Rows (indices along `axis`) per chunk: along the major axis, the fewest rows that make a
+  // whole number of blocks (so every chunk starts and ends on a block boundary) when that is at
+  // most 16 blocks or 16 rows; otherwise (and along other axes) about one block's worth.
+  static int64_t MajorRows(const ba::Array& a, int axis, int64_t extent) {
+    if (extent == 0) return 1;
+    const uint64_t row = static_cast<uint64_t>(a.nbytes() / extent), block = a.block_size();
+    if (row == 0) return extent;
+    const int major = a.order() == ba::Order::kC ? 0 : a.ndim() - 1;
+    if (axis == major) {
+      const uint64_t aligned = block / std::gcd(block, row);  // lcm(block, row) / row
+      if (aligned <= 16 * std::max<uint64_t>(block / std::min(block, row), 1)) return static_cast<int64_t>(aligned);
+    }
+    return static_cast<int64_t>(std::max<uint64_t>(1, block / row));
   }
 
   int64_t Len() const {
@@ -569,7 +742,7 @@ class PyBlockIter {
       rows_ = Int(rows, "rows");
       if (rows_ <= 0) throw py::value_error("iter_blocks: rows must be positive, not " + std::to_string(rows_));
     } else {
-      rows_ = DefaultRows(a, axis_, extent_);
+      rows_ = PyArray::MajorRows(a, axis_, extent_);
     }
     if (progress) {
       py::object err = py::module_::import("sys").attr("stderr");
@@ -603,21 +776,6 @@ class PyBlockIter {
   }
 
  private:
-  // Rows (indices along `axis`) per chunk: along the major axis, the fewest rows that make a
-  // whole number of blocks (so every chunk starts and ends on a block boundary) when that is at
-  // most 16 blocks or 16 rows; otherwise (and along other axes) about one block's worth.
-  static int64_t DefaultRows(const ba::Array& a, int axis, int64_t extent) {
-    if (extent == 0) return 1;
-    const uint64_t row = static_cast<uint64_t>(a.nbytes() / extent), block = a.block_size();
-    if (row == 0) return extent;
-    const int major = a.order() == ba::Order::kC ? 0 : a.ndim() - 1;
-    if (axis == major) {
-      const uint64_t aligned = block / std::gcd(block, row);  // lcm(block, row) / row
-      if (aligned <= 16 * std::max<uint64_t>(block / std::min(block, row), 1)) return static_cast<int64_t>(aligned);
-    }
-    return static_cast<int64_t>(std::max<uint64_t>(1, block / row));
-  }
-
   void Draw() {
     const auto now = std::chrono::steady_clock::now();
     const bool last = next_ >= extent_;
@@ -711,12 +869,35 @@ class PyDatabase {
     return Value(NoGil([&] { return db->Contains(n); }));
   }
 
-  py::list Names() {
+  py::list Names(py::handle prefix = py::none()) {
     auto db = state_->Get();
-    auto names = Value(NoGil([&] { return db->Names(); }));
+    const std::string p = prefix.is_none() ? std::string() : Utf8(prefix, "prefix");
+    auto names = Value(NoGil([&] { return db->Names(p); }));
     py::list out;
     for (const std::string& n : names) out.append(Name(n));
     return out;
+  }
+
+  // [(name, is_group)] one level below `group` (Database::List).
+  py::list List(py::handle group) {
+    auto db = state_->Get();
+    const std::string g = Utf8(group, "group name");
+    auto entries = Value(NoGil([&] { return db->List(g); }));
+    py::list out;
+    for (const auto& e : entries) out.append(py::make_tuple(Name(e.name), e.is_group));
+    return out;
+  }
+
+  size_t DropGroup(py::handle group) {
+    auto db = state_->Get();
+    const std::string g = Utf8(group, "group name");
+    return Value(NoGil([&] { return db->DropGroup(g); }));
+  }
+
+  PyAttrs Attrs(py::handle group) {
+    auto db = state_->Get();
+    const std::string g = group.is_none() ? std::string() : Utf8(group, "group name");
+    return PyAttrs(state_, g.empty() ? db->attrs() : db->GroupAttrs(g));
   }
 
   void Drop(py::handle name) {
@@ -910,7 +1091,7 @@ struct PyTransaction {
 
 }  // namespace
 
-PYBIND11_MODULE(bigarray, m) {
+PYBIND11_MODULE(_bigarray, m) {
   m.doc() =
       "bigarray: a transactional out-of-core array store. Arrays live in a database (a directory),\n"
       "split into blocks, and are mapped into memory on demand: indexing an Array gives a\n"
@@ -990,7 +1171,7 @@ PYBIND11_MODULE(bigarray, m) {
       .def("info", &PyArray::Info,
            "The array's description as a dict, with the keys of `bigarray info --json`: name,\n"
            "dtype, shape, order, ndim, itemsize, size, nbytes, block_size, blocks, blocks_stored,\n"
-           "stored_bytes.")
+           "stored_bytes, attrs.")
       .def("iter_blocks",
            [](const PyArray& a, py::handle axis, py::handle rows, bool progress) {
              return std::make_unique<PyBlockIter>(a, axis, rows, progress);
@@ -1000,7 +1181,26 @@ PYBIND11_MODULE(bigarray, m) {
            "A[..., slice, ...], each loaded before it is yielded (errors are raised here). rows:\n"
            "indices per chunk; default: block-aligned chunks of about a block (see docs/python.md).\n"
            "progress=True draws a progress bar on stderr when it is a terminal.")
+      .def_property_readonly("attrs", [](const PyArray& a) { return Python("_attrs", "AttributeManager")(a.Attrs()); },
+                             "The array's attributes: a mutable mapping of str keys to JSON values or small\n"
+                             "NumPy arrays, transactional like the data (see docs/python.md).")
+      .def("_attrs_handle", &PyArray::Attrs)
+      .def_property_readonly("chunks", &PyArray::Chunks,
+                             "dask's chunks: block-aligned along the major axis, whole along the others\n"
+                             "(dask.array.from_array(A, chunks=A.chunks)).")
+      .def("to_dask", [](py::object self) { return Python("_dask", "to_dask")(self); },
+           "A dask array over this array, chunked by A.chunks; nothing is read until computed.")
       .def("__repr__", &PyArray::Repr);
+
+  py::class_<PyAttrs>(m, "Attrs", "The stored attributes behind an AttributeManager (bigarray._attrs).")
+      .def("get", &PyAttrs::Get)
+      .def("set_json", &PyAttrs::SetJson)
+      .def("set_array", &PyAttrs::SetArray)
+      .def("delete", &PyAttrs::Delete)
+      .def("keys", &PyAttrs::Keys)
+      .def("contains", &PyAttrs::Contains)
+      .def("json", &PyAttrs::Json)
+      .def_property_readonly("owner", &PyAttrs::Owner);
 
   py::class_<PyBlockIter>(m, "BlockIterator", "The iterator of Array.iter_blocks().")
       .def("__iter__", [](py::object self) { return self; })
@@ -1025,7 +1225,17 @@ PYBIND11_MODULE(bigarray, m) {
       .def("__delitem__", &PyDatabase::Drop)
       .def("__iter__", [](PyDatabase& d) { return py::iter(d.Names()); })
       .def("__len__", [](PyDatabase& d) { return py::len(d.Names()); })
-      .def("names", &PyDatabase::Names, "The names of the arrays, sorted.")
+      .def("names", &PyDatabase::Names, py::arg("prefix") = py::none(),
+           "The names of the arrays, sorted; with `prefix`, those that begin with it.")
+      .def("_list", &PyDatabase::List, py::arg("group"))
+      .def("_drop_group", &PyDatabase::DropGroup, py::arg("group"))
+      .def("_attrs_handle", &PyDatabase::Attrs, py::arg("group") = py::none())
+      .def_property_readonly("attrs", [](PyDatabase& d) { return Python("_attrs", "AttributeManager")(d.Attrs(py::none())); },
+                             "The database's attributes (a mutable mapping, as Array.attrs).")
+      .def("group", [](py::object self, py::handle name) { return Python("_groups", "Group")(self, name); },
+           py::arg("name"),
+           "A view of the arrays whose names begin with name + '/': create, [], in, iteration,\n"
+           "group(), attrs (see docs/python.md).")
       .def("rename", &PyDatabase::Rename, py::arg("old"), py::arg("new"))
       .def("commit", &PyDatabase::Commit,
            "Makes every change since the last commit or abort durable and visible, all or nothing.\n"

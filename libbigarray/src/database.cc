@@ -7,6 +7,8 @@
 //
 // Catalog (docs/format.md, "Array layer records"): meta key "n/<name>" -> array id (16 hex
 // digits); "a/<id>" -> the array's record ("dtype=<f8;order=C;block_size=2097152;shape=3,4").
+// Attributes (attrs.cc) are meta records too; a transaction keeps its changes to them in
+// Session::attr_changes until Commit.
 //
 // Locking: Session::mu_ serializes the transaction-level calls; ArrayState::mu guards an
 // array's metadata for readers on other threads (order: Session::mu_, then ArrayState::mu).
@@ -27,6 +29,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "attr_access.h"
 #include "bigarray/database.h"
 #include "bigarray/storage/block_store.h"
 #include "commit_board.h"
@@ -51,6 +54,19 @@ std::string Hex(uint64_t v) {
 
 std::string ArrayKey(uint64_t id) { return "a/" + Hex(id); }
 std::string NameKey(const std::string& name) { return "n/" + name; }
+
+// kInvalidArgument unless `name` can name a new array: 1 to 255 bytes without NUL, and, since
+// '/' separates groups, no empty group or array part (no leading or trailing '/', no "//").
+Status CheckNewName(const std::string& name) {
+  if (name.empty() || name.size() > kMaxNameBytes || name.find('\0') != std::string::npos) {
+    return InvalidArgument("array name '" + name + "': must be 1 to 255 bytes without NUL");
+  }
+  if (name.front() == '/' || name.back() == '/' || name.find("//") != std::string::npos) {
+    return InvalidArgument("array name '" + name + "': '/' separates groups, so it may not begin or end a name " +
+                           "or follow another '/'");
+  }
+  return Status::Ok();
+}
 
 struct ArrayMeta {
   DType dtype = DType::Of<double>();
@@ -252,6 +268,8 @@ class Session {
     name_index.emplace(name, id);
   }
   Status failed;  // sticky: a conflict ends the transaction until Abort
+  // The attribute records this transaction set or deleted (attr_access.h).
+  AttrChanges attr_changes;
   // A commit landed but the next snapshot could not be opened: the handle still reads its
   // old snapshot, and only Abort (a successful Refresh) brings it up to date.
   bool stale = false;
@@ -471,6 +489,7 @@ void Session::MarkCommitted() {
     a.created = a.meta_dirty = false;
     ++it;
   }
+  attr_changes.clear();
 }
 
 void Session::AbortLocked() {
@@ -495,6 +514,7 @@ void Session::AbortLocked() {
     s.meta_dirty = false;
     ++it;
   }
+  attr_changes.clear();
   failed = dropped.WithContext("abort");
 }
 
@@ -533,6 +553,46 @@ Status CheckWritable(const Session& s, const std::string& what) {
 }
 
 }  // namespace
+
+// ---- Attributes (attr_access.h) ---------------------------------------------------------------
+
+Status internal::WithAttrContext(const std::weak_ptr<Session>& session, const std::shared_ptr<ArrayState>& array,
+                                 const std::string& group, bool write, const std::string& what,
+                                 const std::function<Status(AttrContext&)>& fn) {
+  auto s = session.lock();
+  if (!s) return FailedPrecondition("the database handle was closed");
+  AttrContext ctx;
+  if (array) {
+    std::lock_guard l(array->mu);
+    BA_RETURN_IF_ERROR(array->CheckExists());
+    ctx.owner = "array '" + array->name + "'";
+    ctx.array = array->id;
+  } else {
+    ctx.owner = group.empty() ? "database " + s->path : "group '" + group + "'";
+  }
+  if (write) BA_RETURN_IF_ERROR(CheckWritable(*s, what + " of " + ctx.owner));
+  std::lock_guard lock(s->mu_);
+  if (array) {  // again under the handle's lock: a Drop may have come in between
+    std::lock_guard l(array->mu);
+    BA_RETURN_IF_ERROR(array->CheckExists());
+  }
+  ctx.snapshot = s->snapshots->Get();
+  ctx.changes = &s->attr_changes;
+  return fn(ctx);
+}
+
+Attrs Array::attrs() const {
+  return Attrs(state_->session, state_, internal::ArrayAttrPrefix(state_->id), "");
+}
+
+Attrs Database::attrs() { return Attrs(session_, nullptr, internal::GroupAttrPrefix(""), ""); }
+
+Attrs Database::GroupAttrs(std::string_view group) {
+  std::string g(group);
+  while (!g.empty() && g.front() == '/') g.erase(g.begin());
+  while (!g.empty() && g.back() == '/') g.pop_back();
+  return Attrs(session_, nullptr, internal::GroupAttrPrefix(g), g);
+}
 
 // ---- Database --------------------------------------------------------------------------------
 
@@ -637,9 +697,7 @@ Result<Array> Database::Create(const std::string& name, std::vector<int64_t> sha
                                const ArrayOptions& options) {
   Session& s = *session_;
   BA_RETURN_IF_ERROR(CheckWritable(s, "create array '" + name + "'"));
-  if (name.empty() || name.size() > internal::kMaxNameBytes || name.find('\0') != std::string::npos) {
-    return InvalidArgument("array name '" + name + "': must be 1 to 255 bytes without NUL");
-  }
+  BA_RETURN_IF_ERROR(internal::CheckNewName(name));
   BA_RETURN_IF_ERROR(CheckedNbytes(shape, dtype.itemsize()).status());
   const long page = sysconf(_SC_PAGESIZE);
   if (options.block_size == 0 || options.block_size % page != 0 || options.block_size > internal::kMaxBlockSize) {
@@ -688,12 +746,14 @@ Result<bool> Database::Contains(const std::string& name) {
   return r.status();
 }
 
-Result<std::vector<std::string>> Database::Names() {
+Result<std::vector<std::string>> Database::Names() { return Names(""); }
+
+Result<std::vector<std::string>> Database::Names(std::string_view prefix) {
   Session& s = *session_;
   std::lock_guard lock(s.mu_);
   std::set<std::string> names;
   Status bad;
-  BA_RETURN_IF_ERROR(s.snapshots->Get()->ForEachMeta("n/", [&](std::string_view k, std::string_view v) {
+  BA_RETURN_IF_ERROR(s.snapshots->Get()->ForEachMeta("n/" + std::string(prefix), [&](std::string_view k, std::string_view v) {
     Result<uint64_t> id = internal::NameRecordId(k.substr(2), v);
     if (!id.ok()) {
       bad = id.status();
@@ -705,7 +765,7 @@ Result<std::vector<std::string>> Database::Names() {
   BA_RETURN_IF_ERROR(bad);
   for (auto& [id, st] : s.arrays) {
     std::lock_guard l(st->mu);
-    if (st->exists) names.insert(st->name);
+    if (st->exists && st->name.starts_with(prefix)) names.insert(st->name);
   }
   return std::vector<std::string>(names.begin(), names.end());
 }
@@ -722,9 +782,7 @@ Status Database::Drop(const std::string& name) {
 Status Database::Rename(const std::string& from, const std::string& to) {
   Session& s = *session_;
   BA_RETURN_IF_ERROR(CheckWritable(s, "rename array '" + from + "'"));
-  if (to.empty() || to.size() > internal::kMaxNameBytes || to.find('\0') != std::string::npos) {
-    return InvalidArgument("array name '" + to + "': must be 1 to 255 bytes without NUL");
-  }
+  BA_RETURN_IF_ERROR(internal::CheckNewName(to));
   std::lock_guard lock(s.mu_);
   BA_ASSIGN_OR_RETURN(auto state, s.Find(from));
   if (from == to) return Status::Ok();
@@ -744,8 +802,23 @@ Status Database::Commit() {
   if (!s.failed.ok()) {
     return FailedPrecondition("the transaction failed (" + s.failed.ToString() + "); abort it first");
   }
-  BA_ASSIGN_OR_RETURN(auto writeout, s.pager->BeginWriteout());
   auto snap = s.snapshots->Get();
+  // The attributes of the arrays dropped in this transaction, as of its snapshot (listed before
+  // the writeout begins: a failure here leaves everything as it was).
+  std::set<uint64_t> gone, dropped;  // not existing in this transaction; of those, committed before
+  std::vector<std::string> dropped_attrs;
+  for (auto& [id, sp] : s.arrays) {
+    std::lock_guard l(sp->mu);
+    if (sp->exists) continue;
+    gone.insert(id);
+    if (!sp->committed_exists) continue;
+    dropped.insert(id);
+    BA_RETURN_IF_ERROR(snap->ForEachMeta(internal::ArrayAttrPrefix(id), [&](std::string_view k, std::string_view) {
+      dropped_attrs.emplace_back(k);
+      return true;
+    }).WithContext("commit to " + s.path + ": list the attributes of dropped array '" + sp->committed_name + "'"));
+  }
+  BA_ASSIGN_OR_RETURN(auto writeout, s.pager->BeginWriteout());
   storage::WriteBatch batch(snap->commit_id());
   std::map<const pager::PagedFile*, ArrayState*> by_file;
   bool changed = false;
@@ -780,6 +853,24 @@ Status Database::Commit() {
     }
   }
   for (auto& [key, value] : name_puts) batch.PutMeta(std::move(key), std::move(value));
+  // Attributes. A dropped array's go with it: those of the snapshot are deleted, and one that
+  // another transaction adds meanwhile makes this commit conflict (the prefix check); the
+  // other side conflicts on the array's record. Changes to a live array's attributes check its
+  // record, so that they conflict with a concurrent drop.
+  for (const std::string& key : dropped_attrs) batch.DeleteMeta(key);
+  for (uint64_t id : dropped) batch.CheckMetaPrefix(internal::ArrayAttrPrefix(id));
+  std::set<uint64_t> attrs_changed;
+  for (const auto& [key, change] : s.attr_changes) {
+    if (change.array != 0 && gone.count(change.array)) continue;
+    if (change.value) {
+      batch.PutMeta(key, *change.value);
+    } else {
+      batch.DeleteMeta(key);
+    }
+    if (change.array != 0) attrs_changed.insert(change.array);
+    changed = true;
+  }
+  for (uint64_t id : attrs_changed) batch.CheckMeta(internal::ArrayKey(id));
   std::set<uint64_t> written;
   size_t orphans = 0;  // blocks written through views of an array this handle no longer has
   const pager::PagedFile* orphan = nullptr;
@@ -866,6 +957,8 @@ Result<std::vector<std::string>> Database::ChangedArrays() {
   std::lock_guard lock(s.mu_);
   std::set<std::string> names;
   std::map<const pager::PagedFile*, ArrayState*> by_file;
+  std::set<uint64_t> attrs_changed;
+  for (const auto& [key, change] : s.attr_changes) attrs_changed.insert(change.array);
   for (auto& [id, sp] : s.arrays) {
     ArrayState& a = *sp;
     std::lock_guard l(a.mu);
@@ -876,7 +969,7 @@ Result<std::vector<std::string>> Database::ChangedArrays() {
     }
     const uint64_t zf = a.source->zero_from.load();
     const bool shrunk = zf != internal::kNoZeroFrom && a.committed_exists && zf < internal::BlockCount(a.committed);
-    if (a.created || a.meta_dirty || shrunk) names.insert(a.name);
+    if (a.created || a.meta_dirty || shrunk || attrs_changed.count(id)) names.insert(a.name);
   }
   if (s.pager->stats().dirty_blocks > 0) {
     // The dirty blocks, as a commit would list them; Finish(false) leaves them dirty.
@@ -969,6 +1062,9 @@ Result<std::vector<std::string>> Database::ArraysChangedSince(uint64_t commit) {
   for (const auto& key : changes.meta_keys) {
     if (key.starts_with("a/")) {
       if (auto id = internal::ParseWhole(std::string_view(key).substr(2), 16)) by_id(*id);
+    }
+    if (key.starts_with("t/") && key.size() > 18) {  // an attribute: "t/<16 hex digits>/<key>"
+      if (auto id = internal::ParseWhole(std::string_view(key).substr(2, 16), 16)) by_id(*id);
     }
     if (key.starts_with("n/")) {  // a rename: the name now in the catalog changed
       const std::string name = key.substr(2);

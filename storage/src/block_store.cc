@@ -62,6 +62,8 @@ void WriteBatch::DeleteMeta(std::string key) { meta_.emplace_back(std::move(key)
 
 void WriteBatch::CheckMeta(std::string key) { checks_.push_back(std::move(key)); }
 
+void WriteBatch::CheckMetaPrefix(std::string prefix) { prefix_checks_.push_back(std::move(prefix)); }
+
 Result<uint64_t> Snapshot::VerifyBlocks(ArrayId array, size_t block_size,
                               const std::function<void(BlockIndex, const Status&)>& damaged) {
   std::vector<BlockIndex> stored;
@@ -120,6 +122,11 @@ std::optional<std::string> WriteBatch::FindConflict(const ChangeSet& changes) co
     }
     for (const std::string& k : checks_) {
       if (keys.count(k)) return changed("key '" + k + "'");
+    }
+    for (const std::string& prefix : prefix_checks_) {
+      for (const std::string& k : changes.meta_keys) {
+        if (k.starts_with(prefix)) return changed("key '" + k + "'");
+      }
     }
   }
   return std::nullopt;

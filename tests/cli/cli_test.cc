@@ -114,7 +114,10 @@ TEST_CASE("usage errors exit with 2 and touch nothing") {
   const std::vector<std::vector<std::string>> bad = {
       {"bogus"},
       {"ls"},
-      {"ls", cli.db, "extra"},
+      {"ls", cli.db, "group", "extra"},
+      {"attrs", cli.db, "a", "--set", "novalue"},                       // KEY=JSON
+      {"attrs", cli.db, "a", "--set", "=1"},                            // an empty key
+      {"rm", cli.db, "a", "--recursive=yes"},
       {"create", cli.db, "a", "--shape", "3"},                          // --dtype missing
       {"create", cli.db, "a", "--dtype", "f8"},                          // --shape missing
       {"create", cli.db, "a", "--dtype", "O", "--shape", "3"},           // object dtype
@@ -169,13 +172,13 @@ TEST_CASE("create, ls, info; options as --opt value or --opt=value, global optio
   CHECK(cli.Ok({"info", cli.db, "temps", "--json"}) ==
         "{\"name\": \"temps\", \"dtype\": \"<f8\", \"shape\": [1000, 24], \"order\": \"C\", \"ndim\": 2, "
         "\"itemsize\": 8, \"size\": 24000, \"nbytes\": 192000, \"block_size\": 2097152, \"blocks\": 1, "
-        "\"blocks_stored\": 0, \"stored_bytes\": 0}\n");
+        "\"blocks_stored\": 0, \"stored_bytes\": 0, \"attrs\": {}}\n");
   CHECK(cli.Ok({"info", cli.db, "flags", "--json"}).find("\"block_size\": 65536") != std::string::npos);
   CHECK(cli.Ok({"info", "--json", cli.db, "scalar"}).find("\"shape\": [], \"order\": \"C\", \"ndim\": 0") !=
         std::string::npos);
   CHECK(cli.Ok({"info", cli.db, "counts"}) ==
         "name: counts\ndtype: >i4\nshape: (0, 5)\norder: F\nndim: 2\nitemsize: 4\nsize: 0\nnbytes: 0\n"
-        "block_size: 2097152\nblocks: 0\nblocks_stored: 0\nstored_bytes: 0\n");
+        "block_size: 2097152\nblocks: 0\nblocks_stored: 0\nstored_bytes: 0\nattrs: {}\n");
 
   // -v logs to stderr (the library's and the tool's debug messages); stdout is unchanged.
   CliResult r = cli({"ls", cli.db, "-v"});
@@ -524,6 +527,79 @@ TEST_CASE("resize keeps the flat order and zero-fills; fill sets values, whole o
   CliResult r = cli({"resize", cli.db, "c", "--shape", "2305843009213693952,2"});  // 2^63 bytes of f8
   CHECK_EXIT(r, 1);
   CHECK(Contains(r.err, "array 'c'"));
+}
+
+TEST_CASE("attrs: set, show, delete, for an array, a group and the database; info shows them") {
+  Cli cli;
+  cli.Ok({"create", cli.db, "temps", "--dtype", "f8", "--shape", "10"});
+  CHECK(cli.Ok({"attrs", cli.db, "temps"}).empty());
+  CHECK(cli.Ok({"attrs", cli.db, "temps", "--json"}) == "{}\n");
+  CHECK(cli.Ok({"attrs", cli.db, "temps", "--set", "units=\"K\"", "--set=valid_range=[0, 400]", "--set",
+                "note={\"a\": null, \"b=c\": true}"})
+            .empty());
+  CHECK(cli.Ok({"attrs", cli.db, "temps"}) ==
+        "note: {\"a\": null, \"b=c\": true}\nunits: \"K\"\nvalid_range: [0, 400]\n");
+  CHECK(cli.Ok({"attrs", cli.db, "temps", "--json"}) ==
+        "{\"note\": {\"a\": null, \"b=c\": true}, \"units\": \"K\", \"valid_range\": [0, 400]}\n");
+  CHECK(cli.Ok({"info", cli.db, "temps"}).ends_with(
+      "attrs: {\"note\": {\"a\": null, \"b=c\": true}, \"units\": \"K\", \"valid_range\": [0, 400]}\n"));
+  CHECK(Contains(cli.Ok({"info", cli.db, "temps", "--json"}), "\"blocks_stored\": 0, \"attrs\": {\"note\": "));
+  // Deletions first, then settings; the attributes follow a rename.
+  cli.Ok({"attrs", cli.db, "temps", "--set", "units=\"degC\"", "--delete", "note", "--delete", "units"});
+  cli.Ok({"rename", cli.db, "temps", "runs/temps"});
+  CHECK(cli.Ok({"attrs", cli.db, "runs/temps"}) == "units: \"degC\"\nvalid_range: [0, 400]\n");
+  // The database's and a group's.
+  cli.Ok({"attrs", cli.db, "--set", "title=\"weather\""});
+  cli.Ok({"attrs", cli.db, "runs/", "--set", "site=7"});
+  CHECK(cli.Ok({"attrs", cli.db}) == "title: \"weather\"\n");
+  CHECK(cli.Ok({"attrs", cli.db, "runs/"}) == "site: 7\n");
+
+  SUBCASE("errors: nothing is written") {
+    CliResult r = cli({"attrs", cli.db, "runs/temps", "--set", "units=K"});
+    CHECK_EXIT(r, 1);
+    CHECK(Contains(r.err, "array 'runs/temps' attribute 'units': the value is not JSON"));
+    CHECK(Contains(r.err, "a string needs quotes"));
+    r = cli({"attrs", cli.db, "runs/temps", "--set", "ok=1", "--delete", "missing"});
+    CHECK_EXIT(r, 1);
+    CHECK(Contains(r.err, "has no attribute 'missing'"));
+    r = cli({"attrs", cli.db, "nope"});
+    CHECK_EXIT(r, 1);
+    CHECK(Contains(r.err, "no array named 'nope'"));
+    r = cli({"attrs", cli.db, "runs/temps", "--set", "big=\"" + std::string(70000, 'x') + "\""});
+    CHECK_EXIT(r, 1);
+    CHECK(Contains(r.err, "limit"));
+    CHECK(cli.Ok({"attrs", cli.db, "runs/temps"}) == "units: \"degC\"\nvalid_range: [0, 400]\n");
+  }
+}
+
+TEST_CASE("ls GROUP lists one level, sub-groups with a '/'; rm -r drops a group") {
+  Cli cli;
+  for (const char* name : {"runs/2026/t", "runs/2026/p", "runs/2025/t", "runs/notes", "runs", "top"}) {
+    cli.Ok({"create", cli.db, name, "--dtype", "i2", "--shape", "3"});
+  }
+  CHECK(cli.Ok({"ls", cli.db}) == "runs\t<i2\t(3,)\tC\t6\nruns/\ntop\t<i2\t(3,)\tC\t6\n");
+  CHECK(cli.Ok({"ls", cli.db, "runs"}) == "2025/\n2026/\nnotes\t<i2\t(3,)\tC\t6\n");
+  CHECK(cli.Ok({"ls", cli.db, "/runs/2026"}) == "p\t<i2\t(3,)\tC\t6\nt\t<i2\t(3,)\tC\t6\n");
+  CHECK(cli.Ok({"ls", cli.db, "runs/", "-r"}) ==
+        "2025/t\t<i2\t(3,)\tC\t6\n2026/p\t<i2\t(3,)\tC\t6\n2026/t\t<i2\t(3,)\tC\t6\nnotes\t<i2\t(3,)\tC\t6\n");
+  CliResult r = cli({"ls", cli.db, "nothing"});
+  CHECK_EXIT(r, 1);
+  CHECK(Contains(r.err, "no group 'nothing'"));
+  r = cli({"create", cli.db, "/abs", "--dtype", "i2", "--shape", "3"});
+  CHECK_EXIT(r, 1);
+  CHECK(Contains(r.err, "'/' separates groups"));
+
+  r = cli({"rm", cli.db, "runs/2026"});  // a group, without -r
+  CHECK_EXIT(r, 1);
+  cli.Ok({"rm", cli.db, "runs/2026", "-r"});
+  CHECK(cli.Ok({"ls", cli.db, "runs"}) == "2025/\nnotes\t<i2\t(3,)\tC\t6\n");
+  cli.Ok({"rm", "-r", cli.db, "runs"});  // the array runs and the group runs
+  CHECK(cli.Ok({"ls", cli.db, "-r"}) == "top\t<i2\t(3,)\tC\t6\n");
+  r = cli({"rm", cli.db, "-r", "runs"});
+  CHECK_EXIT(r, 1);
+  CHECK(Contains(r.err, "no array or group named 'runs'"));
+  cli.Ok({"rm", cli.db, "-r", "top"});  // an array alone
+  CHECK(cli.Ok({"ls", cli.db}).empty());
 }
 
 TEST_CASE("rm deletes an array and its blocks") {

@@ -38,5 +38,5 @@ def mem():
 def child_env():
     """The environment for a child /usr/bin/python3 that imports this same module."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.dirname(bigarray.__file__)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(bigarray.__file__))  # .../python/bigarray/__init__.py
     return env

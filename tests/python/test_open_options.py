@@ -14,7 +14,7 @@ import pytest
 
 import bigarray
 
-CLI = os.path.join(os.path.dirname(bigarray.__file__), "..", "bin", "bigarray")
+CLI = os.path.join(os.path.dirname(bigarray.__file__), "..", "..", "bin", "bigarray")  # build/python/bigarray/
 
 
 def make(path):
@@ -28,11 +28,14 @@ def make(path):
 def test_info_has_the_fields_of_the_cli(path):
     make(path)
     with bigarray.open(path) as db:
+        db["a"].attrs.update(units="K", scale=np.array([1.5, 2.0]), flags=np.array([True]))
+        db.commit()
         info = db["a"].info()
         assert list(info) == ["name", "dtype", "shape", "order", "ndim", "itemsize", "size", "nbytes",
-                              "block_size", "blocks", "blocks_stored", "stored_bytes"]
+                              "block_size", "blocks", "blocks_stored", "stored_bytes", "attrs"]
         assert info["blocks_stored"] == 1 and info["blocks"] == 1
         assert info["stored_bytes"] == 4096  # up to the last non-zero element, (49, 6) in F order: 2600 bytes, a page
+        assert info["attrs"] == {"flags": [True], "scale": [1.5, 2.0], "units": "K"}  # as JSON
         assert db.info()["arrays"] == {"a": db["a"].info(), "z": db["z"].info()}
     if not os.path.exists(CLI):
         pytest.skip("the bigarray tool is not built beside the module")

@@ -99,6 +99,9 @@ Status CheckValue(const OptionSpec& o, const std::string& value) {
     case ValueKind::kFormat:
       if (auto r = ParsePrintFormat(value); !r.ok()) return bad(r.status());
       return Status::Ok();
+    case ValueKind::kAttrSet:
+      if (auto r = ParseAttrSet(value); !r.ok()) return bad(r.status());
+      return Status::Ok();
   }
   return Status::Ok();
 }
@@ -115,6 +118,12 @@ const OptionSpec* FindOption(std::span<const OptionSpec> options, std::string_vi
 std::optional<std::string> ParsedArgs::Value(std::string_view name) const {
   auto it = options.find(name);
   if (it == options.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::string> ParsedArgs::Values(std::string_view name) const {
+  auto it = all_values.find(name);
+  if (it == all_values.end()) return {};
   return it->second;
 }
 
@@ -173,6 +182,7 @@ Result<ParsedArgs> ParseArgs(int argc, const char* const* argv, std::span<const 
       value = argv[++i];
     }
     if (spec->name == "help") out.help = true;
+    if (spec->repeatable) out.all_values[std::string(spec->name)].push_back(value);
     out.options[std::string(spec->name)] = std::move(value);
   }
   if (out.help) return out;  // help needs nothing else, but unknown names were still errors
@@ -180,6 +190,9 @@ Result<ParsedArgs> ParseArgs(int argc, const char* const* argv, std::span<const 
     const OptionSpec* spec = FindOption(globals, name, 0);
     if (!spec) spec = FindOption(out.command->options, name, 0);
     BA_RETURN_IF_ERROR(CheckValue(*spec, value));
+    if (spec->kind == ValueKind::kAttrSet) {
+      for (const std::string& v : out.Values(name)) BA_RETURN_IF_ERROR(CheckValue(*spec, v));
+    }
   }
   if (!out.command) return out;
   const CommandSpec& c = *out.command;
@@ -340,6 +353,18 @@ Result<Scalar> ParseScalar(std::string_view s) {
   v.as_int64 = ParseInt64(s);
   v.as_uint64 = ParseUint64(s);
   return v;
+}
+
+}  // namespace bigarray::cli
+
+namespace bigarray::cli {
+
+Result<std::pair<std::string, std::string>> ParseAttrSet(std::string_view s) {
+  const size_t eq = s.find('=');
+  if (eq == std::string_view::npos || eq == 0) {
+    return InvalidArgument("'" + std::string(s) + "': expected KEY=JSON, e.g. units='\"K\"' or scale=0.5");
+  }
+  return std::make_pair(std::string(s.substr(0, eq)), std::string(s.substr(eq + 1)));
 }
 
 }  // namespace bigarray::cli

@@ -34,6 +34,7 @@ enum class ValueKind {
   kScalar,    // ParseScalar
   kCount,     // ParseCount
   kFormat,    // ParsePrintFormat
+  kAttrSet,   // ParseAttrSet
 };
 
 struct OptionSpec {
@@ -41,6 +42,7 @@ struct OptionSpec {
   char short_name = 0;    // e.g. 'v' for -v; 0: none
   ValueKind kind = ValueKind::kFlag;
   bool required = false;
+  bool repeatable = false;  // may be given more than once (ParsedArgs::Values); else the last counts
 };
 
 struct CommandSpec {
@@ -54,10 +56,13 @@ struct ParsedArgs {
   const CommandSpec* command = nullptr;  // null: no subcommand was given
   std::vector<std::string> positionals;
   std::map<std::string, std::string, std::less<>> options;  // by long name; a flag maps to ""
+  // Every value of each option, in command-line order (for repeatable options).
+  std::map<std::string, std::vector<std::string>, std::less<>> all_values;
   bool help = false;                                        // -h or --help was given
 
   bool Flag(std::string_view name) const { return options.count(name) != 0; }
   std::optional<std::string> Value(std::string_view name) const;
+  std::vector<std::string> Values(std::string_view name) const;
 };
 
 // Parses argv[1..argc). kInvalidArgument (a usage error) for an unknown subcommand or option, a
@@ -96,6 +101,10 @@ struct Scalar {
   std::optional<uint64_t> as_uint64;  // when the text is a non-negative integer in range
 };
 Result<Scalar> ParseScalar(std::string_view s);
+
+// KEY=JSON (attrs --set): the key (not empty; it ends at the first '=') and the JSON text,
+// which the library checks when it is set.
+Result<std::pair<std::string, std::string>> ParseAttrSet(std::string_view s);
 
 // NumPy's spelling of a shape: (3, 4), (5,), ().
 

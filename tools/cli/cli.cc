@@ -4,6 +4,7 @@
 // once at the end; returning early on an error destroys the handle, which aborts (nothing is
 // written). Data moves in chunks (transfer.h), so memory stays bounded by the cache budget.
 #include "json_text.h"
+#include "attrs_cmd.h"
 #include "cli.h"
 
 #include <spdlog/logger.h>
@@ -134,23 +135,28 @@ Status CmdCreate(const Globals& g, const ParsedArgs& args) {
   return Commit(g, db);
 }
 
-Status CmdLs(const Globals& g, const ParsedArgs& args) {
+Status CmdLs(const Globals& g, const ParsedArgs& args) {  // attrs_cmd.cc
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
-  BA_ASSIGN_OR_RETURN(std::vector<std::string> names, db.Names());
-  for (const std::string& name : names) {
-    BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
-    fmt::print("{}\t{}\t{}\t{}\t{}\n", name, a.dtype().str(), ShapeString(a.shape()), static_cast<char>(a.order()),
-               a.nbytes());
-  }
-  return Status::Ok();
+  return ListGroup(db, args.positionals.size() > 1 ? args.positionals[1] : "", args.Flag("recursive"));
+}
+
+Status CmdAttrs(const Globals& g, const ParsedArgs& args) {  // attrs_cmd.cc
+  AttrsRequest r;
+  if (args.positionals.size() > 1) r.name = args.positionals[1];
+  for (const std::string& s : args.Values("set")) r.sets.push_back(Checked(ParseAttrSet(s)));
+  r.deletes = args.Values("delete");
+  r.json = args.Flag("json");
+  const bool change = !r.sets.empty() || !r.deletes.empty();
+  BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], change ? Access::kWrite : Access::kRead));
+  BA_RETURN_IF_ERROR(RunAttrs(db, r));
+  return change ? Commit(g, db) : Status::Ok();
 }
 
 Status CmdInfo(const Globals& g, const ParsedArgs& args) {
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
   if (args.positionals.size() < 2) return PrintSpace(db, args.Flag("json"));  // space.cc
   BA_ASSIGN_OR_RETURN(Array a, db.Get(args.positionals[1]));
-  BA_ASSIGN_OR_RETURN(ArraySpace stored, a.Stored());
-  const std::string out = args.Flag("json") ? ArrayInfoJson(a, stored) + "\n" : ArrayInfoText(a, stored);
+  BA_ASSIGN_OR_RETURN(std::string out, args.Flag("json") ? ArrayInfoJson(a) : ArrayInfoText(a));  // space.cc
   std::fputs(out.c_str(), stdout);
   return Status::Ok();
 }
@@ -292,7 +298,23 @@ Status CmdFill(const Globals& g, const ParsedArgs& args) {
 
 Status CmdRm(const Globals& g, const ParsedArgs& args) {
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kWrite));
-  BA_RETURN_IF_ERROR(db.Drop(args.positionals[1]));
+  const std::string& name = args.positionals[1];
+  if (!args.Flag("recursive")) {
+    BA_RETURN_IF_ERROR(db.Drop(name));
+    return Commit(g, db);
+  }
+  // -r: the array NAME, if there is one, and the group NAME: everything below NAME/.
+  std::string group = name;
+  while (!group.empty() && group.back() == '/') group.pop_back();
+  BA_ASSIGN_OR_RETURN(bool is_array, db.Contains(group));
+  if (is_array) BA_RETURN_IF_ERROR(db.Drop(group));
+  auto below = db.DropGroup(group);
+  if (!below.ok() && !(below.status().code() == Code::kNotFound && is_array)) {
+    return below.status().code() == Code::kNotFound
+               ? NotFound("no array or group named '" + name + "' in " + db.path())
+               : below.status();
+  }
+  Log(g, "rm -r '{}': {} array(s) dropped", name, (is_array ? 1 : 0) + (below.ok() ? *below : 0));
   return Commit(g, db);
 }
 
@@ -532,8 +554,15 @@ const std::vector<Command>& Commands() {
          {"order", 0, ValueKind::kOrder},
          {"block-size", 0, ValueKind::kBlockSize}}},
        CmdCreate},
-      {{"ls", {"DB"}, {}}, CmdLs},
+      {{"ls", {"DB"}, {{"recursive", 'r', ValueKind::kFlag}}, {"GROUP"}}, CmdLs},
       {{"info", {"DB"}, {{"json", 0, ValueKind::kFlag}}, {"NAME"}}, CmdInfo},
+      {{"attrs",
+        {"DB"},
+        {{"set", 0, ValueKind::kAttrSet, false, true},
+         {"delete", 0, ValueKind::kText, false, true},
+         {"json", 0, ValueKind::kFlag}},
+        {"NAME"}},
+       CmdAttrs},
       {{"import",
         {"DB", "NAME", "FILE.npy"},
         {{"replace", 0, ValueKind::kFlag}, {"order", 0, ValueKind::kOrder}, {"block-size", 0, ValueKind::kBlockSize}}},
@@ -542,7 +571,7 @@ const std::vector<Command>& Commands() {
       {{"append", {"DB", "NAME", "FILE.npy"}, {}}, CmdAppend},
       {{"resize", {"DB", "NAME"}, {{"shape", 0, ValueKind::kShape, true}}}, CmdResize},
       {{"fill", {"DB", "NAME"}, {{"value", 0, ValueKind::kScalar, true}, {"rows", 0, ValueKind::kRows}}}, CmdFill},
-      {{"rm", {"DB", "NAME"}, {}}, CmdRm},
+      {{"rm", {"DB", "NAME"}, {{"recursive", 'r', ValueKind::kFlag}}}, CmdRm},
       {{"stats", {"DB"}, {{"json", 0, ValueKind::kFlag}, {"handles", 0, ValueKind::kFlag}}, {"NAME"}}, CmdStats},
       {{"cat", {"DB", "NAME"}, {{"rows", 0, ValueKind::kRows}, {"format", 0, ValueKind::kFormat}}}, CmdCat},
       {{"head", {"DB", "NAME"}, {{"count", 'n', ValueKind::kCount}, {"format", 0, ValueKind::kFormat}}}, CmdHead},

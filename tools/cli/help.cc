@@ -18,14 +18,15 @@ holding an LMDB environment), changed in transactions that commit all or nothing
 
 Commands:
   create DB NAME --dtype T --shape D0,D1,...   create an array of zeros
-  ls DB                                        list the arrays
+  ls DB [GROUP] [-r]                           list the arrays and groups (one level)
   info DB [NAME] [--json]                      describe DB's disk space, or an array
+  attrs DB [NAME] [--set K=JSON] [--delete K]  show or change attributes
   import DB NAME FILE.npy                      store a .npy file as a new array
   export DB NAME FILE.npy [--rows A:B[:S]]     write an array, or rows of it, to a .npy file
   append DB NAME FILE.npy                      append the data of a .npy file to an array
   resize DB NAME --shape D0,D1,...             change the shape of an array
   fill DB NAME --value V [--rows A:B[:S]]      set elements to a value
-  rm DB NAME                                   delete an array
+  rm DB NAME [-r]                              delete an array (-r: or a group)
   stats DB NAME [--json]                       count, min, max, mean and std of an array
   stats DB [--json]                            DB's disk space, as info DB
   stats DB --handles [--json]                  list the processes holding DB open
@@ -66,10 +67,14 @@ Creates an array of zeros named NAME in the database DB (which is created if mis
   --block-size BYTES   bytes per stored block: a multiple of 4096 up to 1G (default 2M)
 )" BA_GLOBAL_OPTIONS;
 
-constexpr std::string_view kLs = R"(Usage: bigarray ls DB
+constexpr std::string_view kLs = R"(Usage: bigarray ls DB [GROUP] [-r]
 
-Lists the arrays of DB in name order, one per line: name, dtype, shape, order and size in
-bytes, separated by tabs, as in "temps  <f8  (1000, 24)  C  192000".
+Lists what lies one level below GROUP (a name such as runs/2026; the top level without it)
+in name order, one per line. An array: its name relative to GROUP, dtype, shape, order and
+size in bytes, separated by tabs, as in "temps  <f8  (1000, 24)  C  192000". A sub-group
+(names with '/' form groups): its name and a '/', as in "2026/".
+
+  -r, --recursive   list every array below GROUP instead, by its name relative to GROUP
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kInfo = R"(Usage: bigarray info DB [NAME] [--json]
@@ -82,13 +87,31 @@ stored blocks and bytes. With NAME, describes array NAME: dtype, shape, order, i
 number of elements, size in bytes, block size, number of blocks, blocks stored (blocks of zeros
 are not stored) and their bytes.
 
+With NAME, the last line shows the array's attributes as one JSON object (see bigarray attrs).
+
   --json   print one JSON object. For DB, the keys path, commit, latest_commit, live_bytes,
            page_size, file_bytes, allocated_bytes, used_bytes, free_bytes, pinned_bytes,
            compact_bytes, reclaimable_bytes, leftover_bytes (null without a local file),
            oldest_snapshot (null, or pid, process, commit, commits_behind and age_s) and
            arrays (each array's object, by name). For NAME, the keys name, dtype, shape,
-           order, ndim, itemsize, size, nbytes, block_size, blocks, blocks_stored and
-           stored_bytes.
+           order, ndim, itemsize, size, nbytes, block_size, blocks, blocks_stored,
+           stored_bytes and attrs.
+)" BA_GLOBAL_OPTIONS;
+
+constexpr std::string_view kAttrs = R"(Usage: bigarray attrs DB [NAME] [--set KEY=JSON]... [--delete KEY]... [--json]
+
+Shows the attributes of array NAME, of group NAME when it ends with '/' (runs/), or of the
+database without NAME: one "KEY: VALUE" line each, VALUE in JSON; an array value (set from
+Python, e.g. a NumPy array) as nested lists followed by its dtype and shape.
+
+With --set or --delete, changes them instead, in one transaction: the deletions first,
+then the settings, in the order given; prints nothing.
+
+  --set KEY=JSON   set KEY (up to the first '=') to the JSON value: a number, true, false,
+                   null, a list, an object, or a string in double quotes, as in
+                   --set 'units="K"' --set valid_range=[0,400]; repeatable
+  --delete KEY     delete KEY (an error when there is none); repeatable
+  --json           print one JSON object {KEY: VALUE, ...}; array values as nested lists
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kImport = R"(Usage: bigarray import DB NAME FILE.npy [--replace] [--order C|F] [--block-size BYTES]
@@ -148,9 +171,13 @@ Sets every element of array NAME, or of some of its rows, to V, in one transacti
   --rows START:STOP[:STEP]   only these rows along axis 0, as for export
 )" BA_GLOBAL_OPTIONS;
 
-constexpr std::string_view kRm = R"(Usage: bigarray rm DB NAME
+constexpr std::string_view kRm = R"(Usage: bigarray rm DB NAME [-r]
 
-Deletes array NAME and its blocks.
+Deletes array NAME, its blocks and its attributes.
+
+  -r, --recursive   also delete group NAME: every array whose name begins with NAME/,
+                    and the attributes of the group and its sub-groups; NAME may be a
+                    group only (an error when there is neither an array nor a group)
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kStats = R"(Usage: bigarray stats DB NAME [--json]
@@ -275,7 +302,7 @@ has DB open, it refuses, naming the processes, and changes nothing.
 #undef BA_GLOBAL_OPTIONS
 
 constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
-    {"create", kCreate}, {"ls", kLs},         {"info", kInfo}, {"import", kImport},
+    {"create", kCreate}, {"ls", kLs},         {"info", kInfo}, {"attrs", kAttrs}, {"import", kImport},
     {"export", kExport}, {"append", kAppend}, {"resize", kResize}, {"fill", kFill},
     {"rm", kRm},         {"stats", kStats},   {"verify", kVerify}, {"upgrade", kUpgrade}, {"cat", kCat},
     {"head", kHead},     {"tail", kTail},     {"rename", kRename}, {"cp", kCp},

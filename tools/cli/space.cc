@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "args.h"
+#include "attrs_cmd.h"
 #include "human.h"
 #include "json_text.h"
 
@@ -23,22 +24,28 @@ uint64_t BlockCount(const Array& a) {
   return (static_cast<uint64_t>(a.nbytes()) + a.block_size() - 1) / a.block_size();
 }
 
-std::string ArrayInfoJson(const Array& a, const ArraySpace& stored) {
+Result<std::string> ArrayInfoJson(const Array& a) {
+  BA_ASSIGN_OR_RETURN(ArraySpace stored, a.Stored());
+  BA_ASSIGN_OR_RETURN(std::string attrs, AttrsJson(a.attrs()));
   const std::vector<int64_t> shape = a.shape();
   return fmt::format(
       "{{\"name\": {}, \"dtype\": \"{}\", \"shape\": {}, \"order\": \"{}\", \"ndim\": {}, \"itemsize\": {}, "
-      "\"size\": {}, \"nbytes\": {}, \"block_size\": {}, \"blocks\": {}, \"blocks_stored\": {}, \"stored_bytes\": {}}}",
+      "\"size\": {}, \"nbytes\": {}, \"block_size\": {}, \"blocks\": {}, \"blocks_stored\": {}, \"stored_bytes\": {}, "
+      "\"attrs\": {}}}\n",
       JsonString(a.name()), a.dtype().str(), JsonList(shape), static_cast<char>(a.order()), shape.size(),
-      a.itemsize(), a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored.blocks_stored, stored.stored_bytes);
+      a.itemsize(), a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored.blocks_stored, stored.stored_bytes,
+      attrs);
 }
 
-std::string ArrayInfoText(const Array& a, const ArraySpace& stored) {
+Result<std::string> ArrayInfoText(const Array& a) {
+  BA_ASSIGN_OR_RETURN(ArraySpace stored, a.Stored());
+  BA_ASSIGN_OR_RETURN(std::string attrs, AttrsJson(a.attrs()));
   const std::vector<int64_t> shape = a.shape();
   return fmt::format(
       "name: {}\ndtype: {}\nshape: {}\norder: {}\nndim: {}\nitemsize: {}\nsize: {}\nnbytes: {}\nblock_size: {}\n"
-      "blocks: {}\nblocks_stored: {}\nstored_bytes: {}\n",
+      "blocks: {}\nblocks_stored: {}\nstored_bytes: {}\nattrs: {}\n",
       a.name(), a.dtype().str(), ShapeString(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
-      a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored.blocks_stored, stored.stored_bytes);
+      a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored.blocks_stored, stored.stored_bytes, attrs);
 }
 
 Status PrintSpace(Database& db, bool json) {
@@ -66,7 +73,9 @@ Status PrintSpace(Database& db, bool json) {
     out += ", \"arrays\": {";
     for (size_t i = 0; i < r.arrays.size(); ++i) {
       BA_ASSIGN_OR_RETURN(Array a, db.Get(r.arrays[i].name));
-      out += fmt::format("{}{}: {}", i ? ", " : "", JsonString(a.name()), ArrayInfoJson(a, r.arrays[i]));
+      BA_ASSIGN_OR_RETURN(std::string object, ArrayInfoJson(a));
+      object.pop_back();  // the newline
+      out += fmt::format("{}{}: {}", i ? ", " : "", JsonString(a.name()), object);
     }
     out += "}}\n";
     std::fputs(out.c_str(), stdout);

@@ -13,10 +13,10 @@ namespace bigarray::cli {
 // The blocks an array needs for its shape.
 uint64_t BlockCount(const Array& a);
 
-// `bigarray info DB NAME --json`: one JSON object (without a newline).
-std::string ArrayInfoJson(const Array& a, const ArraySpace& stored);
-// `bigarray info DB NAME`: "key: value" lines.
-std::string ArrayInfoText(const Array& a, const ArraySpace& stored);
+// `bigarray info DB NAME --json`: one JSON object and a newline.
+Result<std::string> ArrayInfoJson(const Array& a);
+// `bigarray info DB NAME`: "key: value" lines, the attributes last.
+Result<std::string> ArrayInfoText(const Array& a);
 
 // `bigarray info DB` and `bigarray stats DB`: the space report of the handle's snapshot.
 Status PrintSpace(Database& db, bool json);

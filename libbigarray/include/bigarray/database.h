@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bigarray/attrs.h"
 #include "bigarray/dtype.h"
 #include "bigarray/handles.h"
 #include "bigarray/space.h"
@@ -134,6 +135,10 @@ class Array {
   static constexpr uint64_t kNoBlockIndex = ~uint64_t{0};
   Result<uint64_t> Verify(const std::function<void(uint64_t block, const Status&)>& damaged) const;
 
+  // The array's attributes (bigarray/attrs.h): they follow the array through Rename and go with
+  // it at Drop.
+  Attrs attrs() const;
+
  private:
   friend class Database;
   explicit Array(std::shared_ptr<internal::ArrayState> state) : state_(std::move(state)) {}
@@ -162,8 +167,29 @@ class Database {
   Result<Array> Get(const std::string& name);
   Result<bool> Contains(const std::string& name);
   Result<std::vector<std::string>> Names();
+  // The names that begin with `prefix`, sorted. Costs O(names listed), not O(all names).
+  Result<std::vector<std::string>> Names(std::string_view prefix);
   Status Drop(const std::string& name);
   Status Rename(const std::string& from, const std::string& to);
+
+  // Groups (docs/api.md, "Groups"): '/' in names forms a hierarchy, as in HDF5 and zarr; a group
+  // exists while a name lies below it. `group` is a name without leading or trailing '/'
+  // ("runs/2026"; "" or "/" is the top level). List gives the entries one level below it, by
+  // name relative to the group: arrays, and sub-groups (is_group), sorted by name (an array and
+  // a group may share a name). It costs O(names below the group).
+  struct GroupEntry {
+    std::string name;
+    bool is_group = false;
+    friend bool operator==(const GroupEntry&, const GroupEntry&) = default;
+  };
+  Result<std::vector<GroupEntry>> List(std::string_view group);
+  // Drops every array below `group` (and the group's attributes and its sub-groups'), in this
+  // transaction; returns how many arrays. kNotFound when there is none and no attribute.
+  Result<size_t> DropGroup(std::string_view group);
+
+  // The database's attributes, and a group's ("" or "/": the database's).
+  Attrs attrs();
+  Attrs GroupAttrs(std::string_view group);
 
   // Commits the transaction: all or nothing (T2, T7). kConflict: another transaction committed
   // a change to the same block or array first; nothing was written and the transaction must be
@@ -175,8 +201,8 @@ class Database {
   // Makes relaxed-mode commits durable.
   Status Sync();
 
-  // The names of the arrays this transaction changed (data, shape, name; created or dropped),
-  // sorted: what Commit would write and Abort would discard. Empty: nothing to commit. Lists
+  // The names of the arrays this transaction changed (data, shape, name, attributes; created
+  // or dropped), sorted: what Commit would write and Abort would discard. Empty: nothing to commit. Lists
   // the dirty blocks the way Commit does (write-protecting them for a moment), so it must not
   // race with writes through views, like Commit.
   Result<std::vector<std::string>> ChangedArrays();
@@ -197,8 +223,9 @@ class Database {
   // A signal handled by the process does not end the wait early.
   Result<std::optional<uint64_t>> WaitForCommit(
       uint64_t after, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max()) const;
-  // Names of the arrays (existing in this transaction's snapshot) whose blocks, shape or name
-  // changed in commits (commit, snapshot_commit()]: e.g. what a follower's Abort() brought.
+  // Names of the arrays (existing in this transaction's snapshot) whose blocks, shape, name or
+  // attributes changed in commits (commit, snapshot_commit()]: e.g. what a follower's Abort()
+  // brought.
   Result<std::vector<std::string>> ArraysChangedSince(uint64_t commit);
   CacheStats cache_stats() const;
   const std::string& path() const;

@@ -110,11 +110,17 @@ class WriteBatch {
   void DeleteMeta(std::string key);
   // Adds `key` to the read set: the commit conflicts if it changed after base.
   void CheckMeta(std::string key);
+  // Adds every key that begins with `prefix` to the read set, including keys the batch's
+  // snapshot did not have: the commit conflicts if any of them was created, changed or deleted
+  // after base (e.g. the array layer drops an array's attributes, listed from its snapshot, and
+  // must not miss one another transaction added meanwhile).
+  void CheckMetaPrefix(std::string prefix);
 
   const std::vector<Put>& puts() const { return puts_; }
   const std::vector<BlockRange>& deletes() const { return deletes_; }
   const std::vector<std::pair<std::string, std::optional<std::string>>>& meta() const { return meta_; }
   const std::vector<std::string>& checks() const { return checks_; }
+  const std::vector<std::string>& prefix_checks() const { return prefix_checks_; }
   bool empty() const { return puts_.empty() && deletes_.empty() && meta_.empty(); }
   // Payload bytes this batch stores (an upper bound of what it adds to the store).
   uint64_t PayloadBytes() const;
@@ -129,6 +135,7 @@ class WriteBatch {
   std::vector<BlockRange> deletes_;
   std::vector<std::pair<std::string, std::optional<std::string>>> meta_;
   std::vector<std::string> checks_;
+  std::vector<std::string> prefix_checks_;
 };
 
 // One committed state, held open. Destroying it releases the state.
