@@ -1,18 +1,24 @@
 // Database, Array and transactions: semantics.md T1-T8 and A1, A2, A4-A7, with several handles
 // in one process and in separate processes. (Indexing and assignment: view_test.cc.)
 #include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <thread>
 #include <utility>
 
 #include "bigarray/database.h"
 #include "bigarray/storage/block_store.h"
+#include "catalog_util.h"
 #include "test_util.h"
 
 using namespace bigarray;
@@ -334,6 +340,51 @@ TEST_CASE("T8: a transaction larger than the cache commits") {
   for (int64_t i = 0; i < n; ++i) REQUIRE(d[i] == static_cast<double>(i));
 }
 
+TEST_CASE("a disk too full to spill to: Fill, Assign, Append and Resize return kNoSpace before writing; the process lives") {
+  // Regression (issue 13): an Append or Fill larger than the cache on a full disk ended the
+  // process with SIGBUS ("a dirty page ... could not be spilled") inside a page fault. The
+  // full disk is simulated with RLIMIT_FSIZE (writes past it fail with EFBIG, SIGXFSZ ignored).
+  TempDir dir;
+  const int64_t n = 64 * 8192;  // 64 blocks through an 8-block cache
+  int rc = InChild([&] {
+    Options o = SmallCache(8);
+    o.spill_dir = dir / "spill";
+    if (mkdir(o.spill_dir.c_str(), 0755) != 0) return 10;
+    auto opened = Database::Open(dir / "db", o);
+    if (!opened.ok()) return 11;
+    Database db = std::move(*opened);
+    auto x = db.Create("x", {n}, "f8", Blocks()).value();
+    if (!db.Commit().ok()) return 12;
+    struct rlimit was;
+    if (getrlimit(RLIMIT_FSIZE, &was) != 0) return 13;
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit full{1 << 20, was.rlim_max};
+    if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
+    auto no_space = [&](const Status& st) {
+      const bool says = st.code() == Code::kNoSpace && st.message().find("scratch space") != std::string::npos;
+      if (!says) std::fprintf(stderr, "%s\n", st.ToString().c_str());
+      return says;
+    };
+    if (!no_space(x.view().value().Fill(1.0))) return 15;
+    std::vector<double> values(static_cast<size_t>(n), 2.0);
+    const View src = View::Wrap(values.data(), DType::Of<double>(), {n}).value();
+    if (!no_space(x.view().value().Assign(src))) return 16;
+    if (!no_space(x.Append(src))) return 17;
+    if (x.shape() != std::vector<int64_t>{n} || db.cache_stats().dirty_blocks != 0) return 18;
+    // What fits in the cache needs no scratch space, full disk or not.
+    if (!x.Index({Slice{0, 2 * 8192, 1}}).value().Fill(3.0).ok()) return 19;
+    if (!x.Resize({n - 100}).ok()) return 20;
+    // With room again, the whole write spills, and commits.
+    if (setrlimit(RLIMIT_FSIZE, &was) != 0) return 21;
+    if (!x.Append(View::Wrap(values.data(), DType::Of<double>(), {100}).value()).ok()) return 22;
+    if (!x.view().value().Fill(4.0).ok() || db.cache_stats().spills == 0) return 23;
+    if (!db.Commit().ok()) return 24;
+    const auto d = Doubles(x.view().value());
+    return d[0] == 4.0 && d[static_cast<size_t>(n) - 1] == 4.0 ? 0 : 25;
+  });
+  CHECK(rc == 0);
+}
+
 TEST_CASE("A4: views of a huge array touch nothing; an array beyond the address space is indexed in parts") {
   auto db = OpenDb("memory:");
   const int64_t n = bigarray::testing::kHugeBytes / 8;  // 1 TiB (less under TSan)
@@ -557,6 +608,58 @@ TEST_CASE("catalog: create, list, rename, drop are transactional") {
   auto y = db.Create("x", {8192 * 3}, "f8", Blocks()).value();
   CHECK(Doubles(y.view().value())[0] == 0);
   CHECK(y.BlocksStored().value() == 0);
+}
+
+TEST_CASE("array names are 1 to 255 bytes of UTF-8 without NUL; an older name that is not UTF-8 still works") {
+  // Regression: names with invalid UTF-8 were accepted and then broke JSON output and Python's
+  // str (issue 13); a NUL was refused with the raw NUL in the message.
+  TempDir dir;
+  auto db = OpenDb(dir / "db");
+  auto refused = [&](const std::string& name, const std::string& why) {
+    auto r = db.Create(name, {3}, "f8");
+    CHECK_MESSAGE(r.status().code() == Code::kInvalidArgument, name);
+    CHECK_MESSAGE(r.status().message().find(why) != std::string::npos, r.status().message());
+    CHECK(r.status().message().find('\0') == std::string::npos);
+  };
+  refused("", "must be 1 to 255 bytes, not 0");
+  refused(std::string(256, 'n'), "must be 1 to 255 bytes, not 256");
+  refused(std::string("a\0b", 3), "'a\\x00b': contains a NUL byte (at byte 1)");
+  refused("\xff\xfe", "'\\xff\\xfe': is not valid UTF-8 (at byte 0)");
+  refused("ok\xc3", "is not valid UTF-8 (at byte 2)");           // truncated sequence
+  refused("\xc0\xaf", "is not valid UTF-8");                     // overlong '/'
+  refused("\xed\xa0\x80", "is not valid UTF-8");                 // a UTF-16 surrogate
+  refused("\xf4\x90\x80\x80", "is not valid UTF-8");             // past U+10FFFF
+  for (const std::string& ok : std::vector<std::string>{"temp\xc3\xa9rature", "\xf0\x9f\x8c\xa1", "tab\there", std::string(255, 'n')}) {
+    CHECK_MESSAGE(db.Create(ok, {3}, "f8").ok(), ok);
+  }
+  REQUIRE(db.Create("x", {3}, "f8").ok());
+  CHECK(db.Rename("x", "\xff").code() == Code::kInvalidArgument);
+  Doubles(db.Get("x").value().view().value())[1] = 7;
+  REQUIRE(db.Commit().ok());
+  db = OpenDb(dir / "other");  // release the environment before changing it below
+  // A database written before the rule may hold such a name: it is listed, read and renamed.
+  bigarray::testing::RenameInCatalog(dir / "db", "x", "old\xff");
+  auto old = OpenDb(dir / "db");
+  const auto names = old.Names().value();
+  CHECK(std::find(names.begin(), names.end(), "old\xff") != names.end());
+  CHECK(Doubles(old.Get("old\xff").value().view().value())[1] == 7);
+  REQUIRE(old.Rename("old\xff", "fixed").ok());
+  REQUIRE(old.Commit().ok());
+  CHECK(Doubles(old.Get("fixed").value().view().value())[1] == 7);
+}
+
+TEST_CASE("a path with a NUL byte is refused, not cut short at the NUL") {
+  // Regression: Open("dir/x\0y") opened (and created) dir/x.
+  TempDir dir;
+  const std::string bad = dir / std::string("x\0y", 3);
+  auto r = Database::Open(bad);
+  CHECK(r.status().code() == Code::kInvalidArgument);
+  CHECK(r.status().message().find("embedded null byte (at byte") != std::string::npos);
+  Options o;
+  o.spill_dir = bad;
+  CHECK(Database::Open(dir / "db", o).status().code() == Code::kInvalidArgument);
+  CHECK(ListHandles(bad).status().code() == Code::kInvalidArgument);
+  CHECK(std::filesystem::is_empty(dir.path()));
 }
 
 TEST_CASE("changes by another handle reach this one at its next boundary") {

@@ -2,12 +2,15 @@
 // corruption detection, cross-process snapshots and change logs, and LMDB error translation.
 #include <doctest/doctest.h>
 #include <lmdb.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -210,6 +213,21 @@ TEST_CASE("S8: FIFOs, directories and dangling links in place of LMDB's files ar
     REQUIRE(mkdir((db + "/lock.mdb").c_str(), 0755) == 0);
     CHECK(OpenLmdbStore(db, {}).status().message().find("lock.mdb is not a regular file") != std::string::npos);
   }
+  SUBCASE("data.mdb a dangling symbolic link") {
+    // Regression: reported as "the directory has no data.mdb", and a writing open as "a
+    // non-empty directory without data.mdb"; LMDB would have created the link's target.
+    rename((db + "/data.mdb").c_str(), (dir / "moved").c_str());
+    REQUIRE(symlink((dir / "gone").c_str(), (db + "/data.mdb").c_str()) == 0);
+    for (bool read_only : {false, true}) {
+      LmdbOptions o;
+      o.read_only = read_only;
+      auto r = OpenLmdbStore(db, o);
+      CHECK(r.status().code() == Code::kNotFound);
+      CHECK(r.status().message() == "no bigarray database at " + db + ": its data.mdb is a symbolic link to " +
+                                        (dir / "gone") + ", which does not exist");
+    }
+    CHECK_FALSE(std::filesystem::exists(dir / "gone"));
+  }
   SUBCASE("lock.mdb a dangling symbolic link") {
     unlink((db + "/lock.mdb").c_str());
     REQUIRE(symlink((dir / "nowhere").c_str(), (db + "/lock.mdb").c_str()) == 0);
@@ -246,6 +264,72 @@ TEST_CASE("S8: a damaged sub-database name is corruption, and a writing open wri
   CHECK(Slurp(db + "/data.mdb") == damaged);  // nothing written
 }
 
+TEST_CASE("S8: a damaged name of 'meta' or 'log' is corruption, not 'not a bigarray database'") {
+  // Regression: with "meta" damaged to "zeta" (the main B-tree's keys still in order), or "log"
+  // to "zog" (out of order, so LMDB's binary search no longer found "meta"), an open said
+  // "InvalidArgument: ... is an LMDB environment but not a bigarray database".
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    WriteBatch b(0);
+    b.PutBlock(1, 0, Pattern(kBlock, 1));
+    REQUIRE(store->Commit(b).ok());
+  }
+  const auto intact = Slurp(db + "/data.mdb");
+  auto damage = [&](const std::string& name) {  // its first letter becomes 'z', in every copy
+    auto bytes = intact;
+    int copies = 0;
+    for (auto at = bytes.begin(); (at = std::search(at, bytes.end(), name.begin(), name.end())) != bytes.end(); ++at) {
+      *at = 'z';
+      ++copies;
+    }
+    REQUIRE(copies > 0);
+    std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    return bytes;
+  };
+  for (bool read_only : {false, true}) {
+    LmdbOptions o;
+    o.read_only = read_only;
+    const auto meta = damage("meta");
+    auto r = OpenLmdbStore(db, o);
+    CHECK(r.status().code() == Code::kCorruption);
+    CHECK_MESSAGE(r.status().message().find("its 'meta' database is missing") != std::string::npos, r.status().message());
+    CHECK(Slurp(db + "/data.mdb") == meta);
+    const auto log = damage("log");
+    r = OpenLmdbStore(db, o);
+    CHECK(r.status().code() == Code::kCorruption);
+    CHECK_MESSAGE(r.status().message().find("data.mdb is damaged (main tree: page ") != std::string::npos, r.status().message());
+    CHECK(r.status().message().find("keys out of order") != std::string::npos);
+    CHECK(Slurp(db + "/data.mdb") == log);
+  }
+}
+
+TEST_CASE("S6: a block key damaged out of order is corruption at open (it would have read as zeros)") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    WriteBatch b(0);
+    for (BlockIndex i = 0; i < 3; ++i) b.PutBlock(7, i, Pattern(kBlock, static_cast<int>(i)));
+    REQUIRE(store->Commit(b).ok());
+  }
+  // The key of block 1 (array 7, u64 BE each) becomes block 0xff..: after block 2, out of order.
+  auto bytes = Slurp(db + "/data.mdb");
+  unsigned char key[16] = {0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1};
+  int copies = 0;
+  for (auto at = bytes.begin(); (at = std::search(at, bytes.end(), key, key + 16)) != bytes.end(); ++at) {
+    at[8] = static_cast<char>(0xff);
+    ++copies;
+  }
+  REQUIRE(copies > 0);
+  std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  auto r = OpenLmdbStore(db, {});
+  CHECK(r.status().code() == Code::kCorruption);
+  CHECK_MESSAGE(r.status().message().find("database 'blocks' tree: page ") != std::string::npos, r.status().message());
+  CHECK(r.status().message().find("keys out of order") != std::string::npos);
+}
+
 TEST_CASE("a creation killed before its first commit is completed by the next writing open") {
   // Regression (crash_test, seed 242791518): killed between creating LMDB's files and the
   // first commit, a new database was refused for good as "an LMDB environment but not a
@@ -279,6 +363,47 @@ TEST_CASE("S8: a truncated data.mdb is reported as corruption") {
   auto r = OpenLmdbStore(dir / "db", {});
   CHECK(r.status().code() == Code::kCorruption);
   CHECK(r.status().message().find("truncated") != std::string::npos);
+}
+
+TEST_CASE("S8: a damaged map size in LMDB's meta page is corruption naming the field, not ENOMEM") {
+  // Regression: a map size of 2^60 in the meta pages made every open fail with
+  // "ResourceExhausted: open DB: Cannot allocate memory".
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    WriteBatch b(0);
+    b.PutBlock(1, 0, Pattern(kBlock, 1));
+    REQUIRE(store->Commit(b).ok());
+  }
+  // mm_mapsize: u64 at offset 16 of the meta, which follows the 16-byte header of pages 0 and 1.
+  auto set_mapsize = [&](uint64_t v) {
+    std::fstream f(db + "/data.mdb", std::ios::in | std::ios::out | std::ios::binary);
+    for (off_t page : {off_t{0}, off_t{4096}}) {
+      f.seekp(page + 32);
+      f.write(reinterpret_cast<const char*>(&v), 8);
+    }
+  };
+  set_mapsize(uint64_t{1} << 60);
+  const auto damaged = Slurp(db + "/data.mdb");
+  for (bool read_only : {false, true}) {
+    LmdbOptions o;
+    o.read_only = read_only;
+    auto r = OpenLmdbStore(db, o);
+    CHECK(r.status().code() == Code::kCorruption);
+    const std::string m = r.status().message();
+    const bool named = m.starts_with(db + ": data.mdb is damaged (meta page ") &&
+                       m.find(": map size mm_mapsize 1152921504606846976 bytes, for a file of") != std::string::npos;
+    CHECK_MESSAGE(named, m);
+  }
+  CHECK(Slurp(db + "/data.mdb") == damaged);  // nothing written
+  // A map size larger than the file but one a process can map (as in a copy made by mdb_copy,
+  // whose file holds only the pages in use) is no damage: the database opens and reads.
+  set_mapsize(uint64_t{1} << 40);
+  auto store = Open(db);
+  std::vector<std::byte> out(kBlock);
+  REQUIRE(store->OpenSnapshot().value()->ReadBlock(1, 0, out).ok());
+  CHECK(out == Pattern(kBlock, 1));
 }
 
 // Stores blocks 2 and 3 of array 6 at `path` and returns the file offset of block 2's payload
@@ -431,6 +556,98 @@ TEST_CASE("read-only stores read and refuse to commit") {
     return (*r)->Commit(b).status().code() == Code::kFailedPrecondition ? 0 : 4;
   });
   CHECK(rc == 0);
+}
+
+// Runs fn() in a child process with a private mount namespace (as `unshare -m` makes); returns
+// its exit code, or -1 when this process may not make one (not root, or no CAP_SYS_ADMIN).
+template <typename Fn>
+int InMountNamespace(Fn fn) {
+  return InChild([&] {
+    if (unshare(CLONE_NEWNS) != 0) return 77;
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 78;
+    return fn();
+  });
+}
+
+TEST_CASE("read-only opens: a read-only file system needs no lock file; a read-only mount of a writable one, or a lock file this user may not write, is refused saying what to do") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto w = Open(db);
+    WriteBatch b(0);
+    b.PutBlock(1, 0, Pattern(kBlock, 5));
+    REQUIRE(w->Commit(b).ok());
+  }
+  LmdbOptions ro;
+  ro.read_only = true;
+  auto reads = [&](const std::string& path) {
+    auto r = OpenLmdbStore(path, ro);
+    if (!r.ok()) {
+      std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
+      return false;
+    }
+    std::vector<std::byte> out(kBlock);
+    return (*r)->OpenSnapshot().value()->ReadBlock(1, 0, out).ok() && out == Pattern(kBlock, 5);
+  };
+  SUBCASE("a read-only file system: read without LMDB's lock file") {
+    // A tmpfs holding a copy without lock.mdb, remounted read-only (its superblock is).
+    const int rc = InMountNamespace([&] {
+      const std::string top = dir / "fs";
+      if (mkdir(top.c_str(), 0755) != 0 || mount("none", top.c_str(), "tmpfs", 0, "size=80m") != 0) return 10;
+      const std::string copy = top + "/db";
+      std::error_code ec;
+      std::filesystem::create_directory(copy, ec);
+      std::filesystem::copy_file(db + "/data.mdb", copy + "/data.mdb", ec);
+      if (ec) return 11;
+      if (mount(nullptr, top.c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr) != 0) return 12;
+      if (!reads(copy)) return 13;
+      return std::filesystem::exists(copy + "/lock.mdb") ? 14 : 0;
+    });
+    if (rc == 77 || rc == 78) {
+      MESSAGE("skipped: no private mount namespace here");
+    } else {
+      CHECK(rc == 0);
+    }
+  }
+  SUBCASE("a read-only bind mount of a writable file system: refused") {
+    // Regression: LMDB, seeing EROFS, read without registering in lock.mdb, while a writer
+    // through the writable mount could reuse the pages it read.
+    const int rc = InMountNamespace([&] {
+      if (mount(db.c_str(), db.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
+          mount(nullptr, db.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+        return 10;
+      }
+      auto r = OpenLmdbStore(db, ro);
+      if (r.ok()) return 11;
+      const std::string m = r.status().message();
+      const bool says = m.find("is on a read-only mount of a file system that may be writable through another mount") !=
+                            std::string::npos &&
+                        m.find("mount it read-write (the handle stays read-only), or copy the database") != std::string::npos;
+      if (!says) std::fprintf(stderr, "%s\n", m.c_str());
+      return r.status().code() != Code::kIOError ? 12 : says ? 0 : 13;
+    });
+    if (rc == 77 || rc == 78) {
+      MESSAGE("skipped: no private mount namespace here");
+    } else {
+      CHECK(rc == 0);
+    }
+  }
+  SUBCASE("a lock file this user may not write: refused") {
+    if (getuid() != 0) return;  // needs another user than the database's owner
+    REQUIRE(chmod(dir.path().c_str(), 0755) == 0);
+    const int rc = InChild([&] {
+      if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
+      auto r = OpenLmdbStore(db, ro);
+      if (r.ok()) return 11;
+      const std::string m = r.status().message();
+      const bool says = m.find("this user may not write it (or create it there); ask for write permission on " + db +
+                               "/lock.mdb") != std::string::npos &&
+                        m.find("Permission denied") != std::string::npos;
+      if (!says) std::fprintf(stderr, "%s\n", m.c_str());
+      return says ? 0 : 12;
+    });
+    CHECK(rc == 0);
+  }
 }
 
 TEST_CASE("LmdbStatus translates every LMDB code") {

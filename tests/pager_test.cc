@@ -254,6 +254,57 @@ TEST_CASE("P6 and T8: dirty data beyond the budget spills; commit writes all of 
   for (uint64_t b = 0; b < 40; ++b) CHECK(BlockMatches(m->data() + b * kBlock, 0, b));
 }
 
+TEST_CASE("scratch space: ReserveForWrite sets aside what the spills need; spills stay within it; no room is kNoSpace there") {
+  // Regression (issue 13): a spill that found the disk full inside a write fault ended the
+  // process with SIGBUS; the space is now allocated before pages become dirty, where the error
+  // can be returned.
+  bigarray::testing::TempDir spill;
+  int rc = bigarray::testing::InChild([&] {
+    PagerOptions o;
+    o.cache_bytes = 8 * kBlock;
+    o.readahead_blocks = 0;
+    o.spill_dir = spill.path();
+    auto pager = Pager::Create(o).value();
+    auto source = std::make_shared<FakeSource>();
+    auto file = pager->OpenFile(source, kBlock, "array 'test'").value();
+    auto m = file->Map(0, 64).value();
+    uint64_t reserved = 0;
+    {
+      // 8 blocks of cache keep 6 dirty ones (less a margin of 2): the other 58 may spill.
+      auto r = file->ReserveForWrite(0, 64, 64);
+      if (!r.ok()) return 10;
+      reserved = pager->stats().scratch_reserved_bytes;
+      if (reserved < 58 * kBlock) return 11;
+      // The scratch file may not grow past what was reserved: a write beyond fails (EFBIG).
+      signal(SIGXFSZ, SIG_IGN);
+      struct rlimit limit{reserved, reserved};
+      if (setrlimit(RLIMIT_FSIZE, &limit) != 0) return 12;
+      for (uint64_t b = 0; b < 64; ++b) std::memset(m->data() + b * kBlock, static_cast<int>(b + 1), kBlock / 2);
+      if (pager->stats().spills < 56 || pager->stats().dirty_blocks != 64) return 13;
+      // Blocks already dirty need nothing more.
+      if (!file->ReserveForWrite(0, 64, 64).ok() || pager->stats().scratch_reserved_bytes != reserved) return 14;
+      // 960 more do not fit (what was reserved is rounded up to 16 MiB): refused, nothing written.
+      auto more = file->ReserveForWrite(64, 1024, 960);
+      if (more.ok() || more.status().code() != Code::kNoSpace) return 15;
+      if (more.status().message().find("prepare to write 960 block(s) of array 'test': reserve ") != 0) {
+        std::fprintf(stderr, "%s\n", more.status().ToString().c_str());
+        return 16;
+      }
+      if (pager->stats().scratch_reserved_bytes != reserved || pager->stats().dirty_blocks != 64) return 17;
+    }
+    auto w = pager->BeginWriteout().value();
+    if (w->entries().size() != 64) return 18;
+    for (size_t i = 0; i < w->entries().size(); ++i) {
+      const uint64_t b = w->entries()[i].block;
+      auto data = w->Data(i).value();
+      if (data[0] != std::byte(b + 1) || data[kBlock - 1] != FakeSource::Byte(0, b, kBlock - 1)) return 19;
+    }
+    w->Finish(true);
+    return pager->stats().scratch_reserved_bytes == 0 ? 0 : 20;  // nothing dirty: the space goes back
+  });
+  CHECK(rc == 0);
+}
+
 TEST_CASE("P8: errno of the interrupted code is unchanged by a handled fault") {
   Fixture fx;
   auto m = fx.file->Map(0, 4).value();
@@ -685,6 +736,36 @@ TEST_CASE("no thread to be had: faults go on with the loaders there are, never a
     for (auto& t : threads) t.join();
     if (pager->stats().loader_threads != 1) return 14;  // the refused loader was really refused
     return ok == 2 ? 0 : 15;
+  });
+  CHECK(rc == 0);
+}
+
+TEST_CASE("no thread to be had: Create says which error, and prefault_cache goes on without its thread") {
+  // Regression: a prefault thread that could not be created threw std::system_error out of
+  // OpenFile (the tool reported it as "Internal"); and the refusal to start any loader did not
+  // name the error.
+  int rc = bigarray::testing::InChild([] {
+    PagerOptions o;
+    o.cache_bytes = 64 * kBlock;
+    o.loader_threads = 1;
+    o.prefault_cache = true;
+    auto pager = Pager::Create(o).value();  // its loader starts before the limit
+    if (getuid() == 0 && setuid(65534) != 0) return 10;  // root is exempt from RLIMIT_NPROC
+    struct rlimit none{0, 0};
+    if (setrlimit(RLIMIT_NPROC, &none) != 0) return 11;
+    auto refused = Pager::Create(o);
+    if (refused.ok() || refused.status().code() != Code::kResourceExhausted) return 12;
+    const std::string m = refused.status().message();
+    if (m.find("could not create a thread for the pager's loader: Resource temporarily unavailable (EAGAIN)") ==
+        std::string::npos) {
+      std::fprintf(stderr, "%s\n", m.c_str());
+      return 13;
+    }
+    auto source = std::make_shared<FakeSource>();
+    auto file = pager->OpenFile(source, kBlock, "array 'test'");  // threw before
+    if (!file.ok()) return 14;
+    auto m2 = (*file)->Map(0, 2).value();
+    return ReadByte(m2->data() + kBlock) == FakeSource::Byte(0, 1, 0) ? 0 : 15;
   });
   CHECK(rc == 0);
 }

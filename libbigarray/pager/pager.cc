@@ -45,6 +45,14 @@ constexpr uint32_t kMaxSlots = 16384;  // bounds a pool's memfd and bookkeeping;
                                        // are budgeted separately (MapBudget)
 constexpr unsigned kMinBudgetBlocks = 8;
 
+// "Resource temporarily unavailable (EAGAIN)": the text and the name of a system error.
+std::string ErrorText(const std::system_error& e) {
+  const char* name = e.code().category() == std::generic_category() || e.code().category() == std::system_category()
+                         ? strerrorname_np(e.code().value())
+                         : nullptr;
+  return e.code().message() + (name ? std::string(" (") + name + ")" : std::string());
+}
+
 Status PreadFull(int fd, std::byte* dst, size_t n, off_t off, const std::string& what) {
   while (n > 0) {
     ssize_t r = pread(fd, dst, n, off);
@@ -90,7 +98,8 @@ struct Pool {
   std::vector<uint8_t> read_only;
   std::byte* SlotAddr(int32_t slot) const { return base + static_cast<size_t>(slot) * block_size; }
 
-  // Faults the whole pool in, on a thread of its own (PagerOptions::prefault_cache).
+  // Faults the whole pool in, on a thread of its own (PagerOptions::prefault_cache). Throws
+  // std::system_error when no thread can be created.
   void StartPrefault() {
     warmer = std::thread([this] {
       constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, Linux 5.14
@@ -213,6 +222,8 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   Result<std::shared_ptr<Mapping>> Map(PagedFile& file, uint64_t first, uint64_t count);
   void Unmap(Mapping& m);
   Status Load(Mapping& m, size_t offset, size_t length);
+  Result<WriteReservation> ReserveForWrite(FileState* f, uint64_t first, uint64_t end, uint64_t max_blocks);
+  void EndReservation(uint64_t bytes);
   void Invalidate(FileState* f, uint64_t first, uint64_t end);
   Result<std::unique_ptr<Writeout>> BeginWriteout();
   Result<std::span<const std::byte>> WriteoutData(Writeout& w, size_t i);
@@ -258,8 +269,20 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   void LruPush(Page& p);
   FileState* FindFile(uint64_t id);
   uint64_t Budget() const;
-  Result<uint64_t> AllocSpill(size_t block_size);
+  // Scratch space (docs/pager.md, "Scratch space"). The rest REQUIRE mu_ held.
+  Status OpenSpill();
+  Result<uint64_t> AllocSpill(size_t block_size);  // an offset below spill_reserved_ (see AllocateSlot)
   void FreeSpill(uint64_t offset, size_t block_size);
+  // Dirty bytes the cache holds whatever else is resident, and the scratch space that `dirty`
+  // bytes of dirty data may need: all of it beyond that, and never less than what spills use.
+  uint64_t DirtyBytesInRam() const;
+  uint64_t SpillSpaceFor(uint64_t dirty) const;
+  // Allocates the spill file up to at least `bytes`, in chunks. Releases mu_ (lk) for the I/O.
+  // `loader`: called on a loader thread, which counts as busy while it waits for another's.
+  Status ReserveSpill(std::unique_lock<std::mutex>& lk, uint64_t bytes, bool loader);
+  // Gives the spill file's space back once nothing is dirty, spilled or announced.
+  void ReleaseSpillIfClean();
+  bool AnyTransientSlot() const;  // a page in I/O holds a slot (it will free room or settle)
 
   // Immutable after construction.
   const PagerOptions options_;
@@ -288,6 +311,10 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   uint64_t spill_end_ = 0;
   std::map<size_t, std::vector<uint64_t>> spill_free_;  // by block size
   uint64_t spilled_pages_ = 0;
+  uint64_t spill_reserved_ = 0;  // bytes of the spill file allocated ahead (>= spill_end_)
+  uint64_t write_credit_ = 0;    // dirty bytes announced by live WriteReservations
+  bool reserving_ = false;       // a thread extends the reservation (mu_ released for it)
+  bool reserve_failed_ = false;  // a fault could not reserve: faults stop trying until a boundary
   bool stopping_ = false;
   size_t busy_loaders_ = 0;  // loader threads inside blocking I/O
 
@@ -312,8 +339,9 @@ Status PagerImpl::Start() {
     for (unsigned i = 0; i < n; ++i) loaders_.emplace_back([this] { LoaderMain(); });
   } catch (const std::system_error& e) {
     if (loaders_.empty()) {  // one is enough to work, more only make it faster
-      return ResourceExhausted(std::string("cannot start the pager's loader thread: ") + e.what() +
-                               " (limit on processes or threads: ulimit -u; address space: ulimit -v)");
+      return ResourceExhausted("could not create a thread for the pager's loader: " + ErrorText(e) +
+                               "; the limit on processes or threads (ulimit -u) or on address space "
+                               "(ulimit -v) may be reached");
     }
   }
   return Status::Ok();
@@ -329,7 +357,7 @@ void PagerImpl::BeginIo() {
       // behind another block's I/O, or behind a loader waiting for room (P9 no longer holds),
       // never that it fails.
       if (!thread_warned_ && options_.logger) {
-        options_.logger->warn("could not start another loader thread ({}); going on with {}", e.what(),
+        options_.logger->warn("could not create another loader thread ({}); going on with {}", ErrorText(e),
                               loaders_.size());
       }
       thread_warned_ = true;
@@ -400,7 +428,16 @@ Result<std::shared_ptr<PagedFile>> PagerImpl::OpenFile(std::shared_ptr<BlockSour
     if (base == MAP_FAILED) return ErrnoStatus(errno, "map the page cache");
     p->base = static_cast<std::byte*>(base);
     p->read_only.assign(slots, 0);
-    if (options_.prefault_cache) p->StartPrefault();
+    if (options_.prefault_cache) {
+      try {
+        p->StartPrefault();
+      } catch (const std::system_error& e) {
+        // Only an optimization: without it, each page's first load faults its memory in.
+        if (options_.logger) {
+          options_.logger->warn("could not create a thread to prefault the cache ({}); going on without", ErrorText(e));
+        }
+      }
+    }
     pool = std::move(p);
   }
   auto state = std::make_unique<FileState>();
@@ -433,6 +470,7 @@ void PagerImpl::CloseFile(FileState* f) {
     for (Request& r : p.waiters) Complete(r, FaultOutcome::kForeign, Status());
   }
   files_.erase(f->id);
+  ReleaseSpillIfClean();
   settled_cv_.notify_all();
 }
 
@@ -822,6 +860,24 @@ void PagerImpl::Process(Request req) {
           p.waiters.push_back(std::move(req));
           return;
         }
+        if (req.write && p.state == Page::kClean && !reserve_failed_ &&
+            SpillSpaceFor(dirty_bytes_ + f->block_size) > spill_reserved_) {
+          // Set aside the scratch space this page may need once spilled, before it is dirty. A
+          // write announced with ReserveForWrite never gets here; an unannounced one (a raw
+          // view) that finds the disk full goes on without: the disk may have room again when
+          // a spill really needs it, and only then would the fault have to fail.
+          Status st = ReserveSpill(lk, SpillSpaceFor(dirty_bytes_ + f->block_size), true);
+          if (!st.ok()) {
+            reserve_failed_ = true;
+            if (options_.logger) options_.logger->warn("{} (a write to {} block {} goes on without)", st.ToString(), f->name, req.block);
+          }
+          f = FindFile(req.file_id);  // mu_ was released: look again
+          if (!f) {
+            Complete(req, FaultOutcome::kForeign, Status());
+            return;
+          }
+          continue;
+        }
         if (req.write && p.state == Page::kClean) {
           p.state = Page::kDirty;
           ++dirty_blocks_, dirty_bytes_ += p.file->block_size;
@@ -924,7 +980,25 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       EndIo();
       continue;
     }
-    auto offset = AllocSpill(victim->file->block_size);
+    const std::string no_spill = "the transaction is larger than the cache and a dirty page of " +
+                                 victim->file->name + " could not be spilled";
+    const size_t vbs = victim->file->block_size;
+    if (auto it = spill_free_.find(vbs); (it == spill_free_.end() || it->second.empty()) && spill_end_ + vbs > spill_reserved_) {
+      // Beyond the scratch space set aside: only when a fault could not reserve, or when pages
+      // in I/O held the room that dirty pages were counted on. Extend it; if the disk is full,
+      // wait for those pages instead (they will free room or settle), and fail only without.
+      Status st = ReserveSpill(lk, spill_end_ + vbs, true);
+      if (!st.ok() && AnyTransientSlot()) {
+        BeginIo();
+        settled_cv_.wait(lk);
+        EndIo();
+      } else if (!st.ok()) {
+        *error = st.WithContext(no_spill);
+        return std::nullopt;
+      }
+      continue;  // mu_ was released: look again
+    }
+    auto offset = AllocSpill(vbs);
     if (!offset.ok()) {
       *error = offset.status();
       return std::nullopt;
@@ -957,8 +1031,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
         LruPush(v);
         WakeWaiters(v);
       }
-      *error = st.WithContext("the transaction is larger than the cache and a dirty page of " +
-                              vf->name + " could not be spilled");
+      *error = st.WithContext(no_spill);
       return std::nullopt;
     }
     ++spills_;
@@ -985,18 +1058,22 @@ bool PagerImpl::FreeSlot(Page& p) {
   return true;
 }
 
-Result<uint64_t> PagerImpl::AllocSpill(size_t block_size) {
+Status PagerImpl::OpenSpill() {
+  if (spill_fd_ >= 0) return Status::Ok();
+  spill_fd_ = open(options_.spill_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (spill_fd_ < 0) {
-    spill_fd_ = open(options_.spill_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (spill_fd_ < 0) {
-      std::string tmpl = options_.spill_dir + "/bigarray-spill-XXXXXX";
-      spill_fd_ = mkostemp(tmpl.data(), O_CLOEXEC);
-      if (spill_fd_ < 0) {
-        return ErrnoStatus(errno, "create a spill file in " + options_.spill_dir);
-      }
-      unlink(tmpl.c_str());
+    std::string tmpl = options_.spill_dir + "/bigarray-spill-XXXXXX";
+    spill_fd_ = mkostemp(tmpl.data(), O_CLOEXEC);
+    if (spill_fd_ < 0) return ErrnoStatus(errno, "create a spill file in " + options_.spill_dir);
+    if (unlink(tmpl.c_str()) != 0 && options_.logger) {
+      options_.logger->warn("could not remove the name of the spill file {}: {}", tmpl, std::strerror(errno));
     }
   }
+  return Status::Ok();
+}
+
+Result<uint64_t> PagerImpl::AllocSpill(size_t block_size) {
+  BA_RETURN_IF_ERROR(OpenSpill());
   ++spilled_pages_;
   auto& free = spill_free_[block_size];
   if (!free.empty()) {
@@ -1011,13 +1088,152 @@ Result<uint64_t> PagerImpl::AllocSpill(size_t block_size) {
 
 void PagerImpl::FreeSpill(uint64_t offset, size_t block_size) {
   spill_free_[block_size].push_back(offset);
-  if (--spilled_pages_ == 0) {  // nothing spilled: give the disk space back
+  if (--spilled_pages_ == 0) {  // nothing spilled: every offset is free again
     spill_free_.clear();
     spill_end_ = 0;
-    if (spill_fd_ >= 0 && ftruncate(spill_fd_, 0) != 0 && options_.logger) {
-      options_.logger->warn("could not truncate the spill file: {}", std::strerror(errno));
+    ReleaseSpillIfClean();
+  }
+}
+
+void PagerImpl::ReleaseSpillIfClean() {
+  if (spilled_pages_ != 0 || dirty_blocks_ != 0 || write_credit_ != 0 || reserving_) return;
+  reserve_failed_ = false;
+  if (spill_reserved_ == 0 && spill_end_ == 0) return;
+  spill_free_.clear();
+  spill_end_ = 0;
+  spill_reserved_ = 0;
+  if (spill_fd_ >= 0 && ftruncate(spill_fd_, 0) != 0 && options_.logger) {  // give the disk space back
+    options_.logger->warn("could not truncate the spill file: {}", std::strerror(errno));
+  }
+}
+
+uint64_t PagerImpl::DirtyBytesInRam() const {
+  // Spills begin when the budget is full, or when a pool is full by its own capacity (capped
+  // by kMaxSlots): the smaller of the two is what dirty pages may hold. Less two of the largest
+  // blocks: the slot being allocated when a spill starts, and one for rounding.
+  uint64_t ram = Budget();
+  for (const auto& [bs, pool] : pools_) ram = std::min<uint64_t>(ram, uint64_t{pool->capacity} * bs);
+  const uint64_t margin = 2 * max_block_size_;
+  return ram > margin ? ram - margin : 0;
+}
+
+uint64_t PagerImpl::SpillSpaceFor(uint64_t dirty) const {
+  const uint64_t ram = DirtyBytesInRam();
+  return std::max(spill_end_, dirty > ram ? dirty - ram : 0);
+}
+
+Status PagerImpl::ReserveSpill(std::unique_lock<std::mutex>& lk, uint64_t bytes, bool loader) {
+  while (spill_reserved_ < bytes) {
+    if (reserving_) {  // another thread extends it: wait (a loader as busy, so faults find another)
+      if (loader) BeginIo();
+      settled_cv_.wait(lk);
+      if (loader) EndIo();
+      continue;
+    }
+    BA_RETURN_IF_ERROR(OpenSpill());
+    // Chunks of 16 of the largest blocks (at least 16 MiB): few system calls, little excess.
+    const uint64_t chunk = std::max<uint64_t>(16 * max_block_size_, 16u << 20);
+    const uint64_t from = spill_reserved_;
+    uint64_t to = (bytes + chunk - 1) / chunk * chunk;
+    const int fd = spill_fd_;
+    reserving_ = true;
+    lk.unlock();
+    auto allocate = [&](uint64_t end) {
+      int err;
+      while ((err = posix_fallocate(fd, static_cast<off_t>(from), static_cast<off_t>(end - from))) == EINTR) {
+      }
+      return err;
+    };
+    int err = allocate(to);
+    if ((err == ENOSPC || err == EDQUOT || err == EFBIG) && to > bytes) {
+      to = bytes;  // no room for a whole chunk: what is needed may still fit
+      err = allocate(to);
+    }
+    lk.lock();
+    reserving_ = false;
+    settled_cv_.notify_all();
+    if (err != 0) {
+      return ErrnoStatus(err, "reserve " + std::to_string(to - from) + " bytes of scratch space in " +
+                                  options_.spill_dir + " for dirty data beyond the cache (" +
+                                  std::to_string(spill_reserved_) + " reserved)");
+    }
+    spill_reserved_ = std::max(spill_reserved_, to);
+    reserve_failed_ = false;  // there was room again: faults may try again
+  }
+  return Status::Ok();
+}
+
+bool PagerImpl::AnyTransientSlot() const {
+  for (const auto& [id, f] : files_) {
+    for (const auto& [b, p] : f->pages) {
+      if (p.slot >= 0 && (p.state == Page::kLoading || p.state == Page::kSpilling)) return true;
     }
   }
+  return false;
+}
+
+namespace {
+// Dirty data: what a commit would store (DIRTY, SPILLED, on its way to or from the spill file).
+bool HoldsDirtyData(const Page& p) {
+  return p.state == Page::kDirty || p.state == Page::kSpilled || p.state == Page::kSpilling ||
+         (p.state == Page::kLoading && p.from_spill);
+}
+}  // namespace
+
+Result<WriteReservation> PagedFile::ReserveForWrite(uint64_t first, uint64_t end, uint64_t max_blocks) {
+  return pager_->ReserveForWrite(state_, first, end, max_blocks);
+}
+
+Result<WriteReservation> PagerImpl::ReserveForWrite(FileState* f, uint64_t first, uint64_t end, uint64_t max_blocks) {
+  std::unique_lock lk(mu_);
+  // Blocks of the range that are not dirty yet: looked up one by one, or found among the
+  // file's pages when those are fewer.
+  uint64_t already = 0;
+  const uint64_t span = end > first ? end - first : 0;
+  if (span <= f->pages.size()) {
+    for (uint64_t b = first; b < end; ++b) {
+      auto it = f->pages.find(b);
+      already += it != f->pages.end() && HoldsDirtyData(it->second);
+    }
+  } else {
+    for (const auto& [b, p] : f->pages) already += b >= first && b < end && HoldsDirtyData(p);
+  }
+  const uint64_t blocks = std::min(span - already, max_blocks);
+  const uint64_t bytes = blocks * f->block_size;
+  const std::string name = f->name;  // f may go while mu_ is released
+  write_credit_ += bytes;
+  Status st = ReserveSpill(lk, SpillSpaceFor(dirty_bytes_ + write_credit_), false);
+  if (!st.ok()) {
+    write_credit_ -= bytes;
+    ReleaseSpillIfClean();
+    return st.WithContext("prepare to write " + std::to_string(blocks) + " block(s) of " + name);
+  }
+  lk.unlock();  // a WriteReservation's destructor takes mu_
+  WriteReservation r;
+  r.pager_ = shared_from_this();
+  r.bytes_ = bytes;
+  return r;
+}
+
+void PagerImpl::EndReservation(uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  write_credit_ -= bytes;
+  ReleaseSpillIfClean();
+}
+
+WriteReservation::WriteReservation(WriteReservation&& other) noexcept { *this = std::move(other); }
+
+WriteReservation& WriteReservation::operator=(WriteReservation&& other) noexcept {
+  if (this != &other) {
+    if (pager_) pager_->EndReservation(bytes_);
+    pager_ = std::move(other.pager_);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+WriteReservation::~WriteReservation() {
+  if (pager_) pager_->EndReservation(bytes_);
 }
 
 // ---- page table helpers ----------------------------------------------------------------------
@@ -1278,6 +1494,7 @@ void PagerImpl::Invalidate(FileState* f, uint64_t first, uint64_t end) {
     }
   }
   f->last_fault = UINT64_MAX;
+  ReleaseSpillIfClean();
 }
 
 void PagedFile::SetExtent(uint64_t block_count) { pager_->SetExtent(state_, block_count); }
@@ -1388,6 +1605,7 @@ void PagerImpl::FinishWriteout(Writeout& w, bool committed) {
     }
   }
   w.pages_.clear();
+  ReleaseSpillIfClean();
 }
 
 Status PagerImpl::Abort() {
@@ -1405,6 +1623,7 @@ Status PagerImpl::Abort() {
     for (Page* p : dirty) (void)Erase(*p);  // W3: the next access reads the committed bytes
   }
   RetryDoomed();
+  ReleaseSpillIfClean();
   return DoomedError();
 }
 
@@ -1424,6 +1643,7 @@ PagerStats PagerImpl::Stats() {
   s.dirty_bytes = dirty_bytes_;
   s.map_entries = map_entries_;
   s.loader_threads = loaders_.size();
+  s.scratch_reserved_bytes = spill_reserved_;
   return s;
 }
 

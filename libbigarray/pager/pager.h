@@ -67,9 +67,29 @@ struct PagerStats {
   uint64_t map_entries = 0;     // memory map entries this pager's mappings may cost (MapBudget)
   uint64_t map_reclaims = 0;    // pages unmapped (kept resident) to stay within the map budget
   uint64_t loader_threads = 0;  // loader threads running now
+  uint64_t scratch_reserved_bytes = 0;  // scratch file allocated ahead for spills (docs/pager.md)
 };
 
 class PagedFile;
+
+// Scratch space set aside for dirty data that a caller is about to write (ReserveForWrite): the
+// write faults that make those blocks dirty, and the spills that follow, then need no new disk
+// space. Destroying it ends the announcement; the space itself stays with the pager until no
+// dirty data is left (docs/pager.md, "Scratch space").
+class WriteReservation {
+ public:
+  WriteReservation() = default;
+  WriteReservation(WriteReservation&& other) noexcept;
+  WriteReservation& operator=(WriteReservation&& other) noexcept;
+  WriteReservation(const WriteReservation&) = delete;
+  WriteReservation& operator=(const WriteReservation&) = delete;
+  ~WriteReservation();
+
+ private:
+  friend class PagerImpl;
+  std::shared_ptr<PagerImpl> pager_;
+  uint64_t bytes_ = 0;  // announced dirty bytes
+};
 
 // A reserved address range showing blocks [first_block, first_block + block_count) of a file.
 // Destroying it releases the range. Keeps its file (and so the pager) alive.
@@ -119,6 +139,13 @@ class PagedFile : public std::enable_shared_from_this<PagedFile> {
   void Truncate(uint64_t block_count);
   // The number of blocks the file has now: read-ahead never loads at or past it. Default: no limit.
   void SetExtent(uint64_t block_count);
+
+  // Announces writes to at most `max_blocks` of the blocks [first, end) and sets aside the
+  // scratch space that making them dirty may need (blocks already dirty need none): once the
+  // transaction's dirty data outgrows the cache, pages are spilled, and a disk that cannot hold
+  // them is reported here (kNoSpace, nothing changed) instead of inside a page fault, which
+  // would end the process. Keep the result alive while writing.
+  Result<WriteReservation> ReserveForWrite(uint64_t first, uint64_t end, uint64_t max_blocks);
 
  private:
   friend class PagerImpl;

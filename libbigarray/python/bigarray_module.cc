@@ -142,6 +142,15 @@ std::string Utf8(py::handle s, const char* what) {
   return out;
 }
 
+// A path argument (str, bytes or os.PathLike) as the bytes the system sees: os.fsencode, and a
+// NUL refused with os.stat's ValueError (a C string would end there and name another file).
+std::string FsPath(py::handle path) {
+  py::module_ os = py::module_::import("os");
+  std::string p = py::bytes(os.attr("fsencode")(path));
+  if (p.find('\0') != std::string::npos) throw py::value_error("embedded null byte");
+  return p;
+}
+
 py::str Name(const std::string& s) {
   PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
   if (!o) throw py::error_already_set();
@@ -518,6 +527,9 @@ class PyArray {
     }
     ba::View v = Index(key, &ellipsis);
     py::array target = ToNumpy(v, false);
+    // NumPy writes through the view's memory, by page faults: set the scratch space aside first,
+    // so that a disk too full for what the writes may spill raises OSError here instead.
+    ba::WriteReservation reserved = Value(NoGil([&] { return v.ReserveWrite(); }));
     const uint64_t slab_bytes = std::max<uint64_t>(state_->cache_bytes / 4, 1);
     if (v.ndim() == 0 || static_cast<uint64_t>(v.nbytes()) <= slab_bytes || v.shape()[0] <= 1) {
       Check(NoGil([&] { return v.Load(); }));
@@ -810,9 +822,7 @@ class PyDatabase {
  public:
   static PyDatabase Open(py::handle path, py::handle cache, bool durable, bool create, bool read_only,
                          bool prefault_cache, py::handle readahead_blocks, py::handle spill_dir) {
-    py::module_ os = py::module_::import("os");
-    py::bytes fs = os.attr("fsencode")(path);
-    std::string p = fs;
+    std::string p = FsPath(path);
     ba::Options o;
     o.read_only = read_only;
     o.prefault_cache = prefault_cache;
@@ -822,7 +832,7 @@ class PyDatabase {
       o.readahead_blocks = static_cast<unsigned>(r);
     }
     if (!spill_dir.is_none()) {
-      o.spill_dir = std::string(py::bytes(os.attr("fsencode")(spill_dir)));
+      o.spill_dir = FsPath(spill_dir);
       if (o.spill_dir.empty()) throw py::value_error("spill_dir must not be empty (None: the database directory)");
     }
     if (!cache.is_none()) {
@@ -1287,8 +1297,7 @@ PYBIND11_MODULE(_bigarray, m) {
   m.def(
       "handles",
       [](py::handle path) {
-        py::module_ os = py::module_::import("os");
-        std::string p = py::bytes(os.attr("fsencode")(path));
+        std::string p = FsPath(path);
         ba::HandlesReport report = Value(NoGil([&] { return ba::ListHandles(p); }), Missing::kDatabase);
         py::list out;
         for (const ba::HandleInfo& h : report.handles) {

@@ -21,10 +21,12 @@
 #include <atomic>
 #include <chrono>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -52,14 +54,72 @@ std::string Hex(uint64_t v) {
   return b;
 }
 
-std::string ArrayKey(uint64_t id) { return "a/" + Hex(id); }
-std::string NameKey(const std::string& name) { return "n/" + name; }
+// `s` for an error message: printable ASCII as is, every other byte as \xHH, so that a message
+// about a bad name is itself valid UTF-8 and shows what the bytes are.
+std::string Escaped(std::string_view s) {
+  constexpr size_t kShown = 80;
+  std::string out;
+  for (unsigned char c : s.substr(0, kShown)) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      char b[5];
+      std::snprintf(b, sizeof b, "\\x%02x", c);
+      out += b;
+    }
+  }
+  return s.size() > kShown ? out + "..." : out;
+}
 
-// kInvalidArgument unless `name` can name a new array: 1 to 255 bytes without NUL, and, since
-// '/' separates groups, no empty group or array part (no leading or trailing '/', no "//").
+// The offset of the first byte of `s` that does not begin a valid UTF-8 sequence (overlong forms,
+// surrogates and code points past U+10FFFF are invalid, as in RFC 3629); nullopt: all valid.
+std::optional<size_t> InvalidUtf8At(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1, cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2, cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (s.size() - i <= n) return i;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto t = static_cast<unsigned char>(s[i + k]);
+      if ((t & 0xc0) != 0x80) return i;
+      cp = cp << 6 | (t & 0x3f);
+    }
+    const uint32_t min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += n + 1;
+  }
+  return std::nullopt;
+}
+
+// kInvalidArgument unless `name` can name a new array: 1 to 255 bytes of UTF-8 without NUL (names
+// reach JSON output, terminals and Python's str, which all need text; arrays named before this
+// rule keep working), and, since '/' separates groups, no empty group or array part (no
+// leading or trailing '/', no "//").
 Status CheckNewName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxNameBytes || name.find('\0') != std::string::npos) {
-    return InvalidArgument("array name '" + name + "': must be 1 to 255 bytes without NUL");
+  if (name.empty() || name.size() > kMaxNameBytes) {
+    return InvalidArgument("array name '" + Escaped(name) + "': must be 1 to 255 bytes, not " +
+                           std::to_string(name.size()));
+  }
+  if (const size_t nul = name.find('\0'); nul != std::string::npos) {
+    return InvalidArgument("array name '" + Escaped(name) + "': contains a NUL byte (at byte " +
+                           std::to_string(nul) + ")");
+  }
+  if (const auto bad = InvalidUtf8At(name)) {
+    return InvalidArgument("array name '" + Escaped(name) + "': is not valid UTF-8 (at byte " +
+                           std::to_string(*bad) + ")");
   }
   if (name.front() == '/' || name.back() == '/' || name.find("//") != std::string::npos) {
     return InvalidArgument("array name '" + name + "': '/' separates groups, so it may not begin or end a name " +
@@ -67,6 +127,19 @@ Status CheckNewName(const std::string& name) {
   }
   return Status::Ok();
 }
+
+// A path handed to the system as a C string: one with a NUL would be cut short there and name
+// another file (Python's os.stat refuses it the same way).
+Status CheckPath(const std::string& path, std::string_view what) {
+  if (const size_t nul = path.find('\0'); nul != std::string::npos) {
+    return InvalidArgument(std::string(what) + " '" + Escaped(path) + "': embedded null byte (at byte " +
+                           std::to_string(nul) + ")");
+  }
+  return Status::Ok();
+}
+
+std::string ArrayKey(uint64_t id) { return "a/" + Hex(id); }
+std::string NameKey(const std::string& name) { return "n/" + name; }
 
 struct ArrayMeta {
   DType dtype = DType::Of<double>();
@@ -207,6 +280,17 @@ class MappingBacking final : public Backing {
   Status Load(const std::byte* begin, const std::byte* end) const override {
     if (begin == end) return Status::Ok();
     return mapping_->Load(static_cast<size_t>(begin - mapping_->data()), static_cast<size_t>(end - begin));
+  }
+  Result<WriteReservation> ReserveWrite(const std::byte* begin, const std::byte* end, int64_t elements) const override {
+    if (begin == end || elements <= 0) return WriteReservation();
+    // An element never straddles two blocks (block sizes are multiples of 4096, item sizes
+    // divide it), so `elements` bounds the blocks written.
+    const uint64_t bs = mapping_->file()->block_size();
+    const uint64_t first = mapping_->first_block() + static_cast<uint64_t>(begin - mapping_->data()) / bs;
+    const uint64_t last = mapping_->first_block() + (static_cast<uint64_t>(end - mapping_->data()) - 1) / bs;
+    BA_ASSIGN_OR_RETURN(pager::WriteReservation r,
+                        mapping_->file()->ReserveForWrite(first, last + 1, static_cast<uint64_t>(elements)));
+    return WriteReservation(std::make_shared<pager::WriteReservation>(std::move(r)));
   }
 
  private:
@@ -597,6 +681,8 @@ Attrs Database::GroupAttrs(std::string_view group) {
 // ---- Database --------------------------------------------------------------------------------
 
 Result<Database> Database::Open(const std::string& path, const Options& options) {
+  BA_RETURN_IF_ERROR(internal::CheckPath(path, "database path"));
+  BA_RETURN_IF_ERROR(internal::CheckPath(options.spill_dir, "spill_dir"));
   std::shared_ptr<storage::BlockStore> store;
   const bool postgres = path.starts_with("postgresql://") || path.starts_with("postgres://");
   if (path == "memory:") {
@@ -1081,6 +1167,7 @@ Result<HandlesReport> ListHandles(const std::string& path) {
     return Unsupported("the registry of handles is kept for local (LMDB) databases only; on PostgreSQL, the "
                        "server's pg_stat_activity lists the clients (application_name 'bigarray')");
   }
+  BA_RETURN_IF_ERROR(internal::CheckPath(path, "database path"));
   HandlesReport report;
   const std::string data_file = path + "/data.mdb";
   struct stat st;
@@ -1223,10 +1310,13 @@ Status Array::Resize(std::vector<int64_t> shape) {
     // What can fail comes first, so that a failed resize changes nothing: the new last block
     // (below `keep`), loaded before anything is released.
     std::shared_ptr<pager::Mapping> last_block;
+    pager::WriteReservation reserved;
     const size_t from = static_cast<size_t>(new_bytes % static_cast<int64_t>(bs));
     if (from != 0) {
-      BA_ASSIGN_OR_RETURN(last_block, a.file->Map(static_cast<uint64_t>(new_bytes) / bs, 1));
+      const uint64_t block = static_cast<uint64_t>(new_bytes) / bs;
+      BA_ASSIGN_OR_RETURN(last_block, a.file->Map(block, 1));
       BA_RETURN_IF_ERROR(last_block->Load(from, bs - from));  // load errors come back here, not as a fault
+      BA_ASSIGN_OR_RETURN(reserved, a.file->ReserveForWrite(block, block + 1, 1));  // and a full disk
     }
     // zero_from before Truncate: a load that starts between the two then reads zeros.
     a.source->zero_from.store(std::min(a.source->zero_from.load(), keep));

@@ -312,6 +312,7 @@ Status View::Assign(const View& src) const {
     }
   }
   if (size() == 0) return Status::Ok();
+  BA_ASSIGN_OR_RETURN(WriteReservation reserved, ReserveWrite());
   // Overlapping source and destination: copy the source aside first, as NumPy does.
   auto [dlo, dhi] = Extent();
   auto [slo, shi] = src.Extent();
@@ -340,6 +341,7 @@ Status View::Fill(double value) const {
 Status View::FillBytes(const void* element) const {
   const int64_t n = size();
   if (n == 0) return Status::Ok();
+  BA_ASSIGN_OR_RETURN(WriteReservation reserved, ReserveWrite());
   const int64_t isz = itemsize();
   if (c_contiguous() || f_contiguous()) {
     // Contiguous: fill the bytes by doubling copies.
@@ -363,6 +365,12 @@ Status View::Load() const {
   if (!backing_) return Status::Ok();
   auto [lo, hi] = Extent();
   return backing_->Load(lo, hi);
+}
+
+Result<WriteReservation> View::ReserveWrite() const {
+  if (!backing_ || size() == 0) return WriteReservation();
+  auto [lo, hi] = Extent();
+  return backing_->ReserveWrite(lo, hi, size());
 }
 
 }  // namespace bigarray

@@ -17,14 +17,17 @@
 //        u64 pgno of an overflow run; F_SUBDATA: data is an MDB_db (a named database)
 //
 // Checked: page numbers within the file, each page's own number, flags, lower/upper, every node
-// and key inside its page, key sizes, all leaves at the recorded depth (LMDB's cursor stack
+// and key inside its page, key sizes, keys in ascending order within each page (as bytes, in
+// every tree but the free list's, whose keys are integers), all leaves at the recorded depth (LMDB's cursor stack
 // holds 32 levels), no page visited twice, overflow runs within the file, and the free list's
 // page numbers (a write would allocate them). Cost: the branch and leaf pages, roughly one page
 // per hundred blocks; payloads (overflow pages) are not read: their checksums cover them.
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -36,9 +39,13 @@ namespace {
 constexpr uint32_t kMagic = 0xBEEFC0DE;
 constexpr uint16_t kBranch = 0x01, kLeaf = 0x02, kOverflow = 0x04, kMeta = 0x08;
 constexpr uint16_t kBigData = 0x01, kSubData = 0x02, kDupData = 0x04;
+constexpr uint16_t kReverseKey = 0x02, kIntegerKey = 0x08;  // MDB_db flags: other key orders
 constexpr int kMaxDepth = 32;           // LMDB's CURSOR_STACK
 constexpr uint16_t kMaxKeySize = 511;   // LMDB's default maxkeysize
 constexpr size_t kHeader = 16, kNode = 8, kDbRecord = 48;
+// The largest map a 64-bit Linux process can make with 4-level page tables (128 TiB of user
+// address space): no LMDB wrote a larger mm_mapsize for a file smaller than that.
+constexpr uint64_t kMaxMapBytes = uint64_t{1} << 47;
 
 template <typename T>
 T Get(const std::vector<unsigned char>& p, size_t at) {
@@ -70,6 +77,7 @@ class Walker {
     if (db.depth == 0 || db.depth > kMaxDepth) return Bad(name, "depth " + std::to_string(db.depth));
     name_ = name;
     free_list_ = free_list;
+    ordered_ = !(db.flags & (kReverseKey | kIntegerKey));
     return Page(db.root, 1, db.depth);
   }
 
@@ -104,12 +112,21 @@ class Walker {
     if (lower < kHeader || upper > psize_ || lower > upper || (lower - kHeader) % 2) return Bad(at + ": bad bounds");
     const size_t keys = (lower - kHeader) / 2;
     if (keys == 0) return Bad(at + ": no entries");
+    std::string_view previous;
     for (size_t i = 0; i < keys; ++i) {
       const size_t node = Get<uint16_t>(p, kHeader + 2 * i);
       if (node < upper || node + kNode > psize_) return Bad(at + ": entry outside the page");
       const uint16_t lo = Get<uint16_t>(p, node), hi = Get<uint16_t>(p, node + 2);
       const uint16_t nflags = Get<uint16_t>(p, node + 4), ksize = Get<uint16_t>(p, node + 6);
       if (ksize > kMaxKeySize || node + kNode + ksize > psize_) return Bad(at + ": key outside the page");
+      // LMDB finds keys by binary search: one out of order (a damaged byte of a key) would make
+      // others unfindable, e.g. a named database reported missing, or a block read as zeros.
+      // (Keys compare as bytes, then by length; a branch page's first key is not used.)
+      const std::string_view key(reinterpret_cast<const char*>(p.data() + node + kNode), ksize);
+      if (ordered_ && i > (branch ? 1u : 0u) && !(previous < key)) {
+        return Bad(at + ": keys out of order (entry " + std::to_string(i) + ")");
+      }
+      previous = key;
       if (branch) {
         const uint64_t child = lo | uint64_t{hi} << 16 | uint64_t{nflags} << 32;
         BA_RETURN_IF_ERROR(Page(child, level + 1, depth));
@@ -127,9 +144,9 @@ class Walker {
           std::vector<unsigned char> run;
           BA_RETURN_IF_ERROR(Read(first, run));
           std::vector<unsigned char> ids(dsize);
-          if (dsize > 0 && pread(fd_, ids.data(), dsize, static_cast<off_t>(first * psize_ + kHeader)) != static_cast<ssize_t>(dsize)) {
-            return Bad(at + ": short free list");
-          }
+          const ssize_t n = dsize > 0 ? pread(fd_, ids.data(), dsize, static_cast<off_t>(first * psize_ + kHeader)) : 0;
+          if (n < 0) return ErrnoStatus(errno, "read data.mdb");
+          if (n != static_cast<ssize_t>(dsize)) return Bad(at + ": short free list");
           BA_RETURN_IF_ERROR(FreeList(ids, 0, dsize, at));
         }
         continue;
@@ -167,6 +184,7 @@ class Walker {
   uint64_t pages_;  // pages in use: last_pg + 1
   const char* name_ = "";
   bool free_list_ = false;
+  bool ordered_ = true;  // keys compare as bytes (LMDB's default order)
   std::unordered_set<uint64_t> seen_;
 };
 
@@ -180,7 +198,9 @@ Status CheckLmdbFile(int fd, uint64_t file_size) {
     std::vector<unsigned char> metas(160, 0);
     // The page size is in the free DB's record of page 0's meta; read 2 pages of the smallest
     // plausible size first to find it.
-    if (pread(fd, metas.data(), 160, 0) != 160) return Corruption("data.mdb is damaged (no meta page)");
+    const ssize_t got = pread(fd, metas.data(), 160, 0);
+    if (got < 0) return ErrnoStatus(errno, "read data.mdb");
+    if (got != 160) return Corruption("data.mdb is damaged (no meta page)");
     if (Get<uint32_t>(metas, kHeader) != kMagic) {
       return InvalidArgument("not a bigarray database (data.mdb is not an LMDB file)");
     }
@@ -193,9 +213,9 @@ Status CheckLmdbFile(int fd, uint64_t file_size) {
     std::vector<unsigned char> meta[2];
     for (int m = 0; m < 2; ++m) {
       meta[m].resize(kHeader + 160);
-      if (pread(fd, meta[m].data(), meta[m].size(), static_cast<off_t>(m) * psize) != static_cast<ssize_t>(meta[m].size())) {
-        return Corruption("data.mdb is damaged (short meta page)");
-      }
+      const ssize_t n = pread(fd, meta[m].data(), meta[m].size(), static_cast<off_t>(m) * psize);
+      if (n < 0) return ErrnoStatus(errno, "read data.mdb");
+      if (n != static_cast<ssize_t>(meta[m].size())) return Corruption("data.mdb is damaged (short meta page)");
       if (Get<uint32_t>(meta[m], kHeader) != kMagic || Get<uint32_t>(meta[m], kHeader + 4) != 1) continue;
       const uint64_t txn = Get<uint64_t>(meta[m], kHeader + 128);  // mm_txnid
       if (best < 0 || txn > best_txn) {
@@ -205,6 +225,17 @@ Status CheckLmdbFile(int fd, uint64_t file_size) {
     }
     if (best < 0) return Corruption("data.mdb is damaged (no valid meta page)");
     const std::vector<unsigned char>& mp = meta[best];
+    // LMDB maps mm_mapsize bytes when it opens the file without being told a size, and every
+    // commit keeps the largest size seen: a damaged value made every open fail with ENOMEM
+    // ("Cannot allocate memory"), here and in any other LMDB program. A writer (bigarray opens
+    // with MDB_WRITEMAP) sizes the file to its map, so the map exceeds the file only in a copy
+    // made with mdb_copy, and never beyond what a process could map.
+    const uint64_t mapsize = Get<uint64_t>(mp, kHeader + 16);  // mm_mapsize
+    if (mapsize > file_size && mapsize > kMaxMapBytes) {
+      return Corruption("data.mdb is damaged (meta page " + std::to_string(best) + ": map size mm_mapsize " +
+                        std::to_string(mapsize) + " bytes, for a file of " + std::to_string(file_size) +
+                        " bytes and beyond what a process can map)");
+    }
     const uint64_t last = Get<uint64_t>(mp, kHeader + 120);  // mm_last_pg
     if (last < 1 || (last + 1) > file_size / psize) {
       return Corruption("data.mdb is truncated: its pages reach " + std::to_string((last + 1) * psize) +

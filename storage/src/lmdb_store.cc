@@ -47,6 +47,7 @@
 #include "block_delta.h"
 #include "lmdb_internal.h"
 #include "lmdb_records.h"
+#include "lmdb_mounts.h"
 #include "lmdb_status.h"
 
 namespace bigarray::storage {
@@ -244,6 +245,25 @@ Status CheckLmdbFile(int fd, uint64_t file_size);  // lmdb_check.cc
 }  // namespace internal
 namespace {
 
+// Whether LMDB's main B-tree names "blocks" or "log", bigarray's other named databases: then a
+// missing "meta" is damage, not another application's environment. Walks the main tree's
+// entries in their order on disk, which finds them even when damage broke the key order.
+bool NamesOurDatabases(MDB_txn* txn) {
+  MDB_dbi main;
+  MDB_cursor* cursor = nullptr;
+  if (mdb_dbi_open(txn, nullptr, 0, &main) != MDB_SUCCESS || mdb_cursor_open(txn, main, &cursor) != MDB_SUCCESS) {
+    return false;
+  }
+  bool ours = false;
+  MDB_val key, val;
+  for (int rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == MDB_SUCCESS && !ours;
+       rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+    ours = ValStr(key) == "blocks" || ValStr(key) == "log";
+  }
+  mdb_cursor_close(cursor);
+  return ours;
+}
+
 // Reads a sealed meta record; nullopt when absent. Caller holds the locks that make `txn` usable.
 Result<std::optional<std::string>> GetSealed(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view what) {
   MDB_val k = StrVal(key), v;
@@ -315,6 +335,7 @@ uint64_t UnixNanos() {
 // writes the whole initial structure at once): such a file holds nothing and may be initialized.
 Status ProbeExisting(const std::string& path, bool* never_committed) {
   *never_committed = false;
+  uint64_t file_size = 0;
   {
     // LMDB checksums none of its own pages: walk them with pread first, so that a damaged file
     // is an error here rather than a crash inside LMDB.
@@ -326,6 +347,7 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
       st = InvalidArgument(path + " is not a bigarray database (data.mdb is not an LMDB file)");
     }
     if (st.ok()) st = internal::CheckLmdbFile(fd, static_cast<uint64_t>(fst.st_size)).WithContext(path);
+    if (st.ok()) file_size = static_cast<uint64_t>(fst.st_size);
     close(fd);
     BA_RETURN_IF_ERROR(st);
   }
@@ -337,6 +359,10 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
     MDB_env* e;
     ~Closer() { mdb_env_close(e); }
   } closer{env};
+  // Map the file's size (LMDB raises it to what the pages need), not the map size recorded in
+  // the meta page: that one only sizes a writer's map.
+  rc = mdb_env_set_mapsize(env, file_size);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "set the map size to probe " + path);
   rc = mdb_env_open(env, path.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
   if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
     return InvalidArgument(path + " is not a bigarray database (data.mdb is not an LMDB file)");
@@ -364,7 +390,10 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
   MDB_dbi dbi;
   rc = mdb_dbi_open(txn, "meta", 0, &dbi);
   Status status;
-  if (rc == MDB_NOTFOUND) {
+  if (rc == MDB_NOTFOUND && NamesOurDatabases(txn)) {
+    status = Corruption(path + ": its 'meta' database is missing (LMDB's main B-tree names 'blocks' or 'log' "
+                               "but no longer 'meta': the file is damaged); nothing was written");
+  } else if (rc == MDB_NOTFOUND) {
     status = InvalidArgument(path + " is an LMDB environment but not a bigarray database");
   } else if (rc != MDB_SUCCESS) {
     status = LmdbStatus(rc, "open the meta database of " + path);
@@ -426,6 +455,15 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   if (has_data && !S_ISREG(st.st_mode)) {
     return InvalidArgument(data_file + " is not a regular file: refusing to open it as a database");
   }
+  if (exists && !has_data) {
+    // A link to nothing: the database file is gone (LMDB would create a new one at its target).
+    char target[4096];
+    const ssize_t n = readlink(data_file.c_str(), target, sizeof target - 1);
+    if (n >= 0) {
+      return NotFound("no bigarray database at " + path + ": its data.mdb is a symbolic link to " +
+                      std::string(target, static_cast<size_t>(n)) + ", which does not exist");
+    }
+  }
   if (exists) {
     const std::string lock_file = path + "/lock.mdb";
     struct stat lst;
@@ -468,15 +506,29 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   if (has_data) map = std::max<uint64_t>(map, static_cast<uint64_t>(st.st_size));
   mdb_env_set_mapsize(env->env_, map);
   unsigned flags = MDB_NOTLS | (options.read_only ? MDB_RDONLY : MDB_WRITEMAP);
+  // LMDB registers every reader in lock.mdb, so that no writer reuses the pages it reads. A
+  // reader may skip that (MDB_NOLOCK) only where no writer can exist: on a read-only file
+  // system. A read-only mount of a file system writable elsewhere, or a lock file this user
+  // may not write, proves nothing about other writers (lmdb_mounts.h).
+  const std::string why_lock = "LMDB must register this reader in " + path +
+                               "/lock.mdb so that no writer reuses the pages it reads, and ";
+  const std::string or_copy = "or copy the database elsewhere and read the copy";
+  if (options.read_only) {
+    BA_ASSIGN_OR_RETURN(const internal::ReadOnlyPlace place, internal::ReadOnlyPlaceOf(path));
+    if (place == internal::ReadOnlyPlace::kReadOnlyFs) flags |= MDB_NOLOCK;
+    if (place == internal::ReadOnlyPlace::kReadOnlyMountOnly) {
+      return ErrnoStatus(EROFS, "open " + path + " read-only: " + why_lock + path +
+                                    " is on a read-only mount of a file system that may be writable through another "
+                                    "mount (a read-only bind mount or container volume), where a writer would not "
+                                    "see this reader; mount it read-write (the handle stays read-only), " + or_copy);
+    }
+  }
   rc = mdb_env_open(env->env_, path.c_str(), flags, 0644);
   if (rc == EACCES && options.read_only) {
-    // LMDB registers every reader in lock.mdb, so that no writer reuses the pages it reads; it
-    // skips that only on a read-only file system (EROFS), where no writer can exist. Opening
-    // without the lock file (MDB_NOLOCK) elsewhere would be unsafe whenever someone else may
-    // write: permissions alone cannot tell.
-    return LmdbStatus(rc, "open " + path + " read-only: its lock file " + path +
-                              "/lock.mdb cannot be opened for writing, which LMDB needs to register readers "
-                              "(except on a read-only mount); give this user write permission on it");
+    return ErrnoStatus(rc, "open " + path + " read-only: " + why_lock +
+                               "this user may not write it (or create it there); ask for write permission on " +
+                               path + "/lock.mdb (on " + path + " when it has none yet), " + or_copy +
+                               " (bigarray does not read without the lock: another user may be writing)");
   }
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
   mdb_env_get_fd(env->env_, &env->fd_);

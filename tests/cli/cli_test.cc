@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <functional>
 
+#include "catalog_util.h"
 #include "cli.h"
 #include "cli_test_util.h"
+#include "json_text.h"
 #include "npy.h"
 
 using namespace bigarray;
@@ -199,6 +201,40 @@ TEST_CASE("create, ls, info; options as --opt value or --opt=value, global optio
   }
 }
 
+// Every byte sequence is valid UTF-8 (RFC 3629).
+bool ValidUtf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = cli::Utf8SequenceLength(std::string_view(s).substr(i));
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+TEST_CASE("names: ls and info quote them as ls quotes file names; JSON output is valid UTF-8 even for a name that is not") {
+  // Regression: ls and info printed names raw (a tab split ls's columns, a newline its lines, an
+  // escape sequence reached the terminal), and info --json wrote a name's bytes raw. Names must
+  // now be UTF-8, but a database written before may hold one that is not (built here below the
+  // library).
+  Cli cli;
+  for (const char* name : {"plain", "a\tb", "n\nl", "e\x1b[31mred", "it's", "x"}) {
+    cli.Ok({"create", cli.db, name, "--dtype", "i1", "--shape", "3"});
+  }
+  CHECK_EXIT(cli({"create", cli.db, "bad\xff", "--dtype", "i1", "--shape", "3"}), 1);
+  RenameInCatalog(cli.db, "x", "old\xff\tname");
+  CHECK(cli.Ok({"ls", cli.db}) ==
+        "'a'$'\\t''b'\t|i1\t(3,)\tC\t3\n"
+        "'e'$'\\033''[31mred'\t|i1\t(3,)\tC\t3\n"
+        "\"it's\"\t|i1\t(3,)\tC\t3\n"
+        "'n'$'\\n''l'\t|i1\t(3,)\tC\t3\n"
+        "'old'$'\\377\\t''name'\t|i1\t(3,)\tC\t3\n"
+        "plain\t|i1\t(3,)\tC\t3\n");
+  CHECK(cli.Ok({"info", cli.db, "n\nl"}).starts_with("name: 'n'$'\\n''l'\ndtype: |i1\n"));
+  const std::string json = cli.Ok({"info", cli.db, "old\xff\tname", "--json"});
+  CHECK(json.starts_with("{\"name\": \"old\\udcff\\u0009name\", \"dtype\": \"|i1\""));
+  CHECK(ValidUtf8(json));
+}
+
 TEST_CASE("a missing database is an error for every command but create and import, and is not created") {
   Cli cli;
   WriteFile(cli / "a.npy", ReadFile(Fixture("f8_c.npy")));
@@ -349,6 +385,42 @@ TEST_CASE("a file ending early through a pipe: an error, and nothing is written"
   CHECK_EXIT(r, 1);
   CHECK(Contains(r.err, "truncated"));
   CHECK(cli.Ok({"ls", cli.db}) == "keep\t|i1\t(1,)\tC\t1\n");
+}
+
+TEST_CASE("export refuses an output inside the database directory or that is one of its files") {
+  // Regression: `export DB a DB/data.mdb` renamed the .npy file over data.mdb: the database was
+  // gone.
+  Cli cli;
+  cli.Ok({"import", cli.db, "c", Fixture("f8_c.npy")});
+  const std::string data = ReadFile(cli.db + "/data.mdb");
+  REQUIRE(symlink(cli.db.c_str(), (cli / "alias").c_str()) == 0);
+  REQUIRE(mkdir((cli.db + "/sub").c_str(), 0755) == 0);
+  REQUIRE(link((cli.db + "/data.mdb").c_str(), (cli / "hardlink").c_str()) == 0);
+  REQUIRE(symlink((cli.db + "/lock.mdb").c_str(), (cli / "lock-link").c_str()) == 0);
+  const std::string dir_name = std::filesystem::path(cli.db).filename();
+  struct Case {
+    std::string out, why;
+  };
+  for (const Case& c : std::vector<Case>{
+           {cli.db + "/data.mdb", "a file of the database being exported from"},
+           {cli.db + "/lock.mdb", "a file of the database being exported from"},
+           {cli.db + "/x.npy", "is inside the database directory"},
+           {cli.db + "/sub/x.npy", "is inside the database directory"},
+           {cli / "alias/data.mdb", "a file of the database being exported from"},
+           {cli / "alias/new.npy", "is inside the database directory"},
+           {cli.db + "/../" + dir_name + "/y.npy", "is inside the database directory"},
+           {cli / "hardlink", "a file of the database being exported from"},
+           {cli / "lock-link", "a file of the database being exported from"}}) {
+    CliResult r = cli({"export", cli.db, "c", c.out});
+    CHECK_EXIT(r, 1);
+    CHECK_MESSAGE(Contains(r.err, c.why), Describe(r));
+  }
+  CHECK(ReadFile(cli.db + "/data.mdb") == data);
+  CHECK_FALSE(std::filesystem::exists(cli.db + "/x.npy"));
+  CHECK_FALSE(std::filesystem::exists(cli.db + "/sub/x.npy"));
+  cli.Ok({"ls", cli.db});
+  cli.Ok({"export", cli.db, "c", cli / "fine.npy"});  // beside the database is fine
+  CHECK(SameFiles(cli / "fine.npy", Fixture("f8_c.npy")));
 }
 
 TEST_CASE("export --rows: Python slice semantics along axis 0") {
@@ -543,7 +615,7 @@ TEST_CASE("attrs: set, show, delete, for an array, a group and the database; inf
         "{\"note\": {\"a\": null, \"b=c\": true}, \"units\": \"K\", \"valid_range\": [0, 400]}\n");
   CHECK(cli.Ok({"info", cli.db, "temps"}).ends_with(
       "attrs: {\"note\": {\"a\": null, \"b=c\": true}, \"units\": \"K\", \"valid_range\": [0, 400]}\n"));
-  CHECK(Contains(cli.Ok({"info", cli.db, "temps", "--json"}), "\"blocks_stored\": 0, \"attrs\": {\"note\": "));
+  CHECK(Contains(cli.Ok({"info", cli.db, "temps", "--json"}), "\"blocks_stored\": 0, \"stored_bytes\": 0, \"attrs\": {\"note\": "));
   // Deletions first, then settings; the attributes follow a rename.
   cli.Ok({"attrs", cli.db, "temps", "--set", "units=\"degC\"", "--delete", "note", "--delete", "units"});
   cli.Ok({"rename", cli.db, "temps", "runs/temps"});

@@ -9,6 +9,8 @@
 #include "args.h"
 #include "bigarray/database.h"
 #include "cli.h"
+#include "json_text.h"
+#include "shell_quote.h"
 #include "stats.h"
 #include "test_util.h"
 #include "npy.h"
@@ -65,6 +67,79 @@ TEST_CASE("ParseArgs: positions, --opt value, --opt=value, globals anywhere, --"
     std::string joined;
     for (const char* a : bad) joined += std::string(" ") + a;
     CHECK_MESSAGE(Parse(bad).status().code() == Code::kInvalidArgument, joined);
+  }
+}
+
+TEST_CASE("JsonString: valid UTF-8 passes, invalid bytes become \\udcXX (Python's surrogateescape)") {
+  // Regression: info --json wrote the raw bytes of a name that is not UTF-8: invalid JSON text.
+  CHECK(JsonString("plain") == "\"plain\"");
+  CHECK(JsonString("q\"b\\") == "\"q\\\"b\\\\\"");
+  CHECK(JsonString("a\tb\n\x1b") == "\"a\\u0009b\\u000a\\u001b\"");
+  CHECK(JsonString("temp\xc3\xa9rature \xf0\x9f\x8c\xa1") == "\"temp\xc3\xa9rature \xf0\x9f\x8c\xa1\"");
+  CHECK(JsonString("\xff\xfe") == "\"\\udcff\\udcfe\"");
+  CHECK(JsonString("ok\xc3") == "\"ok\\udcc3\"");                  // truncated sequence
+  CHECK(JsonString("\xc3x") == "\"\\udcc3x\"");                    // bad continuation
+  CHECK(JsonString("\xc0\xaf") == "\"\\udcc0\\udcaf\"");            // overlong '/'
+  CHECK(JsonString("\xed\xa0\x80") == "\"\\udced\\udca0\\udc80\"");  // a UTF-16 surrogate
+  CHECK(JsonString("\xf4\x90\x80\x80") == "\"\\udcf4\\udc90\\udc80\\udc80\"");  // past U+10FFFF
+  CHECK(JsonString(std::string("a\0b", 3)) == "\"a\\u0000b\"");
+}
+
+TEST_CASE("ShellQuote: names as coreutils ls --quoting-style=shell-escape shows them; the shell reads them back") {
+  // Regression: ls printed names raw, so a tab or newline broke its columns and lines, and an
+  // escape sequence reached the terminal. The expected strings are what coreutils 9.1 prints.
+  CHECK(ShellQuote("plain") == "plain");
+  CHECK(ShellQuote("a,b:c@d%e+f-g.h_i/j") == "a,b:c@d%e+f-g.h_i/j");
+  CHECK(ShellQuote("a#b~c") == "a#b~c");
+  CHECK(ShellQuote("temp\xc3\xa9rature") == "temp\xc3\xa9rature");
+  CHECK(ShellQuote("#c") == "'#c'");
+  CHECK(ShellQuote("~home") == "'~home'");
+  CHECK(ShellQuote("a b") == "'a b'");
+  CHECK(ShellQuote("x$y") == "'x$y'");
+  CHECK(ShellQuote("x=y") == "'x=y'");
+  CHECK(ShellQuote("a\\b") == "'a\\b'");
+  CHECK(ShellQuote("d\"q") == "'d\"q'");
+  CHECK(ShellQuote("it's") == "\"it's\"");
+  CHECK(ShellQuote("'") == "\"'\"");
+  CHECK(ShellQuote("it's $HOME") == "'it'\\''s $HOME'");
+  CHECK(ShellQuote("a\tb") == "'a'$'\\t''b'");
+  CHECK(ShellQuote("n\nl") == "'n'$'\\n''l'");
+  CHECK(ShellQuote("e\x1b[31mred") == "'e'$'\\033''[31mred'");
+  CHECK(ShellQuote("mix \xff\t") == "'mix '$'\\377\\t'");
+  CHECK(ShellQuote("\xff\xfe") == "$'\\377\\376'");
+  CHECK(ShellQuote("c1\xc2\x85") == "'c1'$'\\302\\205'");  // U+0085, a C1 control
+  CHECK(ShellQuote("") == "''");
+
+  // Whatever the bytes, bash reads the quoted form back as the name (one bash for all names).
+  std::mt19937 rng(1234);
+  std::vector<std::string> names = {"a\tb", "it's $HOME", "\xff\xfe", "'", "''\\'", "e\x1b[31m", "\x7f"};
+  for (int k = 0; k < 300; ++k) {
+    std::string n(1 + rng() % 12, ' ');
+    for (char& c : n) c = static_cast<char>(1 + rng() % 255);
+    names.push_back(n);
+  }
+  bigarray::testing::TempDir dir;
+  std::string script = "printf '%s\\0'";
+  for (const std::string& n : names) script += " " + ShellQuote(n);
+  {
+    std::FILE* f = std::fopen((dir / "s.sh").c_str(), "w");
+    REQUIRE(f);
+    std::fwrite(script.data(), 1, script.size(), f);
+    std::fclose(f);
+  }
+  std::FILE* p = popen(("bash " + dir / "s.sh").c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  REQUIRE(pclose(p) == 0);
+  std::vector<std::string> back;
+  for (size_t at = 0, nul; (nul = out.find('\0', at)) != std::string::npos; at = nul + 1) back.push_back(out.substr(at, nul - at));
+  REQUIRE(back.size() == names.size());
+  for (size_t i = 0; i < names.size(); ++i) CHECK_MESSAGE(back[i] == names[i], ShellQuote(names[i]));
+  for (const std::string& n : names) {
+    const std::string q = ShellQuote(n);
+    CHECK(q.find_first_of("\t\n\x1b") == std::string::npos);  // nothing that breaks a line or reaches the terminal
   }
 }
 

@@ -4,6 +4,7 @@ NumPy's. Registered with ctest as cli_numpy_test; BIGARRAY_CLI is the tool."""
 import io
 import json
 import os
+import shlex
 import subprocess
 
 import numpy as np
@@ -151,6 +152,27 @@ def test_append(tmp_path, db):
     same(np.load(tmp_path / "out.npy"), expected)
 
 
+def test_bool_bytes_other_than_0_and_1_are_true_and_stored_as_1(tmp_path, db):
+    # Regression: import kept a bool .npy's bytes 2 and 255 as they were, and stats then gave
+    # max 255. numpy.load keeps such bytes too, but every NumPy operation reads them as True.
+    raw = np.array([255, 0, 2, 1, 128] * 40, dtype=np.uint8)
+    flags = raw.view(np.bool_)
+    np.save(tmp_path / "b.npy", flags)
+    assert np.load(tmp_path / "b.npy").view(np.uint8).max() == 255  # what NumPy writes and reads
+    run("import", db, "b", tmp_path / "b.npy")
+    run("append", db, "b", tmp_path / "b.npy")
+    np.save(tmp_path / "bf.npy", np.asfortranarray(flags.reshape(20, 10)))
+    run("import", db, "bf", tmp_path / "bf.npy", "--order", "C", "--cache", "64K")  # the other order: ReadAt
+    run("export", db, "b", tmp_path / "out.npy")
+    out = np.load(tmp_path / "out.npy")
+    assert out.view(np.uint8).tolist() == (raw != 0).astype(np.uint8).tolist() * 2
+    run("export", db, "bf", tmp_path / "out.npy")
+    assert np.load(tmp_path / "out.npy").view(np.uint8).tolist() == (raw != 0).astype(np.uint8).reshape(20, 10).tolist()
+    s = json.loads(run("stats", db, "b", "--json"))
+    assert (s["count"], s["min"], s["max"]) == (400, 0, 1)
+    assert s["mean"] == pytest.approx(flags.mean())
+
+
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_fill_and_resize(tmp_path, db, order):
     a = np.asarray(np.arange(24, dtype="<f4").reshape(6, 4), order=order)
@@ -253,5 +275,7 @@ def test_info_json_and_ls(tmp_path, db):
                     "attrs": {}}
     run("create", db, "with \"quotes\"", "--dtype", "f8", "--shape", "2")
     assert json.loads(run("info", db, "with \"quotes\"", "--json"))["name"] == "with \"quotes\""
-    assert [line.split("\t") for line in run("ls", db).splitlines()] == [
-        ["with \"quotes\"", "<f8", "(2,)", "C", "16"], ["x", ">i2", "(5, 0, 7)", "F", "0"]]
+    # ls quotes the name as the shell reads it back (coreutils ls' shell-escape style).
+    rows = [line.split("\t") for line in run("ls", db).splitlines()]
+    assert rows == [["'with \"quotes\"'", "<f8", "(2,)", "C", "16"], ["x", ">i2", "(5, 0, 7)", "F", "0"]]
+    assert shlex.split(rows[0][0]) == ["with \"quotes\""]

@@ -23,6 +23,19 @@ def test_missing_database_is_file_not_found(tmp_path):
         bigarray.open(42)
 
 
+def test_a_path_with_a_nul_byte_is_a_value_error_as_for_os_stat(tmp_path):
+    # Regression: bigarray.open("x\0y") opened (and created) "x": the C string ended at the NUL.
+    bad = str(tmp_path / "x") + "\0y"
+    with pytest.raises(ValueError, match="embedded null byte") as os_error:
+        os.stat(bad)
+    for call in [lambda: bigarray.open(bad), lambda: bigarray.open(bad.encode()),
+                 lambda: bigarray.open(tmp_path / "db", spill_dir=bad), lambda: bigarray.handles(bad)]:
+        with pytest.raises(ValueError, match="embedded null byte") as e:
+            call()
+        assert str(e.value) == str(os_error.value)
+    assert os.listdir(tmp_path) == []  # neither "x" nor "db" was created
+
+
 def test_missing_arrays_are_key_errors(mem):
     with pytest.raises(KeyError, match="no array named 'nope'"):
         mem["nope"]
@@ -60,6 +73,14 @@ def test_invalid_arguments_are_value_or_type_errors(mem):
         mem.create("c", 3, "no such dtype")
     with pytest.raises(ValueError, match="cache"):
         bigarray.open("memory:", cache=0)
+    # Names are text: a str that is not valid UTF-8 (a lone surrogate, as os.fsdecode makes of
+    # such bytes) or holds a NUL is refused, as the library refuses such bytes.
+    with pytest.raises(ValueError, match=r"'\\xff': is not valid UTF-8"):
+        mem.create("\udcff", 3, "f8")
+    with pytest.raises(ValueError, match="NUL"):
+        mem.create("a\0b", 3, "f8")
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        mem.rename("a", "\udcff")
     assert mem.names() == ["a", "b"]
 
 

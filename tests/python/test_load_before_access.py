@@ -85,6 +85,42 @@ def test_an_ndarray_view_keeps_the_fault_semantics(tmp_path, child_env):
     assert "bigarray: fatal page fault" in r.stderr and "block 1" in r.stderr
 
 
+def test_a_disk_too_full_to_spill_to_raises_oserror(tmp_path, child_env):
+    # Regression (issue 13): A[:] = x and A.append(x) larger than the cache, on a full disk,
+    # ended the process with SIGBUS inside a page fault ("could not be spilled"). RLIMIT_FSIZE
+    # stands for the full disk (writes past it fail with EFBIG; SIGXFSZ is ignored).
+    code = f"""
+        import resource, signal
+        import numpy as np, bigarray
+        db = bigarray.open({str(tmp_path / "db")!r}, cache=8 * 65536, spill_dir={str(tmp_path)!r})
+        a = db.create("a", 64 * 8192, "f8", block_size=65536)
+        db.commit()
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+        def assign():
+            a[:] = 1.0
+        for what, op in [("assign", assign), ("append", lambda: a.append(np.ones(64 * 8192)))]:
+            try:
+                op()
+                print(what, "ok")
+            except OSError as e:
+                print(what, "OSError", e.errno, e)
+        print("shape", a.shape)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        a[:] = 5.0
+        db.commit()
+        print("after", float(a[0]), float(a[-1]))
+        """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=child_env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "assign OSError 28 [Errno 28] prepare to write 64 block(s) of array 'a': reserve" in r.stdout, r.stdout
+    assert "append OSError 28" in r.stdout and "scratch space" in r.stdout
+    assert "shape (524288,)" in r.stdout
+    assert "after 5.0 5.0" in r.stdout
+
+
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_large_assignments_in_slabs_equal_numpy(tmp_path, order):
     # Larger than a quarter of the cache: assigned slab by slab; the result must be NumPy's,

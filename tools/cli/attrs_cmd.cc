@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "json_text.h"
+#include "shell_quote.h"
 
 namespace bigarray::cli {
 
@@ -47,9 +48,9 @@ Status RunAttrs(Database& db, const AttrsRequest& r) {
     BA_ASSIGN_OR_RETURN(std::optional<AttrValue> v, attrs.Get(key));
     if (!v) continue;
     if (v->kind() == AttrValue::Kind::kJson) {
-      fmt::print("{}: {}\n", key, v->json());
+      fmt::print("{}: {}\n", ShellQuote(key), v->json());
     } else {
-      fmt::print("{}: {} (array {} {})\n", key, v->ToJson(), v->dtype().str(), ShapeString(v->shape()));
+      fmt::print("{}: {} (array {} {})\n", ShellQuote(key), v->ToJson(), v->dtype().str(), ShapeString(v->shape()));
     }
   }
   return Status::Ok();
@@ -62,7 +63,7 @@ Status ListGroup(Database& db, const std::string& group, bool recursive) {
   const std::string prefix = g.empty() ? "" : g + "/";
   auto print_array = [&](const std::string& full, const std::string& shown) -> Status {
     BA_ASSIGN_OR_RETURN(Array a, db.Get(full));
-    fmt::print("{}\t{}\t{}\t{}\t{}\n", shown, a.dtype().str(), ShapeString(a.shape()), static_cast<char>(a.order()),
+    fmt::print("{}\t{}\t{}\t{}\t{}\n", ShellQuote(shown), a.dtype().str(), ShapeString(a.shape()), static_cast<char>(a.order()),
                a.nbytes());
     return Status::Ok();
   };
@@ -75,7 +76,7 @@ Status ListGroup(Database& db, const std::string& group, bool recursive) {
   if (entries.empty() && !g.empty()) return NotFound("no group '" + g + "' in " + db.path() + " (no name below it)");
   for (const Database::GroupEntry& e : entries) {
     if (e.is_group) {
-      fmt::print("{}/\n", e.name);
+      fmt::print("{}/\n", ShellQuote(e.name));
     } else {
       BA_RETURN_IF_ERROR(print_array(prefix + e.name, e.name));
     }

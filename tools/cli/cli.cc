@@ -5,15 +5,18 @@
 // written). Data moves in chunks (transfer.h), so memory stays bounded by the cache budget.
 #include "json_text.h"
 #include "attrs_cmd.h"
+#include "shell_quote.h"
 #include "cli.h"
 
 #include <spdlog/logger.h>
 #include <spdlog/sinks/stdout_sinks.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -57,6 +60,53 @@ TransferOptions Transfer(const Globals& g, tools::Progress* progress) {
   t.working_set_bytes = g.cache_bytes / 2;
   t.progress = progress;
   return t;
+}
+
+// Refuses an output file that would overwrite one of the database's own files (data.mdb or
+// lock.mdb, under any name: a hard or symbolic link) or land anywhere inside the database
+// directory `db` (the temporary file is written beside the output and renamed over it): such
+// an export would change or destroy the database it reads. Paths are compared by device and
+// inode, directory by directory up to the root, so other spellings (../db, symbolic links,
+// bind mounts) of the same places are refused too.
+Status CheckOutputOutsideDatabase(const std::string& db, const std::string& out) {
+  struct stat db_st;
+  if (::stat(db.c_str(), &db_st) != 0) return Status::Ok();  // opening the database says why
+  auto same = [](const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; };
+  // The directory the bytes go to: the output's own for a regular (or new) file, the target's
+  // for an existing non-regular file, which is written in place.
+  std::string where;
+  struct stat out_st;
+  if (::stat(out.c_str(), &out_st) == 0) {
+    for (const char* own : {"data.mdb", "lock.mdb"}) {
+      struct stat own_st;
+      if (::stat((db + "/" + own).c_str(), &own_st) == 0 && same(out_st, own_st)) {
+        const std::string file = db + "/" + own;
+        return InvalidArgument(out + " is " + (out == file ? "" : file + ", ") +
+                               "a file of the database being exported from: refusing to overwrite it");
+      }
+    }
+    if (!S_ISREG(out_st.st_mode)) where = out;
+  }
+  if (where.empty()) {
+    const size_t slash = out.rfind('/');
+    where = slash == std::string::npos ? "." : slash == 0 ? "/" : out.substr(0, slash);
+  }
+  char* resolved = ::realpath(where.c_str(), nullptr);
+  if (!resolved) return Status::Ok();  // creating the file reports what is wrong with the path
+  std::string dir = resolved;
+  std::free(resolved);
+  for (;;) {
+    struct stat dir_st;
+    if (::stat(dir.c_str(), &dir_st) != 0) return ErrnoStatus(errno, "stat " + dir);
+    if (same(dir_st, db_st)) {
+      return InvalidArgument(out + " is inside the database directory " + db +
+                             ": refusing to write there (it would change the database being exported "
+                             "from); write the file elsewhere");
+    }
+    if (dir == "/") return Status::Ok();
+    const size_t slash = dir.rfind('/');
+    dir = slash == 0 ? "/" : dir.substr(0, slash);
+  }
 }
 
 enum class Access { kRead, kWrite, kCreate };
@@ -210,6 +260,7 @@ Status CmdExport(const Globals& g, const ParsedArgs& args) {
   const std::string& name = args.positionals[1];
   const std::string& file = args.positionals[2];
   const std::string context = "export " + ArrayName(name);  // errors name the file
+  BA_RETURN_IF_ERROR(CheckOutputOutsideDatabase(args.positionals[0], file).WithContext(context));
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
   BA_ASSIGN_OR_RETURN(Array a, db.Get(name));
   BA_ASSIGN_OR_RETURN(Region region, RowsRegion(a, args));

@@ -72,7 +72,9 @@ constexpr std::string_view kLs = R"(Usage: bigarray ls DB [GROUP] [-r]
 Lists what lies one level below GROUP (a name such as runs/2026; the top level without it)
 in name order, one per line. An array: its name relative to GROUP, dtype, shape, order and
 size in bytes, separated by tabs, as in "temps  <f8  (1000, 24)  C  192000". A sub-group
-(names with '/' form groups): its name and a '/', as in "2026/".
+(names with '/' form groups): its name and a '/', as in "2026/". A name with spaces, quotes,
+control characters or bytes that are not UTF-8 is quoted as ls quotes file names: 'a b',
+"it's", 'a'$'\t''b'.
 
   -r, --recursive   list every array below GROUP instead, by its name relative to GROUP
 )" BA_GLOBAL_OPTIONS;
@@ -132,7 +134,8 @@ constexpr std::string_view kExport = R"(Usage: bigarray export DB NAME FILE.npy 
 
 Writes array NAME, or some of its rows, to FILE.npy (format version 1.0) in the array's
 dtype and order, streaming. The file appears only when complete; an export ended by
-SIGINT, SIGTERM or SIGHUP removes its temporary file.
+SIGINT, SIGTERM or SIGHUP removes its temporary file. FILE.npy may not be inside DB's
+directory, nor be one of DB's files under another name.
 
   --rows START:STOP[:STEP]   rows along axis 0, as Python's a[START:STOP:STEP]: negative
                              values count from the end, a missing bound means the start or

@@ -319,7 +319,13 @@ Status NpyReader::Read(std::span<std::byte> out) {
     return Malformed(path_ + " is truncated: the header announces " + std::to_string(header_.data_bytes) +
                      " data bytes, the file ends after " + std::to_string(data_read_));
   }
+  NormalizeBools(out);
   return Status::Ok();
+}
+
+void NpyReader::NormalizeBools(std::span<std::byte> data) const {
+  if (header_.dtype.kind() != DTypeKind::kBool) return;
+  for (std::byte& b : data) b = std::byte{b != std::byte{0}};
 }
 
 Status NpyReader::ReadAt(int64_t offset, std::span<std::byte> out) {
@@ -337,6 +343,7 @@ Status NpyReader::ReadAt(int64_t offset, std::span<std::byte> out) {
     if (n == 0) return Malformed(path_ + " is truncated (it shrank while being read)");
     got += static_cast<size_t>(n);
   }
+  NormalizeBools(out);
   return Status::Ok();
 }
 

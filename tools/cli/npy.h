@@ -70,7 +70,9 @@ class NpyReader {
   const std::string& path() const { return path_; }
 
   // Reads the next out.size() bytes of data; kInvalidArgument ("truncated") at a premature end,
-  // or when asked for more than the header announces.
+  // or when asked for more than the header announces. Bool data comes out as 0 and 1: any
+  // other byte reads as True in NumPy (numpy.load keeps it, and counts it as True), so it
+  // becomes 1.
   Status Read(std::span<std::byte> out);
   // Checks that all data was read and that nothing follows it.
   Status Finish();
@@ -84,6 +86,7 @@ class NpyReader {
  private:
   NpyReader() = default;
   Status ReadFully(std::span<std::byte> out, size_t& got);
+  void NormalizeBools(std::span<std::byte> data) const;  // bool data: every byte but 0 -> 1
 
   int fd_ = -1;
   std::string path_;

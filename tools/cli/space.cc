@@ -9,6 +9,7 @@
 #include "attrs_cmd.h"
 #include "human.h"
 #include "json_text.h"
+#include "shell_quote.h"
 
 namespace bigarray::cli {
 
@@ -44,7 +45,7 @@ Result<std::string> ArrayInfoText(const Array& a) {
   return fmt::format(
       "name: {}\ndtype: {}\nshape: {}\norder: {}\nndim: {}\nitemsize: {}\nsize: {}\nnbytes: {}\nblock_size: {}\n"
       "blocks: {}\nblocks_stored: {}\nstored_bytes: {}\nattrs: {}\n",
-      a.name(), a.dtype().str(), ShapeString(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
+      ShellQuote(a.name()), a.dtype().str(), ShapeString(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
       a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored.blocks_stored, stored.stored_bytes, attrs);
 }
 
@@ -102,7 +103,7 @@ Status PrintSpace(Database& db, bool json) {
   }
   if (const auto& o = r.oldest_snapshot) {
     out += fmt::format("oldest_snapshot: commit {} (pid {}{}), {}, {} commit{} behind\n", o->commit, o->pid,
-                       o->process.empty() ? "" : ", " + o->process,
+                       o->process.empty() ? "" : ", " + ShellQuote(o->process),
                        o->age_s ? Age(static_cast<int64_t>(*o->age_s * 1e9)) + " old"
                                 : std::string("age unknown (not a bigarray handle)"),
                        o->commits_behind, o->commits_behind == 1 ? "" : "s");

@@ -44,7 +44,8 @@ void RunningStats::Add(const std::byte* data, int64_t count) {
     for (int64_t k = 0; k < nb; ++k, p += isz) {
       double v;
       if (is_integer) {
-        const uint64_t bits = LoadBits(p, isz, dtype_.little_endian());
+        uint64_t bits = LoadBits(p, isz, dtype_.little_endian());
+        if (kind == DTypeKind::kBool) bits = bits != 0;  // any byte but 0 is True, as in NumPy
         if (is_signed) {
           const int64_t i = SignExtend(bits, isz);
           imin_ = seen_ ? std::min(imin_, i) : i;

@@ -4,6 +4,7 @@
 // only set a flag here) end it within a slice; every slice that times out rechecks the store once.
 #include "human.h"
 #include "json_text.h"
+#include "shell_quote.h"
 #include "watch.h"
 
 #include <fmt/format.h>
@@ -110,7 +111,7 @@ Status Watch(const WatchOptions& o) {
       line += "]}\n";
     } else {
       line = fmt::format("commit {}", now);
-      for (const auto& [n, shape] : arrays) line += fmt::format("\t{} {}", n, ShapeString(shape));
+      for (const auto& [n, shape] : arrays) line += fmt::format("\t{} {}", ShellQuote(n), ShapeString(shape));
       if (arrays.empty()) line += "\t(no array changed)";
       line += "\n";
     }
@@ -194,7 +195,7 @@ Status PrintHandles(const std::string& path, bool json) {
     fmt::print("{:>8}  {:<15}  {:>10}  {:>14}  {:>10}  {:>10}  {:>10}\n", "pid", "process", "snapshot", "age", "cache",
                "dirty", "faults");
     for (const HandleInfo& h : report.handles) {
-      fmt::print("{:>8}  {:<15}  {:>10}  {:>14}  {:>10}  {:>10}  {:>10}\n", h.pid, h.process, h.snapshot_commit,
+      fmt::print("{:>8}  {:<15}  {:>10}  {:>14}  {:>10}  {:>10}  {:>10}\n", h.pid, ShellQuote(h.process), h.snapshot_commit,
                  Age(now - h.since_ns), Bytes(h.cache_bytes), Bytes(h.dirty_bytes), h.faults);
     }
   }

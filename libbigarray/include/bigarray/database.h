@@ -63,6 +63,16 @@ struct Options {
   // Allocate the cache's RAM up front, in the background, so that even the first loads copy
   // into warm memory (faster first scans) at the price of holding the whole budget at once.
   bool prefault_cache = false;
+  // Clean blocks of an LMDB database are mapped read-only straight from the database file's
+  // page cache into views (no copy, no RAM of the cache, shared by every process on the host);
+  // the cache then holds only blocks being written and blocks the file cannot show (docs/pager.md,
+  // "Mapped blocks"). False: every block is copied into the cache, as before format 3.
+  bool map_reads = true;
+  // Each block is checked against its checksum the first time this handle maps or loads it
+  // (semantics.md S6). False maps mapped blocks without reading them first, as numpy.memmap
+  // does: faster first scans, and damage on disk shows up as wrong values instead of an error.
+  // Copied blocks are always checked; `bigarray verify` always checks everything.
+  bool verify_reads = true;
   // Where dirty pages beyond the cache go; empty: the database directory.
   std::string spill_dir;
   // Receives the library's log messages (map growth, spills, warnings); null: silent.

@@ -42,6 +42,17 @@ inline constexpr Ellipsis ellipsis{};
 // One item of an index expression: A[3, 1:-1, ::-2, ..., None].
 using IndexItem = std::variant<int64_t, Slice, NewAxis, Ellipsis>;
 
+// Scratch space set aside for writing through a view (View::ReserveWrite); release it (destroy
+// it) when the writes are done. Default-constructed: nothing was needed.
+class WriteReservation {
+ public:
+  WriteReservation() = default;
+  explicit WriteReservation(std::shared_ptr<void> held) : held_(std::move(held)) {}
+
+ private:
+  std::shared_ptr<void> held_;
+};
+
 namespace internal {
 // What keeps a view's memory alive, and can load it (defined by the array layer).
 class Backing {
@@ -49,6 +60,9 @@ class Backing {
   virtual ~Backing() = default;
   // Loads (and maps) the bytes [begin, end); errors are returned, not fatal.
   virtual Status Load(const std::byte* begin, const std::byte* end) const = 0;
+  // Announces writes of `elements` elements within [begin, end): View::ReserveWrite.
+  virtual Result<WriteReservation> ReserveWrite(const std::byte* begin, const std::byte* end,
+                                                int64_t elements) const = 0;
 };
 }  // namespace internal
 
@@ -108,6 +122,12 @@ class View {
   // Loads every block under the view now (errors are returned; a fault would end the process
   // instead). Needed before the kernel reads the view, e.g. write(fd, view.data(), n).
   Status Load() const;
+
+  // Sets aside the scratch space that writing the view's elements may need when the
+  // transaction's changes outgrow the cache (docs/pager.md, "Scratch space"): a disk too full
+  // for them is then kNoSpace here, not a fatal page fault while writing. Hold the result while
+  // writing through data(); Assign, Fill and FillBytes reserve by themselves.
+  Result<WriteReservation> ReserveWrite() const;
 
   // The first and one-past-last byte the view covers (equal for an empty view).
   std::pair<const std::byte*, const std::byte*> Extent() const;
