@@ -4,9 +4,11 @@
 // parent reopens the database and checks that every block's checksum holds, that all arrays are
 // exactly at one committed generation (the same one: cross-array atomicity), and that no
 // acknowledged commit was lost. Seed: $BIGARRAY_SEED; kills: $BIGARRAY_CRASH_KILLS (default 60).
+// The second case kills compactions (bigarray compact) the same way.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <thread>
 
 #include "bigarray/database.h"
+#include "bigarray/storage/lmdb_space.h"
 #include "test_util.h"
 
 using namespace bigarray;
@@ -146,4 +149,132 @@ TEST_CASE("crash consistency: SIGKILL at random moments loses no acknowledged co
   MESSAGE("crash_test: " << kills << " kills survived, " << committed << " generations committed, "
                          << landed_unacknowledged << " commits landed just before their kill");
   CHECK(committed > 0);
+}
+
+// ---- compaction ------------------------------------------------------------------------------
+//
+// A child compacts the database and is killed at a random moment (or, for the first rounds, at
+// the start of each step in turn); the parent checks that the database opens with exactly the
+// content and commit id it had: data.mdb is the old file or the compacted one, never a mix.
+// Between kills the parent commits a round of changes (a rewritten array, a dropped one), so
+// that every compaction has space to give back. Kills: $BIGARRAY_CRASH_COMPACT_KILLS (default 40).
+
+namespace {
+
+constexpr int64_t kCompactRows = 8192;  // x 16 x 8 bytes = 1 MiB per array
+
+int64_t CompactValue(uint64_t round, int j, int64_t flat) { return static_cast<int64_t>(round) * 7777 + j * 31 + flat; }
+
+// Commits round `round`: arrays k0 and k1 keep round 0's values, "churn" gets this round's,
+// "junk" is written then dropped. Returns the commit id.
+uint64_t CommitRound(const std::string& path, uint64_t round) {
+  Options o;
+  o.durability = Durability::kRelaxed;  // this process is not killed: no fsync needed (faster under load)
+  auto db = Database::Open(path, o).value();
+  for (int j = 0; j < 3; ++j) {
+    const std::string name = j < 2 ? "k" + std::to_string(j) : "churn";
+    if (j < 2 && db.Contains(name).value()) continue;
+    Array a = db.Contains(name).value() ? db.Get(name).value() : db.Create(name, {kCompactRows, kCols}, "i8").value();
+    auto d = a.view().value().Span<int64_t>().value();
+    for (size_t i = 0; i < d.size(); ++i) d[i] = CompactValue(j < 2 ? 0 : round, j, static_cast<int64_t>(i));
+  }
+  auto junk = db.Create("junk", {kCompactRows, kCols}, "i8").value();
+  REQUIRE(junk.view().value().Fill(static_cast<double>(round + 1)).ok());
+  REQUIRE(db.Commit().ok());
+  REQUIRE(db.Drop("junk").ok());
+  REQUIRE(db.Commit().ok());
+  return db.snapshot_commit();
+}
+
+// Whether `path` holds exactly round `round` at commit `commit`.
+void CheckRound(const std::string& path, uint64_t round, uint64_t commit) {
+  auto db = Database::Open(path, Options{});
+  REQUIRE_MESSAGE(db.ok(), db.status().ToString());
+  CHECK(db->snapshot_commit() == commit);
+  CHECK(db->Names().value() == std::vector<std::string>{"churn", "k0", "k1"});
+  for (int j = 0; j < 3; ++j) {
+    auto a = db->Get(j < 2 ? "k" + std::to_string(j) : "churn").value();
+    REQUIRE(a.shape() == std::vector<int64_t>{kCompactRows, kCols});
+    auto v = a.view().value();
+    Status st = v.Load();  // every block's checksum
+    REQUIRE_MESSAGE(st.ok(), st.ToString());
+    auto d = v.Span<int64_t>().value();
+    for (size_t i = 0; i < d.size(); ++i) {
+      if (d[i] != CompactValue(j < 2 ? 0 : round, j, static_cast<int64_t>(i))) {
+        FAIL("array " << j << " element " << i << " is " << d[i] << ", round " << round << " wants "
+                      << CompactValue(j < 2 ? 0 : round, j, static_cast<int64_t>(i)));
+      }
+    }
+  }
+}
+
+ino_t InodeOf(const std::string& file) {
+  struct stat st;
+  REQUIRE(stat(file.c_str(), &st) == 0);
+  return st.st_ino;
+}
+
+}  // namespace
+
+TEST_CASE("crash consistency: compaction killed at any moment leaves the old or the new file, same content") {
+  const uint64_t seed = bigarray::testing::TestSeed("crash_test compaction");
+  const char* env = std::getenv("BIGARRAY_CRASH_COMPACT_KILLS");
+  const int kills = env ? std::atoi(env) : 40;
+  const std::vector<std::string> steps = {"lock", "copy", "patch", "sync", "verify", "rename", "sync-dir", "reopen"};
+  TempDir dir;
+  const std::string path = dir / "db";
+  const std::string temp = path + "/" + std::string(storage::kCompactTempName);
+  std::mt19937_64 rng(seed);
+  // How long one compaction takes here, from fork to exit: the range of the random delays.
+  uint64_t commit = CommitRound(path, 0);
+  auto start = std::chrono::steady_clock::now();
+  REQUIRE(bigarray::testing::InChild([&] { return storage::CompactLmdb(path).ok() ? 0 : 1; }) == 0);
+  const auto span_us = std::max<int64_t>(
+      1000, std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
+  CheckRound(path, 0, commit);
+  int old_file = 0, new_file = 0, finished = 0;
+  for (int k = 0; k < kills; ++k) {
+    const uint64_t round = static_cast<uint64_t>(k) + 1;
+    commit = CommitRound(path, round);
+    const ino_t before = InodeOf(path + "/data.mdb");
+    const bool at_step = static_cast<size_t>(k) < steps.size();
+    const int64_t delay_us = at_step ? 0 : static_cast<int64_t>(rng() % static_cast<uint64_t>(span_us + span_us / 2));
+    INFO("kill " << k << (at_step ? " at step " + steps[k] : " after " + std::to_string(delay_us) + " us"));
+    const pid_t pid = fork();
+    if (pid == 0) {
+      storage::LmdbCompactOptions o;
+      if (at_step) {
+        o.before_step = [&](std::string_view step) {
+          if (step == steps[k]) raise(SIGKILL);
+          return Status::Ok();
+        };
+      }
+      _exit(storage::CompactLmdb(path, o).ok() ? 0 : 1);
+    }
+    if (!at_step) {
+      std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+      kill(pid, SIGKILL);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE_MESSAGE((WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0)),
+                    "the compaction failed by itself: exit " << WEXITSTATUS(status));
+    finished += WIFEXITED(status);
+    const bool replaced = InodeOf(path + "/data.mdb") != before;
+    (replaced ? new_file : old_file)++;
+    if (at_step) CHECK(replaced == (static_cast<size_t>(k) >= 6));  // killed after the rename
+    struct stat st;
+    if (replaced) CHECK(stat(temp.c_str(), &st) != 0);  // the copy became data.mdb
+    CheckRound(path, round, commit);
+  }
+  // The last leftover goes with the next compaction.
+  REQUIRE(storage::CompactLmdb(path).ok());
+  struct stat st;
+  CHECK(stat(temp.c_str(), &st) != 0);
+  CheckRound(path, static_cast<uint64_t>(kills), commit);
+  MESSAGE("crash_test compaction: " << kills << " kills (one compaction takes ~" << span_us << " us): "
+                                    << old_file << " left the old file, " << new_file << " the new one, "
+                                    << finished << " finished first");
+  CHECK(old_file > 0);
+  CHECK(new_file > 0);
 }

@@ -626,7 +626,7 @@ class PyArray {
   py::dict Info() const {
     state_->Get();
     ba::Array a = array_;
-    const uint64_t stored = Value(NoGil([&] { return a.BlocksStored(); }));
+    const ba::ArraySpace stored = Value(NoGil([&] { return a.Stored(); }));
     py::dict d;
     d["name"] = Name(a.name());
     d["dtype"] = a.dtype().str();
@@ -640,7 +640,8 @@ class PyArray {
     d["nbytes"] = a.nbytes();
     d["block_size"] = a.block_size();
     d["blocks"] = (static_cast<uint64_t>(a.nbytes()) + a.block_size() - 1) / a.block_size();
-    d["blocks_stored"] = stored;
+    d["blocks_stored"] = stored.blocks_stored;
+    d["stored_bytes"] = stored.stored_bytes;
     d["attrs"] = py::module_::import("json").attr("loads")(Text(Attrs().Json()));
     return d;
   }
@@ -999,9 +1000,40 @@ class PyDatabase {
     if (PyErr_WarnEx(PyExc_ResourceWarning, msg.c_str(), 1) < 0) throw py::error_already_set();
   }
 
+  // The object of `bigarray info DB --json` for this handle's snapshot, in its order.
   py::dict Info() {
+    auto db = state_->Get();
+    const ba::SpaceReport r = Value(NoGil([&] { return db->Space(); }));
     py::dict d;
-    for (py::handle name : Names()) d[name] = GetItem(name).Info();
+    d["path"] = Name(state_->path);
+    d["commit"] = r.commit;
+    d["latest_commit"] = r.latest_commit;
+    d["live_bytes"] = r.live_bytes;
+    const std::optional<ba::FileSpace>& f = r.file;
+    auto field = [&](uint64_t ba::FileSpace::*m) -> py::object { return f ? py::object(py::int_((*f).*m)) : py::object(py::none()); };
+    d["page_size"] = field(&ba::FileSpace::page_size);
+    d["file_bytes"] = field(&ba::FileSpace::file_bytes);
+    d["allocated_bytes"] = field(&ba::FileSpace::allocated_bytes);
+    d["used_bytes"] = field(&ba::FileSpace::used_bytes);
+    d["free_bytes"] = field(&ba::FileSpace::free_bytes);
+    d["pinned_bytes"] = field(&ba::FileSpace::pinned_bytes);
+    d["compact_bytes"] = field(&ba::FileSpace::compact_bytes);
+    d["reclaimable_bytes"] = field(&ba::FileSpace::reclaimable_bytes);
+    d["leftover_bytes"] = field(&ba::FileSpace::leftover_bytes);
+    if (const auto& o = r.oldest_snapshot) {
+      py::dict s;
+      s["pid"] = o->pid;
+      s["process"] = o->process.empty() ? py::object(py::none()) : py::object(Text(o->process));
+      s["commit"] = o->commit;
+      s["commits_behind"] = o->commits_behind;
+      s["age_s"] = o->age_s ? py::object(py::float_(*o->age_s)) : py::object(py::none());
+      d["oldest_snapshot"] = s;
+    } else {
+      d["oldest_snapshot"] = py::none();
+    }
+    py::dict arrays;
+    for (const ba::ArraySpace& a : r.arrays) arrays[Name(a.name)] = GetItem(Name(a.name)).Info();
+    d["arrays"] = arrays;
     return d;
   }
 
@@ -1153,7 +1185,8 @@ PYBIND11_MODULE(_bigarray, m) {
            "New shape, same element order (as numpy.ndarray.resize): new elements read as zeros.")
       .def("info", &PyArray::Info,
            "The array's description as a dict, with the keys of `bigarray info --json`: name,\n"
-           "dtype, shape, order, ndim, itemsize, size, nbytes, block_size, blocks, blocks_stored.")
+           "dtype, shape, order, ndim, itemsize, size, nbytes, block_size, blocks, blocks_stored,\n"
+           "stored_bytes, attrs.")
       .def("iter_blocks",
            [](const PyArray& a, py::handle axis, py::handle rows, bool progress) {
              return std::make_unique<PyBlockIter>(a, axis, rows, progress);
@@ -1254,7 +1287,11 @@ PYBIND11_MODULE(_bigarray, m) {
       .def_property_readonly("snapshot", &PyDatabase::snapshot, "The commit this transaction reads.")
       .def("cache_stats", &PyDatabase::CacheStats)
       .def("info", &PyDatabase::Info,
-           "{name: db[name].info()} for every array: the fields of `bigarray info --json`.")
+           "The database's disk space as a dict, with the keys of `bigarray info DB --json`: path,\n"
+           "commit, latest_commit, live_bytes, page_size, file_bytes, allocated_bytes, used_bytes,\n"
+           "free_bytes, pinned_bytes, compact_bytes, reclaimable_bytes, leftover_bytes (None\n"
+           "without a local file), oldest_snapshot (None, or a dict: pid, process, commit,\n"
+           "commits_behind, age_s) and arrays ({name: db[name].info()}).")
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__", [](PyDatabase& d, py::handle type, py::handle, py::handle) {
         d.Close(/*warn=*/type.is_none());  // leaving by an exception: the abort is expected
@@ -1286,6 +1323,28 @@ PYBIND11_MODULE(_bigarray, m) {
       "dicts with pid, process (name), snapshot (the commit it reads), since (when it began\n"
       "reading it, Unix time), cache_bytes, dirty_bytes and faults (as of its last commit or\n"
       "abort). Handles of processes that died are not listed.");
+
+  m.def(
+      "compact",
+      [](py::handle path) {
+        py::module_ os = py::module_::import("os");
+        std::string p = py::bytes(os.attr("fsencode")(path));
+        ba::CompactReport r = Value(NoGil([&] { return ba::Compact(p); }), Missing::kDatabase);
+        py::dict d;
+        d["path"] = Name(p);
+        d["commit"] = r.commit;
+        d["before_file_bytes"] = r.before_file_bytes;
+        d["before_allocated_bytes"] = r.before_allocated_bytes;
+        d["after_file_bytes"] = r.after_file_bytes;
+        d["after_allocated_bytes"] = r.after_allocated_bytes;
+        d["seconds"] = r.seconds;
+        return d;
+      },
+      py::arg("path"),
+      "Rewrites the database at `path` into the least space (as `bigarray compact`): the data\n"
+      "and commit id stay the same. Raises bigarray.Error (code FailedPrecondition), changing\n"
+      "nothing, while any process (this one included) has it open. Returns a dict with the keys\n"
+      "of `bigarray compact --json`.");
 
   m.def("open", &PyDatabase::Open, py::arg("path"), py::arg("cache") = py::none(), py::arg("durable") = true,
         py::arg("create") = true, py::kw_only(), py::arg("read_only") = false, py::arg("prefault_cache") = false,

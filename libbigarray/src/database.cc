@@ -1411,6 +1411,19 @@ Result<uint64_t> Array::BlocksStored() const {
   return n;
 }
 
+Result<ArraySpace> Array::Stored() const {
+  auto session = state_->session.lock();
+  if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");
+  ArraySpace s;
+  s.name = name();
+  BA_RETURN_IF_ERROR(session->snapshots->Get()->ForEachBlock(state_->id, [&](const storage::BlockInfo& b) {
+    ++s.blocks_stored;
+    s.stored_bytes += b.stored_bytes;
+    return true;
+  }));
+  return s;
+}
+
 Result<std::vector<uint64_t>> Array::StoredBlocks() const {
   auto session = state_->session.lock();
   if (!session) return FailedPrecondition("the database handle of array '" + name() + "' was closed");

@@ -38,12 +38,14 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 
 #include "bigarray/storage/block_store.h"
 #include "change_log.h"
 #include "checksum.h"
 #include "block_delta.h"
+#include "lmdb_internal.h"
 #include "lmdb_records.h"
 #include "lmdb_mounts.h"
 #include "lmdb_status.h"
@@ -163,7 +165,8 @@ class Env {
     if (env_) mdb_env_close(env_);
   }
 
-  static Result<std::shared_ptr<Env>> Open(const std::string& path, const LmdbOptions& options);
+  // `attempt`: how many times data.mdb was found replaced during this open (see the end of Open).
+  static Result<std::shared_ptr<Env>> Open(const std::string& path, const LmdbOptions& options, int attempt = 0);
 
   // Remaps to at least `min_bytes` (0: adopt the size another process set). Takes map_mu
   // exclusively; the caller must hold writer_mu and no write transaction.
@@ -443,7 +446,7 @@ bool DirectoryIsEmpty(const std::string& path) {
   return empty;
 }
 
-Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOptions& options) {
+Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOptions& options, int attempt) {
   struct stat st;
   bool exists = stat(path.c_str(), &st) == 0;
   if (!exists && errno != ENOENT && errno != ENOTDIR) return ErrnoStatus(errno, "open " + path);
@@ -535,6 +538,19 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   }
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
   mdb_env_get_fd(env->env_, &env->fd_);
+  {
+    // Compaction (lmdb_compact.cc) replaces data.mdb by a rename while it holds lock.mdb's lock
+    // exclusively. A read-only open opens data.mdb before it waits for that lock, so it may have
+    // opened the file that was replaced: then it opens again.
+    struct stat opened, named;
+    if (fstat(env->fd_, &opened) != 0) return ErrnoStatus(errno, "stat " + data_file);
+    if (stat(data_file.c_str(), &named) != 0) return ErrnoStatus(errno, "stat " + data_file);
+    if (opened.st_dev != named.st_dev || opened.st_ino != named.st_ino) {
+      if (attempt >= 4) return IOError(data_file + " was replaced during each of 5 attempts to open it");
+      env.reset();
+      return Open(path, options, attempt + 1);
+    }
+  }
   MDB_stat est;
   mdb_env_stat(env->env_, &est);
   env->page_size_ = est.ms_psize;
@@ -754,7 +770,10 @@ Result<std::optional<std::string>> MakeDelta(const Env& env, ArrayId a, const Re
   }
   const size_t threshold = std::max(base_len, kMinDeltaBudget);
   if (deltas.size() >= kMaxDeltas || gathered >= threshold) return std::optional<std::string>();
-  internal::DeltaEncoder encoder(threshold - gathered);
+  // Nor a delta larger than the block's whole record would be: zeroing the tail of a block (a
+  // shrinking resize) would store the zeros, where a whole rewrite stores less and frees the old
+  // record, so that compaction gives the tail back (issue 15).
+  internal::DeltaEncoder encoder(std::min(threshold - gathered, TrimmedSize(now)));
   const size_t n = std::max(extent, now.size());
   std::vector<std::byte> was(kDiffPiece), is(kDiffPiece);
   for (size_t at = 0; at < n; at += kDiffPiece) {
@@ -1168,6 +1187,14 @@ class LmdbStore final : public BlockStore {
   // Every open read transaction of any process: (pid, commit), after clearing the slots of
   // processes that died.
   Result<std::vector<std::pair<pid_t, CommitId>>> Readers();
+  // internal::WithLmdbRead (lmdb_internal.h).
+  Status WithRead(const std::function<Status(const internal::LmdbReadView&)>& fn) {
+    BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(MDB_RDONLY));
+    std::shared_lock map_lock(env_->map_mu_);
+    Status st = fn(internal::LmdbReadView{env_->env_, txn, env_->meta_, env_->blocks_, env_->log_});
+    mdb_txn_abort(txn);
+    return st;
+  }
 
  private:
 
@@ -1477,6 +1504,7 @@ struct Registry {
   std::mutex mu;
   pid_t pid = getpid();
   std::map<std::pair<dev_t, ino_t>, std::weak_ptr<Env>> envs;
+  std::set<std::pair<dev_t, ino_t>> reserved;  // being compacted by this process (ReserveLmdbPath)
 };
 Registry& TheRegistry() {
   static Registry* r = new Registry;  // never destroyed: stores may outlive static destruction
@@ -1493,10 +1521,14 @@ Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const
       if (auto env = weak.lock()) new std::shared_ptr<Env>(env);  // leak: never close in a child
     }
     reg.envs.clear();
+    reg.reserved.clear();
     reg.pid = getpid();
   }
   struct stat st;
   if (stat(path.c_str(), &st) == 0) {
+    if (reg.reserved.count({st.st_dev, st.st_ino})) {
+      return FailedPrecondition(path + " is being compacted by this process; open it once the compaction is done");
+    }
     auto it = reg.envs.find({st.st_dev, st.st_ino});
     if (it != reg.envs.end()) {
       if (auto env = it->second.lock()) {
@@ -1514,6 +1546,42 @@ Result<std::shared_ptr<BlockStore>> OpenLmdbStore(const std::string& path, const
   if (stat(path.c_str(), &st) == 0) reg.envs[{st.st_dev, st.st_ino}] = env;
   return std::shared_ptr<BlockStore>(std::make_shared<LmdbStore>(env, options));
 }
+
+namespace internal {
+
+Status WithLmdbRead(BlockStore& store, const std::function<Status(const LmdbReadView&)>& fn) {
+  auto* lmdb = dynamic_cast<LmdbStore*>(&store);
+  if (!lmdb) return InvalidArgument(store.Describe() + " is not an LMDB store");
+  return lmdb->WithRead(fn);
+}
+
+Result<std::unique_ptr<LmdbPathReservation>> ReserveLmdbPath(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return errno == ENOENT ? NotFound("no bigarray database at " + path) : ErrnoStatus(errno, "stat " + path);
+  }
+  const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
+  Registry& reg = TheRegistry();
+  std::lock_guard lock(reg.mu);
+  auto it = reg.envs.find(key);
+  if (reg.pid == getpid() && it != reg.envs.end() && !it->second.expired()) {
+    return FailedPrecondition(path + " is open in this process; close its handles first (and drop the arrays and "
+                              "views of closed handles, which keep reading it)");
+  }
+  if (!reg.reserved.insert(key).second) return FailedPrecondition(path + " is already being compacted by this process");
+  struct Reservation final : LmdbPathReservation {
+    explicit Reservation(std::pair<dev_t, ino_t> k) : key(k) {}
+    ~Reservation() override {
+      Registry& r = TheRegistry();
+      std::lock_guard l(r.mu);
+      r.reserved.erase(key);
+    }
+    std::pair<dev_t, ino_t> key;
+  };
+  return std::unique_ptr<LmdbPathReservation>(std::make_unique<Reservation>(key));
+}
+
+}  // namespace internal
 
 Result<std::vector<std::pair<pid_t, CommitId>>> ListLmdbReaders(const std::string& path) {
   LmdbOptions o;

@@ -174,13 +174,13 @@ TEST_CASE("create, ls, info; options as --opt value or --opt=value, global optio
   CHECK(cli.Ok({"info", cli.db, "temps", "--json"}) ==
         "{\"name\": \"temps\", \"dtype\": \"<f8\", \"shape\": [1000, 24], \"order\": \"C\", \"ndim\": 2, "
         "\"itemsize\": 8, \"size\": 24000, \"nbytes\": 192000, \"block_size\": 2097152, \"blocks\": 1, "
-        "\"blocks_stored\": 0, \"attrs\": {}}\n");
+        "\"blocks_stored\": 0, \"stored_bytes\": 0, \"attrs\": {}}\n");
   CHECK(cli.Ok({"info", cli.db, "flags", "--json"}).find("\"block_size\": 65536") != std::string::npos);
   CHECK(cli.Ok({"info", "--json", cli.db, "scalar"}).find("\"shape\": [], \"order\": \"C\", \"ndim\": 0") !=
         std::string::npos);
   CHECK(cli.Ok({"info", cli.db, "counts"}) ==
         "name: counts\ndtype: >i4\nshape: (0, 5)\norder: F\nndim: 2\nitemsize: 4\nsize: 0\nnbytes: 0\n"
-        "block_size: 2097152\nblocks: 0\nblocks_stored: 0\nattrs: {}\n");
+        "block_size: 2097152\nblocks: 0\nblocks_stored: 0\nstored_bytes: 0\nattrs: {}\n");
 
   // -v logs to stderr (the library's and the tool's debug messages); stdout is unchanged.
   CliResult r = cli({"ls", cli.db, "-v"});
@@ -240,6 +240,7 @@ TEST_CASE("a missing database is an error for every command but create and impor
   WriteFile(cli / "a.npy", ReadFile(Fixture("f8_c.npy")));
   const std::vector<std::vector<std::string>> commands = {
       {"ls", cli.db},
+      {"info", cli.db},
       {"info", cli.db, "a"},
       {"export", cli.db, "a", cli / "out.npy"},
       {"append", cli.db, "a", cli / "a.npy"},
@@ -247,7 +248,9 @@ TEST_CASE("a missing database is an error for every command but create and impor
       {"fill", cli.db, "a", "--value", "1"},
       {"rm", cli.db, "a"},
       {"stats", cli.db, "a"},
+      {"stats", cli.db},
       {"verify", cli.db},
+      {"compact", cli.db},
   };
   for (const auto& args : commands) {
     CliResult r = cli(args);
@@ -612,7 +615,7 @@ TEST_CASE("attrs: set, show, delete, for an array, a group and the database; inf
         "{\"note\": {\"a\": null, \"b=c\": true}, \"units\": \"K\", \"valid_range\": [0, 400]}\n");
   CHECK(cli.Ok({"info", cli.db, "temps"}).ends_with(
       "attrs: {\"note\": {\"a\": null, \"b=c\": true}, \"units\": \"K\", \"valid_range\": [0, 400]}\n"));
-  CHECK(Contains(cli.Ok({"info", cli.db, "temps", "--json"}), "\"blocks_stored\": 0, \"attrs\": {\"note\": "));
+  CHECK(Contains(cli.Ok({"info", cli.db, "temps", "--json"}), "\"blocks_stored\": 0, \"stored_bytes\": 0, \"attrs\": {\"note\": "));
   // Deletions first, then settings; the attributes follow a rename.
   cli.Ok({"attrs", cli.db, "temps", "--set", "units=\"degC\"", "--delete", "note", "--delete", "units"});
   cli.Ok({"rename", cli.db, "temps", "runs/temps"});

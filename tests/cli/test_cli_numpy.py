@@ -271,7 +271,8 @@ def test_info_json_and_ls(tmp_path, db):
     run("create", db, "x", "--dtype", ">i2", "--shape", "5,0,7", "--order", "F", "--block-size", "8K")
     info = json.loads(run("info", db, "x", "--json"))
     assert info == {"name": "x", "dtype": ">i2", "shape": [5, 0, 7], "order": "F", "ndim": 3, "itemsize": 2,
-                    "size": 0, "nbytes": 0, "block_size": 8192, "blocks": 0, "blocks_stored": 0, "attrs": {}}
+                    "size": 0, "nbytes": 0, "block_size": 8192, "blocks": 0, "blocks_stored": 0, "stored_bytes": 0,
+                    "attrs": {}}
     run("create", db, "with \"quotes\"", "--dtype", "f8", "--shape", "2")
     assert json.loads(run("info", db, "with \"quotes\"", "--json"))["name"] == "with \"quotes\""
     # ls quotes the name as the shell reads it back (coreutils ls' shell-escape style).

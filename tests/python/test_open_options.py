@@ -32,10 +32,11 @@ def test_info_has_the_fields_of_the_cli(path):
         db.commit()
         info = db["a"].info()
         assert list(info) == ["name", "dtype", "shape", "order", "ndim", "itemsize", "size", "nbytes",
-                              "block_size", "blocks", "blocks_stored", "attrs"]
+                              "block_size", "blocks", "blocks_stored", "stored_bytes", "attrs"]
         assert info["blocks_stored"] == 1 and info["blocks"] == 1
+        assert info["stored_bytes"] == 4096  # up to the last non-zero element, (49, 6) in F order: 2600 bytes, a page
         assert info["attrs"] == {"flags": [True], "scale": [1.5, 2.0], "units": "K"}  # as JSON
-        assert db.info() == {"a": db["a"].info(), "z": db["z"].info()}
+        assert db.info()["arrays"] == {"a": db["a"].info(), "z": db["z"].info()}
     if not os.path.exists(CLI):
         pytest.skip("the bigarray tool is not built beside the module")
     for name in ["a", "z"]:

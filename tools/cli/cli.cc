@@ -30,6 +30,7 @@
 #include "print.h"
 #include "progress.h"
 #include "signal_cleanup.h"
+#include "space.h"
 #include "stats.h"
 #include "transfer.h"
 #include "watch.h"
@@ -172,10 +173,6 @@ Result<Region> RowsRegion(const Array& a, const ParsedArgs& args) {
   return r;
 }
 
-uint64_t BlockCount(const Array& a) {
-  return (static_cast<uint64_t>(a.nbytes()) + a.block_size() - 1) / a.block_size();
-}
-
 std::string ArrayName(const std::string& name) { return "array '" + name + "'"; }
 
 // ---- the commands ------------------------------------------------------------------------------
@@ -209,24 +206,15 @@ Status CmdAttrs(const Globals& g, const ParsedArgs& args) {  // attrs_cmd.cc
 
 Status CmdInfo(const Globals& g, const ParsedArgs& args) {
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+  if (args.positionals.size() < 2) return PrintSpace(db, args.Flag("json"));  // space.cc
   BA_ASSIGN_OR_RETURN(Array a, db.Get(args.positionals[1]));
-  BA_ASSIGN_OR_RETURN(uint64_t stored, a.BlocksStored());
-  BA_ASSIGN_OR_RETURN(std::string attrs, AttrsJson(a.attrs()));
-  const std::vector<int64_t> shape = a.shape();
-  if (args.Flag("json")) {
-    fmt::print(
-        "{{\"name\": {}, \"dtype\": \"{}\", \"shape\": {}, \"order\": \"{}\", \"ndim\": {}, \"itemsize\": {}, "
-        "\"size\": {}, \"nbytes\": {}, \"block_size\": {}, \"blocks\": {}, \"blocks_stored\": {}, \"attrs\": {}}}\n",
-        JsonString(a.name()), a.dtype().str(), JsonList(shape), static_cast<char>(a.order()), shape.size(),
-        a.itemsize(), a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored, attrs);
-    return Status::Ok();
-  }
-  fmt::print(
-      "name: {}\ndtype: {}\nshape: {}\norder: {}\nndim: {}\nitemsize: {}\nsize: {}\nnbytes: {}\nblock_size: {}\n"
-      "blocks: {}\nblocks_stored: {}\nattrs: {}\n",
-      ShellQuote(a.name()), a.dtype().str(), ShapeString(shape), static_cast<char>(a.order()), shape.size(), a.itemsize(),
-      a.size(), a.nbytes(), a.block_size(), BlockCount(a), stored, attrs);
+  BA_ASSIGN_OR_RETURN(std::string out, args.Flag("json") ? ArrayInfoJson(a) : ArrayInfoText(a));  // space.cc
+  std::fputs(out.c_str(), stdout);
   return Status::Ok();
+}
+
+Status CmdCompact(const Globals&, const ParsedArgs& args) {
+  return PrintCompact(args.positionals[0], args.Flag("json"));  // space.cc
 }
 
 Status CmdImport(const Globals& g, const ParsedArgs& args) {
@@ -455,6 +443,10 @@ Status CmdCp(const Globals& g, const ParsedArgs& args) {
 
 Status CmdStats(const Globals& g, const ParsedArgs& args) {
   if (args.Flag("handles")) return PrintHandles(args.positionals[0], args.Flag("json"));  // watch.cc
+  if (args.positionals.size() < 2) {  // the database's space, as info DB
+    BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
+    return PrintSpace(db, args.Flag("json"));
+  }
   const std::string& name = args.positionals[1];
   const bool json = args.Flag("json");
   BA_ASSIGN_OR_RETURN(Database db, OpenDb(g, args.positionals[0], Access::kRead));
@@ -619,7 +611,7 @@ const std::vector<Command>& Commands() {
          {"block-size", 0, ValueKind::kBlockSize}}},
        CmdCreate},
       {{"ls", {"DB"}, {{"recursive", 'r', ValueKind::kFlag}}, {"GROUP"}}, CmdLs},
-      {{"info", {"DB", "NAME"}, {{"json", 0, ValueKind::kFlag}}}, CmdInfo},
+      {{"info", {"DB"}, {{"json", 0, ValueKind::kFlag}}, {"NAME"}}, CmdInfo},
       {{"attrs",
         {"DB"},
         {{"set", 0, ValueKind::kAttrSet, false, true},
@@ -644,6 +636,7 @@ const std::vector<Command>& Commands() {
       {{"cp", {"DB", "SRC", "DST"}, {}}, CmdCp},
       {{"verify", {"DB"}, {}}, CmdVerify},
       {{"upgrade", {"DB"}, {}}, CmdUpgrade},
+      {{"compact", {"DB"}, {{"json", 0, ValueKind::kFlag}}}, CmdCompact},
       {{"watch", {"DB"}, {{"json", 0, ValueKind::kFlag}, {"count", 0, ValueKind::kText}}, {"NAME"}}, CmdWatch},
   };
   return commands;
@@ -753,10 +746,9 @@ int Run(int argc, const char* const* argv) {
     g.logger->set_level(spdlog::level::debug);
   }
   const Command& command = Commands()[static_cast<size_t>(args.command - specs.data())];
-  // stats: NAME, or --handles without NAME.
-  if (command.run == CmdStats && (args.Flag("handles") == (args.positionals.size() > 1))) {
-    std::fprintf(stderr, "bigarray: stats: %s\nTry 'bigarray stats --help'.\n",
-                 args.Flag("handles") ? "--handles takes no NAME" : "missing NAME");
+  // stats: --handles takes no NAME.
+  if (command.run == CmdStats && args.Flag("handles") && args.positionals.size() > 1) {
+    std::fprintf(stderr, "bigarray: stats: --handles takes no NAME\nTry 'bigarray stats --help'.\n");
     return kExitUsage;
   }
   Status st;

@@ -19,7 +19,7 @@ holding an LMDB environment), changed in transactions that commit all or nothing
 Commands:
   create DB NAME --dtype T --shape D0,D1,...   create an array of zeros
   ls DB [GROUP] [-r]                           list the arrays and groups (one level)
-  info DB NAME [--json]                        describe an array
+  info DB [NAME] [--json]                      describe DB's disk space, or an array
   attrs DB [NAME] [--set K=JSON] [--delete K]  show or change attributes
   import DB NAME FILE.npy                      store a .npy file as a new array
   export DB NAME FILE.npy [--rows A:B[:S]]     write an array, or rows of it, to a .npy file
@@ -28,9 +28,11 @@ Commands:
   fill DB NAME --value V [--rows A:B[:S]]      set elements to a value
   rm DB NAME [-r]                              delete an array (-r: or a group)
   stats DB NAME [--json]                       count, min, max, mean and std of an array
+  stats DB [--json]                            DB's disk space, as info DB
   stats DB --handles [--json]                  list the processes holding DB open
   verify DB                                    check every block and record
   upgrade DB                                   convert a database of an older format
+  compact DB [--json]                          give back the space no commit needs
   cat DB NAME [--rows A:B[:S]] [--format F]    print the values of an array, or of rows
   head DB NAME [-n ROWS]                       print the first rows (default 10)
   tail DB NAME [-n ROWS]                       print the last rows (default 10)
@@ -79,15 +81,25 @@ control characters or bytes that are not UTF-8 is quoted as ls quotes file names
   -r, --recursive   list every array below GROUP instead, by its name relative to GROUP
 )" BA_GLOBAL_OPTIONS;
 
-constexpr std::string_view kInfo = R"(Usage: bigarray info DB NAME [--json]
+constexpr std::string_view kInfo = R"(Usage: bigarray info DB [NAME] [--json]
 
-Describes array NAME: dtype, shape, order, item size, number of elements, size in bytes,
-block size, number of blocks, and blocks stored (blocks of zeros are not stored).
+Without NAME, describes the disk space of DB: the bytes its arrays store (live), data.mdb's
+apparent and allocated size, LMDB's free pages and those not reusable yet, the size after
+bigarray compact and what it gives back (reclaimable), and the oldest snapshot that any
+process holds open, which keeps the pages freed after it from being reused; then each array's
+stored blocks and bytes. With NAME, describes array NAME: dtype, shape, order, item size,
+number of elements, size in bytes, block size, number of blocks, blocks stored (blocks of zeros
+are not stored) and their bytes.
 
-The last line shows the array's attributes as one JSON object (see bigarray attrs).
+With NAME, the last line shows the array's attributes as one JSON object (see bigarray attrs).
 
-  --json   print one JSON object with the keys name, dtype, shape, order, ndim, itemsize,
-           size, nbytes, block_size, blocks, blocks_stored and attrs
+  --json   print one JSON object. For DB, the keys path, commit, latest_commit, live_bytes,
+           page_size, file_bytes, allocated_bytes, used_bytes, free_bytes, pinned_bytes,
+           compact_bytes, reclaimable_bytes, leftover_bytes (null without a local file),
+           oldest_snapshot (null, or pid, process, commit, commits_behind and age_s) and
+           arrays (each array's object, by name). For NAME, the keys name, dtype, shape,
+           order, ndim, itemsize, size, nbytes, block_size, blocks, blocks_stored,
+           stored_bytes and attrs.
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kAttrs = R"(Usage: bigarray attrs DB [NAME] [--set KEY=JSON]... [--delete KEY]... [--json]
@@ -174,6 +186,7 @@ Deletes array NAME, its blocks and its attributes.
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kStats = R"(Usage: bigarray stats DB NAME [--json]
+       bigarray stats DB [--json]
        bigarray stats DB --handles [--json]
 
 Prints the count, min, max, mean and std (population standard deviation) of the elements of
@@ -185,6 +198,7 @@ and 1. Complex arrays are refused.
 
   --json      print one JSON object with the keys count, min, max, mean and std; NaN and
               infinities are written NaN, Infinity and -Infinity, as Python's json module does
+  without NAME, the disk space of DB, exactly as bigarray info DB prints it
   --handles   instead, list the handles that processes on this host hold open on DB: pid,
               process name, the commit each reads and for how long, its cache, dirty bytes
               and page faults as of its last commit or abort; then the oldest snapshot open
@@ -276,6 +290,20 @@ written (blocks of zeros are not stored), so the cost is proportional to them, n
 array's size.
 )" BA_GLOBAL_OPTIONS;
 
+constexpr std::string_view kCompact = R"(Usage: bigarray compact DB [--json]
+
+Rewrites DB into the least space and gives the rest back to the file system: the space of
+dropped arrays, shrunk tails, old versions and LMDB's free pages (the reclaimable bytes of
+bigarray info DB). The data and the commit id stay the same. It copies what the latest commit
+uses (LMDB's compacting copy) into a temporary file in DB, then replaces data.mdb by it in one
+rename: killed at any moment, DB is intact, before or after. The file system must have room
+for the copy. Processes that open DB meanwhile wait until it is done. While another process
+has DB open, it refuses, naming the processes, and changes nothing.
+
+  --json   print one JSON object with the keys path, commit, before_file_bytes,
+           before_allocated_bytes, after_file_bytes, after_allocated_bytes and seconds
+)" BA_GLOBAL_OPTIONS;
+
 #undef BA_GLOBAL_OPTIONS
 
 constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
@@ -283,7 +311,7 @@ constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
     {"export", kExport}, {"append", kAppend}, {"resize", kResize}, {"fill", kFill},
     {"rm", kRm},         {"stats", kStats},   {"verify", kVerify}, {"upgrade", kUpgrade}, {"cat", kCat},
     {"head", kHead},     {"tail", kTail},     {"rename", kRename}, {"cp", kCp},
-    {"watch", kWatch},
+    {"watch", kWatch},   {"compact", kCompact},
 };
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "bigarray/attrs.h"
 #include "bigarray/dtype.h"
 #include "bigarray/handles.h"
+#include "bigarray/space.h"
 #include "bigarray/status.h"
 #include "bigarray/view.h"
 
@@ -134,6 +135,9 @@ class Array {
   // index only: O(stored blocks), whatever the array's size. Changes of this transaction are
   // not included.
   Result<std::vector<uint64_t>> StoredBlocks() const;
+  // How many blocks are stored and their payload bytes, as of the transaction's snapshot, in one
+  // pass over the block index: O(stored blocks).
+  Result<ArraySpace> Stored() const;
 
   // Reads every stored block of the transaction's snapshot straight from the store (not through
   // the cache) and checks it against its checksum, and checks that the blocks found are the ones
@@ -238,6 +242,12 @@ class Database {
   Result<std::vector<std::string>> ArraysChangedSince(uint64_t commit);
   CacheStats cache_stats() const;
   const std::string& path() const;
+
+  // Disk space (bigarray/space.h, docs/format.md "Space"): the stored bytes of every array of
+  // this transaction's snapshot, and for a local database the file's figures (allocated, free,
+  // reclaimable by Compact) and the oldest snapshot open in any process. O(stored blocks) plus
+  // a few pages of LMDB's own structures.
+  Result<SpaceReport> Space();
 
  private:
   friend Result<Database> internal::OpenDatabaseOnStore(std::shared_ptr<storage::BlockStore>,

@@ -19,11 +19,12 @@ from ._bigarray import (  # noqa: F401
     Transaction,
     View,
     __version__,
+    compact,
     handles,
     open,
 )
 from ._attrs import AttributeManager  # noqa: F401
 from ._groups import Group  # noqa: F401
 
-__all__ = ["open", "handles", "Database", "Array", "View", "Group", "AttributeManager", "Error",
+__all__ = ["open", "handles", "compact", "Database", "Array", "View", "Group", "AttributeManager", "Error",
            "ConflictError", "CorruptionError", "__version__"]

@@ -1,0 +1,110 @@
+// lmdb_space.cc: MeasureLmdbSpace (bigarray/storage/lmdb_space.h; docs/format.md, "Space").
+//
+// Everything comes from LMDB's public API on one read transaction: mdb_stat of each B-tree
+// (pages by kind), the free list's records (FREE_DBI, key: the id of the commit that freed the
+// pages, value: a page-number list whose first word is its length, as mdb_stat -f reads it),
+// mdb_env_info and the reader table. Cost: the free list's pages, not the data.
+#include <errno.h>
+#include <lmdb.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "bigarray/storage/lmdb_space.h"
+#include "lmdb_internal.h"
+#include "lmdb_status.h"
+
+namespace bigarray::storage {
+namespace {
+
+using internal::LmdbStatus;
+
+constexpr MDB_dbi kFreeDbi = 0;  // LMDB's FREE_DBI
+constexpr MDB_dbi kMainDbi = 1;  // LMDB's MAIN_DBI: the names of the named databases
+constexpr uint64_t kMetaPages = 2;
+
+Status TreePages(MDB_txn* txn, MDB_dbi dbi, const char* name, LmdbTreePages* out) {
+  MDB_stat st;
+  BA_RETURN_IF_ERROR(LmdbStatus(mdb_stat(txn, dbi, &st), std::string("measure the ") + name + " tree"));
+  out->entries = st.ms_entries;
+  out->branch = st.ms_branch_pages;
+  out->leaf = st.ms_leaf_pages;
+  out->overflow = st.ms_overflow_pages;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<LmdbSpace> MeasureLmdbSpace(const std::string& path) {
+  LmdbOptions o;
+  o.create_if_missing = false;
+  o.read_only = true;
+  BA_ASSIGN_OR_RETURN(std::shared_ptr<BlockStore> store, OpenLmdbStore(path, o));
+  LmdbSpace s;
+  BA_ASSIGN_OR_RETURN(s.readers, ListLmdbReaders(path));
+  Status st = internal::WithLmdbRead(*store, [&](const internal::LmdbReadView& v) -> Status {
+    MDB_stat est;
+    BA_RETURN_IF_ERROR(LmdbStatus(mdb_env_stat(v.env, &est), "measure " + path));
+    MDB_envinfo info;
+    BA_RETURN_IF_ERROR(LmdbStatus(mdb_env_info(v.env, &info), "measure " + path));
+    s.page_size = est.ms_psize;
+    s.latest_commit = mdb_txn_id(v.txn);
+    s.used_bytes = (static_cast<uint64_t>(info.me_last_pgno) + 1) * s.page_size;
+    BA_RETURN_IF_ERROR(TreePages(v.txn, kMainDbi, "main", &s.main));
+    BA_RETURN_IF_ERROR(TreePages(v.txn, v.meta, "meta", &s.meta));
+    BA_RETURN_IF_ERROR(TreePages(v.txn, v.blocks, "blocks", &s.blocks));
+    BA_RETURN_IF_ERROR(TreePages(v.txn, v.log, "log", &s.log));
+    BA_RETURN_IF_ERROR(TreePages(v.txn, kFreeDbi, "free list", &s.free_list));
+    // What the next commit may not reuse: LMDB's mdb_page_alloc takes a free-list record only
+    // when its commit id is below both every reader's snapshot and the latest commit.
+    CommitId oldest = s.latest_commit;
+    for (const auto& [pid, commit] : s.readers) oldest = std::min(oldest, commit);
+    MDB_cursor* cur;
+    BA_RETURN_IF_ERROR(LmdbStatus(mdb_cursor_open(v.txn, kFreeDbi, &cur), "read the free list of " + path));
+    MDB_val key, val;
+    int rc;
+    uint64_t free_pages = 0, pinned_pages = 0;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+      uint64_t freed_by, count;
+      if (key.mv_size != sizeof freed_by || val.mv_size < sizeof count || val.mv_size % sizeof count != 0) {
+        rc = MDB_CORRUPTED;
+        break;
+      }
+      std::memcpy(&freed_by, key.mv_data, sizeof freed_by);
+      std::memcpy(&count, val.mv_data, sizeof count);
+      if (count != val.mv_size / sizeof count - 1) {
+        rc = MDB_CORRUPTED;
+        break;
+      }
+      free_pages += count;
+      if (freed_by >= oldest) pinned_pages += count;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) return LmdbStatus(rc, "read the free list of " + path);
+    s.free_bytes = free_pages * s.page_size;
+    s.pinned_bytes = pinned_pages * s.page_size;
+    // LMDB's compacting copy writes the meta pages, then every page reachable from the main
+    // tree (itself, the named trees and their overflow pages), and drops the free list.
+    s.compact_bytes =
+        (kMetaPages + s.main.pages() + s.meta.pages() + s.blocks.pages() + s.log.pages()) * s.page_size;
+    return Status::Ok();
+  });
+  BA_RETURN_IF_ERROR(st);
+  struct stat fst;
+  const std::string data_file = path + "/data.mdb";
+  if (stat(data_file.c_str(), &fst) != 0) return ErrnoStatus(errno, "stat " + data_file);
+  s.file_bytes = static_cast<uint64_t>(fst.st_size);
+  s.allocated_bytes = static_cast<uint64_t>(fst.st_blocks) * 512;
+  s.reclaimable_bytes = s.allocated_bytes > s.compact_bytes ? s.allocated_bytes - s.compact_bytes : 0;
+  const std::string temp = path + "/" + std::string(kCompactTempName);
+  if (stat(temp.c_str(), &fst) == 0) {
+    s.leftover_bytes = static_cast<uint64_t>(fst.st_blocks) * 512;
+  } else if (errno != ENOENT) {
+    return ErrnoStatus(errno, "stat " + temp);
+  }
+  return s;
+}
+
+}  // namespace bigarray::storage
