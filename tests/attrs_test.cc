@@ -59,7 +59,7 @@ std::vector<std::string> MetaKeys(storage::BlockStore& store, const std::string&
 template <typename T>
 AttrValue ArrayValue(std::vector<T> values, std::vector<int64_t> shape) {
   std::string data(values.size() * sizeof(T), '\0');
-  std::memcpy(data.data(), values.data(), data.size());
+  if (!data.empty()) std::memcpy(data.data(), values.data(), data.size());  // values.data() may be null
   return AttrValue::Array(DType::Of<T>(), std::move(shape), std::move(data)).value();
 }
 

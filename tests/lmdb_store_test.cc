@@ -639,12 +639,20 @@ TEST_CASE("S9: healthy meta page patterns open: a new database, copies, and a co
   MDB_env* env;
   REQUIRE(mdb_env_create(&env) == 0);
   mdb_env_set_maxdbs(env, 4);
+  struct Closer {  // every pass of the test body (one per subcase) closes it
+    MDB_env*& e;
+    ~Closer() {
+      if (e) mdb_env_close(e);
+      e = nullptr;
+    }
+  } closer{env};
   REQUIRE(mdb_env_open(env, db.c_str(), MDB_RDONLY, 0644) == 0);
   const std::string copy = dir / "copy";
   REQUIRE(mkdir(copy.c_str(), 0755) == 0);
   SUBCASE("mdb_env_copy: both meta pages as they were") {
     REQUIRE(mdb_env_copy(env, copy.c_str()) == 0);
     mdb_env_close(env);
+    env = nullptr;
     auto s = Open(copy, Relaxed())->OpenSnapshot().value();
     CHECK(s->GetMeta("k/2").value() == "v");
   }
@@ -653,6 +661,7 @@ TEST_CASE("S9: healthy meta page patterns open: a new database, copies, and a co
     MDB_envinfo info;
     mdb_env_info(env, &info);
     mdb_env_close(env);
+    env = nullptr;
     const uint64_t t = info.me_last_txnid;
     LmdbFile f(copy);
     REQUIRE(f.Txn(1) == 1);  // LMDB labels the copy transaction 1, on page 1; page 0 is empty
@@ -938,4 +947,29 @@ TEST_CASE("LmdbStatus translates every LMDB code") {
   }
   CHECK(LmdbStatus(MDB_READERS_FULL, "x").message().find("too many open transactions") !=
         std::string::npos);
+}
+
+TEST_CASE("a snapshot dropped in a forked child stays registered for the parent (its pages are not reused)") {
+  // The child inherits the parent's read transaction; ending it there would clear the parent's
+  // slot of the reader table in lock.mdb, and writers could reuse the pages of the parent's
+  // snapshot, which views may show straight from the file (docs/pager.md, section 3b).
+  TempDir dir;
+  const std::string db = dir / "db";
+  auto store = Open(db);
+  WriteBatch b;
+  b.PutBlock(1, 0, Pattern(kBlock, 1));
+  REQUIRE(store->Commit(b).ok());
+  auto snap = store->OpenSnapshot().value();
+  const CommitId held = snap->commit_id();
+  auto registered = [&] {
+    const std::vector<std::pair<pid_t, CommitId>> readers = ListLmdbReaders(db).value();
+    return std::find(readers.begin(), readers.end(), std::make_pair(getpid(), held)) != readers.end();
+  };
+  REQUIRE(registered());
+  CHECK(bigarray::testing::InChild([&] {
+          snap.reset();   // the child's copy of the snapshot goes...
+          store.reset();  // ...and so does its environment
+          return 0;
+        }) == 0);
+  CHECK(registered());
 }

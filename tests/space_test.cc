@@ -332,6 +332,13 @@ TEST_CASE("Compact refuses while the database is open, in this process or anothe
     CHECK(r.status().message().find("open in this process") != std::string::npos);
     // And while the compaction holds the database, this process cannot open it.
   }
+#ifdef BIGARRAY_TEST_UNDER_SANITIZER
+  // The child below opens a database after fork() in a process with threads: under ASan its
+  // allocator can be left locked by another thread at the fork, and the child hangs. The
+  // release build runs this part.
+  MESSAGE("space_test: the refusal naming another process is not checked under sanitizers");
+  return;
+#endif
   int ready[2], release[2];
   REQUIRE(pipe(ready) == 0);
   REQUIRE(pipe(release) == 0);
@@ -343,6 +350,7 @@ TEST_CASE("Compact refuses while the database is open, in this process or anothe
     if (read(release[0], &c, 1) != 1) _exit(3);
     _exit(0);
   }
+  close(ready[1]);  // a child that dies before answering gives end of file, not a hang
   char c = 0;
   REQUIRE(read(ready[0], &c, 1) == 1);
   REQUIRE(c == 'y');

@@ -134,10 +134,7 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   std::byte* addr = m.base + (p.block - m.first) * bs;
   const bool want_write = p.state == Page::kDirty && !p.writeout;  // a writeout write-protects
   if (p.state == Page::kMapped) {  // read-only wherever it is shown
-    if (p.mapped & bit) return true;
-    if (!MapFileInto(p, addr)) return false;
-    p.mapped |= bit;
-    return true;
+    return (p.mapped & bit) || MapFileInto(p, addr, bit);
   }
   auto retry = [&](auto op) {
     if (op()) return true;
@@ -186,11 +183,12 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   return true;
 }
 
-// Shows a block mapped from its file at addr (one block of a view), read-only: its populated
-// file_map moved there, or a new mapping of its range populated by the kernel (the pages are in
-// the page cache: it was read when it was checked), then anonymous zeros for the rest of the
-// block. On failure the block's range of the view is an inaccessible reservation again.
-bool PagerImpl::MapFileInto(Page& p, std::byte* addr) {
+// Shows a block mapped from its file at addr (one block of a view, mapping bit `bit`), read-only:
+// its populated file_map moved there, or a new mapping of its range (faulted in by the reader),
+// then anonymous zeros for the rest of the block. On failure the block's range of the view is an
+// inaccessible reservation again, or, if even that failed, still counted as mapped (UnmapAll
+// retries it).
+bool PagerImpl::MapFileInto(Page& p, std::byte* addr, uint64_t bit) {
   const size_t bs = p.file->block_size, len = p.range.length;
   const int cost = ViewCost(p);
   if (!MapBudget::Get().Fits(static_cast<uint64_t>(cost))) ReclaimMapEntries(static_cast<uint64_t>(cost), &p);
@@ -207,8 +205,10 @@ bool PagerImpl::MapFileInto(Page& p, std::byte* addr) {
       ChargeMapEntries(p, -1);
     }
   } else if (len > 0) {
+    // Not populated here: under mu_, populating could read the block from disk (its pages may
+    // have left the page cache since the check). The reader faults them in, as under mmap.
     ok = retry([&] {
-      return mmap(addr, len, PROT_READ, MAP_SHARED | MAP_FIXED | MAP_POPULATE, p.range.fd, p.range.offset) != MAP_FAILED;
+      return mmap(addr, len, PROT_READ, MAP_SHARED | MAP_FIXED, p.range.fd, p.range.offset) != MAP_FAILED;
     });
   }
   if (ok && len < bs) {
@@ -219,10 +219,17 @@ bool PagerImpl::MapFileInto(Page& p, std::byte* addr) {
   }
   if (!ok) {
     const int err = errno;
-    (void)Reserve(addr, bs);  // a failed MAP_FIXED may have unmapped the range: never leave a hole
+    // A failed MAP_FIXED may have unmapped the range: never leave a hole. If not even the
+    // reservation can be put back, the range counts as mapped in this view, so that UnmapAll
+    // retries it at the next eviction or boundary (and Erase dooms the page meanwhile, I15).
+    if (!Reserve(addr, bs)) {
+      p.mapped |= bit;
+      ChargeMapEntries(p, cost);
+    }
     errno = err;
     return false;
   }
+  p.mapped |= bit;
   ChargeMapEntries(p, cost);
   return true;
 }

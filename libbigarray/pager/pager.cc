@@ -392,6 +392,7 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
     p.invalidated = false;
     if (map) munmap(map, (*range)->length);  // W5: invalidated meanwhile: map the new one
     map = nullptr;
+    check = Status();
     lk.unlock();
     range = f->source->MapBlock(req.block);
     if (range.ok() && *range && (*range)->length > 0) map = MapChecked(**range, &check);

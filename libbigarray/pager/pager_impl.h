@@ -201,7 +201,7 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   // The rest REQUIRE mu_ held. Those returning bool report failure with errno set.
   bool FreeSlot(Page& p);                        // false: still mapped somewhere, slot kept
   bool MapInto(Page& p, const MappingRef& ref);
-  bool MapFileInto(Page& p, std::byte* addr);  // a kMapped page at addr, read-only
+  bool MapFileInto(Page& p, std::byte* addr, uint64_t bit);  // a kMapped page at addr, read-only
   void DropFileMap(Page& p);                   // unmaps p.file_map, if any
   bool UnmapAll(Page& p);                        // false: still visible in some mapping
   bool WriteProtect(Page& p);

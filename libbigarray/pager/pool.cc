@@ -48,7 +48,7 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
       // clean page, if there is one.
       Page* victim = nullptr;
       for (Page* p = lru_head_; p; p = p->lru_next) {
-        if (clean(*p)) {
+        if (clean(*p) && (p->slot >= 0 || resident_bytes_ + bs > budget)) {  // a slot, or room it needs
           victim = p;
           break;
         }
@@ -65,7 +65,8 @@ std::optional<uint32_t> PagerImpl::AllocateSlot(std::unique_lock<std::mutex>& lk
     bool evicted = false;
     for (Page* p = lru_head_; p && (resident_bytes_ + bs > target || pool_full());) {
       Page* next = p->lru_next;
-      if (clean(*p) && p->file->pool == &pool && Evict(*p)) {
+      // A pool full by its capacity needs a slot freed: mapped pages (no slot) go only for room.
+      if (clean(*p) && p->file->pool == &pool && (p->slot >= 0 || resident_bytes_ + bs > target) && Evict(*p)) {
         ++evictions_;
         evicted = true;
       }

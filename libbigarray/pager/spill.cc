@@ -123,7 +123,8 @@ Status PagerImpl::ReserveSpill(std::unique_lock<std::mutex>& lk, uint64_t bytes,
 bool PagerImpl::AnyTransientSlot() const {
   for (const auto& [id, f] : files_) {
     for (const auto& [b, p] : f->pages) {
-      if (p.slot >= 0 && (p.state == Page::kLoading || p.state == Page::kSpilling)) return true;
+      // A block being mapped from its file holds room but no slot: it settles too.
+      if ((p.slot >= 0 || p.room) && (p.state == Page::kLoading || p.state == Page::kSpilling)) return true;
     }
   }
   return false;

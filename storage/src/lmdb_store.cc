@@ -809,8 +809,13 @@ Result<std::optional<std::string>> MakeDelta(const Env& env, ArrayId a, const Re
 class LmdbSnapshot final : public Snapshot {
  public:
   LmdbSnapshot(std::shared_ptr<Env> env, MDB_txn* txn)
-      : env_(std::move(env)), txn_(txn), commit_(mdb_txn_id(txn)) {}
-  ~LmdbSnapshot() override { mdb_txn_abort(txn_); }
+      : env_(std::move(env)), txn_(txn), commit_(mdb_txn_id(txn)), pid_(getpid()) {}
+  // In a forked child the transaction is the parent's: ending it would clear the parent's slot
+  // of LMDB's reader table (shared through lock.mdb), and writers could then reuse the pages of
+  // its snapshot, which its views may show (blocks mapped from the file). The child leaks it.
+  ~LmdbSnapshot() override {
+    if (getpid() == pid_) mdb_txn_abort(txn_);
+  }
 
   CommitId commit_id() const override { return commit_; }
   Status ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) override;
@@ -839,6 +844,7 @@ class LmdbSnapshot final : public Snapshot {
   const std::shared_ptr<Env> env_;
   MDB_txn* const txn_;
   const CommitId commit_;
+  const pid_t pid_;  // the process whose transaction txn_ is
   std::mutex mu_;  // serializes LMDB calls on txn_
 };
 
