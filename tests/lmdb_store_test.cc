@@ -587,6 +587,19 @@ TEST_CASE("S9: a lowered transaction id of the newest meta page is refused, not 
       CHECK_FALSE(s->GetMeta("k/4").value().has_value());
     }
   }
+  SUBCASE("T - 2 and the newest state unreadable: refused by its page count") {
+    // Regression (fuzz_open_db: the id lowered and the file cut short): the older page's state
+    // could not be read and its id was the expected T - 1 (of the page now newest), so the open
+    // went on with the previous commit's state as good.
+    const size_t last_at = LmdbFile::kMeta + 120;
+    REQUIRE(f.Get<uint64_t>(newest * LmdbFile::kPage + last_at) > f.Get<uint64_t>((1 - newest) * LmdbFile::kPage + last_at));
+    f.Set<uint64_t>(f.TxnAt(newest), t - 2);
+    const uint64_t root = f.MainRoot(newest);
+    REQUIRE(root != f.MainRoot(1 - newest));
+    std::memset(f.bytes.data() + root * LmdbFile::kPage, 0xff, LmdbFile::kPage);  // its main tree's root
+    f.Write(db);
+    ExpectRefused(db, "meta page " + std::to_string(newest) + " reaches page ");
+  }
   SUBCASE("T - 1: a tie") {
     f.Set<uint64_t>(f.TxnAt(newest), t - 1);
     f.Write(db);

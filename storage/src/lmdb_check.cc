@@ -508,11 +508,15 @@ Status CheckOnce(int fd, uint64_t file_size) {
                       ", and LMDB would open the older state; " + kDocs + ")");
   }
   if (!older_commit.ok() && older_commit.status().code() != Code::kCorruption) return older_commit.status();
-  if (!older_commit.ok() && op.txnid + 1 != m_txn) {
-    // Two anomalies (an unexpected id, a damaged state): whether that state was the newest
-    // cannot be told.
-    return Corruption("data.mdb is damaged (" + MetaName(older) + " names transaction " + std::to_string(op.txnid) +
-                      ", not " + std::to_string(m_txn - 1) + ", and its state cannot be read: " +
+  // LMDB never gives pages back (mm_last_pg only grows), so an older state reaching past the
+  // newest one's last page was written after it: the older page's id was lowered.
+  if (!older_commit.ok() && (op.txnid + 1 != m_txn || op.last > mp.last)) {
+    // Two anomalies (an unexpected id or page count, a damaged state): whether that state was
+    // the newest cannot be told.
+    const std::string anomaly = op.txnid + 1 != m_txn ? "names transaction " + std::to_string(op.txnid) + ", not " + std::to_string(m_txn - 1)
+                                                      : "reaches page " + std::to_string(op.last) + ", past the " + std::to_string(mp.last) +
+                                                            " of " + MetaName(newest) + " (whose id it may be)";
+    return Corruption("data.mdb is damaged (" + MetaName(older) + " " + anomaly + ", and its state cannot be read: " +
                       older_commit.status().message() + "; " + kDocs + ")");
   }
   return Status::Ok();
