@@ -85,6 +85,24 @@ namespace {
 }
 [[noreturn]] void DieErrno(const std::string& what) { Die(what + ": " + std::strerror(errno)); }
 
+// Forks a child that runs `child` with the write end of a pipe, then exits; returns its pid and
+// the read end.
+template <typename Child>
+std::pair<pid_t, int> ForkWriter(Child&& child) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) DieErrno("pipe");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) DieErrno("fork");
+  if (pid == 0) {
+    close(fds[0]);
+    child(fds[1]);
+    _exit(0);
+  }
+  close(fds[1]);
+  return {pid, fds[0]};
+}
+
 void WriteAll(int fd, const void* data, size_t n) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
@@ -760,16 +778,7 @@ struct Runner {
 
   Result1 Run(const Case& c, bool verbose, Fault fault = Fault::kNone) const {
     Prepare(c);
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) DieErrno("pipe");
-    std::fflush(nullptr);
-    const pid_t pid = fork();
-    if (pid < 0) DieErrno("fork");
-    if (pid == 0) {
-      close(fds[0]);
-      CaseChild(dir, *truth, fds[1], verbose, fault);
-    }
-    close(fds[1]);
+    const auto [pid, from_child] = ForkWriter([&](int fd) { CaseChild(dir, *truth, fd, verbose, fault); });
     std::string text;
     bool hung = false;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
@@ -779,19 +788,19 @@ struct Runner {
         hung = true;
         break;
       }
-      pollfd p{fds[0], POLLIN, 0};
+      pollfd p{from_child, POLLIN, 0};
       const int n = poll(&p, 1, static_cast<int>(left));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) DieErrno("poll");
       if (n == 0) continue;
       char buf[4096];
-      const ssize_t got = read(fds[0], buf, sizeof buf);
+      const ssize_t got = read(from_child, buf, sizeof buf);
       if (got < 0 && errno == EINTR) continue;
       if (got < 0) DieErrno("read from a case's child");
       if (got == 0) break;
       text.append(buf, static_cast<size_t>(got));
     }
-    close(fds[0]);
+    close(from_child);
     if (hung && kill(pid, SIGKILL) != 0) DieErrno("kill");
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
@@ -921,31 +930,23 @@ int main(int argc, char** argv) {
     const std::vector<unsigned char> text = ReadFile(tmpl + "/truth.txt", &size);
     truth = DecodeTruth(std::string(text.begin(), text.end()));
   } else {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) DieErrno("pipe");
-    const pid_t pid = fork();
-    if (pid < 0) DieErrno("fork");
-    if (pid == 0) {
-      close(fds[0]);
-      int rc = 0;
+    const auto [pid, out] = ForkWriter([&](int fd) {
       try {
         const std::string text = EncodeTruth(BuildDatabase(tmpl));
-        WriteAll(fds[1], text.data(), text.size());
+        WriteAll(fd, text.data(), text.size());
       } catch (const std::exception& e) {
         std::fprintf(stderr, "damage_sweep: building the database: %s\n", e.what());
-        rc = 3;
+        _exit(3);
       }
-      _exit(rc);
-    }
-    close(fds[1]);
+    });
     std::string text;
     char buf[4096];
-    for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) != 0;) {
+    for (ssize_t n; (n = read(out, buf, sizeof buf)) != 0;) {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) DieErrno("read the truth");
       text.append(buf, static_cast<size_t>(n));
     }
-    close(fds[0]);
+    close(out);
     int status = 0;
     if (waitpid(pid, &status, 0) < 0) DieErrno("waitpid");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("building the database failed");
@@ -1037,13 +1038,7 @@ int main(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::pair<pid_t, int>> workers;
   for (int j = 0; j < opt.jobs; ++j) {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) DieErrno("pipe");
-    std::fflush(nullptr);
-    const pid_t pid = fork();
-    if (pid < 0) DieErrno("fork");
-    if (pid == 0) {
-      close(fds[0]);
+    workers.push_back(ForkWriter([&](int fd) {
       const std::string dir = tmp / ("job" + std::to_string(j));
       if (mkdir(dir.c_str(), 0755) != 0) DieErrno("mkdir " + dir);
       Runner run{dir, &image, file_size, &truth, opt.timeout};
@@ -1054,12 +1049,9 @@ int main(int argc, char** argv) {
         std::string detail = r.detail;
         std::replace(detail.begin(), detail.end(), '\n', ' ');
         line += " " + detail + "\n";
-        WriteAll(fds[1], line.data(), line.size());
+        WriteAll(fd, line.data(), line.size());
       }
-      _exit(0);
-    }
-    close(fds[1]);
-    workers.emplace_back(pid, fds[0]);
+    }));
   }
 
   uint64_t counts[kKinds][kOutcomes] = {};

@@ -241,29 +241,34 @@ TEST_CASE("S8: FIFOs, directories and dangling links in place of LMDB's files ar
   }
 }
 
+// A database at `db` with one committed block.
+void CommitOneBlock(const std::string& db) {
+  auto store = Open(db);
+  WriteBatch b(0);
+  b.PutBlock(1, 0, Pattern(kBlock, 1));
+  REQUIRE(store->Commit(b).ok());
+}
+
+// Writes `intact` to db's data.mdb with the first letter of `name` made `letter` in every copy
+// (older copies of the main tree's leaf stay in the file as free pages); returns what it wrote.
+std::vector<char> DamageName(const std::string& db, std::vector<char> bytes, const std::string& name, char letter) {
+  int copies = 0;
+  for (auto at = bytes.begin(); (at = std::search(at, bytes.end(), name.begin(), name.end())) != bytes.end(); ++at) {
+    *at = letter;
+    ++copies;
+  }
+  REQUIRE(copies > 0);
+  std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return bytes;
+}
+
 TEST_CASE("S8: a damaged sub-database name is corruption, and a writing open writes nothing") {
   // Regression: with a byte of the name "blocks" flipped in LMDB's main page, the next writing
   // open created a new, empty blocks database and committed it: every array read as zeros.
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    WriteBatch b(0);
-    b.PutBlock(1, 0, Pattern(kBlock, 1));
-    REQUIRE(store->Commit(b).ok());
-  }
-  auto bytes = Slurp(db + "/data.mdb");
-  // The main B-tree's leaf names the three sub-databases; damage the first byte of "blocks" in
-  // every copy of that page (older copies stay in the file as free pages).
-  const std::string name = "blocks";
-  int damaged_copies = 0;
-  for (auto at = bytes.begin(); (at = std::search(at, bytes.end(), name.begin(), name.end())) != bytes.end(); ++at) {
-    *at = 'c';
-    ++damaged_copies;
-  }
-  REQUIRE(damaged_copies > 0);
-  std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  const auto damaged = Slurp(db + "/data.mdb");
+  CommitOneBlock(db);
+  const auto damaged = DamageName(db, Slurp(db + "/data.mdb"), "blocks", 'c');
   auto r = OpenLmdbStore(db, {});
   CHECK(r.status().code() == Code::kCorruption);
   CHECK(r.status().message().find("'blocks' database is missing") != std::string::npos);
@@ -276,33 +281,17 @@ TEST_CASE("S8: a damaged name of 'meta' or 'log' is corruption, not 'not a bigar
   // "InvalidArgument: ... is an LMDB environment but not a bigarray database".
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    WriteBatch b(0);
-    b.PutBlock(1, 0, Pattern(kBlock, 1));
-    REQUIRE(store->Commit(b).ok());
-  }
+  CommitOneBlock(db);
   const auto intact = Slurp(db + "/data.mdb");
-  auto damage = [&](const std::string& name) {  // its first letter becomes 'z', in every copy
-    auto bytes = intact;
-    int copies = 0;
-    for (auto at = bytes.begin(); (at = std::search(at, bytes.end(), name.begin(), name.end())) != bytes.end(); ++at) {
-      *at = 'z';
-      ++copies;
-    }
-    REQUIRE(copies > 0);
-    std::ofstream(db + "/data.mdb", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    return bytes;
-  };
   for (bool read_only : {false, true}) {
     LmdbOptions o;
     o.read_only = read_only;
-    const auto meta = damage("meta");
+    const auto meta = DamageName(db, intact, "meta", 'z');
     auto r = OpenLmdbStore(db, o);
     CHECK(r.status().code() == Code::kCorruption);
     CHECK_MESSAGE(r.status().message().find("its 'meta' database is missing") != std::string::npos, r.status().message());
     CHECK(Slurp(db + "/data.mdb") == meta);
-    const auto log = damage("log");
+    const auto log = DamageName(db, intact, "log", 'z');
     r = OpenLmdbStore(db, o);
     CHECK(r.status().code() == Code::kCorruption);
     CHECK_MESSAGE(r.status().message().find("data.mdb is damaged (main tree: page ") != std::string::npos, r.status().message());
@@ -376,12 +365,7 @@ TEST_CASE("S8: a damaged map size in LMDB's meta page is corruption naming the f
   // "ResourceExhausted: open DB: Cannot allocate memory".
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    WriteBatch b(0);
-    b.PutBlock(1, 0, Pattern(kBlock, 1));
-    REQUIRE(store->Commit(b).ok());
-  }
+  CommitOneBlock(db);
   // mm_mapsize: u64 at offset 16 of the meta, which follows the 16-byte header of pages 0 and 1.
   auto set_mapsize = [&](uint64_t v) {
     std::fstream f(db + "/data.mdb", std::ios::in | std::ios::out | std::ios::binary);

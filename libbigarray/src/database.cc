@@ -34,6 +34,7 @@
 #include "attr_access.h"
 #include "bigarray/database.h"
 #include "bigarray/storage/block_store.h"
+#include "bigarray/utf8.h"
 #include "commit_board.h"
 #include "database_internal.h"
 #include "layout.h"
@@ -71,39 +72,6 @@ std::string Escaped(std::string_view s) {
   return s.size() > kShown ? out + "..." : out;
 }
 
-// The offset of the first byte of `s` that does not begin a valid UTF-8 sequence (overlong forms,
-// surrogates and code points past U+10FFFF are invalid, as in RFC 3629); nullopt: all valid.
-std::optional<size_t> InvalidUtf8At(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-      n = 1, cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      n = 2, cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return i;
-    }
-    if (s.size() - i <= n) return i;
-    for (size_t k = 1; k <= n; ++k) {
-      const auto t = static_cast<unsigned char>(s[i + k]);
-      if ((t & 0xc0) != 0x80) return i;
-      cp = cp << 6 | (t & 0x3f);
-    }
-    const uint32_t min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
-    i += n + 1;
-  }
-  return std::nullopt;
-}
-
 // kInvalidArgument unless `name` can name a new array: 1 to 255 bytes of UTF-8 without NUL (names
 // reach JSON output, terminals and Python's str, which all need text; arrays named before this
 // rule keep working), and, since '/' separates groups, no empty group or array part (no
@@ -117,9 +85,9 @@ Status CheckNewName(const std::string& name) {
     return InvalidArgument("array name '" + Escaped(name) + "': contains a NUL byte (at byte " +
                            std::to_string(nul) + ")");
   }
-  if (const auto bad = InvalidUtf8At(name)) {
+  if (const size_t bad = InvalidUtf8At(name); bad != std::string_view::npos) {
     return InvalidArgument("array name '" + Escaped(name) + "': is not valid UTF-8 (at byte " +
-                           std::to_string(*bad) + ")");
+                           std::to_string(bad) + ")");
   }
   if (name.front() == '/' || name.back() == '/' || name.find("//") != std::string::npos) {
     return InvalidArgument("array name '" + name + "': '/' separates groups, so it may not begin or end a name " +

@@ -202,14 +202,7 @@ TEST_CASE("create, ls, info; options as --opt value or --opt=value, global optio
 }
 
 // Every byte sequence is valid UTF-8 (RFC 3629).
-bool ValidUtf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t n = cli::Utf8SequenceLength(std::string_view(s).substr(i));
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
+bool ValidUtf8(const std::string& s) { return bigarray::InvalidUtf8At(s) == std::string_view::npos; }
 
 TEST_CASE("names: ls and info quote them as ls quotes file names; JSON output is valid UTF-8 even for a name that is not") {
   // Regression: ls and info printed names raw (a tab split ls's columns, a newline its lines, an

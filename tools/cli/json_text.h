@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "utf8.h"
+#include "bigarray/utf8.h"
 
 namespace bigarray::cli {
 

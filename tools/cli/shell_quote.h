@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "utf8.h"
+#include "bigarray/utf8.h"
 
 namespace bigarray::cli {
 

@@ -1,11 +1,12 @@
-// utf8.h: recognizing UTF-8 in names and other bytes the tool prints.
+// utf8.h: recognizing UTF-8. Array names must be UTF-8 (Database::Create); the tool uses the
+// same rule to print names and other bytes.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
-namespace bigarray::cli {
+namespace bigarray {
 
 // The length of the valid UTF-8 sequence at the start of `s` (RFC 3629: no overlong forms, no
 // surrogates, nothing past U+10FFFF); 0 when its first byte does not begin one.
@@ -34,4 +35,14 @@ inline size_t Utf8SequenceLength(std::string_view s) {
   return n;
 }
 
-}  // namespace bigarray::cli
+// The offset of the first byte of `s` that does not begin a valid UTF-8 sequence; npos: none.
+inline size_t InvalidUtf8At(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = Utf8SequenceLength(s.substr(i));
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace bigarray
