@@ -646,6 +646,36 @@ void SmallWriteScenario(const Config& c) {
     Report("13 8-byte write + commit", "device bytes", Fmt("%.0f B/commit", per), "16384 B", "sparse_write_bytes_per_block",
            per, "<= 16384");
   }
+  // The floor under both: a bare LMDB environment (bigarray's flags, durable commits) committing
+  // one 48-byte record at a time into its main database, which holds nothing else: one leaf,
+  // the free list and the meta page, each written and synced (docs/benchmarks.md).
+  {
+    const std::string dir = c.dir + "/floor.lmdb";
+    std::filesystem::create_directories(dir);
+    MDB_env* env;
+    auto check = [](int rc, const char* what) {
+      if (rc != 0) Die(IOError(std::string(what) + ": " + mdb_strerror(rc)), "LMDB commit floor");
+    };
+    check(mdb_env_create(&env), "mdb_env_create");
+    check(mdb_env_set_mapsize(env, 64 << 20), "mdb_env_set_mapsize");
+    check(mdb_env_open(env, dir.c_str(), MDB_WRITEMAP | MDB_NOTLS, 0644), "mdb_env_open");
+    const char value[48] = {};
+    const uint64_t before = DeviceWriteBytes();
+    for (uint64_t i = 0; i < 100; ++i) {
+      MDB_txn* txn;
+      MDB_dbi dbi;
+      check(mdb_txn_begin(env, nullptr, 0, &txn), "mdb_txn_begin");
+      check(mdb_dbi_open(txn, nullptr, 0, &dbi), "mdb_dbi_open");
+      const uint64_t key = __builtin_bswap64(i);
+      MDB_val k{8, const_cast<uint64_t*>(&key)}, v{sizeof value, const_cast<char*>(value)};
+      check(mdb_put(txn, dbi, &k, &v, 0), "mdb_put");
+      check(mdb_txn_commit(txn), "mdb_txn_commit");
+    }
+    const double per = static_cast<double>(DeviceWriteBytes() - before) / 100;
+    mdb_env_close(env);
+    Report("13 bare LMDB commit (floor)", "device bytes", Fmt("%.0f B/commit", per), "16384 B", "lmdb_commit_floor_bytes",
+           per, "reference");
+  }
 }
 
 // ---- scenario 8: HDF5 chunked dataset ---------------------------------------------------------
