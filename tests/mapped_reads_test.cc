@@ -198,3 +198,55 @@ TEST_CASE("after Load, the kernel reads mapped views: write(2) sends the array's
   for (int64_t i = 0; i < 8 * kPerBlock; ++i) REQUIRE(back[static_cast<size_t>(i)] == Value(i, 3));
   CHECK(db.cache_stats().loads == 0);
 }
+
+TEST_CASE("a mapped block larger than the check's read piece: damage in any piece is found, an intact block is mapped") {
+  // The check reads a mapped range in pieces of 256 KiB (pager.cc, MapChecked): every piece must
+  // reach it, the last one included.
+  constexpr uint64_t kBig = 1 << 20;
+  TempDir dir;
+  const std::string path = dir / "db";
+  {
+    Database db = OpenDb(path);
+    Array a = db.Create("x", {3 * static_cast<int64_t>(kBig) / 8}, "u8", ArrayOptions{Order::kC, kBig}).value();
+    auto d = a.view().value().Span<uint64_t>().value();
+    for (size_t i = 0; i < d.size(); ++i) d[i] = Value(static_cast<int64_t>(i), 5);
+    REQUIRE(db.Commit().ok());
+  }
+  auto store = storage::OpenLmdbStore(path, storage::LmdbOptions{}).value();
+  auto snap = store->OpenSnapshot().value();
+  const uint64_t id = std::stoull(snap->GetMeta("n/x").value().value(), nullptr, 16);
+  auto offset = [&](uint64_t block) {
+    auto r = snap->MappableBlock(id, block, kBig).value();
+    REQUIRE(r);
+    REQUIRE(r->length == kBig);
+    return r->offset;
+  };
+  for (const uint64_t at : {uint64_t{5}, uint64_t{(256u << 10) + 3}, kBig - 1}) {
+    CAPTURE(at);
+    const off_t where = offset(1) + static_cast<off_t>(at);
+    const int fd = open((path + "/data.mdb").c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    unsigned char byte;
+    REQUIRE(pread(fd, &byte, 1, where) == 1);
+    byte ^= 0x08;
+    REQUIRE(pwrite(fd, &byte, 1, where) == 1);
+    Database db = OpenDb(path);
+    auto v = db.Get("x").value().view().value();
+    const Status st = v.Load();
+    CHECK(st.code() == Code::kCorruption);
+    CHECK(st.message().find("array 'x' block 1") != std::string::npos);
+    // The intact blocks were mapped, not copied.
+    auto ends = v.Index({Slice{0, static_cast<int64_t>(kBig) / 8, 1}}).value();
+    REQUIRE(ends.Load().ok());
+    CHECK(Shows(ends, 5));
+    CHECK(db.cache_stats().file_maps >= 1);
+    CHECK(db.cache_stats().loads == 0);
+    byte ^= 0x08;  // repaired for the next case
+    REQUIRE(pwrite(fd, &byte, 1, where) == 1);
+    close(fd);
+  }
+  Database db = OpenDb(path);
+  auto v = db.Get("x").value().view().value();
+  REQUIRE(v.Load().ok());
+  CHECK(Shows(v, 5));
+}

@@ -69,13 +69,33 @@ class FileSource : public BlockSource {
     if (auto it = where.find(block); it != where.end()) r = FileRange{fd, it->second.offset, it->second.length, nullptr};
     if (beyond_end.count(block)) r.offset = end + 16 * static_cast<off_t>(kBlock);  // a read would raise SIGBUS
     if (unmappable_fd >= 0 && r.length > 0) r.fd = unmappable_fd;
-    const bool bad = damaged.count(block) != 0;
-    r.check = [this, bad](std::span<const std::byte>) {
-      ++checks;
-      return bad ? Corruption("checksum mismatch (the data on disk is damaged)") : Status::Ok();
-    };
+    r.check = std::make_shared<Check>(this, block, r.length);
     return std::optional<FileRange>(std::move(r));
   }
+
+  // Compares the pieces it is given with the block's bytes (Byte), and fails damaged blocks.
+  class Check : public RangeCheck {
+   public:
+    Check(FileSource* source, uint64_t block, size_t length) : source_(source), block_(block), length_(length) {}
+    void Update(std::span<const std::byte> piece) override {
+      std::lock_guard lock(source_->mu);
+      const uint32_t version = source_->where.count(block_) ? source_->where[block_].version : 0;
+      for (size_t i = 0; i < piece.size(); ++i) same_ &= piece[i] == Byte(version, block_, seen_ + i);
+      seen_ += piece.size();
+    }
+    Status Finish() override {
+      ++source_->checks;
+      if (seen_ != length_ || !same_) return Internal("the check was not given the range's bytes");
+      if (source_->damaged.count(block_)) return Corruption("checksum mismatch (the data on disk is damaged)");
+      return Status::Ok();
+    }
+
+   private:
+    FileSource* source_;
+    uint64_t block_;
+    size_t length_, seen_ = 0;
+    bool same_ = true;
+  };
 
   struct Where {
     off_t offset;

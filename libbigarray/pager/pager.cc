@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <string>
 #include <system_error>
 
@@ -345,25 +346,36 @@ void PagerImpl::Process(Request req) {
 namespace {
 constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ, Linux 5.14
 
-// Maps `r` read-only at an address of the kernel's choosing, faults every page of it in and
-// checks it. nullptr with *error ok: the file cannot show it here (no map entry to be had, an
-// I/O error or a kernel without MADV_POPULATE_READ): the caller loads a copy, whose read reports
-// an I/O error as an error instead of a SIGBUS. nullptr with *error set: the check failed.
+constexpr size_t kCheckPiece = 256 << 10;  // read and checked in pieces that stay in the CPU cache
+
+// Checks `r` (when it has a check), then maps it read-only at an address of the kernel's choosing
+// and faults every page of it in. The check reads the range with pread, piece by piece into a
+// buffer of this thread: through the kernel's own mapping of the page cache that is 2-3 times
+// faster here than hashing through the new mapping's 4 KiB entries, and the bytes it checks are
+// the page-cache pages the mapping then shows (I21). nullptr with *error ok: the file cannot show
+// it here (a read or populate error, no map entry to be had, a kernel without
+// MADV_POPULATE_READ): the caller loads a copy, whose read reports an I/O error as an error
+// instead of a SIGBUS. nullptr with *error set: the check failed.
 std::byte* MapChecked(const FileRange& r, Status* error) {
+  if (r.check) {
+    thread_local const std::unique_ptr<std::byte[]> piece(new std::byte[kCheckPiece]);
+    static const std::string kUnused;  // a failed read is reported by the copy's own read
+    for (size_t at = 0; at < r.length; at += kCheckPiece) {
+      const size_t n = std::min(kCheckPiece, r.length - at);
+      if (!PreadFull(r.fd, piece.get(), n, r.offset + static_cast<off_t>(at), kUnused).ok()) return nullptr;
+      r.check->Update(std::span<const std::byte>(piece.get(), n));
+    }
+    *error = r.check->Finish();
+    if (!error->ok()) return nullptr;
+  }
   void* m = mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return nullptr;
-  auto* bytes = static_cast<std::byte*>(m);
   // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error.
   if (madvise(m, r.length, kPopulateRead) != 0) {
     munmap(m, r.length);
     return nullptr;
   }
-  if (r.check) *error = r.check(std::span<const std::byte>(bytes, r.length));
-  if (!error->ok()) {
-    munmap(m, r.length);
-    return nullptr;
-  }
-  return bytes;
+  return static_cast<std::byte*>(m);
 }
 }  // namespace
 

@@ -21,7 +21,6 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -35,15 +34,23 @@ namespace bigarray::pager {
 class PagerImpl;
 class FileState;
 
+// Checks the bytes of a FileRange before any view shows them. The pager reads the range with
+// pread in pieces (through the kernel's own mapping of the page cache, several times faster
+// than through fresh page-table entries here) and hands them over in order.
+class RangeCheck {
+ public:
+  virtual ~RangeCheck() = default;
+  virtual void Update(std::span<const std::byte> piece) = 0;
+  virtual Status Finish() = 0;  // after the last piece: the verdict
+};
+
 // A clean block shown straight from a file instead of a page of the pool (docs/pager.md,
 // "Mapped blocks"): `length` bytes of `fd` from `offset`, then zeros up to the block size.
 struct FileRange {
   int fd = -1;
   off_t offset = 0;    // a multiple of the page size
   size_t length = 0;   // a multiple of the page size, at most the block size; 0: all zeros
-  // Checks the bytes as a mapping of the range shows them, before any view shows them; null:
-  // shown unchecked.
-  std::function<Status(std::span<const std::byte>)> check;
+  std::shared_ptr<RangeCheck> check;  // null: shown unchecked
 };
 
 // Where a file's blocks come from. Called on loader threads, concurrently for different blocks.

@@ -241,12 +241,7 @@ class ArraySource final : public pager::BlockSource {
     if (!found.ok()) return Unprefixed(block, found.status());
     if (!*found) return none;
     pager::FileRange r{(*found)->fd, (*found)->offset, (*found)->length, nullptr};
-    if (verify_ && r.length > 0) {
-      // The check holds the snapshot: the pages it reads cannot be reused until it is done.
-      r.check = [this, block, snap, range = std::move(**found)](std::span<const std::byte> bytes) {
-        return Unprefixed(block, storage::CheckBlockRange(range, bytes));
-      };
-    }
+    if (verify_ && r.length > 0) r.check = std::make_shared<Check>(this, block, snap, std::move(**found));
     return std::optional<pager::FileRange>(std::move(r));
   }
   // Blocks at or past this read as zeros: the array shrank below them in this transaction,
@@ -254,6 +249,22 @@ class ArraySource final : public pager::BlockSource {
   std::atomic<uint64_t> zero_from{kNoZeroFrom};
 
  private:
+  // A mapped block's check. It holds the snapshot: the pages it reads cannot be reused until it
+  // is done.
+  class Check : public pager::RangeCheck {
+   public:
+    Check(const ArraySource* source, uint64_t block, std::shared_ptr<storage::Snapshot> snap, storage::BlockFileRange range)
+        : source_(source), block_(block), snap_(std::move(snap)), checker_(std::move(range)) {}
+    void Update(std::span<const std::byte> piece) override { checker_.Update(piece); }
+    Status Finish() override { return source_->Unprefixed(block_, checker_.Finish()); }
+
+   private:
+    const ArraySource* source_;
+    uint64_t block_;
+    std::shared_ptr<storage::Snapshot> snap_;
+    storage::BlockRangeChecker checker_;
+  };
+
   // The pager names the array and the block; drops the store's "array #id block n: " prefix.
   Status Unprefixed(uint64_t block, Status st) const {
     if (st.ok()) return st;

@@ -21,11 +21,29 @@ bool ChangeSet::MetaChanged(std::string_view key) const {
   return std::find(meta_keys.begin(), meta_keys.end(), key) != meta_keys.end();
 }
 
+namespace {
+Status ChecksumMismatch(const BlockFileRange& range) {
+  return Corruption(range.what + ": checksum mismatch (the data on disk is damaged)");
+}
+}  // namespace
+
 Status CheckBlockRange(const BlockFileRange& range, std::span<const std::byte> bytes) {
-  if (internal::BlockHasher::Of(range.seed, bytes) != range.checksum) {
-    return Corruption(range.what + ": checksum mismatch (the data on disk is damaged)");
-  }
-  return Status::Ok();
+  return internal::BlockHasher::Of(range.seed, bytes) == range.checksum ? Status::Ok() : ChecksumMismatch(range);
+}
+
+struct BlockRangeChecker::Hasher : internal::BlockHasher {
+  using BlockHasher::BlockHasher;
+};
+
+BlockRangeChecker::BlockRangeChecker(BlockFileRange range)
+    : range_(std::move(range)), hasher_(std::make_unique<Hasher>(range_.seed)) {}
+
+BlockRangeChecker::~BlockRangeChecker() = default;
+
+void BlockRangeChecker::Update(std::span<const std::byte> piece) noexcept { hasher_->Update(piece); }
+
+Status BlockRangeChecker::Finish() const {
+  return hasher_->Digest() == range_.checksum ? Status::Ok() : ChecksumMismatch(range_);
 }
 
 size_t TrimmedSize(std::span<const std::byte> data) noexcept {

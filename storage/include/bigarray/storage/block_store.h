@@ -92,9 +92,25 @@ struct BlockFileRange {
   std::string what;      // names the record in messages ("array #3 block 7")
 };
 
-// Checks bytes of a BlockFileRange, read through a mapping of it, against its checksum:
-// kCorruption as Snapshot::ReadBlock reports it.
+// Checks bytes of a BlockFileRange against its checksum: kCorruption as Snapshot::ReadBlock
+// reports it.
 Status CheckBlockRange(const BlockFileRange& range, std::span<const std::byte> bytes);
+
+// CheckBlockRange over bytes that arrive in pieces, in order (e.g. read with pread).
+class BlockRangeChecker {
+ public:
+  explicit BlockRangeChecker(BlockFileRange range);
+  ~BlockRangeChecker();
+  BlockRangeChecker(const BlockRangeChecker&) = delete;
+  BlockRangeChecker& operator=(const BlockRangeChecker&) = delete;
+  void Update(std::span<const std::byte> piece) noexcept;
+  Status Finish() const;  // the verdict on the pieces so far, as CheckBlockRange's on all of them
+
+ private:
+  struct Hasher;
+  BlockFileRange range_;
+  std::unique_ptr<Hasher> hasher_;
+};
 
 // A set of block and metadata changes to commit atomically. Deleted ranges are applied before
 // block puts, so a batch may delete a range and store some blocks of it again.
