@@ -77,6 +77,17 @@ off_t PayloadOffset(const std::string& path, uint64_t index) {
   return r->offset;
 }
 
+// Flips the bits `mask` of the byte at `at` of data.mdb.
+void FlipBits(const std::string& path, off_t at, unsigned char mask) {
+  const int fd = open((path + "/data.mdb").c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  unsigned char byte;
+  REQUIRE(pread(fd, &byte, 1, at) == 1);
+  byte ^= mask;
+  REQUIRE(pwrite(fd, &byte, 1, at) == 1);
+  close(fd);
+}
+
 }  // namespace
 
 TEST_CASE("clean blocks of an LMDB database are mapped from the file; only written blocks use the cache") {
@@ -152,16 +163,7 @@ TEST_CASE("blocks the file cannot show are copied: small payloads and deltas") {
 TEST_CASE("a damaged mapped block is an error naming it; with verify_reads off it is shown as stored") {
   const Written w(4, 1);
   const std::string& path = w.path;
-  const off_t at = PayloadOffset(path, 2) + 100;
-  {
-    const int fd = open((path + "/data.mdb").c_str(), O_RDWR | O_CLOEXEC);
-    REQUIRE(fd >= 0);
-    unsigned char byte;
-    REQUIRE(pread(fd, &byte, 1, at) == 1);
-    byte ^= 0x40;
-    REQUIRE(pwrite(fd, &byte, 1, at) == 1);
-    close(fd);
-  }
+  FlipBits(path, PayloadOffset(path, 2) + 100, 0x40);
   for (bool map : {true, false}) {
     CAPTURE(map);
     Database db = OpenDb(path, map);
@@ -224,12 +226,7 @@ TEST_CASE("a mapped block larger than the check's read piece: damage in any piec
   for (const uint64_t at : {uint64_t{5}, uint64_t{(256u << 10) + 3}, kBig - 1}) {
     CAPTURE(at);
     const off_t where = offset(1) + static_cast<off_t>(at);
-    const int fd = open((path + "/data.mdb").c_str(), O_RDWR | O_CLOEXEC);
-    REQUIRE(fd >= 0);
-    unsigned char byte;
-    REQUIRE(pread(fd, &byte, 1, where) == 1);
-    byte ^= 0x08;
-    REQUIRE(pwrite(fd, &byte, 1, where) == 1);
+    FlipBits(path, where, 0x08);
     Database db = OpenDb(path);
     auto v = db.Get("x").value().view().value();
     const Status st = v.Load();
@@ -241,9 +238,7 @@ TEST_CASE("a mapped block larger than the check's read piece: damage in any piec
     CHECK(Shows(ends, 5));
     CHECK(db.cache_stats().file_maps >= 1);
     CHECK(db.cache_stats().loads == 0);
-    byte ^= 0x08;  // repaired for the next case
-    REQUIRE(pwrite(fd, &byte, 1, where) == 1);
-    close(fd);
+    FlipBits(path, where, 0x08);  // repaired for the next case
   }
   Database db = OpenDb(path);
   auto v = db.Get("x").value().view().value();
