@@ -21,16 +21,6 @@ bool ChangeSet::MetaChanged(std::string_view key) const {
   return std::find(meta_keys.begin(), meta_keys.end(), key) != meta_keys.end();
 }
 
-namespace {
-Status ChecksumMismatch(const BlockFileRange& range) {
-  return Corruption(range.what + ": checksum mismatch (the data on disk is damaged)");
-}
-}  // namespace
-
-Status CheckBlockRange(const BlockFileRange& range, std::span<const std::byte> bytes) {
-  return internal::BlockHasher::Of(range.seed, bytes) == range.checksum ? Status::Ok() : ChecksumMismatch(range);
-}
-
 struct BlockRangeChecker::Hasher : internal::BlockHasher {
   using BlockHasher::BlockHasher;
 };
@@ -43,7 +33,8 @@ BlockRangeChecker::~BlockRangeChecker() = default;
 void BlockRangeChecker::Update(std::span<const std::byte> piece) noexcept { hasher_->Update(piece); }
 
 Status BlockRangeChecker::Finish() const {
-  return hasher_->Digest() == range_.checksum ? Status::Ok() : ChecksumMismatch(range_);
+  if (hasher_->Digest() == range_.checksum) return Status::Ok();
+  return Corruption(range_.what + ": checksum mismatch (the data on disk is damaged)");
 }
 
 size_t TrimmedSize(std::span<const std::byte> data) noexcept {

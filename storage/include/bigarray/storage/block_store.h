@@ -87,16 +87,13 @@ struct BlockFileRange {
   off_t offset = 0;      // a multiple of the page size
   size_t length = 0;     // payload bytes: a multiple of the page size, at most the block size;
                          // the rest of the block reads as zeros. 0: the block is all zeros
-  uint64_t checksum = 0;  // what CheckBlockRange compares: XXH3-64 of the bytes, seeded with `seed`
+  uint64_t checksum = 0;  // what BlockRangeChecker compares: XXH3-64 of the bytes, seeded with `seed`
   uint64_t seed = 0;
   std::string what;      // names the record in messages ("array #3 block 7")
 };
 
-// Checks bytes of a BlockFileRange against its checksum: kCorruption as Snapshot::ReadBlock
-// reports it.
-Status CheckBlockRange(const BlockFileRange& range, std::span<const std::byte> bytes);
-
-// CheckBlockRange over bytes that arrive in pieces, in order (e.g. read with pread).
+// Checks the bytes of a BlockFileRange against its checksum, as they arrive in pieces, in order
+// (e.g. read with pread): kCorruption as Snapshot::ReadBlock reports it.
 class BlockRangeChecker {
  public:
   explicit BlockRangeChecker(BlockFileRange range);
@@ -104,7 +101,7 @@ class BlockRangeChecker {
   BlockRangeChecker(const BlockRangeChecker&) = delete;
   BlockRangeChecker& operator=(const BlockRangeChecker&) = delete;
   void Update(std::span<const std::byte> piece) noexcept;
-  Status Finish() const;  // the verdict on the pieces so far, as CheckBlockRange's on all of them
+  Status Finish() const;  // the verdict on the pieces so far
 
  private:
   struct Hasher;
