@@ -161,7 +161,9 @@ TEST_CASE("attributes: visible to others at commit, discarded at abort, kept by 
   REQUIRE(w.Get("x").value().attrs().SetJson("units", "\"degC\"").ok());
   REQUIRE(w.Get("x").value().attrs().Delete("units").ok());
   REQUIRE(w.attrs().SetJson("extra", "1").ok());
-  CHECK(w.ChangedArrays().value() == std::vector<std::string>{"x"});  // an attribute change counts
+  REQUIRE(w.GroupAttrs("runs/2026").SetJson("extra", "2").ok());
+  // An attribute change counts; the database's and a group's are named "/" and "<group>/".
+  CHECK(w.ChangedArrays().value() == std::vector<std::string>{"/", "runs/2026/", "x"});
   w.Abort();
   CHECK(JsonOf(w.Get("x").value().attrs(), "units") == "\"K\"");
   CHECK(!w.attrs().Get("extra").value());
@@ -353,6 +355,99 @@ TEST_CASE("groups: names with '/' list one level, by prefix; hostile names are r
   }
   CHECK(db.Create("a/../b", {1}, "f8").ok());  // no path resolution: a plain name in group "a/.."
   CHECK(db.List("a").value() == std::vector<E>{{"..", true}});
+}
+
+// Counts the catalog's name records ("n/") that listings hand to the database layer.
+class NameCountingStore final : public storage::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  std::shared_ptr<int64_t> names_read = std::make_shared<int64_t>(0);
+
+ private:
+  class Snap final : public storage::ForwardingSnapshot {
+   public:
+    Snap(std::shared_ptr<storage::Snapshot> base, std::shared_ptr<int64_t> n)
+        : ForwardingSnapshot(std::move(base)), n_(std::move(n)) {}
+    Status ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                           const std::function<bool(std::string_view, std::string_view)>& fn) override {
+      return base_->ForEachMetaFrom(prefix, from, [&](std::string_view k, std::string_view v) {
+        if (k.starts_with("n/")) ++*n_;
+        return fn(k, v);
+      });
+    }
+
+   private:
+    std::shared_ptr<int64_t> n_;
+  };
+  std::shared_ptr<storage::Snapshot> WrapSnapshot(std::shared_ptr<storage::Snapshot> s) override {
+    return std::make_shared<Snap>(std::move(s), names_read);
+  }
+};
+
+TEST_CASE("groups: listing one level reads past each sub-group, not through it (O(entries listed))") {
+  auto store = std::make_shared<NameCountingStore>(storage::NewMemoryStore());
+  {
+    auto w = OnStore(store, "w");
+    for (int i = 0; i < 600; ++i) {
+      w.Create("g/sub/x" + std::to_string(i), {1}, "f8").value();
+      w.Create("g/sub2/deep/y" + std::to_string(i), {1}, "f8").value();
+      w.Create("other/z" + std::to_string(i), {1}, "f8").value();
+    }
+    for (const char* n : {"g/a", "g/b", "g/sub3/c", "top"}) w.Create(n, {1}, "f8").value();
+    REQUIRE(w.Commit().ok());
+  }
+  auto db = OnStore(store, "r");
+  using E = Database::GroupEntry;
+  auto reads = [&](auto&& call) {
+    *store->names_read = 0;
+    call();
+    return *store->names_read;
+  };
+  CHECK(reads([&] {
+          CHECK(db.List("g").value() == std::vector<E>{{"a", false}, {"b", false}, {"sub", true}, {"sub2", true},
+                                                       {"sub3", true}});
+        }) <= 5);
+  CHECK(reads([&] { CHECK(db.List("").value() == std::vector<E>{{"g", true}, {"other", true}, {"top", false}}); }) <= 3);
+  CHECK(reads([&] { CHECK(db.GroupExists("g/sub2").value()); }) <= 1);
+  CHECK(reads([&] { CHECK(!db.GroupExists("g/none").value()); }) == 0);
+  CHECK(reads([&] { CHECK(db.List("g/sub").value().size() == 600); }) == 600);
+
+  // This transaction's view: a dropped array's sub-group is gone, a renamed one moves.
+  REQUIRE(db.Drop("g/sub3/c").ok());
+  REQUIRE(db.Rename("g/a", "g/sub4/a").ok());
+  CHECK(db.List("g").value() == std::vector<E>{{"b", false}, {"sub", true}, {"sub2", true}, {"sub4", true}});
+  CHECK(!db.GroupExists("g/sub3").value());
+  CHECK(db.GroupExists("g/sub4").value());
+}
+
+TEST_CASE("attributes: group names are checked like the names they prefix, keys must be UTF-8") {
+  TempDir dir;
+  auto db = OpenDb(dir.path() + "/db");
+  db.Create("runs/x", {1}, "f8").value();
+  // The longest group name that can hold an array, with the longest key: the store takes it.
+  const std::string longest(253, 'g');
+  REQUIRE(db.GroupAttrs(longest).SetJson(std::string(kMaxAttrKeyBytes, 'k'), "1").ok());
+  REQUIRE(db.Commit().ok());
+  CHECK(JsonOf(db.GroupAttrs(longest), std::string(kMaxAttrKeyBytes, 'k')) == "1");
+  for (const std::string& bad :
+       std::vector<std::string>{std::string(254, 'g'), std::string(600, 'g'), std::string("a\0b", 3), "a//b", "a\xff"}) {
+    Attrs attrs = db.GroupAttrs(bad);
+    Status st = attrs.SetJson("k", "1");
+    CHECK_MESSAGE(st.code() == Code::kInvalidArgument, bad);
+    CHECK_MESSAGE(st.message().starts_with("group name '"), st.message());
+    CHECK(attrs.Get("k").status().code() == Code::kInvalidArgument);
+    CHECK(attrs.Keys().status().code() == Code::kInvalidArgument);
+  }
+  Status st = db.GroupAttrs("runs").SetJson("k\xff\xfe", "1");
+  CHECK(st.code() == Code::kInvalidArgument);
+  CHECK(st.message().find("UTF-8") != std::string::npos);
+  CHECK(db.Get("runs/x").value().attrs().SetJson(std::string("\xc3", 1), "1").code() == Code::kInvalidArgument);
+  CHECK(db.attrs().SetJson("", "1").message() == "an attribute key of database " + dir.path() + "/db must not be empty");
+  // Nothing refused was kept: the transaction commits.
+  REQUIRE(db.GroupAttrs("runs").SetJson("ok", "true").ok());
+  CHECK(db.ChangedArrays().value() == std::vector<std::string>{"runs/"});
+  REQUIRE(db.Commit().ok());
+  CHECK(db.GroupAttrs("runs").Keys().value() == std::vector<std::string>{"ok"});
 }
 
 TEST_CASE("groups: DropGroup drops the arrays and the attributes below a group, and only those") {

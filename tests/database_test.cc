@@ -722,10 +722,10 @@ class HookStore final : public storage::ForwardingStore {
       if (key.starts_with("a/") && *records_ > 0 && (*records_)-- > 0) return IOError("injected: read a record");
       return base_->GetMeta(key);
     }
-    Status ForEachMeta(std::string_view prefix,
-                       const std::function<bool(std::string_view, std::string_view)>& fn) override {
+    Status ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                           const std::function<bool(std::string_view, std::string_view)>& fn) override {
       if (prefix == "n/" && *names_ > 0 && (*names_)-- > 0) return IOError("injected: list names");
-      return base_->ForEachMeta(prefix, fn);
+      return base_->ForEachMetaFrom(prefix, from, fn);
     }
 
    private:

@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cstdint>
+#include <cstdio>
 #include <random>
 #include <thread>
 
@@ -345,6 +347,45 @@ TEST_CASE_TEMPLATE("metadata: put, get, delete, prefix scan", B, BACKENDS) {
   d.DeleteMeta("never-there");
   REQUIRE(b.store->Commit(d).ok());
   CHECK_FALSE(Snap(*b.store)->GetMeta("a/1").value().has_value());
+}
+
+TEST_CASE_TEMPLATE("metadata: a scan from a key, across the stores' batches, stopped anywhere", B, BACKENDS) {
+  B b;
+  WriteBatch w(0);
+  auto key = [](int i) {
+    char k[16];
+    std::snprintf(k, sizeof k, "x/%04d", i);
+    return std::string(k);
+  };
+  for (int i = 0; i < 700; ++i) w.PutMeta(key(i), std::to_string(i));  // more than two batches of 256
+  w.PutMeta("x", "not below x/");
+  w.PutMeta("y/0", "after");
+  REQUIRE(b.store->Commit(w).ok());
+  auto s = Snap(*b.store);
+  auto scan = [&](std::string_view from, size_t stop_after) {
+    std::vector<std::string> keys;
+    REQUIRE(s->ForEachMetaFrom("x/", from, [&](std::string_view k, std::string_view v) {
+                CHECK(v == std::to_string(std::stoi(std::string(k.substr(2)))));
+                keys.emplace_back(k);
+                return keys.size() < stop_after;
+              }).ok());
+    return keys;
+  };
+  std::vector<std::string> all = scan("x/", SIZE_MAX);
+  REQUIRE(all.size() == 700);
+  for (int i = 0; i < 700; ++i) CHECK(all[i] == key(i));
+  CHECK(scan("", SIZE_MAX) == all);  // a `from` below the prefix: from the prefix
+  std::vector<std::string> tail = scan(key(300) + '\0', SIZE_MAX);  // strictly after x/0300
+  REQUIRE(tail.size() == 399);
+  CHECK(tail.front() == key(301));
+  CHECK(tail.back() == key(699));
+  CHECK(scan("x/0550a", SIZE_MAX).front() == key(551));  // between two keys
+  CHECK(scan("x/9", SIZE_MAX).empty());
+  for (size_t stop : {size_t{1}, size_t{256}, size_t{257}, size_t{600}}) {
+    std::vector<std::string> some = scan("x/", stop);
+    REQUIRE(some.size() == stop);
+    CHECK(some.back() == key(static_cast<int>(stop) - 1));
+  }
 }
 
 TEST_CASE_TEMPLATE("DeleteBlocks removes exactly the range", B, BACKENDS) {

@@ -296,16 +296,32 @@ std::vector<ba::IndexItem> ToIndex(py::handle key, const std::vector<int64_t>& s
                    "method)"));
 }
 
+// "arrays 'a', 'b', the attributes of group 'g', the database's attributes": what
+// Database::ChangedArrays lists, for a warning.
+std::string DescribeChanged(const std::vector<std::string>& changed) {
+  std::string arrays, others;
+  size_t n = 0;
+  for (const std::string& c : changed) {
+    if (c == "/") {
+      others += ", the database's attributes";
+    } else if (c.ends_with('/')) {
+      others += ", the attributes of group '" + c.substr(0, c.size() - 1) + "'";
+    } else {
+      arrays += (n++ ? ", '" : "'") + c + "'";
+    }
+  }
+  std::string out = n == 0 ? "" : (n == 1 ? "array " : "arrays ") + arrays;
+  return out.empty() ? others.substr(2) : out + others;
+}
+
 // Emits a ResourceWarning naming the arrays whose uncommitted changes `db` is about to discard
 // (nothing when there are none, or when they cannot be listed). Throws error_already_set when
 // the warning is an error (-W error).
 void WarnUncommitted(const std::shared_ptr<ba::Database>& db, const std::string& path, const char* how) {
   auto changed = NoGil([&] { return db->ChangedArrays(); });
   if (!changed.ok() || changed->empty()) return;
-  std::string names;
-  for (const std::string& n : *changed) names += (names.empty() ? "'" : ", '") + n + "'";
   const std::string msg = "bigarray database " + path + " " + how + " with uncommitted changes to " +
-                          (changed->size() == 1 ? "array " : "arrays ") + names +
+                          DescribeChanged(*changed) +
                           ": they were discarded (call commit() first, or abort() to discard them explicitly)";
   if (PyErr_WarnEx(PyExc_ResourceWarning, msg.c_str(), 1) < 0) throw py::error_already_set();
 }
@@ -901,6 +917,12 @@ class PyDatabase {
     return out;
   }
 
+  bool GroupExists(py::handle group) {
+    auto db = state_->Get();
+    const std::string g = Utf8(group, "group name");
+    return Value(NoGil([&] { return db->GroupExists(g); }));
+  }
+
   size_t DropGroup(py::handle group) {
     auto db = state_->Get();
     const std::string g = Utf8(group, "group name");
@@ -992,10 +1014,8 @@ class PyDatabase {
     }
     NoGil([&] { db.reset(); });
     if (changed.empty()) return;
-    std::string names;
-    for (const std::string& n : changed) names += (names.empty() ? "'" : ", '") + n + "'";
     const std::string msg = "bigarray database " + state_->path + " closed with uncommitted changes to " +
-                            (changed.size() == 1 ? "array " : "arrays ") + names +
+                            DescribeChanged(changed) +
                             ": they were discarded (call commit() first, or abort() to discard them explicitly)";
     if (PyErr_WarnEx(PyExc_ResourceWarning, msg.c_str(), 1) < 0) throw py::error_already_set();
   }
@@ -1031,6 +1051,7 @@ class PyDatabase {
     } else {
       d["oldest_snapshot"] = py::none();
     }
+    d["attrs"] = py::module_::import("json").attr("loads")(Text(Attrs(py::none()).Json()));
     py::dict arrays;
     for (const ba::ArraySpace& a : r.arrays) arrays[Name(a.name)] = GetItem(Name(a.name)).Info();
     d["arrays"] = arrays;
@@ -1243,6 +1264,7 @@ PYBIND11_MODULE(_bigarray, m) {
       .def("names", &PyDatabase::Names, py::arg("prefix") = py::none(),
            "The names of the arrays, sorted; with `prefix`, those that begin with it.")
       .def("_list", &PyDatabase::List, py::arg("group"))
+      .def("_group_exists", &PyDatabase::GroupExists, py::arg("group"))
       .def("_drop_group", &PyDatabase::DropGroup, py::arg("group"))
       .def("_attrs_handle", &PyDatabase::Attrs, py::arg("group") = py::none())
       .def_property_readonly("attrs", [](PyDatabase& d) { return Python("_attrs", "AttributeManager")(d.Attrs(py::none())); },

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "attr_access.h"
+#include "bigarray/utf8.h"
 #include "bigarray/view.h"
 
 namespace bigarray {
@@ -44,7 +45,7 @@ std::string Named(const std::string& owner, std::string_view key) {
 }
 
 Status CheckKey(const std::string& owner, std::string_view key) {
-  if (key.empty()) return InvalidArgument(owner + ": an attribute key must not be empty");
+  if (key.empty()) return InvalidArgument("an attribute key of " + owner + " must not be empty");
   if (key.find('\0') != std::string_view::npos) {
     std::string shown(key);
     for (char& c : shown) {
@@ -55,6 +56,10 @@ Status CheckKey(const std::string& owner, std::string_view key) {
   if (key.size() > kMaxAttrKeyBytes) {
     return InvalidArgument(Named(owner, key.substr(0, 40)) + "...: a key has at most " +
                            std::to_string(kMaxAttrKeyBytes) + " bytes, this one " + std::to_string(key.size()));
+  }
+  if (const size_t bad = InvalidUtf8At(key); bad != std::string_view::npos) {
+    return InvalidArgument(Named(owner, key.substr(0, bad)) + "...: a key must be UTF-8 (an invalid byte at " +
+                           std::to_string(bad) + ")");
   }
   return Status::Ok();
 }

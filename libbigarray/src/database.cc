@@ -96,6 +96,21 @@ Status CheckNewName(const std::string& name) {
   return Status::Ok();
 }
 
+// A group's name as GroupAttrs takes it (without leading or trailing '/'): what may stand
+// before "/x" in an array name, so that the group could hold an array (and the key of its
+// attributes fits the store's key limit).
+Status CheckGroupName(const std::string& group) {
+  if (group.empty()) return Status::Ok();  // the database's
+  const Status st = CheckNewName(group + "/x");
+  if (st.ok()) return st;
+  std::string why = st.message();
+  why = why.substr(why.find("': ") + 3);
+  if (group.size() + 2 > kMaxNameBytes) {
+    why = "must be at most " + std::to_string(kMaxNameBytes - 2) + " bytes, not " + std::to_string(group.size());
+  }
+  return InvalidArgument("group name '" + Escaped(group) + "': " + why);
+}
+
 // A path handed to the system as a C string: one with a NUL would be cut short there and name
 // another file (Python's os.stat refuses it the same way).
 Status CheckPath(const std::string& path, std::string_view what) {
@@ -664,6 +679,7 @@ Status internal::WithAttrContext(const std::weak_ptr<Session>& session, const st
     ctx.owner = "array '" + array->name + "'";
     ctx.array = array->id;
   } else {
+    BA_RETURN_IF_ERROR(CheckGroupName(group));
     ctx.owner = group.empty() ? "database " + s->path : "group '" + group + "'";
   }
   if (write) BA_RETURN_IF_ERROR(CheckWritable(*s, what + " of " + ctx.owner));
@@ -869,6 +885,60 @@ Result<std::vector<std::string>> Database::Names(std::string_view prefix) {
   return std::vector<std::string>(names.begin(), names.end());
 }
 
+Result<std::vector<Database::GroupEntry>> Database::ListLevel(const std::string& prefix, size_t limit) {
+  Session& s = *session_;
+  std::lock_guard lock(s.mu_);
+  std::set<std::pair<std::string, bool>> entries;
+  // Adds the entry of `rel` (a name relative to the prefix); returns its sub-group, if any.
+  auto add = [&](std::string_view rel) -> std::optional<std::string> {
+    const size_t slash = rel.find('/');
+    if (slash == std::string_view::npos) {
+      entries.emplace(std::string(rel), false);
+      return std::nullopt;
+    }
+    std::string sub(rel.substr(0, slash));
+    entries.emplace(sub, true);
+    return sub;
+  };
+  auto full = [&] { return limit != 0 && entries.size() >= limit; };
+  // This handle's arrays as this transaction has them (created, renamed, dropped).
+  for (auto& [id, st] : s.arrays) {
+    std::lock_guard l(st->mu);
+    if (st->exists && st->name.starts_with(prefix)) add(std::string_view(st->name).substr(prefix.size()));
+  }
+  // The snapshot's other names. Past a sub-group "sub/" the scan starts again at "sub0" ('0'
+  // follows '/'), so that the names inside it are not read. It starts one past the prefix
+  // itself: a listing of one level is not a listing of the whole "n/" class, which the store
+  // reads whole to check against its tally.
+  const std::string key_prefix = "n/" + prefix;
+  std::string from = key_prefix + '\0';
+  for (bool again = !full(); again;) {
+    again = false;
+    Status bad;
+    BA_RETURN_IF_ERROR(s.snapshots->Get()->ForEachMetaFrom(key_prefix, from, [&](std::string_view k, std::string_view v) {
+      Result<uint64_t> id = internal::NameRecordId(k.substr(2), v);
+      if (!id.ok()) {
+        bad = id.status();
+        return false;
+      }
+      if (s.arrays.count(*id)) return true;  // listed above, under its current name
+      const std::optional<std::string> sub = add(k.substr(key_prefix.size()));
+      if (full()) return false;
+      if (sub) {
+        from = key_prefix + *sub + '0';
+        again = true;
+        return false;
+      }
+      return true;
+    }));
+    BA_RETURN_IF_ERROR(bad);
+  }
+  std::vector<GroupEntry> out;
+  out.reserve(entries.size());
+  for (const auto& [name, is_group] : entries) out.push_back(GroupEntry{name, is_group});
+  return out;
+}
+
 Status Database::Drop(const std::string& name) {
   BA_RETURN_IF_ERROR(CheckWritable(*session_, "drop array '" + name + "'"));
   std::lock_guard lock(session_->mu_);
@@ -1058,7 +1128,15 @@ Result<std::vector<std::string>> Database::ChangedArrays() {
   std::set<std::string> names;
   std::map<const pager::PagedFile*, ArrayState*> by_file;
   std::set<uint64_t> attrs_changed;
-  for (const auto& [key, change] : s.attr_changes) attrs_changed.insert(change.array);
+  for (const auto& [key, change] : s.attr_changes) {
+    if (change.array != 0) {
+      attrs_changed.insert(change.array);
+    } else if (key.starts_with("g/")) {  // "g/<group>\0<key>": the group's, as "<group>/"
+      names.insert(key.substr(2, key.find('\0') - 2) + "/");
+    } else {
+      names.insert("/");  // the database's
+    }
+  }
   for (auto& [id, sp] : s.arrays) {
     ArrayState& a = *sp;
     std::lock_guard l(a.mu);

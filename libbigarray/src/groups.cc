@@ -1,11 +1,8 @@
 // groups.cc: groups over the flat catalog (docs/api.md, "Groups"). A name with '/' lies in a
 // group, as in HDF5 and zarr ("runs/2026/temperature" is array "temperature" of group
 // "runs/2026"); a group exists while a name lies below it. Nothing is stored for a group
-// itself except its attributes: listing is a prefix scan of the catalog's "n/" records, which
-// the store keeps in key order, so it reads the names below the group and no others.
-#include <algorithm>
-#include <set>
-
+// itself except its attributes. Listing reads the catalog's "n/" records below the group, which
+// the store keeps in key order, and skips each sub-group's (Database::ListLevel).
 #include "attr_access.h"
 #include "bigarray/database.h"
 
@@ -25,22 +22,12 @@ std::string GroupPrefix(const std::string& group) { return group.empty() ? "" : 
 }  // namespace
 
 Result<std::vector<Database::GroupEntry>> Database::List(std::string_view group) {
-  const std::string prefix = GroupPrefix(GroupName(group));
-  BA_ASSIGN_OR_RETURN(std::vector<std::string> names, Names(prefix));
-  std::set<std::pair<std::string, bool>> entries;
-  for (const std::string& name : names) {
-    const std::string_view rel = std::string_view(name).substr(prefix.size());
-    const size_t slash = rel.find('/');
-    if (slash == std::string_view::npos) {
-      entries.emplace(std::string(rel), false);
-    } else {
-      entries.emplace(std::string(rel.substr(0, slash)), true);
-    }
-  }
-  std::vector<GroupEntry> out;
-  out.reserve(entries.size());
-  for (const auto& [name, is_group] : entries) out.push_back(GroupEntry{name, is_group});
-  return out;
+  return ListLevel(GroupPrefix(GroupName(group)), 0);
+}
+
+Result<bool> Database::GroupExists(std::string_view group) {
+  BA_ASSIGN_OR_RETURN(std::vector<GroupEntry> some, ListLevel(GroupPrefix(GroupName(group)), 1));
+  return !some.empty();
 }
 
 Result<size_t> Database::DropGroup(std::string_view group) {

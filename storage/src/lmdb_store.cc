@@ -822,8 +822,8 @@ class LmdbSnapshot final : public Snapshot {
   Result<std::optional<BlockFileRange>> MappableBlock(ArrayId a, BlockIndex i, size_t block_size) override;
   Status ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) override;
   Result<std::optional<std::string>> GetMeta(std::string_view key) override;
-  Status ForEachMeta(std::string_view prefix,
-                     const std::function<bool(std::string_view, std::string_view)>& fn) override;
+  Status ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                         const std::function<bool(std::string_view, std::string_view)>& fn) override;
   Result<ChangeSet> ChangesSince(CommitId from) override;
   Result<uint64_t> VerifyBlocks(ArrayId a, size_t block_size,
                                 const std::function<void(BlockIndex, const Status&)>& damaged) override;
@@ -998,50 +998,64 @@ Result<std::optional<std::string>> LmdbSnapshot::GetMeta(std::string_view key) {
   return GetSealed(txn_, env_->meta_, key, "metadata");
 }
 
-Status LmdbSnapshot::ForEachMeta(std::string_view prefix,
-                                 const std::function<bool(std::string_view, std::string_view)>& fn) {
-  std::vector<std::pair<std::string, std::string>> found;
-  // Listing a whole class of keys ("n/"): the records found must match the class's tally, so
-  // that a record whose key was damaged into another class is noticed, not silently missing.
+Status LmdbSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                                     const std::function<bool(std::string_view, std::string_view)>& fn) {
+  // Listing a whole class of keys ("n/") from its start: the records found must match the
+  // class's tally, so that a record whose key was damaged into another class is noticed, not
+  // silently missing; such a listing is read whole before `fn` sees any record. Any other is
+  // read in batches, `fn` called between them without the locks, so that one that stops early
+  // reads about what it listed.
+  constexpr size_t kBatch = 256;
   const std::string_view cls = internal::MetaClass(prefix);
-  const bool whole_class = !prefix.empty() && cls.size() == prefix.size();
-  Tally expected, seen;
-  {
-    std::shared_lock map_lock(env_->map_mu_);
-    std::lock_guard lock(mu_);
-    MDB_cursor* cur;
-    int rc = mdb_cursor_open(txn_, env_->meta_, &cur);
-    if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list metadata");
-    MDB_val k = StrVal(prefix), v;
-    Status status;
-    for (rc = mdb_cursor_get(cur, &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
-         rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-      if (!ValStr(k).starts_with(prefix)) break;
-      if (ValStr(k)[0] == kReservedMetaPrefix) continue;  // the store's own records
-      Result<std::string_view> body = internal::OpenRecord(ValStr(k), ValStr(v), "metadata");
-      if (!body.ok()) {
-        status = body.status();
-        break;
+  const bool whole_class = !prefix.empty() && cls.size() == prefix.size() && from <= prefix;
+  std::string next(std::max(prefix, from));
+  for (;;) {
+    std::vector<std::pair<std::string, std::string>> found;
+    Tally expected, seen;
+    bool more = false;
+    {
+      std::shared_lock map_lock(env_->map_mu_);
+      std::lock_guard lock(mu_);
+      MDB_cursor* cur;
+      int rc = mdb_cursor_open(txn_, env_->meta_, &cur);
+      if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list metadata");
+      MDB_val k = StrVal(next), v;
+      Status status;
+      for (rc = mdb_cursor_get(cur, &k, &v, next.empty() ? MDB_FIRST : MDB_SET_RANGE); rc == MDB_SUCCESS;
+           rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (!ValStr(k).starts_with(prefix)) break;
+        if (ValStr(k)[0] == kReservedMetaPrefix) continue;  // the store's own records
+        if (!whole_class && found.size() == kBatch) {
+          more = true;
+          break;
+        }
+        Result<std::string_view> body = internal::OpenRecord(ValStr(k), ValStr(v), "metadata");
+        if (!body.ok()) {
+          status = body.status();
+          break;
+        }
+        seen.Add(ValStr(k), internal::SealedChecksum(ValStr(v)), body->size());
+        found.emplace_back(ValStr(k), *body);
       }
-      seen.Add(ValStr(k), internal::SealedChecksum(ValStr(v)), body->size());
-      found.emplace_back(ValStr(k), *body);
+      mdb_cursor_close(cur);
+      if (status.ok() && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) status = LmdbStatus(rc, "list metadata");
+      BA_RETURN_IF_ERROR(status);
+      if (whole_class) {
+        BA_ASSIGN_OR_RETURN(expected, GetTally(txn_, env_->meta_, internal::ClassTallyKey(cls)));
+      }
     }
-    mdb_cursor_close(cur);
-    if (status.ok() && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) status = LmdbStatus(rc, "list metadata");
-    BA_RETURN_IF_ERROR(status);
-    if (whole_class) {
-      BA_ASSIGN_OR_RETURN(expected, GetTally(txn_, env_->meta_, internal::ClassTallyKey(cls)));
+    if (whole_class && seen != expected) {
+      return Corruption("metadata records '" + std::string(prefix) +
+                        "...' do not match the record of what exists (" + std::to_string(seen.records) +
+                        " found, " + std::to_string(expected.records) +
+                        " recorded): a record's key is damaged or a record is missing");
     }
+    for (const auto& [k, v] : found) {
+      if (!fn(k, v)) return Status::Ok();
+    }
+    if (!more) return Status::Ok();
+    next = found.back().first + '\0';  // the least key after the batch's last
   }
-  if (whole_class && seen != expected) {
-    return Corruption("metadata records '" + std::string(prefix) + "...' do not match the record of what exists (" +
-                      std::to_string(seen.records) + " found, " + std::to_string(expected.records) +
-                      " recorded): a record's key is damaged or a record is missing");
-  }
-  for (const auto& [k, v] : found) {
-    if (!fn(k, v)) break;
-  }
-  return Status::Ok();
 }
 
 // Reads the change log of `txn` in (from, to] into `out`; `out.complete` is false when the log

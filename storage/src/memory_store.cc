@@ -3,6 +3,7 @@
 // The committed state is an immutable State shared by snapshots; a commit builds a new State
 // (copying the maps, sharing the block payloads) and swaps it in under mu_. The change log is
 // trimmed to what the oldest live snapshot may still ask for.
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -82,9 +83,9 @@ class MemorySnapshot final : public Snapshot {
     return std::optional<std::string>(it->second);
   }
 
-  Status ForEachMeta(std::string_view prefix,
-                     const std::function<bool(std::string_view, std::string_view)>& fn) override {
-    for (auto it = state_->meta.lower_bound(prefix);
+  Status ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                         const std::function<bool(std::string_view, std::string_view)>& fn) override {
+    for (auto it = state_->meta.lower_bound(std::max(prefix, from));
          it != state_->meta.end() && std::string_view(it->first).starts_with(prefix); ++it) {
       if (!fn(it->first, it->second)) break;
     }

@@ -474,8 +474,10 @@ void Shared::DefineStatements(uint32_t head_oid) {
        "ORDER BY block_index",
        i8},
       {"ba_get_meta", "SELECT value FROM bigarray_meta WHERE key = $1", by},
-      {"ba_scan_meta", "SELECT key, value FROM bigarray_meta WHERE key >= $1 ORDER BY key", by},
-      {"ba_scan_meta_to", "SELECT key, value FROM bigarray_meta WHERE key >= $1 AND key < $2 ORDER BY key", byx2},
+      // Listings read in batches (kMetaBatch rows), so that one that stops early reads little.
+      {"ba_scan_meta", "SELECT key, value FROM bigarray_meta WHERE key >= $1 ORDER BY key LIMIT 256", by},
+      {"ba_scan_meta_to", "SELECT key, value FROM bigarray_meta WHERE key >= $1 AND key < $2 ORDER BY key LIMIT 256",
+       byx2},
       {"ba_log", "SELECT changes FROM bigarray_log WHERE commit_id > $1 AND commit_id <= $2 ORDER BY commit_id",
        i8x2},
       {"ba_lock_head", "SELECT commit_id, log_floor FROM bigarray_head WHERE id = 1 FOR UPDATE", none},
@@ -574,8 +576,8 @@ class PgSnapshot final : public Snapshot {
   Status ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) override;
   Status ForEachBlock(ArrayId a, const std::function<bool(const BlockInfo&)>& fn) override;
   Result<std::optional<std::string>> GetMeta(std::string_view key) override;
-  Status ForEachMeta(std::string_view prefix,
-                     const std::function<bool(std::string_view, std::string_view)>& fn) override;
+  Status ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                         const std::function<bool(std::string_view, std::string_view)>& fn) override;
   Result<ChangeSet> ChangesSince(CommitId from) override;
 
  private:
@@ -654,23 +656,30 @@ Result<std::optional<std::string>> PgSnapshot::GetMeta(std::string_view key) {
   return std::optional<std::string>(BytesField(r.get(), 0, 0));
 }
 
-Status PgSnapshot::ForEachMeta(std::string_view prefix,
-                               const std::function<bool(std::string_view, std::string_view)>& fn) {
-  PgResult r;
-  {
-    std::lock_guard lock(mu_);
-    const std::optional<std::string> end = PrefixEnd(prefix);
-    if (end) {
-      BA_ASSIGN_OR_RETURN(r, Run("ba_scan_meta_to", Params().Str(prefix).Str(*end), "list metadata"));
-    } else {
-      BA_ASSIGN_OR_RETURN(r, Run("ba_scan_meta", Params().Str(prefix), "list metadata"));
+Status PgSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                                   const std::function<bool(std::string_view, std::string_view)>& fn) {
+  constexpr int kMetaBatch = 256;  // the LIMIT of ba_scan_meta(_to)
+  const std::optional<std::string> end = PrefixEnd(prefix);
+  std::string next(std::max(prefix, from));
+  for (;;) {
+    PgResult r;
+    {
+      std::lock_guard lock(mu_);
+      if (end) {
+        BA_ASSIGN_OR_RETURN(r, Run("ba_scan_meta_to", Params().Str(next).Str(*end), "list metadata"));
+      } else {
+        BA_ASSIGN_OR_RETURN(r, Run("ba_scan_meta", Params().Str(next), "list metadata"));
+      }
     }
+    const int n = PQntuples(r.get());
+    for (int row = 0; row < n; ++row) {
+      const std::string key(BytesField(r.get(), row, 0));
+      if (!key.starts_with(prefix)) return Status::Ok();  // no end: prefix of 0xff bytes
+      if (!fn(key, BytesField(r.get(), row, 1))) return Status::Ok();
+      if (row == n - 1) next = key + '\0';  // the least key after it
+    }
+    if (n < kMetaBatch) return Status::Ok();
   }
-  const int n = PQntuples(r.get());
-  for (int row = 0; row < n; ++row) {
-    if (!fn(BytesField(r.get(), row, 0), BytesField(r.get(), row, 1))) break;
-  }
-  return Status::Ok();
 }
 
 Result<ChangeSet> PgSnapshot::ChangesSince(CommitId from) {

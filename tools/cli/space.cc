@@ -51,6 +51,7 @@ Result<std::string> ArrayInfoText(const Array& a) {
 
 Status PrintSpace(Database& db, bool json) {
   BA_ASSIGN_OR_RETURN(SpaceReport r, db.Space());
+  BA_ASSIGN_OR_RETURN(const std::string attrs, AttrsJson(db.attrs()));
   const std::optional<FileSpace>& f = r.file;
   if (json) {
     std::string out = fmt::format("{{\"path\": {}, \"commit\": {}, \"latest_commit\": {}, \"live_bytes\": {}",
@@ -71,7 +72,7 @@ Status PrintSpace(Database& db, bool json) {
     } else {
       out += "null";
     }
-    out += ", \"arrays\": {";
+    out += ", \"attrs\": " + attrs + ", \"arrays\": {";
     for (size_t i = 0; i < r.arrays.size(); ++i) {
       BA_ASSIGN_OR_RETURN(Array a, db.Get(r.arrays[i].name));
       BA_ASSIGN_OR_RETURN(std::string object, ArrayInfoJson(a));
@@ -82,7 +83,7 @@ Status PrintSpace(Database& db, bool json) {
     std::fputs(out.c_str(), stdout);
     return Status::Ok();
   }
-  std::string out = fmt::format("path: {}\ncommit: {}\n", db.path(), r.commit);
+  std::string out = fmt::format("path: {}\ncommit: {}\nattrs: {}\n", db.path(), r.commit, attrs);
   if (r.latest_commit != r.commit) out += fmt::format("latest_commit: {}\n", r.latest_commit);
   out += fmt::format("live_bytes: {} ({}: stored by {} array{})\n", r.live_bytes, Bytes(r.live_bytes), r.arrays.size(),
                      r.arrays.size() == 1 ? "" : "s");

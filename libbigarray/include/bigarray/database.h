@@ -189,13 +189,16 @@ class Database {
   // exists while a name lies below it. `group` is a name without leading or trailing '/'
   // ("runs/2026"; "" or "/" is the top level). List gives the entries one level below it, by
   // name relative to the group: arrays, and sub-groups (is_group), sorted by name (an array and
-  // a group may share a name). It costs O(names below the group).
+  // a group may share a name). It costs O(entries listed): the catalog is read past each
+  // sub-group, not through it (plus the arrays this handle has opened).
   struct GroupEntry {
     std::string name;
     bool is_group = false;
     friend bool operator==(const GroupEntry&, const GroupEntry&) = default;
   };
   Result<std::vector<GroupEntry>> List(std::string_view group);
+  // Whether a name lies below `group` (the top level: whether there is any array).
+  Result<bool> GroupExists(std::string_view group);
   // Drops every array below `group` (and the group's attributes and its sub-groups'), in this
   // transaction; returns how many arrays. kNotFound when there is none and no attribute.
   Result<size_t> DropGroup(std::string_view group);
@@ -215,7 +218,8 @@ class Database {
   Status Sync();
 
   // The names of the arrays this transaction changed (data, shape, name, attributes; created
-  // or dropped), sorted: what Commit would write and Abort would discard. Empty: nothing to commit. Lists
+  // or dropped), and "<group>/" for a group whose attributes it changed, "/" for the database's,
+  // sorted: what Commit would write and Abort would discard. Empty: nothing to commit. Lists
   // the dirty blocks the way Commit does (write-protecting them for a moment), so it must not
   // race with writes through views, like Commit.
   Result<std::vector<std::string>> ChangedArrays();
@@ -253,6 +257,9 @@ class Database {
   friend Result<Database> internal::OpenDatabaseOnStore(std::shared_ptr<storage::BlockStore>,
                                                         const std::string&, const Options&);
   explicit Database(std::shared_ptr<internal::Session> s) : session_(std::move(s)) {}
+  // The entries one level below the name prefix `prefix` ("" or "g/"), sorted; when `limit` is
+  // not 0, stops once it has found that many (which ones is then unspecified).
+  Result<std::vector<GroupEntry>> ListLevel(const std::string& prefix, size_t limit);
   std::shared_ptr<internal::Session> session_;
 };
 

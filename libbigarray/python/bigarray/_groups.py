@@ -1,8 +1,8 @@
 """Groups (docs/python.md, "Groups"): names with '/' form a hierarchy, as in HDF5 and zarr.
 
 db.group("runs") is a view of the names below "runs/": nothing is stored for a group but its
-attributes, and a group exists while a name lies below it. Listing reads the catalog's names
-below the group only (a prefix scan), whatever else the database holds.
+attributes, and a group exists while a name lies below it. Listing one level reads the catalog's
+names at that level only: it skips over each sub-group's, whatever else the database holds.
 """
 from ._attrs import AttributeManager
 
@@ -58,7 +58,7 @@ class Group:
         full = self._full(name)
         if full in self._db:
             return self._db[full]
-        if self._db.names(full + "/"):
+        if self._db._group_exists(full):
             return Group(self._db, full)
         raise KeyError(f"no array or group named {name!r} in {self!r}")
 
@@ -66,7 +66,7 @@ class Group:
         if not isinstance(name, str) or not name.strip("/"):
             return False
         full = self._full(name)
-        return full in self._db or bool(self._db.names(full + "/"))
+        return full in self._db or self._db._group_exists(full)
 
     def __delitem__(self, name):
         full = self._full(name)

@@ -194,8 +194,14 @@ class Snapshot {
 
   virtual Result<std::optional<std::string>> GetMeta(std::string_view key) = 0;
   // Metadata records whose key begins with `prefix`, in key order; `fn` returns false to stop.
-  virtual Status ForEachMeta(std::string_view prefix,
-                             const std::function<bool(std::string_view, std::string_view)>& fn) = 0;
+  Status ForEachMeta(std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn) {
+    return ForEachMetaFrom(prefix, prefix, fn);
+  }
+  // The same from the first key not below `from` (which begins with `prefix`). A store reads
+  // in batches, so a listing that stops early reads about what it listed: a caller can list one
+  // level of a hierarchy by stopping and starting again past each sub-tree.
+  virtual Status ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                                 const std::function<bool(std::string_view, std::string_view)>& fn) = 0;
 
   // Changes committed in (from, commit_id()].
   virtual Result<ChangeSet> ChangesSince(CommitId from) = 0;
@@ -264,9 +270,9 @@ class ForwardingSnapshot : public Snapshot {
   Result<std::optional<std::string>> GetMeta(std::string_view key) override {
     return base_->GetMeta(key);
   }
-  Status ForEachMeta(std::string_view prefix,
-                     const std::function<bool(std::string_view, std::string_view)>& fn) override {
-    return base_->ForEachMeta(prefix, fn);
+  Status ForEachMetaFrom(std::string_view prefix, std::string_view from,
+                         const std::function<bool(std::string_view, std::string_view)>& fn) override {
+    return base_->ForEachMetaFrom(prefix, from, fn);
   }
   Result<ChangeSet> ChangesSince(CommitId from) override { return base_->ChangesSince(from); }
   Result<uint64_t> VerifyBlocks(ArrayId a, size_t block_size,
