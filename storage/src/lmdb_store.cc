@@ -1004,8 +1004,9 @@ Status LmdbSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view f
   // class's tally, so that a record whose key was damaged into another class is noticed, not
   // silently missing; such a listing is read whole before `fn` sees any record. Any other is
   // read in batches, `fn` called between them without the locks, so that one that stops early
-  // reads about what it listed.
-  constexpr size_t kBatch = 256;
+  // reads about what it listed. Batches start small and double (a caller that stops after one
+  // record, as a listing of one level does at each sub-group, reads a few).
+  size_t batch = 8;
   const std::string_view cls = internal::MetaClass(prefix);
   const bool whole_class = !prefix.empty() && cls.size() == prefix.size() && from <= prefix;
   std::string next(std::max(prefix, from));
@@ -1025,7 +1026,7 @@ Status LmdbSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view f
            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (!ValStr(k).starts_with(prefix)) break;
         if (ValStr(k)[0] == kReservedMetaPrefix) continue;  // the store's own records
-        if (!whole_class && found.size() == kBatch) {
+        if (!whole_class && found.size() == batch) {
           more = true;
           break;
         }
@@ -1055,6 +1056,7 @@ Status LmdbSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view f
     }
     if (!more) return Status::Ok();
     next = found.back().first + '\0';  // the least key after the batch's last
+    batch = std::min<size_t>(batch * 2, 256);
   }
 }
 

@@ -474,10 +474,10 @@ void Shared::DefineStatements(uint32_t head_oid) {
        "ORDER BY block_index",
        i8},
       {"ba_get_meta", "SELECT value FROM bigarray_meta WHERE key = $1", by},
-      // Listings read in batches (kMetaBatch rows), so that one that stops early reads little.
-      {"ba_scan_meta", "SELECT key, value FROM bigarray_meta WHERE key >= $1 ORDER BY key LIMIT 256", by},
-      {"ba_scan_meta_to", "SELECT key, value FROM bigarray_meta WHERE key >= $1 AND key < $2 ORDER BY key LIMIT 256",
-       byx2},
+      // Listings read in batches (the LIMIT), so that one that stops early reads little.
+      {"ba_scan_meta", "SELECT key, value FROM bigarray_meta WHERE key >= $1 ORDER BY key LIMIT $2", {kByteaOid, kInt8Oid}},
+      {"ba_scan_meta_to", "SELECT key, value FROM bigarray_meta WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3",
+       {kByteaOid, kByteaOid, kInt8Oid}},
       {"ba_log", "SELECT changes FROM bigarray_log WHERE commit_id > $1 AND commit_id <= $2 ORDER BY commit_id",
        i8x2},
       {"ba_lock_head", "SELECT commit_id, log_floor FROM bigarray_head WHERE id = 1 FOR UPDATE", none},
@@ -658,7 +658,8 @@ Result<std::optional<std::string>> PgSnapshot::GetMeta(std::string_view key) {
 
 Status PgSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view from,
                                    const std::function<bool(std::string_view, std::string_view)>& fn) {
-  constexpr int kMetaBatch = 256;  // the LIMIT of ba_scan_meta(_to)
+  // Batches start small and double, as LmdbSnapshot's.
+  int batch = 8;
   const std::optional<std::string> end = PrefixEnd(prefix);
   std::string next(std::max(prefix, from));
   for (;;) {
@@ -666,9 +667,9 @@ Status PgSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view fro
     {
       std::lock_guard lock(mu_);
       if (end) {
-        BA_ASSIGN_OR_RETURN(r, Run("ba_scan_meta_to", Params().Str(next).Str(*end), "list metadata"));
+        BA_ASSIGN_OR_RETURN(r, Run("ba_scan_meta_to", Params().Str(next).Str(*end).U64(batch), "list metadata"));
       } else {
-        BA_ASSIGN_OR_RETURN(r, Run("ba_scan_meta", Params().Str(next), "list metadata"));
+        BA_ASSIGN_OR_RETURN(r, Run("ba_scan_meta", Params().Str(next).U64(batch), "list metadata"));
       }
     }
     const int n = PQntuples(r.get());
@@ -678,7 +679,8 @@ Status PgSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view fro
       if (!fn(key, BytesField(r.get(), row, 1))) return Status::Ok();
       if (row == n - 1) next = key + '\0';  // the least key after it
     }
-    if (n < kMetaBatch) return Status::Ok();
+    if (n < batch) return Status::Ok();
+    batch = std::min(batch * 2, 256);
   }
 }
 

@@ -618,6 +618,8 @@ TEST_CASE("attrs: set, show, delete, for an array, a group and the database; inf
   cli.Ok({"attrs", cli.db, "runs/", "--set", "site=7"});
   CHECK(cli.Ok({"attrs", cli.db}) == "title: \"weather\"\n");
   CHECK(cli.Ok({"attrs", cli.db, "runs/"}) == "site: 7\n");
+  CHECK(Contains(cli.Ok({"info", cli.db}), "\nattrs: {\"title\": \"weather\"}\nlive_bytes: "));
+  CHECK(Contains(cli.Ok({"info", cli.db, "--json"}), "\"attrs\": {\"title\": \"weather\"}, \"arrays\": {"));
 
   SUBCASE("errors: nothing is written") {
     CliResult r = cli({"attrs", cli.db, "runs/temps", "--set", "units=K"});
@@ -630,6 +632,20 @@ TEST_CASE("attrs: set, show, delete, for an array, a group and the database; inf
     r = cli({"attrs", cli.db, "nope"});
     CHECK_EXIT(r, 1);
     CHECK(Contains(r.err, "no array named 'nope'"));
+    CHECK(!Contains(r.err, "is a group"));
+    r = cli({"attrs", cli.db, "runs"});  // a group, named as an array
+    CHECK_EXIT(r, 1);
+    CHECK(Contains(r.err, "'runs' is a group: name it 'runs/' for the group's attributes"));
+    r = cli({"attrs", cli.db, std::string(300, 'g') + "/", "--set", "k=1"});
+    CHECK_EXIT(r, 1);
+    CHECK(Contains(r.err, "group name 'ggg"));
+    CHECK(Contains(r.err, "at most 253 bytes"));
+    r = cli({"attrs", cli.db, "runs/", "--set", "k\xff=1"});
+    CHECK_EXIT(r, 1);
+    CHECK(Contains(r.err, "UTF-8"));
+    r = cli({"attrs", cli.db, "runs/", "--set", "k=\"\xff\""});
+    CHECK_EXIT(r, 1);
+    CHECK(!Contains(r.err, "a string needs quotes"));
     r = cli({"attrs", cli.db, "runs/temps", "--set", "big=\"" + std::string(70000, 'x') + "\""});
     CHECK_EXIT(r, 1);
     CHECK(Contains(r.err, "limit"));

@@ -78,6 +78,24 @@ def test_with_block_warns_on_normal_exit_only(path):
         assert db.names() == []
 
 
+def test_attribute_changes_of_the_database_and_groups_are_named(path):
+    db = bigarray.open(path)
+    db.create("runs/x", 1, "f8")
+    db.commit()
+    db.attrs["title"] = "t"
+    db.group("runs").attrs["site"] = "s"
+    with pytest.warns(ResourceWarning, match=r"closed with uncommitted changes to the database's attributes, "
+                                             r"the attributes of group 'runs': they were discarded"):
+        db.close()
+    with bigarray.open(path) as again:
+        assert dict(again.attrs) == {} and dict(again.group("runs").attrs) == {}
+    db = bigarray.open(path)
+    db["runs/x"][0] = 1
+    db.attrs["title"] = "t"
+    with pytest.warns(ResourceWarning, match=r"changes to array 'runs/x', the database's attributes: they"):
+        db.close()
+
+
 def test_garbage_collected_handle_warns(path):
     db = bigarray.open(path)
     a = db.create("a", 3, "f8")

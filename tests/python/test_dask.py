@@ -91,8 +91,9 @@ PEAK = textwrap.dedent("""
         x = da.from_array(a, chunks=a.chunks)
         with dask.config.set(scheduler="threads", num_workers=4):
             total, top = da.compute(x.sum(), x.max(axis=0))
+        evictions = db.cache_stats()["evictions"]
     print(json.dumps({"sum": float(total), "top": top.tolist(), "baseline": baseline, "peak": vmhwm(),
-                      "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                      "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "evictions": evictions}))
 """)
 
 FILL = textwrap.dedent("""
@@ -108,7 +109,9 @@ FILL = textwrap.dedent("""
 
 
 def test_reduction_over_4x_the_cache_stays_within_budget(tmp_path, child_env):
-    cache, rows, cols = 64 * MIB, 32768, 1024  # 256 MiB of float64
+    # 512 MiB of float64 through a 128 MiB cache: an array larger than the bound (cache + 256
+    # MiB), so that a cache that kept every block would fail the test.
+    cache, rows, cols = 128 * MIB, 65536, 1024
     db = str(tmp_path / "db")
     subprocess.run([sys.executable, "-c", FILL, db, str(rows), str(cols)], env=child_env, check=True, timeout=120)
     r = subprocess.run([sys.executable, "-c", PEAK, db, str(cache)], env=child_env, check=True, timeout=120,
@@ -121,4 +124,6 @@ def test_reduction_over_4x_the_cache_stays_within_budget(tmp_path, child_env):
     np.testing.assert_array_equal(got["top"], k.max() + np.arange(cols))
     print(f"\npeak RSS {got['peak'] / MIB:.0f} MiB (after imports {got['baseline'] / MIB:.0f} MiB) for a "
           f"{rows * cols * 8 / MIB:.0f} MiB array and a {cache / MIB:.0f} MiB cache")
+    assert got["evictions"] > 0, got
     assert got["peak"] <= cache + 256 * MIB, got
+    assert rows * cols * 8 > cache + 256 * MIB

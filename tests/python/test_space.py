@@ -10,11 +10,11 @@ import pytest
 
 import bigarray
 
-CLI = os.path.join(os.path.dirname(bigarray.__file__), "..", "bin", "bigarray")
+CLI = os.path.join(os.path.dirname(bigarray.__file__), "..", "..", "bin", "bigarray")  # build/python/bigarray/
 
 KEYS = ["path", "commit", "latest_commit", "live_bytes", "page_size", "file_bytes", "allocated_bytes",
         "used_bytes", "free_bytes", "pinned_bytes", "compact_bytes", "reclaimable_bytes", "leftover_bytes",
-        "oldest_snapshot", "arrays"]
+        "oldest_snapshot", "attrs", "arrays"]
 
 
 def du(path):
@@ -25,9 +25,11 @@ def test_info_is_the_space_report_of_the_cli(path):
     with bigarray.open(path) as db:
         db.create("t", (1000, 24), "f8")[:500] = 1.5
         db.create("big", 1_000_000, "f8")[:] = 2
+        db.attrs["title"] = "space"
         db.commit()
         info = db.info()
         assert list(info) == KEYS
+        assert info["attrs"] == {"title": "space"}
         assert info["path"] == str(path) and info["commit"] == db.snapshot == info["latest_commit"]
         assert info["live_bytes"] == 98_304 + 8_003_584  # whole pages of payloads of 2 KiB or more
         assert info["arrays"]["t"]["stored_bytes"] == 98_304

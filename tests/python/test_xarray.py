@@ -81,6 +81,15 @@ def test_to_bigarray_modes_errors_and_abort(path):
             bx.to_bigarray(ds, db, "g")
         bx.to_bigarray(ds.isel(time=slice(0, 5)), db, "g", mode="w")
         assert db["g/temperature"].shape == (5, 5)
+        db.create("k/sub/extra", 1, "f8")  # a group holding only a sub-group is not empty either
+        db.commit()
+        with pytest.raises(ValueError, match="not empty"):
+            bx.to_bigarray(ds, db, "k")
+        with pytest.raises(ValueError, match="mode='w' would drop every array"):
+            bx.to_bigarray(ds, db, "", mode="w")
+        with pytest.raises(ValueError, match="not empty"):
+            bx.to_bigarray(ds, db, "/")
+        assert db.names("g/") and "k/sub/extra" in db
         bad = ds.assign(name=("station", np.array(["a", "b", "c", "d", "e"])))
         with pytest.raises(TypeError, match="dtype"):
             bx.to_bigarray(bad, db, "h")

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "bigarray/utf8.h"
 #include "json_text.h"
 #include "shell_quote.h"
 
@@ -24,14 +25,22 @@ Status RunAttrs(Database& db, const AttrsRequest& r) {
   if (r.name && r.name->ends_with('/')) {
     attrs = db.GroupAttrs(*r.name);
   } else if (r.name) {
-    BA_ASSIGN_OR_RETURN(Array a, db.Get(*r.name));
-    attrs = a.attrs();
+    Result<Array> a = db.Get(*r.name);
+    if (a.status().code() == Code::kNotFound) {
+      if (Result<bool> group = db.GroupExists(*r.name); group.ok() && *group) {
+        return NotFound(a.status().message() + "; '" + *r.name + "' is a group: name it '" + *r.name +
+                        "/' for the group's attributes");
+      }
+    }
+    BA_RETURN_IF_ERROR(a.status());
+    attrs = a->attrs();
   }
   if (!r.sets.empty() || !r.deletes.empty()) {
     for (const std::string& key : r.deletes) BA_RETURN_IF_ERROR(attrs.Delete(key));
     for (const auto& [key, json] : r.sets) {
       Status st = attrs.SetJson(key, json);
-      if (st.code() == Code::kInvalidArgument && st.message().find("not JSON") != std::string::npos) {
+      if (st.code() == Code::kInvalidArgument && st.message().find("not JSON") != std::string::npos &&
+          InvalidUtf8At(json) == std::string_view::npos) {
         st = Status(st.code(), st.message() + " (a string needs quotes: --set '" + key + "=\"...\"')");
       }
       BA_RETURN_IF_ERROR(st);

@@ -82,7 +82,8 @@ def to_bigarray(obj, db, group, *, mode="w-", commit=True, block_size=None):
     xarray does for files (datetimes as numbers with units), and "_ARRAY_DIMENSIONS"; the
     Dataset's attrs become the group's. Dask-backed variables are written chunk by chunk
     from dask's threads (dask.array.store), so they need not fit in memory. mode "w-" refuses
-    a group that has arrays, "w" replaces it. With commit (the default) everything commits
+    a group that is not empty (an array or a sub-group below it), "w" first drops everything
+    below it; the top level ("") takes "w-" only. With commit (the default) everything commits
     as one transaction, together with the handle's earlier uncommitted changes, and is
     aborted if anything fails. block_size: of the arrays created (default 2 MiB).
     """
@@ -95,6 +96,9 @@ def to_bigarray(obj, db, group, *, mode="w-", commit=True, block_size=None):
     if mode not in ("w", "w-"):
         raise ValueError(f"mode must be 'w' or 'w-', not {mode!r}")
     group = group.strip("/")
+    if mode == "w" and not group:
+        raise ValueError("mode='w' would drop every array of the database: write to the top level with "
+                         "mode='w-', or into a group")
     g = db.group(group)
 
     def write():
