@@ -450,6 +450,59 @@ TEST_CASE("attributes: group names are checked like the names they prefix, keys 
   CHECK(db.GroupAttrs("runs").Keys().value() == std::vector<std::string>{"ok"});
 }
 
+TEST_CASE("groups: a name or an attribute put below a group while another transaction drops it conflicts") {
+  auto store = storage::NewMemoryStore();
+  auto a = OnStore(store, "a");
+  auto b = OnStore(store, "b");
+  for (const char* n : {"runs/x", "runs/sub/y", "keep/z"}) a.Create(n, {1}, "f8").value();
+  REQUIRE(a.Commit().ok());
+  b.Abort();  // b sees them
+
+  SUBCASE("a new array in the group") {
+    REQUIRE(b.Create("runs/new", {1}, "f8").ok());
+  }
+  SUBCASE("a new array in a sub-group") {
+    REQUIRE(b.Create("runs/sub/new", {1}, "f8").ok());
+  }
+  SUBCASE("an array renamed into it") {
+    REQUIRE(b.Rename("keep/z", "runs/z").ok());
+  }
+  SUBCASE("an attribute of the group") {
+    REQUIRE(b.GroupAttrs("runs").SetJson("k", "1").ok());
+  }
+  SUBCASE("an attribute of a sub-group") {
+    REQUIRE(b.GroupAttrs("runs/sub").SetJson("k", "1").ok());
+  }
+  REQUIRE(a.DropGroup("runs").value() == 2);
+  REQUIRE(b.Commit().ok());
+  CHECK(a.Commit().code() == Code::kConflict);  // else b's change would outlive its group unseen
+  a.Abort();
+  CHECK(!a.Names("runs/").value().empty());
+  // Afterwards, with b's change seen, the drop goes through.
+  REQUIRE(a.DropGroup("runs").ok());
+  REQUIRE(a.Commit().ok());
+  CHECK(a.Names("runs/").value().empty());
+}
+
+TEST_CASE("groups: dropping a group conflicts with nothing outside it") {
+  auto store = storage::NewMemoryStore();
+  auto a = OnStore(store, "a");
+  auto b = OnStore(store, "b");
+  for (const char* n : {"runs/x", "runsx/y"}) a.Create(n, {1}, "f8").value();
+  REQUIRE(a.Commit().ok());
+  b.Abort();
+  REQUIRE(b.Create("runsx/new", {1}, "f8").ok());
+  REQUIRE(b.GroupAttrs("runsx").SetJson("k", "1").ok());
+  REQUIRE(b.attrs().SetJson("k", "1").ok());
+  REQUIRE(a.DropGroup("runs").value() == 1);
+  REQUIRE(b.Commit().ok());
+  CHECK(a.Commit().ok());
+  CHECK(a.DropGroup("nothing").status().code() == Code::kNotFound);  // and a drop of nothing checks nothing
+  REQUIRE(b.Create("nothing/new", {1}, "f8").ok());
+  REQUIRE(b.Commit().ok());
+  CHECK(a.Commit().ok());
+}
+
 TEST_CASE("groups: DropGroup drops the arrays and the attributes below a group, and only those") {
   auto store = storage::NewMemoryStore();
   auto db = OnStore(store, "db");

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "bigarray/status.h"
@@ -33,6 +34,7 @@ using AttrChanges = std::map<std::string, AttrChange>;
 struct AttrContext {
   std::shared_ptr<storage::Snapshot> snapshot;
   AttrChanges* changes = nullptr;
+  std::set<std::string>* dropped_groups = nullptr;  // the handle's (DropGroup adds to it)
   std::string owner;  // "array 'x'" (its current name), "group 'g'", "database PATH"
   uint64_t array = 0;
 };

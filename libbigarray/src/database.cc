@@ -374,6 +374,9 @@ class Session {
   Status failed;  // sticky: a conflict ends the transaction until Abort
   // The attribute records this transaction set or deleted (attr_access.h).
   AttrChanges attr_changes;
+  // The groups DropGroup dropped: a name or an attribute that another transaction puts below
+  // one meanwhile makes this commit conflict, so that none outlives its group unseen.
+  std::set<std::string> dropped_groups;
   // A commit landed but the next snapshot could not be opened: the handle still reads its
   // old snapshot, and only Abort (a successful Refresh) brings it up to date.
   bool stale = false;
@@ -601,6 +604,7 @@ void Session::MarkCommitted() {
     ++it;
   }
   attr_changes.clear();
+  dropped_groups.clear();
 }
 
 void Session::AbortLocked() {
@@ -626,6 +630,7 @@ void Session::AbortLocked() {
     ++it;
   }
   attr_changes.clear();
+  dropped_groups.clear();
   failed = dropped.WithContext("abort");
 }
 
@@ -690,6 +695,7 @@ Status internal::WithAttrContext(const std::weak_ptr<Session>& session, const st
   }
   ctx.snapshot = s->snapshots->Get();
   ctx.changes = &s->attr_changes;
+  ctx.dropped_groups = &s->dropped_groups;
   return fn(ctx);
 }
 
@@ -1028,6 +1034,11 @@ Status Database::Commit() {
   // record, so that they conflict with a concurrent drop.
   for (const std::string& key : dropped_attrs) batch.DeleteMeta(key);
   for (uint64_t id : dropped) batch.CheckMetaPrefix(internal::ArrayAttrPrefix(id));
+  for (const std::string& group : s.dropped_groups) {
+    batch.CheckMetaPrefix("n/" + group + "/");
+    batch.CheckMetaPrefix(internal::GroupAttrPrefix(group));
+    batch.CheckMetaPrefix("g/" + group + "/");
+  }
   std::set<uint64_t> attrs_changed;
   for (const auto& [key, change] : s.attr_changes) {
     if (change.array != 0 && gone.count(change.array)) continue;

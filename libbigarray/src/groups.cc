@@ -47,6 +47,7 @@ Result<size_t> Database::DropGroup(std::string_view group) {
         }));
         for (std::string& k : keys) (*ctx.changes)[std::move(k)] = internal::AttrChange{std::nullopt, 0};
         attrs = keys.size();
+        if (!names.empty() || attrs != 0) ctx.dropped_groups->insert(name);
         return Status::Ok();
       });
   if (!st.ok()) return st;
