@@ -9,6 +9,7 @@
 
 #include "bigarray/database.h"
 #include "bigarray/storage/block_store.h"
+#include "catalog_util.h"
 #include "database_internal.h"
 #include "test_util.h"
 
@@ -435,12 +436,17 @@ TEST_CASE("attributes: group names are checked like the names they prefix, keys 
     Status st = attrs.SetJson("k", "1");
     CHECK_MESSAGE(st.code() == Code::kInvalidArgument, bad);
     CHECK_MESSAGE(st.message().starts_with("group name '"), st.message());
-    CHECK(attrs.Get("k").status().code() == Code::kInvalidArgument);
-    CHECK(attrs.Keys().status().code() == Code::kInvalidArgument);
+    // Reading and deleting are not refused (groups named before the rule stay readable): there
+    // is nothing to find.
+    CHECK(!attrs.Get("k").value());
+    CHECK(attrs.Keys().value().empty());
+    CHECK(attrs.Delete("k").code() == Code::kNotFound);
   }
   Status st = db.GroupAttrs("runs").SetJson("k\xff\xfe", "1");
   CHECK(st.code() == Code::kInvalidArgument);
   CHECK(st.message().find("UTF-8") != std::string::npos);
+  CHECK(db.GroupAttrs("a': b//c").SetJson("k", "1").message() ==
+        "group name 'a': b//c': '/' separates groups, so it may not begin or end a name or follow another '/'");
   CHECK(db.Get("runs/x").value().attrs().SetJson(std::string("\xc3", 1), "1").code() == Code::kInvalidArgument);
   CHECK(db.attrs().SetJson("", "1").message() == "an attribute key of database " + dir.path() + "/db must not be empty");
   // Nothing refused was kept: the transaction commits.
@@ -448,6 +454,28 @@ TEST_CASE("attributes: group names are checked like the names they prefix, keys 
   CHECK(db.ChangedArrays().value() == std::vector<std::string>{"runs/"});
   REQUIRE(db.Commit().ok());
   CHECK(db.GroupAttrs("runs").Keys().value() == std::vector<std::string>{"ok"});
+
+  // Names too long for a group are still names: no group below them, nothing to refuse
+  // (`rm -r NAME` drops the array, then finds no group).
+  const std::string long_name(255, 'a');
+  db.Create(long_name, {1}, "f8").value();
+  REQUIRE(db.Commit().ok());
+  CHECK(db.DropGroup(long_name).status().code() == Code::kNotFound);
+  CHECK(db.List(long_name).value().empty());
+  CHECK(!db.GroupAttrs(long_name + "/" + long_name).Get("k").value());  // a key longer than LMDB takes
+
+  // A group named before the rules (invalid UTF-8) is listed, read and dropped.
+  db.Create("legacy/x", {1}, "f8").value();
+  REQUIRE(db.Commit().ok());
+  db = OpenDb(dir.path() + "/other");  // release the environment before changing it below
+  bigarray::testing::RenameInCatalog(dir.path() + "/db", "legacy/x", "old\xff/x");
+  db = OpenDb(dir.path() + "/db");
+  CHECK(db.GroupExists("old\xff").value());
+  CHECK(db.GroupAttrs("old\xff").Keys().value().empty());
+  CHECK(db.GroupAttrs("old\xff").SetJson("k", "1").code() == Code::kInvalidArgument);
+  CHECK(db.DropGroup("old\xff").value() == 1);
+  REQUIRE(db.Commit().ok());
+  CHECK(!db.GroupExists("old\xff").value());
 }
 
 TEST_CASE("groups: a name or an attribute put below a group while another transaction drops it conflicts") {

@@ -47,6 +47,12 @@ Status WithAttrContext(const std::weak_ptr<Session>& session, const std::shared_
                        const std::string& group, bool write, const std::string& what,
                        const std::function<Status(AttrContext&)>& fn);
 
+// kInvalidArgument unless attributes may be set on group `group` (without leading or trailing
+// '/'; "" is the database): it must be able to hold an array, i.e. "<group>/x" must be a valid new
+// array name (so at most 253 bytes, UTF-8, no NUL, no "//"). Checked when an attribute is set,
+// as names are when created: groups named before the rule can still be read and dropped.
+Status CheckGroupName(const std::string& group);
+
 // The meta key prefixes (docs/format.md).
 std::string ArrayAttrPrefix(uint64_t array);   // "t/<16 hex digits>/"
 std::string GroupAttrPrefix(const std::string& group);  // "T/" for "", else "g/<group>\0"

@@ -44,6 +44,8 @@ std::string Named(const std::string& owner, std::string_view key) {
   return owner + " attribute '" + std::string(key) + "'";
 }
 
+// A key to look up or delete: 1 to kMaxAttrKeyBytes bytes without NUL. A key to set must also
+// be UTF-8 (CheckNewKey); keys set before that rule can still be read and deleted.
 Status CheckKey(const std::string& owner, std::string_view key) {
   if (key.empty()) return InvalidArgument("an attribute key of " + owner + " must not be empty");
   if (key.find('\0') != std::string_view::npos) {
@@ -57,6 +59,11 @@ Status CheckKey(const std::string& owner, std::string_view key) {
     return InvalidArgument(Named(owner, key.substr(0, 40)) + "...: a key has at most " +
                            std::to_string(kMaxAttrKeyBytes) + " bytes, this one " + std::to_string(key.size()));
   }
+  return Status::Ok();
+}
+
+Status CheckNewKey(const std::string& owner, std::string_view key) {
+  BA_RETURN_IF_ERROR(CheckKey(owner, key));
   if (const size_t bad = InvalidUtf8At(key); bad != std::string_view::npos) {
     return InvalidArgument(Named(owner, key.substr(0, bad)) + "...: a key must be UTF-8 (an invalid byte at " +
                            std::to_string(bad) + ")");
@@ -226,7 +233,8 @@ Result<std::optional<AttrValue>> Attrs::Get(std::string_view key) const {
 Status Attrs::Set(std::string_view key, const AttrValue& value) {
   return internal::WithAttrContext(
       session_, array_, group_, true, "set attribute '" + std::string(key) + "'", [&](internal::AttrContext& ctx) {
-        BA_RETURN_IF_ERROR(CheckKey(ctx.owner, key));
+        if (!array_) BA_RETURN_IF_ERROR(internal::CheckGroupName(group_));
+        BA_RETURN_IF_ERROR(CheckNewKey(ctx.owner, key));
         if (value.kind() == AttrValue::Kind::kJson && !nlohmann::json::accept(value.json())) {
           return InvalidArgument(Named(ctx.owner, key) + ": the value is not JSON text: " +
                                  value.json().substr(0, 80) + (value.json().size() > 80 ? "..." : ""));

@@ -72,44 +72,41 @@ std::string Escaped(std::string_view s) {
   return s.size() > kShown ? out + "..." : out;
 }
 
-// kInvalidArgument unless `name` can name a new array: 1 to 255 bytes of UTF-8 without NUL (names
-// reach JSON output, terminals and Python's str, which all need text; arrays named before this
-// rule keep working), and, since '/' separates groups, no empty group or array part (no
+// Why `name` cannot name a new array ("" when it can): 1 to 255 bytes of UTF-8 without NUL
+// (names reach JSON output, terminals and Python's str, which all need text; arrays named before
+// this rule keep working), and, since '/' separates groups, no empty group or array part (no
 // leading or trailing '/', no "//").
-Status CheckNewName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxNameBytes) {
-    return InvalidArgument("array name '" + Escaped(name) + "': must be 1 to 255 bytes, not " +
-                           std::to_string(name.size()));
-  }
+std::string BrokenNameRule(const std::string& name) {
+  if (name.empty() || name.size() > kMaxNameBytes) return "must be 1 to 255 bytes, not " + std::to_string(name.size());
   if (const size_t nul = name.find('\0'); nul != std::string::npos) {
-    return InvalidArgument("array name '" + Escaped(name) + "': contains a NUL byte (at byte " +
-                           std::to_string(nul) + ")");
+    return "contains a NUL byte (at byte " + std::to_string(nul) + ")";
   }
   if (const size_t bad = InvalidUtf8At(name); bad != std::string_view::npos) {
-    return InvalidArgument("array name '" + Escaped(name) + "': is not valid UTF-8 (at byte " +
-                           std::to_string(bad) + ")");
+    return "is not valid UTF-8 (at byte " + std::to_string(bad) + ")";
   }
   if (name.front() == '/' || name.back() == '/' || name.find("//") != std::string::npos) {
-    return InvalidArgument("array name '" + name + "': '/' separates groups, so it may not begin or end a name " +
-                           "or follow another '/'");
+    return "'/' separates groups, so it may not begin or end a name or follow another '/'";
   }
-  return Status::Ok();
+  return "";
 }
 
-// A group's name as GroupAttrs takes it (without leading or trailing '/'): what may stand
-// before "/x" in an array name, so that the group could hold an array (and the key of its
-// attributes fits the store's key limit).
+Status CheckNewName(const std::string& name) {
+  const std::string why = BrokenNameRule(name);
+  return why.empty() ? Status::Ok() : InvalidArgument("array name '" + Escaped(name) + "': " + why);
+}
+
+}  // namespace
+
 Status CheckGroupName(const std::string& group) {
   if (group.empty()) return Status::Ok();  // the database's
-  const Status st = CheckNewName(group + "/x");
-  if (st.ok()) return st;
-  std::string why = st.message();
-  why = why.substr(why.find("': ") + 3);
-  if (group.size() + 2 > kMaxNameBytes) {
-    why = "must be at most " + std::to_string(kMaxNameBytes - 2) + " bytes, not " + std::to_string(group.size());
-  }
-  return InvalidArgument("group name '" + Escaped(group) + "': " + why);
+  const std::string why = group.size() + 2 > kMaxNameBytes
+                              ? "must be at most " + std::to_string(kMaxNameBytes - 2) + " bytes, not " +
+                                    std::to_string(group.size())
+                              : BrokenNameRule(group + "/x");
+  return why.empty() ? Status::Ok() : InvalidArgument("group name '" + Escaped(group) + "': " + why);
 }
+
+namespace {
 
 // A path handed to the system as a C string: one with a NUL would be cut short there and name
 // another file (Python's os.stat refuses it the same way).
@@ -684,7 +681,6 @@ Status internal::WithAttrContext(const std::weak_ptr<Session>& session, const st
     ctx.owner = "array '" + array->name + "'";
     ctx.array = array->id;
   } else {
-    BA_RETURN_IF_ERROR(CheckGroupName(group));
     ctx.owner = group.empty() ? "database " + s->path : "group '" + group + "'";
   }
   if (write) BA_RETURN_IF_ERROR(CheckWritable(*s, what + " of " + ctx.owner));

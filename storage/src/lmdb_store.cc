@@ -272,6 +272,8 @@ bool NamesOurDatabases(MDB_txn* txn) {
 
 // Reads a sealed meta record; nullopt when absent. Caller holds the locks that make `txn` usable.
 Result<std::optional<std::string>> GetSealed(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view what) {
+  // No key longer than LMDB takes was ever stored (mdb_get would call it MDB_BAD_VALSIZE).
+  if (key.size() > static_cast<size_t>(mdb_env_get_maxkeysize(mdb_txn_env(txn)))) return std::optional<std::string>();
   MDB_val k = StrVal(key), v;
   int rc = mdb_get(txn, dbi, &k, &v);
   if (rc == MDB_NOTFOUND) return std::optional<std::string>();
@@ -1009,6 +1011,10 @@ Status LmdbSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view f
   size_t batch = 8;
   const std::string_view cls = internal::MetaClass(prefix);
   const bool whole_class = !prefix.empty() && cls.size() == prefix.size() && from <= prefix;
+  // LMDB refuses to seek to a key longer than any it stores (MDB_BAD_VALSIZE): no key begins with
+  // such a prefix, and a longer start is sought by its first max_key bytes.
+  const size_t max_key = static_cast<size_t>(mdb_env_get_maxkeysize(mdb_txn_env(txn_)));
+  if (prefix.size() > max_key) return Status::Ok();
   std::string next(std::max(prefix, from));
   for (;;) {
     std::vector<std::pair<std::string, std::string>> found;
@@ -1020,10 +1026,11 @@ Status LmdbSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view f
       MDB_cursor* cur;
       int rc = mdb_cursor_open(txn_, env_->meta_, &cur);
       if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list metadata");
-      MDB_val k = StrVal(next), v;
+      MDB_val k = StrVal(std::string_view(next).substr(0, max_key)), v;
       Status status;
       for (rc = mdb_cursor_get(cur, &k, &v, next.empty() ? MDB_FIRST : MDB_SET_RANGE); rc == MDB_SUCCESS;
            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (ValStr(k) < next) continue;  // the one key that is `next` cut to max_key bytes
         if (!ValStr(k).starts_with(prefix)) break;
         if (ValStr(k)[0] == kReservedMetaPrefix) continue;  // the store's own records
         if (!whole_class && found.size() == batch) {

@@ -90,6 +90,12 @@ def test_to_bigarray_modes_errors_and_abort(path):
         with pytest.raises(ValueError, match="not empty"):
             bx.to_bigarray(ds, db, "/")
         assert db.names("g/") and "k/sub/extra" in db
+        db.group("only_attrs").attrs["stale"] = 1  # attributes alone make a group not empty
+        db.commit()
+        with pytest.raises(ValueError, match="not empty"):
+            bx.to_bigarray(ds, db, "only_attrs")
+        bx.to_bigarray(ds, db, "only_attrs", mode="w")
+        assert "stale" not in db.group("only_attrs").attrs
         bad = ds.assign(name=("station", np.array(["a", "b", "c", "d", "e"])))
         with pytest.raises(TypeError, match="dtype"):
             bx.to_bigarray(bad, db, "h")

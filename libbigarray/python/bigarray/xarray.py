@@ -82,8 +82,8 @@ def to_bigarray(obj, db, group, *, mode="w-", commit=True, block_size=None):
     xarray does for files (datetimes as numbers with units), and "_ARRAY_DIMENSIONS"; the
     Dataset's attrs become the group's. Dask-backed variables are written chunk by chunk
     from dask's threads (dask.array.store), so they need not fit in memory. mode "w-" refuses
-    a group that is not empty (an array or a sub-group below it), "w" first drops everything
-    below it; the top level ("") takes "w-" only. With commit (the default) everything commits
+    a group that is not empty (an array or a sub-group below it, or attributes), "w" first drops
+    everything below it and its attributes; the top level ("") takes "w-" only. With commit (the default) everything commits
     as one transaction, together with the handle's earlier uncommitted changes, and is
     aborted if anything fails. block_size: of the arrays created (default 2 MiB).
     """
@@ -102,7 +102,7 @@ def to_bigarray(obj, db, group, *, mode="w-", commit=True, block_size=None):
     g = db.group(group)
 
     def write():
-        if len(g):
+        if len(g) or (group and len(g.attrs)):
             if mode == "w-":
                 raise ValueError(f"group {group!r} of {db.path} is not empty (mode='w' replaces it)")
             db._drop_group(group)
