@@ -939,6 +939,42 @@ TEST_CASE("many threads write parts of one array through one handle; one commit 
   }
 }
 
+TEST_CASE("Array::Read on several threads while others fault the same blocks in: the same bytes") {
+  TempDir dir;
+  {
+    auto db = OpenDb(dir / "db");
+    auto a = db.Create("a", {64, 8192}, "f8", Blocks()).value();  // 8 rows a block, 64 blocks
+    auto v = a.view().value();
+    for (int64_t r = 0; r < 64; ++r) REQUIRE(v.Index({r}).value().Fill(r + 1).ok());
+    REQUIRE(db.Commit().ok());
+  }
+  auto db = OpenDb(dir / "db", SmallCache(16));  // room for a quarter: evictions meanwhile
+  auto a = db.Get("a").value();
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<double> buf(8 * 8192);
+      auto out = View::Wrap(buf.data(), DType::Of<double>(), {8, 8192}).value();
+      for (int round = 0; round < 3; ++round) {
+        for (int64_t b = (t + round) % 8; b < 8; ++b) {
+          const int64_t r = b * 8;
+          if (t % 2 == 0) {
+            if (!a.Read({Slice{r, r + 8, 1}}, out).ok()) ++wrong;
+          } else {
+            if (!out.Assign(a.Index({Slice{r, r + 8, 1}}).value()).ok()) ++wrong;
+          }
+          for (int64_t i = 0; i < 8; ++i) {
+            if (buf[static_cast<size_t>(i * 8192 + 77)] != static_cast<double>(r + i + 1)) ++wrong;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(wrong == 0);
+}
+
 TEST_CASE("two handles on one path in one process, and errors for a bad path") {
   TempDir dir;
   auto a = OpenDb(dir / "db");

@@ -245,3 +245,75 @@ TEST_CASE("a mapped block larger than the check's read piece: damage in any piec
   REQUIRE(v.Load().ok());
   CHECK(Shows(v, 5));
 }
+
+TEST_CASE("Array::Read reads blocks the handle has not loaded straight into the buffer; the others from the cache") {
+  const Written w(8, 1);
+  Database db = OpenDb(w.path);
+  Array a = db.Get("x").value();
+  std::vector<uint64_t> buf(static_cast<size_t>(8 * kPerBlock));
+  auto out = View::Wrap(buf.data(), DType::Parse("u8").value(), {8 * kPerBlock}).value();
+  // Whether elements [first, first + count) of the array, read into buf from element `base`
+  // on, are expected(i).
+  auto shows = [&](int64_t base, int64_t first, int64_t count, auto&& expected) {
+    for (int64_t i = first; i < first + count; ++i) {
+      if (buf[static_cast<size_t>(i - base)] != expected(i)) return false;
+    }
+    return true;
+  };
+
+  // Whole blocks never loaded: read from the store, no fault, nothing cached or mapped.
+  REQUIRE(a.Read({Slice{0, 8 * kPerBlock, 1}}, out).ok());
+  CHECK(shows(0, 0, 8 * kPerBlock, [](int64_t i) { return Value(i, 1); }));
+  CacheStats s = db.cache_stats();
+  CHECK(s.faults == 0);
+  CHECK(s.loads == 0);
+  CHECK(s.file_maps == 0);
+  CHECK(s.resident_bytes == 0);
+
+  // This transaction's writes are read back (block 2 dirty, through the cache), block 5 mapped
+  // by a view meanwhile, and parts of blocks (start and end mid-block) copied from the cache.
+  auto v = a.view().value().Span<uint64_t>().value();
+  v[static_cast<size_t>(2 * kPerBlock + 7)] = 42;
+  REQUIRE(v[static_cast<size_t>(5 * kPerBlock)] == Value(5 * kPerBlock, 1));
+  std::fill(buf.begin(), buf.end(), 0);
+  const int64_t from = kPerBlock / 2, to = 7 * kPerBlock + 3;
+  auto part = View::Wrap(buf.data(), DType::Parse("u8").value(), {to - from}).value();
+  REQUIRE(a.Read({Slice{from, to, 1}}, part).ok());
+  CHECK(shows(from, from, to - from, [](int64_t i) { return i == 2 * kPerBlock + 7 ? uint64_t{42} : Value(i, 1); }));
+
+  // Past a shrink of this transaction: zeros, as through a view.
+  REQUIRE(a.Resize({4 * kPerBlock}).ok());
+  REQUIRE(a.Resize({8 * kPerBlock}).ok());
+  REQUIRE(a.Read({Slice{0, 8 * kPerBlock, 1}}, out).ok());
+  CHECK(shows(0, 4 * kPerBlock, 4 * kPerBlock, [](int64_t) { return uint64_t{0}; }));
+  CHECK(shows(0, 0, 2 * kPerBlock, [](int64_t i) { return Value(i, 1); }));
+  db.Abort();
+
+  // What it cannot take whole and in order goes through Assign: a strided buffer, broadcasting,
+  // and a shape that does not broadcast (an error, nothing written).
+  std::vector<uint64_t> every_other(static_cast<size_t>(2 * kPerBlock));
+  auto strided = View::Wrap(every_other.data(), DType::Parse("u8").value(), {kPerBlock}, {16}).value();
+  REQUIRE(a.Read({Slice{kPerBlock, 2 * kPerBlock, 1}}, strided).ok());
+  CHECK(every_other[2] == Value(kPerBlock + 1, 1));
+  uint64_t one = 0;
+  auto scalar_out = View::Wrap(&one, DType::Parse("u8").value(), {}).value();
+  CHECK(a.Read({Slice{0, 2, 1}}, scalar_out).code() == Code::kInvalidArgument);
+  CHECK(one == 0);
+}
+
+TEST_CASE("Array::Read of a damaged block is an error naming it, and nothing is cached") {
+  const Written w(4, 1);
+  FlipBits(w.path, PayloadOffset(w.path, 2) + 100, 0x10);
+  Database db = OpenDb(w.path);
+  Array a = db.Get("x").value();
+  std::vector<uint64_t> buf(static_cast<size_t>(4 * kPerBlock));
+  auto out = View::Wrap(buf.data(), DType::Parse("u8").value(), {4 * kPerBlock}).value();
+  Status st = a.Read({Slice{0, 4 * kPerBlock, 1}}, out);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK_MESSAGE(st.message().find("array 'x' block 2: checksum mismatch") != std::string::npos, st.message());
+  CHECK(db.cache_stats().resident_bytes == 0);
+  // The intact blocks read fine.
+  auto first = View::Wrap(buf.data(), DType::Parse("u8").value(), {2 * kPerBlock}).value();
+  REQUIRE(a.Read({Slice{0, 2 * kPerBlock, 1}}, first).ok());
+  CHECK(buf[static_cast<size_t>(kPerBlock + 1)] == Value(kPerBlock + 1, 1));
+}

@@ -83,6 +83,32 @@ Status PagerImpl::Load(Mapping& m, size_t offset, size_t length) {
   return waiter->error;
 }
 
+Result<bool> Mapping::ReadAbsent(uint64_t block, std::span<std::byte> out) {
+  if (block >= size_ / file_->block_size_ || out.size() != file_->block_size_) {
+    return OutOfRange("read of block " + std::to_string(block) + " of a mapping of " +
+                      std::to_string(size_ / file_->block_size_) + " blocks into " + std::to_string(out.size()) +
+                      " bytes");
+  }
+  return file_->pager_->ReadAbsent(file_->state_, first_block_ + block, out);
+}
+
+Result<bool> PagerImpl::ReadAbsent(FileState* f, uint64_t block, std::span<std::byte> out) {
+  std::shared_ptr<BlockSource> source;
+  std::string name;
+  {
+    std::lock_guard lock(mu_);
+    if (f->pages.count(block)) return false;
+    source = f->source;
+    name = f->name;
+  }
+  // Not under mu_ (I/O). A fault that makes the block a page meanwhile loads the same bytes
+  // from the same snapshot: the caller's read of them is not ordered with writes through views
+  // anyway, as for any two threads.
+  const Status st = source->LoadBlock(block, out);
+  if (!st.ok()) return st.WithContext(name + " block " + std::to_string(block));
+  return true;
+}
+
 void PagerImpl::Enqueue(Request req) {
   ready_.push_back(std::move(req));
   sem_post(&work_);

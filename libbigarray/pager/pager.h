@@ -144,6 +144,13 @@ class Mapping {
   // write(2). Errors are returned (the fault path would terminate the process instead).
   Status Load(size_t offset, size_t length);
 
+  // Reads block `block` of this mapping (its index here, from 0) into `out` (block size bytes)
+  // straight from its BlockSource when the pager has no page for it (neither resident, mapped,
+  // loading, dirty nor spilled), and makes none: a copy out of the file that will not be
+  // repeated costs no page fault, page-table change or cache room. Returns whether it did;
+  // false: the block is (or is becoming) a page, read it through the mapping.
+  Result<bool> ReadAbsent(uint64_t block, std::span<std::byte> out);
+
  private:
   friend class PagerImpl;
   Mapping() = default;

@@ -166,6 +166,7 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   Result<std::shared_ptr<Mapping>> Map(PagedFile& file, uint64_t first, uint64_t count);
   void Unmap(Mapping& m);
   Status Load(Mapping& m, size_t offset, size_t length);
+  Result<bool> ReadAbsent(FileState* f, uint64_t block, std::span<std::byte> out);
   Result<WriteReservation> ReserveForWrite(FileState* f, uint64_t first, uint64_t end, uint64_t max_blocks);
   void EndReservation(uint64_t bytes);
   void Invalidate(FileState* f, uint64_t first, uint64_t end);

@@ -600,6 +600,38 @@ class PyArray {
     Check(NoGil([&] { return v.Load(); }));
   }
 
+  // A.read(index, out=None): A[index] copied into a new array (or `out`), blocks not loaded read
+  // straight from the store (Array::Read), without holding the GIL.
+  py::array Read(py::handle key, py::handle out) const {
+    state_->Get();
+    bool ellipsis = false;
+    const py::handle k = key.is_none() ? py::handle(Py_Ellipsis) : key;
+    std::vector<ba::IndexItem> items = ToIndex(k, array_.shape(), &ellipsis);
+    ba::Array a = array_;
+    const ba::View src = Value(NoGil([&] { return a.Index(std::span<const ba::IndexItem>(items)); }));
+    py::module_ np = py::module_::import("numpy");
+    py::array target;
+    if (out.is_none()) {
+      py::tuple shape(src.shape().size());
+      for (size_t i = 0; i < src.shape().size(); ++i) shape[i] = src.shape()[i];
+      target = np.attr("empty")(shape, NumpyDType(array_.dtype()),
+                                src.f_contiguous() && !src.c_contiguous() ? "F" : "C");
+    } else {
+      if (!py::isinstance<py::array>(out)) throw py::type_error("read: out must be a numpy.ndarray");
+      target = py::reinterpret_borrow<py::array>(out);
+      if (!target.writeable()) throw py::value_error("read: out is read-only");
+      if (!target.dtype().equal(NumpyDType(array_.dtype()))) {
+        throw py::type_error("read: out has dtype " + std::string(py::str(target.dtype())) + ", not the array's " +
+                             array_.dtype().str());
+      }
+    }
+    std::vector<int64_t> shape(target.shape(), target.shape() + target.ndim());
+    std::vector<int64_t> strides(target.strides(), target.strides() + target.ndim());
+    const ba::View dst = Value(ba::View::Wrap(target.mutable_data(), array_.dtype(), shape, strides));
+    Check(NoGil([&] { return a.Read(std::span<const ba::IndexItem>(items), dst); }));
+    return target;
+  }
+
   void Append(py::handle values) const {
     state_->Get();
     py::module_ np = py::module_::import("numpy");
@@ -1198,6 +1230,11 @@ PYBIND11_MODULE(_bigarray, m) {
       .def("load", &PyArray::Load, py::arg("index") = py::none(),
            "Loads the blocks under A[index] (default: the whole array) now, without holding the\n"
            "GIL. Errors are raised here instead of ending the process at a page fault.")
+      .def("read", &PyArray::Read, py::arg("index") = py::none(), py::arg("out") = py::none(),
+           "A[index] (default: the whole array) copied into a new ndarray, or into `out` (same\n"
+           "dtype, a shape A[index] broadcasts to), without holding the GIL. Blocks this handle has\n"
+           "not loaded are read straight from the store into it and checked, with no page fault\n"
+           "and nothing cached (as h5py's read_direct): for data read once. Errors are raised.")
       .def("append", &PyArray::Append, py::arg("values"),
            "Extends the major axis (axis 0 in C order, the last axis in F order) by `values`,\n"
            "converted to the array's dtype; every other extent must match. A value with one\n"

@@ -298,6 +298,27 @@ class MappingBacking final : public Backing {
     if (begin == end) return Status::Ok();
     return mapping_->Load(static_cast<size_t>(begin - mapping_->data()), static_cast<size_t>(end - begin));
   }
+  // Copies the bytes [begin, end) of the mapping to `dst` (Array::Read): each whole block that
+  // the pager has no page for is read straight from the store into `dst`; the rest is loaded
+  // (errors returned) and copied from the mapping.
+  Status CopyOut(const std::byte* begin, const std::byte* end, std::byte* dst) const {
+    const size_t bs = mapping_->file()->block_size();
+    for (size_t off = static_cast<size_t>(begin - mapping_->data()), stop = static_cast<size_t>(end - mapping_->data());
+         off < stop;) {
+      const size_t n = std::min(stop, (off / bs + 1) * bs) - off;
+      bool read = false;
+      if (n == bs) {
+        BA_ASSIGN_OR_RETURN(read, mapping_->ReadAbsent(off / bs, std::span<std::byte>(dst, bs)));
+      }
+      if (!read) {
+        BA_RETURN_IF_ERROR(mapping_->Load(off, n));
+        std::memcpy(dst, mapping_->data() + off, n);
+      }
+      dst += n;
+      off += n;
+    }
+    return Status::Ok();
+  }
   Result<WriteReservation> ReserveWrite(const std::byte* begin, const std::byte* end, int64_t elements) const override {
     if (begin == end || elements <= 0) return WriteReservation();
     // An element never straddles two blocks (block sizes are multiples of 4096, item sizes
@@ -1388,6 +1409,19 @@ Result<View> Array::Index(std::span<const IndexItem> index) const {
   v.shape_ = std::move(lay.shape);
   v.strides_ = std::move(lay.strides);
   return v;
+}
+
+Status Array::Read(std::span<const IndexItem> index, const View& out) const {
+  BA_ASSIGN_OR_RETURN(View src, Index(index));
+  const auto* mapped = dynamic_cast<const internal::MappingBacking*>(src.backing_.get());
+  const auto [from, to] = src.Extent();
+  const auto [out_from, out_to] = out.Extent();
+  // The direct way needs the bytes of `src` to land in `out` whole and in order, and no overlap.
+  const bool direct = mapped && src.dtype() == out.dtype() && src.shape() == out.shape() &&
+                      ((src.c_contiguous() && out.c_contiguous()) || (src.f_contiguous() && out.f_contiguous())) &&
+                      (out_to <= from || to <= out_from);
+  if (!direct) return out.Assign(src);
+  return mapped->CopyOut(from, to, out.data());
 }
 
 Status Array::Resize(std::vector<int64_t> shape) {

@@ -120,6 +120,18 @@ class Array {
   }
   Result<View> Index(std::span<const IndexItem> index) const;
 
+  // Copies the part of the array that `index` selects (as Index) into `out`, e.g. a View::Wrap of
+  // the caller's buffer: the same as out.Assign(Index(index)) (broadcasting included), but when
+  // `out` takes the part's bytes whole and in order (same dtype and shape, both C- or both
+  // F-contiguous), each block the handle has not loaded is read straight from the store into
+  // `out` and checked against its checksum, with no page fault and nothing cached: H5Dread's way,
+  // for data read once. Blocks this transaction changed, and blocks already loaded or mapped,
+  // are copied from the cache. Errors (damage, I/O) are returned.
+  Status Read(std::span<const IndexItem> index, const View& out) const;
+  Status Read(std::initializer_list<IndexItem> index, const View& out) const {
+    return Read(std::span<const IndexItem>(index.begin(), index.size()), out);
+  }
+
   // Extends the major axis (axis 0 in C order, the last in F order) by values.shape() along it;
   // every other extent must match, else kInvalidArgument and nothing changes. Cost is
   // proportional to the appended data (A6).
