@@ -311,9 +311,9 @@ Status ReadRegion(const Array& a, const Region& region, bool fortran, const Tran
     const int64_t n = std::min(chunk, total - begin);
     std::byte* data = buffer.data();
     for (const Box& box : FlatRangeBoxes(region.shape, fortran, begin, begin + n)) {
-      BA_ASSIGN_OR_RETURN(View src, BoxView(a, region, box));
+      // Read once: blocks not loaded go straight from the store into the buffer (Array::Read).
       BA_ASSIGN_OR_RETURN(View dst, BufferView(data, dtype, box, fortran));
-      BA_RETURN_IF_ERROR(dst.Assign(src));
+      BA_RETURN_IF_ERROR(a.Read(RegionIndex(region, box), dst));
       data += box.count * dtype.itemsize();
     }
     BA_RETURN_IF_ERROR(sink(std::span(buffer).first(static_cast<size_t>(n * dtype.itemsize())), n));
