@@ -606,9 +606,7 @@ class PyArray {
     state_->Get();
     bool ellipsis = false;
     const py::handle k = key.is_none() ? py::handle(Py_Ellipsis) : key;
-    std::vector<ba::IndexItem> items = ToIndex(k, array_.shape(), &ellipsis);
-    ba::Array a = array_;
-    const ba::View src = Value(NoGil([&] { return a.Index(std::span<const ba::IndexItem>(items)); }));
+    const ba::View src = Index(k, &ellipsis);
     py::module_ np = py::module_::import("numpy");
     py::array target;
     if (out.is_none()) {
@@ -628,7 +626,7 @@ class PyArray {
     std::vector<int64_t> shape(target.shape(), target.shape() + target.ndim());
     std::vector<int64_t> strides(target.strides(), target.strides() + target.ndim());
     const ba::View dst = Value(ba::View::Wrap(target.mutable_data(), array_.dtype(), shape, strides));
-    Check(NoGil([&] { return a.Read(std::span<const ba::IndexItem>(items), dst); }));
+    Check(NoGil([&] { return src.ReadInto(dst); }));
     return target;
   }
 

@@ -56,6 +56,9 @@ Status CheckGroupName(const std::string& group);
 // The meta key prefixes (docs/format.md).
 std::string ArrayAttrPrefix(uint64_t array);   // "t/<16 hex digits>/"
 std::string GroupAttrPrefix(const std::string& group);  // "T/" for "", else "g/<group>\0"
+std::string SubGroupAttrPrefix(const std::string& group);  // "g/<group>/": its sub-groups'
+// The group of a key under GroupAttrPrefix ("" for the database's).
+std::string AttrKeyGroup(const std::string& key);
 
 // Calls fn(key, value) for every attribute record under `prefix` as this transaction sees it
 // (the snapshot's records overlaid by `changes`), in key order; fn returns false to stop.

@@ -299,6 +299,12 @@ std::string GroupAttrPrefix(const std::string& group) {
   return p;
 }
 
+std::string SubGroupAttrPrefix(const std::string& group) { return "g/" + group + "/"; }
+
+std::string AttrKeyGroup(const std::string& key) {
+  return key.starts_with("g/") ? key.substr(2, key.find('\0') - 2) : std::string();
+}
+
 Status ForEachAttr(const AttrContext& ctx, const std::string& prefix,
                    const std::function<bool(const std::string&, const std::string&)>& fn) {
   // Merge the snapshot's records (in key order) with the changes under the prefix.

@@ -298,10 +298,10 @@ class MappingBacking final : public Backing {
     if (begin == end) return Status::Ok();
     return mapping_->Load(static_cast<size_t>(begin - mapping_->data()), static_cast<size_t>(end - begin));
   }
-  // Copies the bytes [begin, end) of the mapping to `dst` (Array::Read): each whole block that
+  // Copies the bytes [begin, end) of the mapping to `dst` (View::ReadInto): each whole block that
   // the pager has no page for is read straight from the store into `dst`; the rest is loaded
   // (errors returned) and copied from the mapping.
-  Status CopyOut(const std::byte* begin, const std::byte* end, std::byte* dst) const {
+  Status CopyOut(const std::byte* begin, const std::byte* end, std::byte* dst) const override {
     const size_t bs = mapping_->file()->block_size();
     for (size_t off = static_cast<size_t>(begin - mapping_->data()), stop = static_cast<size_t>(end - mapping_->data());
          off < stop;) {
@@ -933,7 +933,7 @@ Result<std::vector<Database::GroupEntry>> Database::ListLevel(const std::string&
   // follows '/'), so that the names inside it are not read. It starts one past the prefix
   // itself: a listing of one level is not a listing of the whole "n/" class, which the store
   // reads whole to check against its tally.
-  const std::string key_prefix = "n/" + prefix;
+  const std::string key_prefix = internal::NameKey(prefix);
   std::string from = key_prefix + '\0';
   for (bool again = !full(); again;) {
     again = false;
@@ -1052,9 +1052,9 @@ Status Database::Commit() {
   for (const std::string& key : dropped_attrs) batch.DeleteMeta(key);
   for (uint64_t id : dropped) batch.CheckMetaPrefix(internal::ArrayAttrPrefix(id));
   for (const std::string& group : s.dropped_groups) {
-    batch.CheckMetaPrefix("n/" + group + "/");
+    batch.CheckMetaPrefix(internal::NameKey(group + "/"));
     batch.CheckMetaPrefix(internal::GroupAttrPrefix(group));
-    batch.CheckMetaPrefix("g/" + group + "/");
+    batch.CheckMetaPrefix(internal::SubGroupAttrPrefix(group));
   }
   std::set<uint64_t> attrs_changed;
   for (const auto& [key, change] : s.attr_changes) {
@@ -1159,10 +1159,8 @@ Result<std::vector<std::string>> Database::ChangedArrays() {
   for (const auto& [key, change] : s.attr_changes) {
     if (change.array != 0) {
       attrs_changed.insert(change.array);
-    } else if (key.starts_with("g/")) {  // "g/<group>\0<key>": the group's, as "<group>/"
-      names.insert(key.substr(2, key.find('\0') - 2) + "/");
     } else {
-      names.insert("/");  // the database's
+      names.insert(internal::AttrKeyGroup(key) + "/");  // "/": the database's
     }
   }
   for (auto& [id, sp] : s.arrays) {
@@ -1413,15 +1411,7 @@ Result<View> Array::Index(std::span<const IndexItem> index) const {
 
 Status Array::Read(std::span<const IndexItem> index, const View& out) const {
   BA_ASSIGN_OR_RETURN(View src, Index(index));
-  const auto* mapped = dynamic_cast<const internal::MappingBacking*>(src.backing_.get());
-  const auto [from, to] = src.Extent();
-  const auto [out_from, out_to] = out.Extent();
-  // The direct way needs the bytes of `src` to land in `out` whole and in order, and no overlap.
-  const bool direct = mapped && src.dtype() == out.dtype() && src.shape() == out.shape() &&
-                      ((src.c_contiguous() && out.c_contiguous()) || (src.f_contiguous() && out.f_contiguous())) &&
-                      (out_to <= from || to <= out_from);
-  if (!direct) return out.Assign(src);
-  return mapped->CopyOut(from, to, out.data());
+  return src.ReadInto(out);
 }
 
 Status Array::Resize(std::vector<int64_t> shape) {

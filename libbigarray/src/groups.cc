@@ -40,11 +40,12 @@ Result<size_t> Database::DropGroup(std::string_view group) {
   const Status st = internal::WithAttrContext(
       session_, nullptr, name, true, "drop group '" + name + "'", [&](internal::AttrContext& ctx) {
         std::vector<std::string> keys;
-        BA_RETURN_IF_ERROR(internal::ForEachAttr(ctx, "g/" + name, [&](const std::string& k, const std::string&) {
-          const char next = k.size() > 2 + name.size() ? k[2 + name.size()] : '/';
-          if (next == '\0' || next == '/') keys.push_back(k);
-          return true;
-        }));
+        for (const std::string& attr_prefix : {internal::GroupAttrPrefix(name), internal::SubGroupAttrPrefix(name)}) {
+          BA_RETURN_IF_ERROR(internal::ForEachAttr(ctx, attr_prefix, [&](const std::string& k, const std::string&) {
+            keys.push_back(k);
+            return true;
+          }));
+        }
         for (std::string& k : keys) (*ctx.changes)[std::move(k)] = internal::AttrChange{std::nullopt, 0};
         attrs = keys.size();
         if (!names.empty() || attrs != 0) ctx.dropped_groups->insert(name);

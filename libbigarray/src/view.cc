@@ -284,6 +284,16 @@ Status View::CheckSpan(const DType& as) const {
   return Status::Ok();
 }
 
+Status View::ReadInto(const View& out) const {
+  const auto [from, to] = Extent();
+  const auto [out_from, out_to] = out.Extent();
+  const bool direct = backing_ && dtype_ == out.dtype() && shape_ == out.shape() &&
+                      ((c_contiguous() && out.c_contiguous()) || (f_contiguous() && out.f_contiguous())) &&
+                      (out_to <= from || to <= out_from);
+  if (!direct) return out.Assign(*this);
+  return backing_->CopyOut(from, to, out.data());
+}
+
 Status View::Assign(const View& src) const {
   if (!(src.dtype_ == dtype_)) {
     return InvalidArgument("cannot assign " + src.dtype_.str() + " values to a " + dtype_.str() +

@@ -474,7 +474,8 @@ void Shared::DefineStatements(uint32_t head_oid) {
        "ORDER BY block_index",
        i8},
       {"ba_get_meta", "SELECT value FROM bigarray_meta WHERE key = $1", by},
-      // Listings read in batches (the LIMIT), so that one that stops early reads little.
+      // Listings read in batches (the LIMIT, PgSnapshot::ForEachMetaFrom), so that one that
+      // stops early reads little.
       {"ba_scan_meta", "SELECT key, value FROM bigarray_meta WHERE key >= $1 ORDER BY key LIMIT $2", {kByteaOid, kInt8Oid}},
       {"ba_scan_meta_to", "SELECT key, value FROM bigarray_meta WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3",
        {kByteaOid, kByteaOid, kInt8Oid}},
@@ -658,8 +659,9 @@ Result<std::optional<std::string>> PgSnapshot::GetMeta(std::string_view key) {
 
 Status PgSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view from,
                                    const std::function<bool(std::string_view, std::string_view)>& fn) {
-  // Batches start small and double, as LmdbSnapshot's.
-  int batch = 8;
+  // Batches start small and double without a cap: a listing that stops early costs a few rows,
+  // a whole one log2(N/8) round trips.
+  uint64_t batch = 8;
   const std::optional<std::string> end = PrefixEnd(prefix);
   std::string next(std::max(prefix, from));
   for (;;) {
@@ -679,8 +681,8 @@ Status PgSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view fro
       if (!fn(key, BytesField(r.get(), row, 1))) return Status::Ok();
       if (row == n - 1) next = key + '\0';  // the least key after it
     }
-    if (n < batch) return Status::Ok();
-    batch = std::min(batch * 2, 256);
+    if (static_cast<uint64_t>(n) < batch) return Status::Ok();
+    batch *= 2;
   }
 }
 

@@ -63,6 +63,9 @@ class Backing {
   // Announces writes of `elements` elements within [begin, end): View::ReserveWrite.
   virtual Result<WriteReservation> ReserveWrite(const std::byte* begin, const std::byte* end,
                                                 int64_t elements) const = 0;
+  // Copies the bytes [begin, end) to `dst`, blocks not loaded straight from where they are
+  // stored: View::ReadInto.
+  virtual Status CopyOut(const std::byte* begin, const std::byte* end, std::byte* dst) const = 0;
 };
 }  // namespace internal
 
@@ -114,6 +117,11 @@ class View {
   // Assignment with NumPy's broadcasting: `src` (same dtype) is broadcast to this view's shape.
   // A shape that does not broadcast is kInvalidArgument, and nothing is written (A8).
   Status Assign(const View& src) const;
+  // out.Assign(*this), but when `out` takes this view's bytes whole and in order (same dtype and
+  // shape, both C- or both F-contiguous, no overlap) and this is a view of an array, each block
+  // the handle has not loaded is read straight from the store into `out` (checked, no fault,
+  // nothing cached): Array::Read.
+  Status ReadInto(const View& out) const;
   // Sets every element to `value`, converted to this view's dtype.
   Status Fill(double value) const;
   // Sets every element to the `itemsize()` bytes at `element`.

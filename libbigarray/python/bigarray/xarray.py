@@ -102,7 +102,7 @@ def to_bigarray(obj, db, group, *, mode="w-", commit=True, block_size=None):
     g = db.group(group)
 
     def write():
-        if len(g) or (group and len(g.attrs)):
+        if db._group_exists(group) or (group and len(g.attrs)):
             if mode == "w-":
                 raise ValueError(f"group {group!r} of {db.path} is not empty (mode='w' replaces it)")
             db._drop_group(group)

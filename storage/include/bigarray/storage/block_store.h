@@ -199,7 +199,10 @@ class Snapshot {
   }
   // The same from the first key not below `from` (which begins with `prefix`). A store reads
   // in batches, so a listing that stops early reads about what it listed: a caller can list one
-  // level of a hierarchy by stopping and starting again past each sub-tree.
+  // level of a hierarchy by stopping and starting again past each sub-tree. A store that keeps
+  // tallies of classes of keys (LMDB: "n/", "a/", ...) checks the records found against the
+  // class's tally only for a listing of the whole class (`prefix` a class, `from` <= `prefix`),
+  // which it then reads whole before `fn` sees any record.
   virtual Status ForEachMetaFrom(std::string_view prefix, std::string_view from,
                                  const std::function<bool(std::string_view, std::string_view)>& fn) = 0;
 
