@@ -124,8 +124,15 @@ TEST_CASE("Space: stored bytes per array, live bytes, the file's figures, and wh
   REQUIRE(r.file);
   const FileSpace f = *r.file;
   CHECK(f.page_size == static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
-  CHECK(f.compact_bytes >= r.live_bytes);
-  CHECK(f.compact_bytes <= r.live_bytes + r.live_bytes / 100 + kMiB);  // pages of 4 KiB + B-trees
+  // Blocks of more than 1 MiB are in slots of blocks.dat (a's 3, b's 4), the rest in data.mdb.
+  CHECK(f.slots == 7);
+  CHECK(f.slot_file_bytes == 7 * 2 * kMiB);
+  CHECK(f.slot_allocated_bytes >= 13 * kMiB + 4096);
+  CHECK(f.slot_allocated_bytes <= 13 * kMiB + 4096 + 7 * 64 * 1024);  // file system blocks
+  CHECK(f.free_slots == 0);
+  CHECK(f.pinned_slots == 0);
+  CHECK(f.compact_bytes >= 100);
+  CHECK(f.compact_bytes <= kMiB);  // B-trees and the tail's 100 bytes
   CHECK(f.used_bytes >= f.compact_bytes + f.free_bytes);
   CHECK(f.file_bytes >= f.used_bytes);
   CHECK(f.allocated_bytes >= f.compact_bytes);
@@ -153,18 +160,32 @@ TEST_CASE("Space: stored bytes per array, live bytes, the file's figures, and wh
     CHECK(*r.oldest_snapshot->age_s >= 0);
     CHECK(*r.oldest_snapshot->age_s < 600);
     CHECK(r.oldest_snapshot->process.size() > 0);
-    // b's 8 MiB and a's old full blocks are free but none of it reusable while the reader is open.
-    CHECK(r.file->free_bytes >= 12 * kMiB);
-    CHECK(r.file->pinned_bytes >= 12 * kMiB);
-    CHECK(r.file->reclaimable_bytes >= 12 * kMiB);
+    // b's 4 slots and the old version's 3 are freed but none reusable while the reader is open.
+    CHECK(r.file->pinned_slots == 7);
+    CHECK(r.file->free_slots == 0);
+    CHECK(r.file->slots == 10);
+    CHECK(r.file->pinned_bytes <= r.file->free_bytes);
     CHECK(after_drop < latest);
   }
-  // The reader is gone: the free pages are reusable, except what the latest commit freed.
+  // The reader is gone: the next commit reuses the slots (and gives back their space).
   r = db.Space().value();
   CHECK_FALSE(r.oldest_snapshot);
-  CHECK(r.file->free_bytes >= 12 * kMiB);
-  CHECK(r.file->pinned_bytes < r.file->free_bytes);
-  CHECK(r.file->pinned_bytes <= 6 * kMiB);  // a's old version, freed by the latest commit
+  CHECK(r.file->free_slots == 7);
+  CHECK(r.file->pinned_slots == 0);
+  const uint64_t allocated = r.file->slot_allocated_bytes;
+  WriteArray(db, "small", 100, 4);
+  Commit(db);
+  r = db.Space().value();
+  CHECK(r.file->free_slots == 7);
+  CHECK(r.file->slot_allocated_bytes + 12 * kMiB <= allocated);
+  // The free slots are reused, lowest first, before the file grows.
+  WriteArray(db, "b2", 8 * kMiB, 5);
+  Commit(db);
+  r = db.Space().value();
+  CHECK(r.file->free_slots == 3);
+  CHECK(r.file->slots == 10);
+  CHECK(Holds(db, "a", 5 * kMiB + 123, 3));
+  CHECK(Holds(db, "b2", 8 * kMiB, 5));
 }
 
 TEST_CASE("Space of databases without a file: arrays only") {
@@ -202,12 +223,13 @@ TEST_CASE("Compact after rm of most data: du at most 1.1 x live + 1 MiB; content
   const uint64_t bound = data + data / 10 + kMiB;
   const uint64_t du_before = Du(path);
   CHECK(du_before > bound);  // so that the check below means something
-  CHECK(before.file->reclaimable_bytes >= 40 * kMiB);
+  CHECK(before.file->free_slots + before.file->pinned_slots >= 20);  // big's 40 MiB
   const ino_t old_inode = Inode(path + "/data.mdb");
 
   CompactReport c = Compact(path).value();
   CHECK(c.commit == commit);
-  CHECK(c.before_allocated_bytes >= 40 * kMiB);
+  CHECK(c.before_slot_allocated_bytes >= 40 * kMiB);
+  CHECK(c.after_slot_allocated_bytes <= data + data / 10);
   CHECK(c.after_allocated_bytes <= before.file->compact_bytes + kMiB);
   CHECK(c.after_file_bytes == before.file->compact_bytes);
   CHECK(Inode(path + "/data.mdb") != old_inode);
@@ -459,7 +481,8 @@ TEST_CASE("openers during a compaction wait, then use the compacted file") {
 }
 
 TEST_CASE("a failure at any step: before the rename nothing changes, after it the database is compacted") {
-  const std::vector<std::string> steps = {"lock", "copy", "patch", "sync", "verify", "rename", "sync-dir", "reopen"};
+  const std::vector<std::string> steps = {"lock",   "slots",  "copy",     "patch", "sync",
+                                          "verify", "rename", "sync-dir", "reopen"};
   for (size_t k = 0; k < steps.size(); ++k) {
     INFO("failing step " << steps[k]);
     TempDir dir;
@@ -485,7 +508,7 @@ TEST_CASE("a failure at any step: before the rename nothing changes, after it th
     CHECK(r.status().code() == Code::kIOError);
     CHECK(r.status().message().find("injected failure at " + steps[k]) != std::string::npos);
     CHECK(seen.size() == k + 1);
-    const bool replaced = k >= 6;  // the rename happened
+    const bool replaced = k >= 7;  // the rename happened
     CHECK((Inode(path + "/data.mdb") != inode) == replaced);
     CHECK(r.status().message().find(replaced ? "replaced by its compacted copy" : "nothing was changed") !=
           std::string::npos);
@@ -563,7 +586,12 @@ TEST_CASE("Compact on a file system too small for the copy: NoSpace, nothing cha
   const std::string path = mnt + "/db";
   {
     auto db = Database::Open(path).value();
-    WriteArray(db, "a", 12 * kMiB, 1);  // the copy would need 12 MiB more
+    // Blocks of 1 MiB stay in data.mdb (larger ones would go to blocks.dat, which compaction
+    // does not copy): the copy would need 12 MiB more.
+    ArrayOptions small_blocks;
+    small_blocks.block_size = kMiB;
+    REQUIRE(db.Create("a", {static_cast<int64_t>(12 * kMiB)}, "u1", small_blocks).ok());
+    WriteArray(db, "a", 12 * kMiB, 1);
     Commit(db);
   }
   auto r = Compact(path);

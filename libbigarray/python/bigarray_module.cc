@@ -1070,6 +1070,11 @@ class PyDatabase {
     d["compact_bytes"] = field(&ba::FileSpace::compact_bytes);
     d["reclaimable_bytes"] = field(&ba::FileSpace::reclaimable_bytes);
     d["leftover_bytes"] = field(&ba::FileSpace::leftover_bytes);
+    d["slot_file_bytes"] = field(&ba::FileSpace::slot_file_bytes);
+    d["slot_allocated_bytes"] = field(&ba::FileSpace::slot_allocated_bytes);
+    d["slots"] = field(&ba::FileSpace::slots);
+    d["free_slots"] = field(&ba::FileSpace::free_slots);
+    d["pinned_slots"] = field(&ba::FileSpace::pinned_slots);
     if (const auto& o = r.oldest_snapshot) {
       py::dict s;
       s["pid"] = o->pid;
@@ -1346,7 +1351,8 @@ PYBIND11_MODULE(_bigarray, m) {
       .def("info", &PyDatabase::Info,
            "The database's disk space as a dict, with the keys of `bigarray info DB --json`: path,\n"
            "commit, latest_commit, live_bytes, page_size, file_bytes, allocated_bytes, used_bytes,\n"
-           "free_bytes, pinned_bytes, compact_bytes, reclaimable_bytes, leftover_bytes (None\n"
+           "free_bytes, pinned_bytes, compact_bytes, reclaimable_bytes, leftover_bytes,\n"
+           "slot_file_bytes, slot_allocated_bytes, slots, free_slots, pinned_slots (None\n"
            "without a local file), oldest_snapshot (None, or a dict: pid, process, commit,\n"
            "commits_behind, age_s) and arrays ({name: db[name].info()}).")
       .def("__enter__", [](py::object self) { return self; })
@@ -1394,6 +1400,8 @@ PYBIND11_MODULE(_bigarray, m) {
         d["before_allocated_bytes"] = r.before_allocated_bytes;
         d["after_file_bytes"] = r.after_file_bytes;
         d["after_allocated_bytes"] = r.after_allocated_bytes;
+        d["before_slot_allocated_bytes"] = r.before_slot_allocated_bytes;
+        d["after_slot_allocated_bytes"] = r.after_slot_allocated_bytes;
         d["seconds"] = r.seconds;
         return d;
       },

@@ -51,6 +51,11 @@ Result<SpaceReport> Database::Space() {
   f.compact_bytes = lmdb.compact_bytes;
   f.reclaimable_bytes = lmdb.reclaimable_bytes;
   f.leftover_bytes = lmdb.leftover_bytes;
+  f.slot_file_bytes = lmdb.slot_file_bytes;
+  f.slot_allocated_bytes = lmdb.slot_allocated_bytes;
+  f.slots = lmdb.slots;
+  f.free_slots = lmdb.free_slots;
+  f.pinned_slots = lmdb.pinned_slots;
   report.latest_commit = std::max(report.commit, lmdb.latest_commit);
 
   // The oldest snapshot behind the latest commit (one at the latest commit holds nothing yet).
@@ -122,6 +127,8 @@ Result<CompactReport> Compact(const std::string& path) {
   out.before_allocated_bytes = r.before_allocated_bytes;
   out.after_file_bytes = r.after_file_bytes;
   out.after_allocated_bytes = r.after_allocated_bytes;
+  out.before_slot_allocated_bytes = r.before_slot_allocated_bytes;
+  out.after_slot_allocated_bytes = r.after_slot_allocated_bytes;
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;
 }

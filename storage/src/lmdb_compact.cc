@@ -11,6 +11,9 @@
 //              reservation (ReserveLmdbPath) keeps OpenLmdbStore away: an environment of ours
 //              would not conflict with our own lock, and closing one would release it.
 //   lock       takes the lock, or refuses naming the processes that hold it (/proc/locks).
+//   slots      punches every slot of blocks.dat that no block record names out of the file, and
+//              cuts the file after the last slot in use (lmdb_slots.h, PunchUnusedSlots): with no
+//              snapshot anywhere, a slot no record names is unused. data.mdb is not changed.
 //   copy       mdb_env_copyfd2(MDB_CP_COMPACT) from an environment opened read-only without
 //              the lock file (MDB_NOLOCK: we hold the only lock) into data.mdb.compacting: the
 //              pages reachable from the newest commit, renumbered; the free list is dropped.
@@ -55,6 +58,7 @@
 #include "bigarray/storage/lmdb_space.h"
 #include "lmdb_internal.h"
 #include "lmdb_records.h"
+#include "lmdb_slots.h"
 #include "lmdb_status.h"
 
 namespace bigarray::storage {
@@ -326,6 +330,28 @@ Status VerifyCopy(int fd, const std::string& temp, uint64_t page_size, uint64_t 
   return Status::Ok();
 }
 
+// The "slots" step (see the head comment).
+Status PunchSlots(MDB_env* env, const std::string& path, LmdbCompactResult* result) {
+  const std::string file = path + "/" + std::string(kSlotsFile);
+  Fd slots(open(file.c_str(), O_RDWR | O_CLOEXEC));
+  if (slots.get() < 0) return errno == ENOENT ? Status::Ok() : ErrnoStatus(errno, "open " + file);
+  struct stat st;
+  if (fstat(slots.get(), &st) != 0) return ErrnoStatus(errno, "stat " + file);
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(file + " is not a regular file");
+  result->before_slot_allocated_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+  MDB_txn* txn = nullptr;
+  BA_RETURN_IF_ERROR(LmdbStatus(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn), "read " + path));
+  MDB_dbi blocks;
+  int rc = mdb_dbi_open(txn, "blocks", 0, &blocks);
+  Status status = rc == MDB_SUCCESS ? internal::PunchUnusedSlots(txn, blocks, slots.get(), file)
+                                    : LmdbStatus(rc, "open the blocks database of " + path);
+  mdb_txn_abort(txn);
+  BA_RETURN_IF_ERROR(status);
+  if (fstat(slots.get(), &st) != 0) return ErrnoStatus(errno, "stat " + file);
+  result->after_slot_allocated_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+  return Status::Ok();
+}
+
 // The compaction proper, with lock.mdb's byte 0 held exclusively. `*replaced` once data.mdb is
 // the new file.
 Status CompactLocked(const std::string& path, const LmdbCompactOptions& o, LmdbCompactResult* result,
@@ -367,6 +393,8 @@ Status CompactLocked(const std::string& path, const LmdbCompactOptions& o, LmdbC
   }
   result->commit = want.commit;
   const uint64_t pages = kMetaPages + want.tree_pages;
+  BA_RETURN_IF_ERROR(step("slots"));
+  BA_RETURN_IF_ERROR(PunchSlots(source.env, path, result));
 
   struct statvfs fs;
   if (statvfs(path.c_str(), &fs) != 0) return ErrnoStatus(errno, "statvfs " + path);

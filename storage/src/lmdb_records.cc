@@ -52,27 +52,54 @@ Result<std::string_view> OpenRecord(std::string_view key, std::string_view seale
   return body;
 }
 
-void EncodeBlockHeader(const BlockHeader& h, unsigned char out[kShortHeader]) {
-  std::memset(out, 0, kShortHeader);
+namespace {
+uint64_t LocationCheck(const unsigned char* header) {
+  return XXH3_64bits_withSeed(header + kShortHeader, kSlotHeader - kShortHeader, GetLE64(header) ^ GetLE64(header + 8));
+}
+}  // namespace
+
+void EncodeBlockHeader(const BlockHeader& h, unsigned char out[kSlotHeader]) {
+  std::memset(out, 0, kSlotHeader);
   PutLE64(out, h.checksum);
   PutLE64(out + 8, h.commit);
   for (int i = 0; i < 4; ++i) {
     out[16 + i] = static_cast<unsigned char>(h.header_bytes >> (8 * i));
     out[20 + i] = static_cast<unsigned char>(h.kind >> (8 * i));
   }
+  if (h.slotted()) {
+    PutLE64(out + 32, h.slot);
+    PutLE64(out + 40, h.length);
+    PutLE64(out + 24, LocationCheck(out));
+  }
 }
 
-Result<BlockHeader> DecodeBlockHeader(const unsigned char in[kShortHeader], size_t value_bytes, std::string_view what) {
+Result<BlockHeader> DecodeBlockHeader(const unsigned char* in, size_t available, size_t value_bytes, std::string_view what) {
   BlockHeader h;
   h.checksum = GetLE64(in);
   h.commit = GetLE64(in + 8);
   h.header_bytes = in[16] | in[17] << 8 | in[18] << 16 | uint32_t{in[19]} << 24;
   h.kind = in[20] | in[21] << 8 | in[22] << 16 | uint32_t{in[23]} << 24;
+  if (h.kind != kWholeBlock && h.kind != kDelta && h.kind != kSlotted) {
+    return Corruption(std::string(what) + ": damaged header (record kind " + std::to_string(h.kind) + ")");
+  }
+  if (h.slotted()) {
+    if (h.header_bytes != kSlotHeader || value_bytes != kSlotHeader || available < kSlotHeader) {
+      return Corruption(std::string(what) + ": damaged header (a slot record of " + std::to_string(value_bytes) +
+                        " bytes with a header of " + std::to_string(h.header_bytes) + ")");
+    }
+    h.slot = GetLE64(in + 32);
+    h.length = GetLE64(in + 40);
+    if (GetLE64(in + 24) != LocationCheck(in)) {
+      return Corruption(std::string(what) + ": damaged header (its slot and length fail their check)");
+    }
+    if (!SlotFor(h.length) || h.length % 4096 != 0 || h.slot > (uint64_t{1} << 40)) {
+      return Corruption(std::string(what) + ": damaged header (slot " + std::to_string(h.slot) + ", length " +
+                        std::to_string(h.length) + ")");
+    }
+    return h;
+  }
   if (h.header_bytes != kShortHeader && h.header_bytes != kLongHeader) {
     return Corruption(std::string(what) + ": damaged header (header length " + std::to_string(h.header_bytes) + ")");
-  }
-  if (h.kind != kWholeBlock && h.kind != kDelta) {
-    return Corruption(std::string(what) + ": damaged header (record kind " + std::to_string(h.kind) + ")");
   }
   if (value_bytes < h.header_bytes || h.header_bytes != HeaderBytesFor(value_bytes - h.header_bytes)) {
     return Corruption(std::string(what) + ": damaged header (a value of " + std::to_string(value_bytes) +
@@ -134,6 +161,39 @@ std::string_view MetaClass(std::string_view key) {
 }
 
 std::string ClassTallyKey(std::string_view cls) { return std::string("\0c/", 3) + std::string(cls); }
+
+std::string EncodeSlotList(const std::vector<uint64_t>& slots) {
+  std::string out(8 * slots.size(), '\0');
+  for (size_t n = 0; n < slots.size(); ++n) PutLE64(reinterpret_cast<unsigned char*>(out.data()) + 8 * n, slots[n]);
+  return out;
+}
+
+Result<std::vector<uint64_t>> DecodeSlotList(std::string_view body, std::string_view what) {
+  if (body.size() % 8 != 0) return Corruption(std::string(what) + ": malformed slot list");
+  std::vector<uint64_t> slots(body.size() / 8);
+  for (size_t n = 0; n < slots.size(); ++n) slots[n] = GetLE64(reinterpret_cast<const unsigned char*>(body.data()) + 8 * n);
+  return slots;
+}
+
+std::string SlotTable::Encode() const {
+  std::string out(8, '\0');
+  PutLE64(reinterpret_cast<unsigned char*>(out.data()), high_water);
+  return out + EncodeSlotList(std::vector<uint64_t>(free.begin(), free.end()));
+}
+
+Result<SlotTable> SlotTable::Decode(std::string_view body, std::string_view what) {
+  if (body.size() < 8) return Corruption(std::string(what) + ": malformed slot table");
+  SlotTable t;
+  t.high_water = GetLE64(reinterpret_cast<const unsigned char*>(body.data()));
+  BA_ASSIGN_OR_RETURN(std::vector<uint64_t> free, DecodeSlotList(body.substr(8), what));
+  for (size_t n = 0; n < free.size(); ++n) {
+    if (free[n] >= t.high_water || (n > 0 && free[n] <= free[n - 1])) {
+      return Corruption(std::string(what) + ": malformed slot table (free slots out of order or past its end)");
+    }
+  }
+  t.free.insert(free.begin(), free.end());
+  return t;
+}
 
 std::string CommitRecord::Encode() const {
   std::string out(16, '\0');

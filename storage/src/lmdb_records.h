@@ -1,4 +1,4 @@
-// lmdb_records.h: the records of format version 2 of the LMDB store (docs/format.md): how each
+// lmdb_records.h: the records of format version 3 of the LMDB store (docs/format.md): how each
 // value is sealed with a checksum, the block header, and the tallies that say what must exist.
 //
 // Nothing here touches LMDB: these are pure encodings, shared by the store, its verifier and
@@ -7,9 +7,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bigarray/storage/block_store.h"
 
@@ -48,42 +50,80 @@ uint64_t SealedChecksum(std::string_view sealed);
 // A block record's value is a header and a payload. A payload of at least kLongPayload bytes
 // gets the long header (4080 bytes): LMDB stores such a value on overflow pages whose data
 // starts 16 bytes into the first page, so the payload then starts exactly on a page boundary of
-// data.mdb and can be mapped from the file. Smaller payloads get the short header.
+// data.mdb and can be mapped from the file. Smaller payloads get the short header. A whole
+// block whose payload is more than half a slot and at most a slot (kSlotBytes) is not in
+// data.mdb at all: its record (kind 2, a slot record) says which slot of blocks.dat holds it.
 //
 //   offset size  field
 //   0      8     checksum: XXH3-64 of the payload, seeded with (array, index, commit, kind,
 //                header length)
 //   8      8     commit id that wrote the record
-//   16     4     header length: 32 or 4080
-//   20     4     kind: 0 a whole block (trailing zeros trimmed to a page), 1 a delta
-//   24     8     zero
-//   32     ...   zero up to the header length (long header)
+//   16     4     header length: 32, 4080, or 48 (a slot record, which has no payload here)
+//   20     4     kind: 0 a whole block (trailing zeros trimmed to a page), 1 a delta, 2 a slot
+//   24     8     zero; in a slot record the location check: XXH3-64 of bytes 32..48 seeded
+//                with the checksum and the commit id
+//   32     ...   zero up to the header length (long header); in a slot record:
+//   32     8     slot: the payload is at byte slot * kSlotBytes of blocks.dat
+//   40     8     payload length (a multiple of the page size)
 //
 // A delta record (key: array, index, commit) holds changed byte runs of the block, applied in
 // commit order over the whole-block record: repeated { u32 LE offset, u32 LE length, bytes }.
 
 inline constexpr size_t kShortHeader = 32;
 inline constexpr size_t kLongHeader = 4080;
+inline constexpr size_t kSlotHeader = 48;
 inline constexpr size_t kLongPayload = 2048;
 inline constexpr uint32_t kWholeBlock = 0;
 inline constexpr uint32_t kDelta = 1;
+inline constexpr uint32_t kSlotted = 2;
+// blocks.dat is an array of slots of this size: a slot's payload starts 2 MiB-aligned in the
+// file, so that the kernel can map it with one page-table entry (a PMD) where it keeps the
+// file's page cache in 2 MiB folios.
+inline constexpr uint64_t kSlotBytes = 2u << 20;
 
 struct BlockHeader {
   uint64_t checksum = 0;
   CommitId commit = 0;
   uint32_t header_bytes = kShortHeader;
   uint32_t kind = kWholeBlock;
+  uint64_t slot = 0;    // slot records only
+  uint64_t length = 0;  // slot records only: the payload's bytes in its slot
+
+  bool slotted() const { return kind == kSlotted; }
+  // The payload's bytes, of a record whose value has `value_bytes`.
+  uint64_t PayloadBytes(size_t value_bytes) const { return slotted() ? length : value_bytes - header_bytes; }
 };
 
 inline size_t HeaderBytesFor(size_t payload) { return payload >= kLongPayload ? kLongHeader : kShortHeader; }
+// Whether a whole block's payload of `payload` bytes (trimmed to pages) goes to a slot.
+inline bool SlotFor(size_t payload) { return payload > kSlotBytes / 2 && payload <= kSlotBytes; }
 
-// Writes the first kShortHeader bytes of the header (the rest of a long header is zero).
-void EncodeBlockHeader(const BlockHeader& h, unsigned char out[kShortHeader]);
-// Parses the first kShortHeader bytes of a value of `value_bytes`; kCorruption naming `what`
-// when a field is impossible.
-Result<BlockHeader> DecodeBlockHeader(const unsigned char in[kShortHeader], size_t value_bytes, std::string_view what);
+// Writes the header: kShortHeader bytes (the rest of a long header is zero), or kSlotHeader
+// bytes for a slot record.
+void EncodeBlockHeader(const BlockHeader& h, unsigned char out[kSlotHeader]);
+// Parses a header from the first `available` bytes of a value of `value_bytes` (at least
+// kShortHeader; a slot record needs kSlotHeader); kCorruption naming `what` when a field is
+// impossible or a slot record's location check fails.
+Result<BlockHeader> DecodeBlockHeader(const unsigned char* in, size_t available, size_t value_bytes, std::string_view what);
 
 uint64_t PayloadSeed(ArrayId array, BlockIndex index, const BlockHeader& h) noexcept;
+
+// ---- slots of blocks.dat ---------------------------------------------------------------------
+//
+// Meta key "\0slots": u64 LE the number of slots blocks.dat has (its high-water mark), then the
+// slots free for reuse, u64 LE each, in ascending order (the lowest is taken first). Meta key
+// "\0freed/" + u64 BE commit id: the slots that commit freed, u64 LE each; they become free for
+// reuse (and their disk space is given back) once no snapshot of any process can see that
+// commit's predecessor.
+
+struct SlotTable {
+  uint64_t high_water = 0;
+  std::set<uint64_t> free;
+  std::string Encode() const;
+  static Result<SlotTable> Decode(std::string_view body, std::string_view what);
+};
+std::string EncodeSlotList(const std::vector<uint64_t>& slots);
+Result<std::vector<uint64_t>> DecodeSlotList(std::string_view body, std::string_view what);
 
 // ---- tallies --------------------------------------------------------------------------------
 //

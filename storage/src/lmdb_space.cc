@@ -3,7 +3,8 @@
 // Everything comes from LMDB's public API on one read transaction: mdb_stat of each B-tree
 // (pages by kind), the free list's records (FREE_DBI, key: the id of the commit that freed the
 // pages, value: a page-number list whose first word is its length, as mdb_stat -f reads it),
-// mdb_env_info and the reader table. Cost: the free list's pages, not the data.
+// mdb_env_info and the reader table; and the slot records of blocks.dat (lmdb_slots.h). Cost: the
+// free list's pages and the slot records, not the data.
 #include <errno.h>
 #include <lmdb.h>
 #include <sys/stat.h>
@@ -13,6 +14,8 @@
 
 #include "bigarray/storage/lmdb_space.h"
 #include "lmdb_internal.h"
+#include "lmdb_records.h"
+#include "lmdb_slots.h"
 #include "lmdb_status.h"
 
 namespace bigarray::storage {
@@ -31,6 +34,38 @@ Status TreePages(MDB_txn* txn, MDB_dbi dbi, const char* name, LmdbTreePages* out
   out->branch = st.ms_branch_pages;
   out->leaf = st.ms_leaf_pages;
   out->overflow = st.ms_overflow_pages;
+  return Status::Ok();
+}
+
+// The slot records of blocks.dat (lmdb_slots.h). The next commit reclaims the slots freed by
+// commits up to `oldest` (the oldest snapshot's, or the latest): those count as free.
+Status MeasureSlots(const internal::LmdbReadView& v, const std::string& path, CommitId oldest, LmdbSpace* s) {
+  MDB_val key{internal::SlotTableKey().size(), const_cast<char*>(internal::SlotTableKey().data())}, val;
+  int rc = mdb_get(v.txn, v.meta, &key, &val);
+  if (rc == MDB_SUCCESS) {
+    const std::string_view sealed(static_cast<const char*>(val.mv_data), val.mv_size);
+    BA_ASSIGN_OR_RETURN(std::string_view body, internal::OpenRecord(internal::SlotTableKey(), sealed, "slot table"));
+    BA_ASSIGN_OR_RETURN(internal::SlotTable t, internal::SlotTable::Decode(body, path + ": the slot table"));
+    s->slots = t.high_water;
+    s->free_slots = t.free.size();
+  } else if (rc != MDB_NOTFOUND) {
+    return LmdbStatus(rc, "read the slot table of " + path);
+  }
+  MDB_cursor* cur;
+  BA_RETURN_IF_ERROR(LmdbStatus(mdb_cursor_open(v.txn, v.meta, &cur), "read the freed slots of " + path));
+  const std::string_view prefix = internal::FreedSlotsPrefix();
+  key = MDB_val{prefix.size(), const_cast<char*>(prefix.data())};
+  for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+       rc == MDB_SUCCESS && std::string_view(static_cast<const char*>(key.mv_data), key.mv_size).starts_with(prefix);
+       rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+    const uint64_t n = val.mv_size >= 8 ? (val.mv_size - 8) / 8 : 0;  // u64 each, after the 8-byte seal
+    const CommitId freed_by = key.mv_size == prefix.size() + 8
+                                  ? internal::GetBE64(static_cast<const unsigned char*>(key.mv_data) + prefix.size())
+                                  : 0;
+    (freed_by <= oldest ? s->free_slots : s->pinned_slots) += n;
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return LmdbStatus(rc, "read the freed slots of " + path);
   return Status::Ok();
 }
 
@@ -89,7 +124,7 @@ Result<LmdbSpace> MeasureLmdbSpace(const std::string& path) {
     // tree (itself, the named trees and their overflow pages), and drops the free list.
     s.compact_bytes =
         (kMetaPages + s.main.pages() + s.meta.pages() + s.blocks.pages() + s.log.pages()) * s.page_size;
-    return Status::Ok();
+    return MeasureSlots(v, path, oldest, &s);
   });
   BA_RETURN_IF_ERROR(st);
   struct stat fst;
@@ -98,6 +133,13 @@ Result<LmdbSpace> MeasureLmdbSpace(const std::string& path) {
   s.file_bytes = static_cast<uint64_t>(fst.st_size);
   s.allocated_bytes = static_cast<uint64_t>(fst.st_blocks) * 512;
   s.reclaimable_bytes = s.allocated_bytes > s.compact_bytes ? s.allocated_bytes - s.compact_bytes : 0;
+  const std::string slot_file = path + "/" + std::string(kSlotsFile);
+  if (stat(slot_file.c_str(), &fst) == 0) {
+    s.slot_file_bytes = static_cast<uint64_t>(fst.st_size);
+    s.slot_allocated_bytes = static_cast<uint64_t>(fst.st_blocks) * 512;
+  } else if (errno != ENOENT) {
+    return ErrnoStatus(errno, "stat " + slot_file);
+  }
   const std::string temp = path + "/" + std::string(kCompactTempName);
   if (stat(temp.c_str(), &fst) == 0) {
     s.leftover_bytes = static_cast<uint64_t>(fst.st_blocks) * 512;

@@ -48,6 +48,7 @@
 #include "lmdb_internal.h"
 #include "lmdb_records.h"
 #include "lmdb_mounts.h"
+#include "lmdb_slots.h"
 #include "lmdb_status.h"
 
 namespace bigarray::storage {
@@ -163,6 +164,7 @@ class Env {
  public:
   ~Env() {
     if (env_) mdb_env_close(env_);
+    if (slots_fd_ >= 0) close(slots_fd_);
   }
 
   // `attempt`: how many times data.mdb was found replaced during this open (see the end of Open).
@@ -178,6 +180,7 @@ class Env {
   MDB_env* env_ = nullptr;
   MDB_dbi meta_ = 0, blocks_ = 0, log_ = 0;
   int fd_ = -1;
+  int slots_fd_ = -1;  // blocks.dat, the slots of large whole blocks (docs/format.md)
   size_t page_size_ = 4096;
   std::string path_;
   bool read_only_ = false;  // opened with MDB_RDONLY: no write transaction can begin
@@ -432,6 +435,31 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
   return status;
 }
 
+// Opens blocks.dat, creating it (and syncing the directory that names it) unless read-only.
+Status OpenSlotsFile(const std::string& path, bool read_only, int* fd) {
+  const std::string file = path + "/" + std::string(kSlotsFile);
+  *fd = open(file.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (*fd < 0 && errno == ENOENT && !read_only) {
+    *fd = open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd >= 0) {
+      const int dir = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      const bool synced = dir >= 0 && fsync(dir) == 0;
+      const int err = errno;
+      if (dir >= 0) close(dir);
+      if (!synced) return ErrnoStatus(err, "sync " + path + " after creating " + file);
+    }
+  }
+  if (*fd < 0) {
+    // Read-only, a database that never stored a slot may have none: reads of a slot say so.
+    if (errno == ENOENT && read_only) return Status::Ok();
+    return ErrnoStatus(errno, "open " + file);
+  }
+  struct stat st;
+  if (fstat(*fd, &st) != 0) return ErrnoStatus(errno, "stat " + file);
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(file + " is not a regular file: refusing to open it as a database");
+  return Status::Ok();
+}
+
 // True when `path` holds no entry but "." and "..": the only directory we initialize.
 bool DirectoryIsEmpty(const std::string& path) {
   DIR* d = opendir(path.c_str());
@@ -540,6 +568,7 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   }
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
   mdb_env_get_fd(env->env_, &env->fd_);
+  BA_RETURN_IF_ERROR(OpenSlotsFile(path, options.read_only, &env->slots_fd_));
   {
     // Compaction (lmdb_compact.cc) replaces data.mdb by a rename while it holds lock.mdb's lock
     // exclusively. A read-only open opens data.mdb before it waits for that lock, so it may have
@@ -687,39 +716,59 @@ std::string RecordName(ArrayId a, const RecordRef& r) {
 // found them is open.
 Result<BlockHeader> ReadHeader(const Env& env, ArrayId a, const RecordRef& r) {
   const std::string what = RecordName(a, r);
-  unsigned char header[internal::kShortHeader];
+  unsigned char header[internal::kSlotHeader] = {};
+  size_t available = internal::kShortHeader;
   if (r.size < internal::kShortHeader) {
     return Corruption(what + ": stored value of " + std::to_string(r.size) + " bytes is too short for a header");
   }
   if (r.page_offset) {
     unsigned char page_header[kPageHeader];
-    iovec iov[2] = {{page_header, sizeof page_header}, {header, sizeof header}};
+    iovec iov[2] = {{page_header, sizeof page_header}, {header, internal::kShortHeader}};
     BA_RETURN_IF_ERROR(FullIo(false, env.fd_, iov, 2, *r.page_offset, "read the header of " + what));
     if (!OverflowHeaderOk(page_header, *r.page_offset, env.page_size_, r.size)) {
       return Corruption(what + ": the header of its first page in data.mdb is damaged");
     }
   } else {
-    std::memcpy(header, r.inline_copy.data(), sizeof header);
+    available = std::min(r.inline_copy.size(), sizeof header);
+    std::memcpy(header, r.inline_copy.data(), available);
   }
-  BA_ASSIGN_OR_RETURN(BlockHeader h, internal::DecodeBlockHeader(header, r.size, what));
+  BA_ASSIGN_OR_RETURN(BlockHeader h, internal::DecodeBlockHeader(header, available, r.size, what));
   if (r.is_delta() && (h.kind != internal::kDelta ||
                        h.commit != GetBE64(reinterpret_cast<const unsigned char*>(r.key.data()) + 16))) {
     return Corruption(what + ": its header does not belong to its key");
   }
-  if (!r.is_delta() && h.kind != internal::kWholeBlock) return Corruption(what + ": its header does not belong to its key");
+  if (!r.is_delta() && h.kind == internal::kDelta) return Corruption(what + ": its header does not belong to its key");
   return h;
+}
+
+// Where a record's payload lies in a file: a slot of blocks.dat, or the overflow pages of
+// data.mdb after the header. nullopt: inside a leaf page (RecordRef::inline_copy).
+struct FilePlace {
+  int fd;
+  off_t offset;
+};
+std::optional<FilePlace> PayloadPlace(const Env& env, const RecordRef& r, const BlockHeader& h) {
+  if (h.slotted()) return FilePlace{env.slots_fd_, static_cast<off_t>(h.slot * internal::kSlotBytes)};
+  if (r.page_offset) return FilePlace{env.fd_, *r.page_offset + static_cast<off_t>(kPageHeader + h.header_bytes)};
+  return std::nullopt;
+}
+
+Status SlotsFileMissing(const Env& env, ArrayId a, const RecordRef& r) {
+  return Corruption(RecordName(a, r) + ": its slot is in " + env.path_ + "/" + std::string(kSlotsFile) +
+                    ", which is missing");
 }
 
 // Reads a record's payload into `out` (exactly its size), hashing each piece while it is in the
 // CPU cache, and checks the checksum.
 Status ReadPayload(const Env& env, ArrayId a, const RecordRef& r, const BlockHeader& h, std::span<std::byte> out) {
   internal::BlockHasher hasher(internal::PayloadSeed(a, r.index(), h));
-  if (r.page_offset) {
-    const off_t start = *r.page_offset + static_cast<off_t>(kPageHeader + h.header_bytes);
+  if (const std::optional<FilePlace> place = PayloadPlace(env, r, h)) {
+    if (place->fd < 0) return SlotsFileMissing(env, a, r);
     for (size_t done = 0; done < out.size();) {
       const size_t n = std::min(out.size() - done, kReadPiece);
       iovec piece{out.data() + done, n};
-      BA_RETURN_IF_ERROR(FullIo(false, env.fd_, &piece, 1, start + static_cast<off_t>(done), "read " + RecordName(a, r)));
+      BA_RETURN_IF_ERROR(
+          FullIo(false, place->fd, &piece, 1, place->offset + static_cast<off_t>(done), "read " + RecordName(a, r)));
       hasher.Update(out.subspan(done, n));
       done += n;
     }
@@ -737,10 +786,10 @@ Status ReadPayload(const Env& env, ArrayId a, const RecordRef& r, const BlockHea
 // the record's checksum elsewhere, or relies on readers to).
 Status ReadPayloadRange(const Env& env, ArrayId a, const RecordRef& r, const BlockHeader& h, size_t offset,
                         std::span<std::byte> out) {
-  if (r.page_offset) {
+  if (const std::optional<FilePlace> place = PayloadPlace(env, r, h)) {
+    if (place->fd < 0) return SlotsFileMissing(env, a, r);
     iovec piece{out.data(), out.size()};
-    return FullIo(false, env.fd_, &piece, 1,
-                  *r.page_offset + static_cast<off_t>(kPageHeader + h.header_bytes + offset), "read " + RecordName(a, r));
+    return FullIo(false, place->fd, &piece, 1, place->offset + static_cast<off_t>(offset), "read " + RecordName(a, r));
   }
   std::memcpy(out.data(), r.inline_copy.data() + h.header_bytes + offset, out.size());
   return Status::Ok();
@@ -760,7 +809,7 @@ using Records = std::vector<std::pair<RecordRef, BlockHeader>>;
 Result<std::optional<std::string>> MakeDelta(const Env& env, ArrayId a, const Records& old, std::span<const std::byte> now) {
   if (old.empty()) return std::optional<std::string>();
   const bool has_base = !old[0].first.is_delta();
-  const size_t base_len = has_base ? old[0].first.size - old[0].second.header_bytes : 0;
+  const size_t base_len = has_base ? old[0].second.PayloadBytes(old[0].first.size) : 0;
   size_t gathered = 0, extent = base_len;
   std::vector<std::vector<std::byte>> deltas;
   for (size_t n = has_base ? 1 : 0; n < old.size(); ++n) {
@@ -866,25 +915,28 @@ Result<std::optional<BlockFileRange>> LmdbSnapshot::MappableBlock(ArrayId a, Blo
   std::optional<BlockFileRange> range;
   if (records.empty()) return std::optional<BlockFileRange>(BlockFileRange{});  // never written, or deleted: zeros
   const RecordRef& r = records[0];
-  if (records.size() != 1 || r.is_delta() || !r.page_offset) return range;  // deltas, or inside a page
+  if (records.size() != 1 || r.is_delta()) return range;  // deltas
   BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, a, r));
-  const size_t payload = r.size - h.header_bytes;
+  const size_t payload = h.PayloadBytes(r.size);
   if (payload > block_size) {
     return Corruption(RecordName(a, r) + ": stored payload of " + std::to_string(payload) +
                       " bytes does not fit a block of " + std::to_string(block_size) + " bytes");
   }
-  const off_t start = *r.page_offset + static_cast<off_t>(kPageHeader + h.header_bytes);
+  const std::optional<FilePlace> place = PayloadPlace(*env_, r, h);
+  if (!place) return range;  // inside a page
+  if (place->fd < 0) return SlotsFileMissing(*env_, a, r);
   const auto page = static_cast<off_t>(sysconf(_SC_PAGESIZE));
-  if (start % page != 0 || static_cast<off_t>(payload) % page != 0) return range;  // a short header
+  if (place->offset % page != 0 || static_cast<off_t>(payload) % page != 0) return range;  // a short header
   // Pages past the end of the file would raise SIGBUS in whoever reads them: a damaged size.
+  const std::string file = env_->path_ + "/" + std::string(h.slotted() ? kSlotsFile : "data.mdb");
   struct stat st;
-  if (fstat(env_->fd_, &st) != 0) return ErrnoStatus(errno, "stat " + env_->path_ + "/data.mdb");
-  if (start + static_cast<off_t>(payload) > st.st_size) {
-    return Corruption(RecordName(a, r) + ": its payload of " + std::to_string(payload) +
-                      " bytes would end past the end of data.mdb (" + std::to_string(st.st_size) + " bytes)");
+  if (fstat(place->fd, &st) != 0) return ErrnoStatus(errno, "stat " + file);
+  if (place->offset + static_cast<off_t>(payload) > st.st_size) {
+    return Corruption(RecordName(a, r) + ": its payload of " + std::to_string(payload) + " bytes would end past the end of " +
+                      file + " (" + std::to_string(st.st_size) + " bytes)");
   }
   return std::optional<BlockFileRange>(
-      BlockFileRange{env_->fd_, start, payload, h.checksum, internal::PayloadSeed(a, i, h), RecordName(a, r)});
+      BlockFileRange{place->fd, place->offset, payload, h.checksum, internal::PayloadSeed(a, i, h), RecordName(a, r)});
 }
 
 Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out) {
@@ -893,7 +945,7 @@ Status LmdbSnapshot::ReadBlock(ArrayId a, BlockIndex i, std::span<std::byte> out
   std::vector<std::byte> delta;
   for (const RecordRef& r : records) {
     BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, a, r));
-    const size_t payload = r.size - h.header_bytes;
+    const size_t payload = h.PayloadBytes(r.size);
     if (!r.is_delta()) {
       if (payload > out.size()) {
         return Corruption(RecordName(a, r) + ": stored payload of " + std::to_string(payload) +
@@ -937,7 +989,7 @@ Result<LmdbSnapshot::Walked> LmdbSnapshot::Walk(ArrayId a, const std::function<v
       continue;
     }
     BA_ASSIGN_OR_RETURN(BlockHeader h, std::move(header));
-    found.Add(r.key, h.checksum, r.size - h.header_bytes);
+    found.Add(r.key, h.checksum, h.PayloadBytes(r.size));
     w.records.emplace_back(std::move(r), h);
   }
   if (found != expected) {
@@ -955,7 +1007,7 @@ Status LmdbSnapshot::ForEachBlock(ArrayId a, const std::function<bool(const Bloc
   BA_RETURN_IF_ERROR(w.tally);
   std::vector<BlockInfo> blocks;
   for (const auto& [r, h] : w.records) {
-    const uint64_t payload = r.size - h.header_bytes;
+    const uint64_t payload = h.PayloadBytes(r.size);
     if (!blocks.empty() && blocks.back().index == r.index()) {
       blocks.back().commit = std::max(blocks.back().commit, h.commit);
       blocks.back().stored_bytes += payload;
@@ -1127,6 +1179,71 @@ Result<ChangeSet> LmdbSnapshot::ChangesSince(CommitId from) {
   return cs;
 }
 
+// The slots of blocks.dat against the records that use them: every slot a block record names
+// lies inside the file and the slot table, and no slot is named twice, or named and free (or
+// waiting to be): either would let a commit overwrite a block that is in use.
+Status AuditSlots(MDB_txn* txn, Env& env, const std::function<void(const Status&)>& damaged) {
+  const std::string file = env.path_ + "/" + std::string(kSlotsFile);
+  internal::SlotTable table;
+  BA_ASSIGN_OR_RETURN(auto table_body, GetSealed(txn, env.meta_, internal::SlotTableKey(), "slot table"));
+  if (table_body) {
+    Result<internal::SlotTable> t = internal::SlotTable::Decode(*table_body, file + ": the slot table");
+    if (!t.ok()) {
+      damaged(t.status());
+      return Status::Ok();
+    }
+    table = std::move(*t);
+  }
+  std::map<uint64_t, std::string> owner;  // slot -> what uses it
+  for (uint64_t slot : table.free) owner[slot] = "the free slots";
+  MDB_cursor* cur;
+  int rc = mdb_cursor_open(txn, env.meta_, &cur);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list the freed slots");
+  std::string prefix(internal::FreedSlotsPrefix());
+  MDB_val k = StrVal(prefix), v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS && ValStr(k).starts_with(prefix);
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    Result<std::string_view> body = internal::OpenRecord(ValStr(k), ValStr(v), "freed slots");
+    Result<std::vector<uint64_t>> list = body.ok() ? internal::DecodeSlotList(*body, file + ": freed slots")
+                                                    : Result<std::vector<uint64_t>>(body.status());
+    if (!list.ok()) {
+      damaged(list.status());
+      continue;
+    }
+    for (uint64_t slot : *list) {
+      if (!owner.emplace(slot, "the slots a commit freed").second || slot >= table.high_water) {
+        damaged(Corruption(file + ": slot " + std::to_string(slot) + " is freed twice, or past the end of the slot table"));
+      }
+    }
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return LmdbStatus(rc, "list the freed slots");
+  struct stat st {};
+  if (env.slots_fd_ >= 0 && fstat(env.slots_fd_, &st) != 0) return ErrnoStatus(errno, "stat " + file);
+  rc = mdb_cursor_open(txn, env.blocks_, &cur);
+  if (rc != MDB_SUCCESS) return LmdbStatus(rc, "list the block records");
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    // Slot records are small: LMDB keeps them inside leaf pages.
+    if (k.mv_size != 16 || v.mv_size != internal::kSlotHeader) continue;
+    const auto* kb = static_cast<const unsigned char*>(k.mv_data);
+    const std::string what = BlockName(GetBE64(kb), GetBE64(kb + 8));
+    Result<BlockHeader> h = internal::DecodeBlockHeader(static_cast<const unsigned char*>(v.mv_data), v.mv_size, v.mv_size, what);
+    if (!h.ok() || !h->slotted()) continue;  // reported by the walk of its array
+    auto [it, fresh] = owner.emplace(h->slot, what);
+    if (!fresh) {
+      damaged(Corruption(what + ": its slot " + std::to_string(h->slot) + " of " + file + " is also used by " + it->second));
+    } else if (h->slot >= table.high_water) {
+      damaged(Corruption(what + ": its slot " + std::to_string(h->slot) + " is past the end of the slot table (" +
+                         std::to_string(table.high_water) + " slots)"));
+    } else if (static_cast<uint64_t>(st.st_size) < h->slot * internal::kSlotBytes + h->length) {
+      damaged(Corruption(what + ": its slot " + std::to_string(h->slot) + " ends past the end of " + file));
+    }
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return LmdbStatus(rc, "list the block records");
+  return Status::Ok();
+}
+
 Status LmdbSnapshot::VerifyRecords(const std::function<void(const Status&)>& damaged) {
   std::shared_lock map_lock(env_->map_mu_);
   std::lock_guard lock(mu_);
@@ -1169,6 +1286,7 @@ Status LmdbSnapshot::VerifyRecords(const std::function<void(const Status&)>& dam
                          " recorded): a record's key is damaged or a record is missing"));
     }
   }
+  BA_RETURN_IF_ERROR(AuditSlots(txn_, *env_, damaged));
   // The change log: every record readable, consecutive up to this commit.
   BA_ASSIGN_OR_RETURN(auto floor_body, GetSealed(txn_, env_->meta_, LogFloorKey(), "change log floor"));
   if (floor_body && floor_body->size() == 8) {
@@ -1208,7 +1326,9 @@ class LmdbStore final : public BlockStore {
 
  private:
   // One attempt; kNoSpace with `*map_full` set asks the caller to grow the map and retry.
-  Result<CommitId> TryCommit(const WriteBatch& batch, uint64_t need, bool* map_full);
+  // `need`: bytes the commit may append to data.mdb; `base_need`: of those, what it needs
+  // whatever goes to blocks.dat (B-tree pages, metadata, the log).
+  Result<CommitId> TryCommit(const WriteBatch& batch, uint64_t need, uint64_t base_need, bool* map_full);
   // The txn id of the oldest open read transaction of any process (or `fallback`).
   CommitId OldestReader(CommitId fallback);
 
@@ -1253,7 +1373,8 @@ int ListReaderTable(MDB_env* env, std::vector<std::pair<pid_t, CommitId>>* out) 
 
 CommitId LmdbStore::OldestReader(CommitId fallback) {
   std::vector<std::pair<pid_t, CommitId>> readers;
-  (void)ListReaderTable(env_->env_, &readers);  // a failure lists fewer readers: fallback stands
+  // A table that cannot be listed may hide a reader: then no commit counts as unread.
+  if (ListReaderTable(env_->env_, &readers) < 0) return 0;
   CommitId oldest = fallback;
   for (const auto& [pid, commit] : readers) oldest = std::min(oldest, commit);
   return oldest;
@@ -1270,12 +1391,15 @@ Result<std::vector<std::pair<pid_t, CommitId>>> LmdbStore::Readers() {
 Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
   if (options_.read_only) return FailedPrecondition(env_->path_ + " was opened read-only");
   // Pages the commit may append: each payload rounded to pages, plus its header and a leaf and
-  // branch page's worth of B-tree churn, plus the log record, metadata and a fixed margin.
+  // branch page's worth of B-tree churn, plus the log record, metadata and a fixed margin. The
+  // map must have room for all of it; disk space is reserved for the payloads one by one, as
+  // those that go to slots of blocks.dat need none in data.mdb.
   const uint64_t ps = env_->page_size_;
-  uint64_t need = 64 * ps + batch.PayloadBytes() / 64;
-  for (const auto& p : batch.puts()) need += (p.size + internal::kLongHeader + ps - 1) / ps * ps + 2 * ps;
-  for (const auto& [k, v] : batch.meta()) need += 2 * ps + k.size() + (v ? v->size() : 0);
-  need += batch.deletes().size() * 2 * ps;
+  uint64_t base_need = 64 * ps + batch.PayloadBytes() / 64, payload_need = 0;
+  for (const auto& p : batch.puts()) base_need += 2 * ps, payload_need += (p.size + internal::kLongHeader + ps - 1) / ps * ps;
+  for (const auto& [k, v] : batch.meta()) base_need += 2 * ps + k.size() + (v ? v->size() : 0);
+  base_need += batch.deletes().size() * 2 * ps;
+  uint64_t need = base_need + payload_need;
 
   std::lock_guard writer(env_->writer_mu_);
   for (int attempt = 0; attempt < 6; ++attempt) {
@@ -1291,15 +1415,15 @@ Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
       BA_RETURN_IF_ERROR(env_->Remap(std::max(used + need, info.me_mapsize + grow)));
     }
     bool map_full = false;
-    Result<CommitId> r = TryCommit(batch, need, &map_full);
+    Result<CommitId> r = TryCommit(batch, need, base_need, &map_full);
     if (r.ok() || !map_full) return r;
     BA_RETURN_IF_ERROR(env_->Remap(0));  // adopt a size another process set
-    need *= 2;
+    need *= 2, base_need *= 2;
   }
   return NoSpace("commit to " + env_->path_ + ": the map is still full after growing it");
 }
 
-Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bool* map_full) {
+Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, uint64_t base_need, bool* map_full) {
   // Lock order everywhere: map_mu_ (shared), then LMDB's writer lock (taken by the begin).
   std::shared_lock map_lock(env_->map_mu_);
   MDB_txn* txn = nullptr;
@@ -1320,16 +1444,23 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
   };
 
   // Reserve the disk space the commit may append, so that no write into the sparse map can
-  // hit a full disk (which would be SIGBUS, not an error code).
+  // hit a full disk (which would be SIGBUS, not an error code): what any commit needs now, and
+  // each payload stored in data.mdb before it is stored (reserve_more).
   MDB_envinfo info;
   mdb_env_info(env_->env_, &info);
-  const off_t end_used = static_cast<off_t>((info.me_last_pgno + 1) * env_->page_size_);
-  const off_t reserve = static_cast<off_t>(
-      std::min<uint64_t>(need, info.me_mapsize - std::min<uint64_t>(info.me_mapsize, end_used)));
-  if (reserve > 0 && fallocate(env_->fd_, 0, end_used, reserve) != 0 && errno != EOPNOTSUPP) {
-    return ErrnoStatus(errno, "reserve " + std::to_string(reserve) + " bytes of disk for a commit to " +
-                                  env_->path_);
-  }
+  const uint64_t end_used = (info.me_last_pgno + 1) * env_->page_size_;
+  const uint64_t room = info.me_mapsize - std::min<uint64_t>(info.me_mapsize, end_used);
+  uint64_t reserved = 0;  // bytes past end_used
+  auto reserve_more = [&](uint64_t bytes) -> Status {
+    const uint64_t add = std::min(bytes, room - std::min(room, reserved));
+    if (add > 0 && fallocate(env_->fd_, 0, static_cast<off_t>(end_used + reserved), static_cast<off_t>(add)) != 0 &&
+        errno != EOPNOTSUPP) {
+      return ErrnoStatus(errno, "reserve " + std::to_string(add) + " bytes of disk for a commit to " + env_->path_);
+    }
+    reserved += add;
+    return Status::Ok();
+  };
+  BA_RETURN_IF_ERROR(reserve_more(std::min(need, base_need)));
 
   // The state this commit builds on must be the one its records say (a damaged meta page).
   BA_RETURN_IF_ERROR(CheckCommitRecord(txn, *env_, /*writing=*/true));
@@ -1342,6 +1473,29 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
       return ConflictError(*what);
     }
   }
+
+  // Writes sealed store record `key` (nullopt: deletes it).
+  auto put_sealed = [&](std::string_view key, const std::optional<std::string>& body) -> Status {
+    MDB_val k = StrVal(key);
+    int rc;
+    if (body) {
+      std::string sealed = internal::SealRecord(key, *body);
+      MDB_val v = StrVal(sealed);
+      rc = mdb_put(txn, env_->meta_, &k, &v, 0);
+    } else {
+      rc = mdb_del(txn, env_->meta_, &k, nullptr);
+      if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+    }
+    return rc == MDB_SUCCESS ? Status::Ok() : fail(rc, "write metadata");
+  };
+
+  // No snapshot of any process reads a commit older than this one (LMDB keeps the latest
+  // commit's predecessor too, as its fallback): what commits up to it freed is free to reuse.
+  const CommitId floor = OldestReader(id - 1);
+  internal::SlotLedger slots(txn, env_->meta_, env_->slots_fd_, env_->path_ + "/" + std::string(kSlotsFile), id, put_sealed);
+  if (env_->slots_fd_ < 0) return NotFound(env_->path_ + "/" + std::string(kSlotsFile) + " is missing");
+  BA_RETURN_IF_ERROR(slots.Reclaim(floor));
+  bool wrote_slots = false;
 
   // The tallies this commit changes, read on first use and written back at the end.
   std::map<std::string, Tally> tallies;
@@ -1362,7 +1516,8 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
     BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(a)));
     for (const RecordRef& r : old) {
       BA_ASSIGN_OR_RETURN(BlockHeader h, ReadHeader(*env_, a, r));
-      t->Remove(r.key, h.checksum, r.size - h.header_bytes);
+      t->Remove(r.key, h.checksum, h.PayloadBytes(r.size));
+      if (h.slotted()) BA_RETURN_IF_ERROR(slots.Free(h.slot));
       MDB_val k = StrVal(r.key);
       if (int rc = mdb_del(txn, env_->blocks_, &k, nullptr); rc != MDB_SUCCESS) return fail(rc, "delete " + RecordName(a, r));
     }
@@ -1385,21 +1540,41 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
     h.commit = id;
     h.header_bytes = static_cast<uint32_t>(internal::HeaderBytesFor(payload.size()));
     h.kind = kind;
+    if (kind == internal::kWholeBlock && internal::SlotFor(payload.size())) {
+      // A large whole block goes to a slot of blocks.dat (its record names the slot).
+      h.kind = internal::kSlotted;
+      h.header_bytes = internal::kSlotHeader;
+      h.length = payload.size();
+      BA_ASSIGN_OR_RETURN(h.slot, slots.Allocate());
+      iovec iov{const_cast<std::byte*>(payload.data()), payload.size()};
+      BA_RETURN_IF_ERROR(FullIo(true, env_->slots_fd_, &iov, 1, static_cast<off_t>(h.slot * internal::kSlotBytes),
+                                "write " + BlockName(a, i) + " to slot " + std::to_string(h.slot) + " of " +
+                                    env_->path_ + "/" + std::string(kSlotsFile)));
+      wrote_slots = true;
+    }
+    if (!h.slotted()) BA_RETURN_IF_ERROR(reserve_more(h.header_bytes + payload.size() + 2 * env_->page_size_));
     h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(a, i, h), payload);
-    unsigned char header[internal::kShortHeader];
+    unsigned char header[internal::kSlotHeader];
     internal::EncodeBlockHeader(h, header);
     MDB_val k = StrVal(key);
+    if (h.slotted()) {
+      MDB_val v{internal::kSlotHeader, header};
+      if (int rc = mdb_put(txn, env_->blocks_, &k, &v, 0); rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(a, i));
+      BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(a)));
+      t->Add(key, h.checksum, payload.size());
+      return Status::Ok();
+    }
     MDB_val v{h.header_bytes + payload.size(), nullptr};
     int rc = mdb_put(txn, env_->blocks_, &k, &v, MDB_RESERVE);
     if (rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(a, i));
     if (auto offset = OverflowOffset(v, env_->page_size_)) {
-      iovec iov[3] = {{header, sizeof header},
-                      {const_cast<std::byte*>(kZeros), h.header_bytes - sizeof header},
+      iovec iov[3] = {{header, internal::kShortHeader},
+                      {const_cast<std::byte*>(kZeros), h.header_bytes - internal::kShortHeader},
                       {const_cast<std::byte*>(payload.data()), payload.size()}};
       BA_RETURN_IF_ERROR(FullIo(true, env_->fd_, iov, 3, *offset, "write " + BlockName(a, i)));
     } else {
-      std::memcpy(v.mv_data, header, sizeof header);
-      std::memset(static_cast<char*>(v.mv_data) + sizeof header, 0, h.header_bytes - sizeof header);
+      std::memcpy(v.mv_data, header, internal::kShortHeader);
+      std::memset(static_cast<char*>(v.mv_data) + internal::kShortHeader, 0, h.header_bytes - internal::kShortHeader);
       std::memcpy(static_cast<char*>(v.mv_data) + h.header_bytes, payload.data(), payload.size());
     }
     BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(a)));
@@ -1440,7 +1615,8 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
     if (!old.empty()) {
       BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(p.array)));
       for (const auto& [r, h] : old) {
-        t->Remove(r.key, h.checksum, r.size - h.header_bytes);
+        t->Remove(r.key, h.checksum, h.PayloadBytes(r.size));
+        if (h.slotted()) BA_RETURN_IF_ERROR(slots.Free(h.slot));
         MDB_val k = StrVal(r.key);
         if (int rc = mdb_del(txn, env_->blocks_, &k, nullptr); rc != MDB_SUCCESS) return fail(rc, "replace " + RecordName(p.array, r));
       }
@@ -1454,20 +1630,6 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
                                   internal::kWholeBlock, data.first(keep)));
   }
 
-  // Writes sealed store record `key` (nullopt: deletes it).
-  auto put_sealed = [&](std::string_view key, const std::optional<std::string>& body) -> Status {
-    MDB_val k = StrVal(key);
-    int rc;
-    if (body) {
-      std::string sealed = internal::SealRecord(key, *body);
-      MDB_val v = StrVal(sealed);
-      rc = mdb_put(txn, env_->meta_, &k, &v, 0);
-    } else {
-      rc = mdb_del(txn, env_->meta_, &k, nullptr);
-      if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
-    }
-    return rc == MDB_SUCCESS ? Status::Ok() : fail(rc, "write metadata");
-  };
   for (const auto& [key, value] : batch.meta()) {
     const std::string_view cls = internal::MetaClass(key);
     if (cls.empty()) return InvalidArgument("metadata key '" + key + "': keys that are empty or begin with NUL belong to the store");
@@ -1486,6 +1648,7 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
   for (const auto& [key, t] : tallies) {
     BA_RETURN_IF_ERROR(put_sealed(key, t.records == 0 ? std::nullopt : std::optional<std::string>(t.Encode())));
   }
+  BA_RETURN_IF_ERROR(slots.Finish());
 
   // The change log: this commit's record, then trim what no open snapshot can ask for.
   unsigned char log_key[8];
@@ -1495,7 +1658,6 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
   MDB_val k{8, log_key}, v = StrVal(record);
   int rc = mdb_put(txn, env_->log_, &k, &v, 0);
   if (rc != MDB_SUCCESS) return fail(rc, "write the change log");
-  const CommitId floor = OldestReader(id - 1);
   BA_ASSIGN_OR_RETURN(auto floor_body, GetSealed(txn, env_->meta_, LogFloorKey(), "change log floor"));
   if (!floor_body || floor_body->size() != 8) {
     return Corruption(env_->path_ + "/data.mdb: the change log floor record is missing or malformed");
@@ -1519,6 +1681,10 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, bo
   }
   BA_RETURN_IF_ERROR(put_sealed(CommitKey(), internal::CommitRecord{id, UnixNanos()}.Encode()));
 
+  // The payloads reach the disk before the commit that makes them used (durable mode).
+  if (wrote_slots && options_.durable && fdatasync(env_->slots_fd_) != 0) {
+    return ErrnoStatus(errno, "sync " + env_->path_ + "/" + std::string(kSlotsFile));
+  }
   mdb_env_set_flags(env_->env_, MDB_NOSYNC, options_.durable ? 0 : 1);
   aborter.txn = nullptr;
   rc = mdb_txn_commit(txn);

@@ -1,8 +1,10 @@
-// lmdb_upgrade.cc: converts an LMDB database of format version 1 to the current version, in
-// place (docs/format.md, "Upgrading").
+// lmdb_upgrade.cc: converts an LMDB database of format version 1 or 2 to the current version,
+// in place (docs/format.md, "Upgrading").
 //
 // Version 1 kept metadata records bare and block values as a 16-byte header (u64 checksum of the
-// payload seeded with (array, index, commit), u64 commit) + payload. The conversion:
+// payload seeded with (array, index, commit), u64 commit) + payload. Version 2 had today's
+// records but kept every block in data.mdb: version 3 keeps large whole blocks in slots of
+// blocks.dat. The conversion:
 //
 //   1. takes LMDB's exclusive lock on lock.mdb (the lock LMDB itself takes to find out that it
 //      is the only process on the environment), so that no process has the database open while
@@ -10,9 +12,10 @@
 //   2. checks the file's structure (lmdb_check.cc) and reads it with MDB_RDONLY | MDB_NOLOCK,
 //      verifying every block's version-1 checksum: damage stops the conversion, nothing changed;
 //   3. writes the records into a new environment in DB/upgrade.tmp/ through the store itself
-//      (which seals them and keeps the tallies), and syncs it;
-//   4. keeps the old file as DB/data.mdb.format1 (a hard link), renames the new data.mdb over
-//      the old one (atomic) and syncs the directory;
+//      (which seals them, keeps the tallies and puts large blocks in slots), and syncs it;
+//   4. keeps the old file as DB/data.mdb.format<N> (a hard link), renames the new blocks.dat
+//      into DB (an older version has none, so its readers ignore it), then the new data.mdb over
+//      the old one (atomic: this is the switch) and syncs the directory;
 //   5. opens the new database once, still holding the lock, so that LMDB reinitializes lock.mdb
 //      for it before any waiting process reads the old file's transaction id from it.
 //
@@ -27,6 +30,7 @@
 #include <filesystem>
 
 #include "bigarray/storage/block_store.h"
+#include "block_delta.h"
 #include "checksum.h"
 #include "lmdb_records.h"
 #include "lmdb_status.h"
@@ -129,7 +133,7 @@ Status OpenOld(const std::string& path, OldEnv& old, uint32_t* version) {
   if (rc == MDB_NOTFOUND) return InvalidArgument(path + " is not a bigarray database");
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read the format record of " + path);
   BA_ASSIGN_OR_RETURN(*version, VersionOf(v, path));
-  if (*version != 1) return Status::Ok();
+  if (*version >= kFormatVersion) return Status::Ok();
   rc = mdb_dbi_open(old.txn, "blocks", 0, &old.blocks);
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open the blocks database of " + path);
   return Status::Ok();
@@ -151,7 +155,33 @@ Status ForEach(OldEnv& old, MDB_dbi dbi, const std::function<Status(const MDB_va
   return st;
 }
 
-// Copies every record of the version-1 environment into `store`.
+// A block of a version-2 database: its whole-block record (if any) and deltas, checked and
+// applied, without trailing zeros. `records`: (key, value) in key order.
+Result<std::vector<std::byte>> Version2Block(const std::string& path, ArrayId a, BlockIndex i,
+                                             const std::vector<std::pair<MDB_val, MDB_val>>& records) {
+  const std::string what = path + ": array #" + std::to_string(a) + " block " + std::to_string(i);
+  std::vector<std::byte> block;
+  for (const auto& [k, v] : records) {
+    const auto* vb = static_cast<const unsigned char*>(v.mv_data);
+    if (v.mv_size < internal::kShortHeader) return Corruption(what + ": a malformed record; nothing was converted");
+    BA_ASSIGN_OR_RETURN(internal::BlockHeader h, internal::DecodeBlockHeader(vb, v.mv_size, v.mv_size, what));
+    std::span<const std::byte> payload(reinterpret_cast<const std::byte*>(vb + h.header_bytes), v.mv_size - h.header_bytes);
+    if (h.slotted() || (k.mv_size == 16) != (h.kind == internal::kWholeBlock) ||
+        internal::BlockHasher::Of(internal::PayloadSeed(a, i, h), payload) != h.checksum) {
+      return Corruption(what + ": checksum mismatch (the data on disk is damaged); nothing was converted");
+    }
+    if (h.kind == internal::kWholeBlock) {
+      block.assign(payload.begin(), payload.end());
+      continue;
+    }
+    block.resize(std::max(block.size(), internal::DeltaExtent(payload)));
+    BA_RETURN_IF_ERROR(internal::ApplyDelta(what, payload, block));
+  }
+  block.resize(TrimmedSize(block));
+  return block;
+}
+
+// Copies every record of the version-1 or -2 environment into `store`.
 Status Copy(OldEnv& old, BlockStore& store, const std::string& path, UpgradeReport& report,
             const std::function<void(uint64_t, uint64_t)>& progress) {
   MDB_stat bs;
@@ -170,10 +200,46 @@ Status Copy(OldEnv& old, BlockStore& store, const std::string& path, UpgradeRepo
   BA_RETURN_IF_ERROR(ForEach(old, old.meta, [&](const MDB_val& k, const MDB_val& v) -> Status {
     std::string key(static_cast<const char*>(k.mv_data), k.mv_size);
     if (!key.empty() && key[0] == kReservedMetaPrefix) return Status::Ok();  // the old store's own
-    batch.PutMeta(std::move(key), std::string(static_cast<const char*>(v.mv_data), v.mv_size));
+    std::string_view value(static_cast<const char*>(v.mv_data), v.mv_size);
+    if (report.from_version >= 2) {
+      Result<std::string_view> body = internal::OpenRecord(key, value, "metadata");
+      if (!body.ok()) return body.status().WithContext(path + " (nothing was converted)");
+      value = *body;
+    }
+    batch.PutMeta(std::move(key), std::string(value));
     ++report.records;
     return Status::Ok();
   }));
+  auto put = [&](ArrayId a, BlockIndex i, std::span<const std::byte> payload) -> Status {
+    batch.PutBlock(a, i, payload);
+    ++report.blocks;
+    report.payload_bytes += payload.size();
+    batch_bytes += payload.size();
+    return batch_bytes >= kBatchBytes ? flush() : Status::Ok();
+  };
+  if (report.from_version >= 2) {
+    // The records of one block are adjacent: its whole-block record, then its deltas.
+    std::vector<std::pair<MDB_val, MDB_val>> records;
+    auto block_done = [&]() -> Status {
+      if (records.empty()) return Status::Ok();
+      const auto* kb = static_cast<const unsigned char*>(records[0].first.mv_data);
+      const ArrayId a = internal::GetBE64(kb);
+      const BlockIndex i = internal::GetBE64(kb + 8);
+      BA_ASSIGN_OR_RETURN(std::vector<std::byte> block, Version2Block(path, a, i, records));
+      records.clear();
+      return block.empty() ? Status::Ok() : put(a, i, block);
+    };
+    BA_RETURN_IF_ERROR(ForEach(old, old.blocks, [&](const MDB_val& k, const MDB_val& v) -> Status {
+      if (k.mv_size != 16 && k.mv_size != 24) return Corruption(path + ": a malformed block key; nothing was converted");
+      Status done;
+      if (!records.empty() && std::memcmp(records[0].first.mv_data, k.mv_data, 16) != 0) done = block_done();
+      records.emplace_back(k, v);
+      return done;
+    }));
+    BA_RETURN_IF_ERROR(block_done());
+    BA_RETURN_IF_ERROR(flush());
+    return store.Sync();
+  }
   BA_RETURN_IF_ERROR(ForEach(old, old.blocks, [&](const MDB_val& k, const MDB_val& v) -> Status {
     if (k.mv_size != 16 || v.mv_size < 16) return Corruption(path + ": a malformed block record");
     const auto* kb = static_cast<const unsigned char*>(k.mv_data);
@@ -185,11 +251,7 @@ Status Copy(OldEnv& old, BlockStore& store, const std::string& path, UpgradeRepo
       return Corruption(path + ": array #" + std::to_string(a) + " block " + std::to_string(i) +
                         ": checksum mismatch (the data on disk is damaged); nothing was converted");
     }
-    batch.PutBlock(a, i, payload);
-    ++report.blocks;
-    report.payload_bytes += payload.size();
-    batch_bytes += payload.size();
-    return batch_bytes >= kBatchBytes ? flush() : Status::Ok();
+    return put(a, i, payload);
   }));
   BA_RETURN_IF_ERROR(flush());
   return store.Sync();
@@ -229,6 +291,8 @@ Result<UpgradeReport> UpgradeLmdbStore(const std::string& path, const std::funct
   if (link((path + "/data.mdb").c_str(), report.backup.c_str()) != 0) {
     return ErrnoStatus(errno, "keep the old data.mdb as " + report.backup);
   }
+  const std::string slots = "/" + std::string(kSlotsFile);
+  if (rename((tmp + slots).c_str(), (path + slots).c_str()) != 0) return ErrnoStatus(errno, "move " + tmp + slots);
   if (rename((tmp + "/data.mdb").c_str(), (path + "/data.mdb").c_str()) != 0) {
     return ErrnoStatus(errno, "replace " + path + "/data.mdb");
   }

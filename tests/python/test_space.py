@@ -14,6 +14,7 @@ CLI = os.path.join(os.path.dirname(bigarray.__file__), "..", "..", "bin", "bigar
 
 KEYS = ["path", "commit", "latest_commit", "live_bytes", "page_size", "file_bytes", "allocated_bytes",
         "used_bytes", "free_bytes", "pinned_bytes", "compact_bytes", "reclaimable_bytes", "leftover_bytes",
+        "slot_file_bytes", "slot_allocated_bytes", "slots", "free_slots", "pinned_slots",
         "oldest_snapshot", "attrs", "arrays"]
 
 
@@ -33,6 +34,7 @@ def test_info_is_the_space_report_of_the_cli(path):
         assert info["path"] == str(path) and info["commit"] == db.snapshot == info["latest_commit"]
         assert info["live_bytes"] == 98_304 + 8_003_584  # whole pages of payloads of 2 KiB or more
         assert info["arrays"]["t"]["stored_bytes"] == 98_304
+        assert info["slots"] == 4 and info["slot_allocated_bytes"] >= 8_003_584  # big's blocks
         assert info["compact_bytes"] <= info["allocated_bytes"]
         assert info["reclaimable_bytes"] == info["allocated_bytes"] - info["compact_bytes"]
         assert info["oldest_snapshot"] is None
@@ -54,7 +56,7 @@ def test_an_old_snapshot_is_reported_and_pins_the_pages_it_reads(path):
         old = info["oldest_snapshot"]
         assert old["pid"] == os.getpid() and old["commit"] == reader.snapshot
         assert old["commits_behind"] == 1 and old["process"] and 0 <= old["age_s"] < 600
-        assert info["pinned_bytes"] >= 8_000_000 and info["free_bytes"] >= 8_000_000
+        assert info["pinned_slots"] == 4 and info["free_slots"] == 0  # big's blocks
         # The reader's own info() describes its snapshot, where big still exists.
         assert reader.info()["arrays"]["big"]["stored_bytes"] == 8_003_584
         assert reader.info()["latest_commit"] == db.snapshot
@@ -78,8 +80,9 @@ def test_compact_gives_space_back_and_refuses_while_open(path):
     assert du(path) > 1.1 * live + (1 << 20)
     r = bigarray.compact(path)
     assert list(r) == ["path", "commit", "before_file_bytes", "before_allocated_bytes", "after_file_bytes",
-                       "after_allocated_bytes", "seconds"]
-    assert r["commit"] == commit and r["before_allocated_bytes"] > r["after_allocated_bytes"]
+                       "after_allocated_bytes", "before_slot_allocated_bytes", "after_slot_allocated_bytes", "seconds"]
+    assert r["commit"] == commit
+    assert r["before_slot_allocated_bytes"] >= 38 << 20 and r["after_slot_allocated_bytes"] <= 2 * live
     assert du(path) <= 1.1 * live + (1 << 20)
     with bigarray.open(path, read_only=True) as db:
         assert db.snapshot == commit

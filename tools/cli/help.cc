@@ -95,7 +95,8 @@ With NAME, the last line shows the array's attributes as one JSON object (see bi
 
   --json   print one JSON object. For DB, the keys path, commit, latest_commit, live_bytes,
            page_size, file_bytes, allocated_bytes, used_bytes, free_bytes, pinned_bytes,
-           compact_bytes, reclaimable_bytes, leftover_bytes (null without a local file),
+           compact_bytes, reclaimable_bytes, leftover_bytes, slot_file_bytes,
+           slot_allocated_bytes, slots, free_slots, pinned_slots (null without a local file),
            oldest_snapshot (null, or pid, process, commit, commits_behind and age_s) and
            arrays (each array's object, by name). For NAME, the keys name, dtype, shape,
            order, ndim, itemsize, size, nbytes, block_size, blocks, blocks_stored,
@@ -238,11 +239,12 @@ the check with that error, never reported as damage.
 
 constexpr std::string_view kUpgrade = R"(Usage: bigarray upgrade DB
 
-Converts database DB, written by an older bigarray (format version 1), to this build's
-format, in place. Every block is checked against its old checksum first: a damaged one
-stops the conversion with nothing changed. No other process may have DB open (processes
-that open it meanwhile wait). The old file is kept as DB/data.mdb.format1; delete it once
-satisfied. Killed at any moment, DB is the old or the new database; run it again.
+Converts database DB, written by an older bigarray (format version 1 or 2), to this
+build's format, in place. Every block is checked against its old checksum first: a damaged
+one stops the conversion with nothing changed. No other process may have DB open
+(processes that open it meanwhile wait). The old file is kept as DB/data.mdb.format1 (or
+.format2); delete it once satisfied. Killed at any moment, DB is the old or the new
+database; run it again.
 )" BA_GLOBAL_OPTIONS;
 
 constexpr std::string_view kCat = R"(Usage: bigarray cat DB NAME [--rows START:STOP[:STEP]] [--format text|csv|json]
@@ -301,7 +303,8 @@ for the copy. Processes that open DB meanwhile wait until it is done. While anot
 has DB open, it refuses, naming the processes, and changes nothing.
 
   --json   print one JSON object with the keys path, commit, before_file_bytes,
-           before_allocated_bytes, after_file_bytes, after_allocated_bytes and seconds
+           before_allocated_bytes, after_file_bytes, after_allocated_bytes (data.mdb),
+           before_slot_allocated_bytes, after_slot_allocated_bytes (blocks.dat) and seconds
 )" BA_GLOBAL_OPTIONS;
 
 #undef BA_GLOBAL_OPTIONS

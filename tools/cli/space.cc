@@ -61,7 +61,11 @@ Status PrintSpace(Database& db, bool json) {
                               {"free_bytes", &FileSpace::free_bytes}, {"pinned_bytes", &FileSpace::pinned_bytes},
                               {"compact_bytes", &FileSpace::compact_bytes},
                               {"reclaimable_bytes", &FileSpace::reclaimable_bytes},
-                              {"leftover_bytes", &FileSpace::leftover_bytes}}) {
+                              {"leftover_bytes", &FileSpace::leftover_bytes},
+                              {"slot_file_bytes", &FileSpace::slot_file_bytes},
+                              {"slot_allocated_bytes", &FileSpace::slot_allocated_bytes},
+                              {"slots", &FileSpace::slots}, {"free_slots", &FileSpace::free_slots},
+                              {"pinned_slots", &FileSpace::pinned_slots}}) {
       out += fmt::format(", \"{}\": {}", key, OptionalNumber(f, field));
     }
     out += ", \"oldest_snapshot\": ";
@@ -96,6 +100,13 @@ Status PrintSpace(Database& db, bool json) {
     out += fmt::format("compact_bytes: {} ({}: the size after bigarray compact)\n", f->compact_bytes, Bytes(f->compact_bytes));
     out += fmt::format("reclaimable_bytes: {} ({}: what bigarray compact gives back)\n", f->reclaimable_bytes,
                        Bytes(f->reclaimable_bytes));
+    out += fmt::format("slot_file_bytes: {} ({}: the size of blocks.dat, {} slots of 2 MiB)\n", f->slot_file_bytes,
+                       Bytes(f->slot_file_bytes), f->slots);
+    out += fmt::format("slot_allocated_bytes: {} ({}: blocks.dat on disk)\n", f->slot_allocated_bytes,
+                       Bytes(f->slot_allocated_bytes));
+    out += fmt::format("free_slots: {} (free for the next commit; their space is given back by then)\n", f->free_slots);
+    out += fmt::format("pinned_slots: {} (freed, but a snapshot may still read them; given back once none can)\n",
+                       f->pinned_slots);
     if (f->leftover_bytes) {
       out += fmt::format("leftover_bytes: {} ({}: {}, left by a compaction that was killed; bigarray "
                          "compact removes it)\n",
@@ -125,14 +136,16 @@ Status PrintCompact(const std::string& path, bool json) {
   if (json) {
     fmt::print(
         "{{\"path\": {}, \"commit\": {}, \"before_file_bytes\": {}, \"before_allocated_bytes\": {}, "
-        "\"after_file_bytes\": {}, \"after_allocated_bytes\": {}, \"seconds\": {:.3f}}}\n",
+        "\"after_file_bytes\": {}, \"after_allocated_bytes\": {}, \"before_slot_allocated_bytes\": {}, "
+        "\"after_slot_allocated_bytes\": {}, \"seconds\": {:.3f}}}\n",
         JsonString(path), r.commit, r.before_file_bytes, r.before_allocated_bytes, r.after_file_bytes,
-        r.after_allocated_bytes, r.seconds);
+        r.after_allocated_bytes, r.before_slot_allocated_bytes, r.after_slot_allocated_bytes, r.seconds);
     return Status::Ok();
   }
-  const uint64_t given = r.before_allocated_bytes > r.after_allocated_bytes ? r.before_allocated_bytes - r.after_allocated_bytes : 0;
-  fmt::print("{}: {} -> {} on disk ({} given back) at commit {}, in {:.1f} s\n", path, Bytes(r.before_allocated_bytes),
-             Bytes(r.after_allocated_bytes), Bytes(given), r.commit, r.seconds);
+  const uint64_t before = r.before_allocated_bytes + r.before_slot_allocated_bytes;
+  const uint64_t after = r.after_allocated_bytes + r.after_slot_allocated_bytes;
+  fmt::print("{}: {} -> {} on disk ({} given back) at commit {}, in {:.1f} s\n", path, Bytes(before), Bytes(after),
+             Bytes(before > after ? before - after : 0), r.commit, r.seconds);
   return Status::Ok();
 }
 

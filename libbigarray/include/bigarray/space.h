@@ -35,6 +35,11 @@ struct FileSpace {
   uint64_t compact_bytes = 0;      // the size of data.mdb after Compact
   uint64_t reclaimable_bytes = 0;  // allocated_bytes - compact_bytes: what Compact gives back
   uint64_t leftover_bytes = 0;     // data.mdb.compacting of a killed compaction (Compact removes it)
+  // blocks.dat, the slots of large blocks (docs/format.md): its size and bytes on disk, its slots,
+  // the free ones (holes already), and those freed while a snapshot may still read them.
+  uint64_t slot_file_bytes = 0;
+  uint64_t slot_allocated_bytes = 0;
+  uint64_t slots = 0, free_slots = 0, pinned_slots = 0;
 };
 
 // The oldest snapshot held open by any process: it keeps the pages freed after it from being
@@ -62,6 +67,8 @@ struct CompactReport {
   uint64_t commit = 0;  // the database's commit, the same before and after
   uint64_t before_file_bytes = 0, before_allocated_bytes = 0;
   uint64_t after_file_bytes = 0, after_allocated_bytes = 0;
+  // blocks.dat on disk before and after (Compact gives back the slots no block uses).
+  uint64_t before_slot_allocated_bytes = 0, after_slot_allocated_bytes = 0;
   double seconds = 0;
 };
 

@@ -375,6 +375,10 @@ Result<std::shared_ptr<BlockStore>> OpenPostgresStore(const std::string& uri, co
 
 // The format version of LMDB databases this build writes and reads (docs/format.md; older
 // versions are converted by UpgradeLmdbStore).
-inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kFormatVersion = 3;
+
+// The file of an LMDB database's directory that holds its large whole blocks, each in a slot of
+// its own at a 2 MiB-aligned offset (docs/format.md, "blocks.dat"); the rest is in data.mdb.
+inline constexpr std::string_view kSlotsFile = "blocks.dat";
 
 }  // namespace bigarray::storage

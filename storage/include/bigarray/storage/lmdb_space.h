@@ -48,6 +48,13 @@ struct LmdbSpace {
   // Bytes allocated to data.mdb.compacting, left by a compaction that was killed (0: none);
   // the next CompactLmdb removes it.
   uint64_t leftover_bytes = 0;
+  // blocks.dat (docs/format.md, "blocks.dat"): its apparent size and allocated bytes, its slots
+  // (the high-water mark), the slots the next commit may reuse (holes already, or punched by
+  // that commit), and the slots freed by commits that an open snapshot may still read, or by the
+  // latest commit (their space comes back once no snapshot can: pinned).
+  uint64_t slot_file_bytes = 0;
+  uint64_t slot_allocated_bytes = 0;
+  uint64_t slots = 0, free_slots = 0, pinned_slots = 0;
   LmdbTreePages main, meta, blocks, log, free_list;
   // LMDB's reader table: (pid, commit) of every open snapshot, dead processes' slots cleared.
   std::vector<std::pair<pid_t, CommitId>> readers;
@@ -75,6 +82,8 @@ struct LmdbCompactResult {
   CommitId commit = 0;  // the commit the database is at, before and after (it is kept)
   uint64_t before_file_bytes = 0, before_allocated_bytes = 0;
   uint64_t after_file_bytes = 0, after_allocated_bytes = 0;
+  // blocks.dat's bytes on disk before and after: the slots no block uses are given back.
+  uint64_t before_slot_allocated_bytes = 0, after_slot_allocated_bytes = 0;
 };
 
 // Rewrites the LMDB database in directory `path` into the least space: LMDB's compacting copy

@@ -1,0 +1,417 @@
+// slots_test: blocks.dat, the slots of large whole blocks (docs/format.md, "blocks.dat"): where
+// blocks go, when a freed slot is reused and its disk space given back, damage to a slot or to a
+// record naming one, and the conversion of version-2 databases.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "bigarray/storage/block_store.h"
+#include "checksum.h"
+#include "lmdb_records.h"
+#include "test_util.h"
+
+using namespace bigarray;
+using namespace bigarray::storage;
+using bigarray::testing::Pattern;
+using bigarray::testing::TempDir;
+
+namespace {
+
+constexpr size_t kBlock = 2u << 20;
+constexpr uint64_t kSlot = internal::kSlotBytes;
+
+std::shared_ptr<BlockStore> Open(const std::string& path, LmdbOptions o = {}) {
+  auto r = OpenLmdbStore(path, o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return *r;
+}
+
+// A batch on the latest commit.
+WriteBatch Batch(BlockStore& s) { return WriteBatch(s.OpenSnapshot().value()->commit_id()); }
+
+CommitId Put(BlockStore& s, ArrayId a, BlockIndex i, const std::vector<std::byte>& data) {
+  WriteBatch b = Batch(s);
+  b.PutBlock(a, i, data);
+  auto r = s.Commit(b);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return *r;
+}
+
+void Drop(BlockStore& s, ArrayId a) {
+  WriteBatch b = Batch(s);
+  b.DeleteBlocks(a, 0, 1000);
+  auto r = s.Commit(b);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+}
+
+// Any commit: lets the store reclaim what no snapshot reads any more.
+void Touch(BlockStore& s) {
+  WriteBatch b = Batch(s);
+  b.PutMeta("n/touch", std::to_string(rand()));
+  REQUIRE(s.Commit(b).ok());
+}
+
+std::vector<std::byte> Read(Snapshot& snap, ArrayId a, BlockIndex i) {
+  std::vector<std::byte> out(kBlock);
+  Status st = snap.ReadBlock(a, i, out);
+  REQUIRE_MESSAGE(st.ok(), st.ToString());
+  return out;
+}
+
+// The slot a block lives in: its mappable range must be in blocks.dat.
+uint64_t SlotOf(Snapshot& snap, ArrayId a, BlockIndex i, const std::string& db) {
+  auto r = snap.MappableBlock(a, i, kBlock);
+  REQUIRE(r.ok());
+  REQUIRE(r->has_value());
+  struct stat in_file, named;
+  REQUIRE(fstat((*r)->fd, &in_file) == 0);
+  REQUIRE(stat((db + "/blocks.dat").c_str(), &named) == 0);
+  REQUIRE(in_file.st_ino == named.st_ino);
+  REQUIRE((*r)->offset % static_cast<off_t>(kSlot) == 0);
+  return static_cast<uint64_t>((*r)->offset) / kSlot;
+}
+
+struct stat StatOf(const std::string& path) {
+  struct stat st {};
+  REQUIRE(stat(path.c_str(), &st) == 0);
+  return st;
+}
+
+// Flips one byte of blocks.dat at `offset`.
+void FlipSlotByte(const std::string& db, off_t offset) {
+  const int fd = open((db + "/blocks.dat").c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  unsigned char c;
+  REQUIRE(pread(fd, &c, 1, offset) == 1);
+  c ^= 0x10;
+  REQUIRE(pwrite(fd, &c, 1, offset) == 1);
+  close(fd);
+}
+
+// Changes the record of block (a, i) in place, as damage on disk would: `fn` gets a writable
+// pointer into data.mdb (LMDB's map with MDB_WRITEMAP, inside a read transaction).
+void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::function<void(MDB_val&)>& fn) {
+  MDB_env* env;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 4);
+  REQUIRE(mdb_env_open(env, db.c_str(), MDB_NOTLS | MDB_WRITEMAP, 0644) == 0);
+  MDB_txn* txn;
+  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
+  MDB_dbi blocks;
+  REQUIRE(mdb_dbi_open(txn, "blocks", 0, &blocks) == 0);
+  unsigned char kb[16];
+  internal::PutBE64(kb, a);
+  internal::PutBE64(kb + 8, i);
+  MDB_val k{16, kb}, v;
+  REQUIRE(mdb_get(txn, blocks, &k, &v) == 0);
+  fn(v);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+}
+
+}  // namespace
+
+TEST_CASE("a large whole block goes to a 2 MiB-aligned slot of blocks.dat; a small one stays in data.mdb") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  auto store = Open(db);
+  Put(*store, 1, 0, Pattern(kBlock, 1));
+  auto half = Pattern(kBlock / 2, 2);  // not more than half a slot: data.mdb
+  Put(*store, 1, 1, half);
+  auto snap = store->OpenSnapshot().value();
+  CHECK(SlotOf(*snap, 1, 0, db) == 0);
+  auto r = snap->MappableBlock(1, 1, kBlock);
+  REQUIRE(r.ok());
+  REQUIRE(r->has_value());
+  struct stat in_file;
+  REQUIRE(fstat((*r)->fd, &in_file) == 0);
+  CHECK(in_file.st_ino == StatOf(db + "/data.mdb").st_ino);
+  CHECK(Read(*snap, 1, 0) == Pattern(kBlock, 1));
+  half.resize(kBlock);
+  CHECK(Read(*snap, 1, 1) == half);
+  CHECK(StatOf(db + "/blocks.dat").st_size == static_cast<off_t>(kSlot));
+  // The mapped slot shows the block's bytes.
+  void* m = mmap(nullptr, kBlock, PROT_READ, MAP_SHARED, (*snap->MappableBlock(1, 0, kBlock))->fd, 0);
+  REQUIRE(m != MAP_FAILED);
+  CHECK(std::memcmp(m, Pattern(kBlock, 1).data(), kBlock) == 0);
+  munmap(m, kBlock);
+  std::vector<BlockInfo> infos;
+  REQUIRE(snap->ForEachBlock(1, [&](const BlockInfo& b) { infos.push_back(b); return true; }).ok());
+  REQUIRE(infos.size() == 2);
+  CHECK(infos[0].stored_bytes == kBlock);
+  int damaged = 0;
+  CHECK(snap->VerifyBlocks(1, kBlock, [&](BlockIndex, const Status&) { ++damaged; }).value() == 2);
+  REQUIRE(snap->VerifyRecords([&](const Status& s) { ++damaged; MESSAGE(s.ToString()); }).ok());
+  CHECK(damaged == 0);
+}
+
+TEST_CASE("a freed slot is reused only when no snapshot can read it; then its space goes back") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  auto store = Open(db);
+  Put(*store, 1, 0, Pattern(kBlock, 1));  // slot 0
+  auto old = store->OpenSnapshot().value();
+  Put(*store, 1, 0, Pattern(kBlock, 2));  // slot 1; slot 0 freed, but `old` reads it
+  Touch(*store);
+  Put(*store, 2, 0, Pattern(kBlock, 3));
+  {
+    auto now = store->OpenSnapshot().value();
+    CHECK(SlotOf(*now, 1, 0, db) == 1);
+    CHECK(SlotOf(*now, 2, 0, db) == 2);  // not slot 0
+  }
+  // The old snapshot still reads, and maps, the old bytes.
+  CHECK(Read(*old, 1, 0) == Pattern(kBlock, 1));
+  CHECK(SlotOf(*old, 1, 0, db) == 0);
+  const blkcnt_t before = StatOf(db + "/blocks.dat").st_blocks;
+  old.reset();
+  Touch(*store);  // reclaims slot 0: punched out of the file
+  CHECK(StatOf(db + "/blocks.dat").st_blocks <= before - static_cast<blkcnt_t>(kSlot / 512));
+  Put(*store, 3, 0, Pattern(kBlock, 4));
+  auto now = store->OpenSnapshot().value();
+  CHECK(SlotOf(*now, 3, 0, db) == 0);  // the lowest free slot
+  CHECK(Read(*now, 1, 0) == Pattern(kBlock, 2));
+  CHECK(Read(*now, 2, 0) == Pattern(kBlock, 3));
+  CHECK(Read(*now, 3, 0) == Pattern(kBlock, 4));
+  int damaged = 0;
+  REQUIRE(now->VerifyRecords([&](const Status& s) { ++damaged; MESSAGE(s.ToString()); }).ok());
+  CHECK(damaged == 0);
+}
+
+TEST_CASE("dropping every block gives blocks.dat back to the file system, without a compaction") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  auto store = Open(db);
+  for (BlockIndex i = 0; i < 8; ++i) Put(*store, 1, i, Pattern(kBlock, i));
+  Put(*store, 2, 0, Pattern(kBlock, 9));  // slot 8, the last
+  CHECK(StatOf(db + "/blocks.dat").st_size == static_cast<off_t>(9 * kSlot));
+  Drop(*store, 1);
+  Touch(*store);
+  Touch(*store);
+  // Slots 0-7 are holes now; slot 8 is still used, so the file keeps its length.
+  CHECK(StatOf(db + "/blocks.dat").st_size == static_cast<off_t>(9 * kSlot));
+  CHECK(StatOf(db + "/blocks.dat").st_blocks <= static_cast<blkcnt_t>(2 * kSlot / 512));
+  Drop(*store, 2);
+  Touch(*store);
+  Touch(*store);
+  CHECK(StatOf(db + "/blocks.dat").st_size == 0);
+  auto snap = store->OpenSnapshot().value();
+  CHECK(Read(*snap, 2, 0) == std::vector<std::byte>(kBlock));
+}
+
+TEST_CASE("a damaged byte of a slot is corruption naming the block; verify finds it") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    Put(*store, 1, 0, Pattern(kBlock, 1));
+    Put(*store, 1, 1, Pattern(kBlock, 2));
+  }
+  FlipSlotByte(db, static_cast<off_t>(kSlot + 12345));
+  auto store = Open(db);
+  auto snap = store->OpenSnapshot().value();
+  std::vector<std::byte> out(kBlock);
+  Status st = snap->ReadBlock(1, 1, out);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK_MESSAGE(st.message().find("block 1") != std::string::npos, st.ToString());
+  CHECK(Read(*snap, 1, 0) == Pattern(kBlock, 1));
+  std::vector<BlockIndex> damaged;
+  CHECK(snap->VerifyBlocks(1, kBlock, [&](BlockIndex i, const Status&) { damaged.push_back(i); }).value() == 2);
+  CHECK(damaged == std::vector<BlockIndex>{1});
+}
+
+TEST_CASE("a damaged slot number in a record is corruption, never a read or a free of another slot") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    Put(*store, 1, 0, Pattern(kBlock, 1));  // slot 0
+    Put(*store, 1, 1, Pattern(kBlock, 2));  // slot 1
+  }
+  EditRecord(db, 1, 1, [](MDB_val& v) {
+    REQUIRE(v.mv_size == internal::kSlotHeader);
+    static_cast<char*>(v.mv_data)[32] = 0;  // slot 1 -> slot 0
+  });
+  auto store = Open(db);
+  {
+    auto snap = store->OpenSnapshot().value();
+    std::vector<std::byte> out(kBlock);
+    Status st = snap->ReadBlock(1, 1, out);
+    CHECK(st.code() == Code::kCorruption);
+    CHECK_MESSAGE(st.message().find("slot and length fail their check") != std::string::npos, st.ToString());
+  }
+  // Rewriting the block would free the slot its record names: refused, and slot 0 keeps block 0.
+  WriteBatch b = Batch(*store);
+  b.PutBlock(1, 1, Pattern(kBlock, 3));
+  CHECK(store->Commit(b).status().code() == Code::kCorruption);
+  Touch(*store);
+  Put(*store, 2, 0, Pattern(kBlock, 4));
+  auto snap = store->OpenSnapshot().value();
+  CHECK(Read(*snap, 1, 0) == Pattern(kBlock, 1));
+  CHECK(SlotOf(*snap, 2, 0, db) == 2);
+}
+
+TEST_CASE("verify finds two records naming one slot") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    Put(*store, 1, 0, Pattern(kBlock, 1));  // slot 0
+    Put(*store, 1, 1, Pattern(kBlock, 2));  // slot 1
+  }
+  // Block 1's record replaced by block 0's (a record copied under another key): both name slot 0.
+  std::string copy;
+  EditRecord(db, 1, 0, [&](MDB_val& v) { copy.assign(static_cast<char*>(v.mv_data), v.mv_size); });
+  EditRecord(db, 1, 1, [&](MDB_val& v) {
+    REQUIRE(v.mv_size == copy.size());
+    std::memcpy(v.mv_data, copy.data(), copy.size());
+  });
+  auto store = Open(db);
+  auto snap = store->OpenSnapshot().value();
+  std::vector<std::string> found;
+  REQUIRE(snap->VerifyRecords([&](const Status& s) { found.push_back(s.message()); }).ok());
+  REQUIRE(found.size() == 1);
+  CHECK_MESSAGE(found[0].find("its slot 0") != std::string::npos, found[0]);
+  CHECK(found[0].find("also used by array #1 block 0") != std::string::npos);
+}
+
+TEST_CASE("blocks.dat missing: reads and commits say so") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    Put(*store, 1, 0, Pattern(kBlock, 1));
+  }
+  REQUIRE(unlink((db + "/blocks.dat").c_str()) == 0);
+  LmdbOptions ro;
+  ro.read_only = true;
+  auto store = Open(db, ro);
+  auto snap = store->OpenSnapshot().value();
+  std::vector<std::byte> out(kBlock);
+  Status st = snap->ReadBlock(1, 0, out);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK_MESSAGE(st.message().find("blocks.dat, which is missing") != std::string::npos, st.ToString());
+}
+
+namespace {
+
+// Writes a version-2 database as bigarray 0.1 (format 2) did: sealed metadata, every block in
+// data.mdb (a long header before a payload of 2 KiB or more), deltas under 24-byte keys.
+struct V2Record {
+  ArrayId a;
+  BlockIndex i;
+  uint32_t kind;  // internal::kWholeBlock or kDelta
+  std::vector<std::byte> payload;
+};
+void WriteVersion2(const std::string& path, const std::vector<std::pair<std::string, std::string>>& meta,
+                   const std::vector<V2Record>& records) {
+  mkdir(path.c_str(), 0755);
+  MDB_env* env;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 4);
+  mdb_env_set_mapsize(env, 256 << 20);
+  REQUIRE(mdb_env_open(env, path.c_str(), 0, 0644) == 0);
+  MDB_txn* txn;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  MDB_dbi m, bl, lg;
+  REQUIRE(mdb_dbi_open(txn, "meta", MDB_CREATE, &m) == 0);
+  REQUIRE(mdb_dbi_open(txn, "blocks", MDB_CREATE, &bl) == 0);
+  REQUIRE(mdb_dbi_open(txn, "log", MDB_CREATE, &lg) == 0);
+  auto put = [&](MDB_dbi dbi, std::string_view k, std::string_view v) {
+    MDB_val key{k.size(), const_cast<char*>(k.data())}, val{v.size(), const_cast<char*>(v.data())};
+    REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
+  };
+  const std::string format_key("\0format", 7);
+  put(m, format_key, internal::SealRecord(format_key, std::string("bigarray") + std::string("\2\0\0\0", 4)));
+  for (const auto& [k, v] : meta) put(m, k, internal::SealRecord(k, v));
+  const CommitId commit = mdb_txn_id(txn);
+  for (const V2Record& r : records) {
+    unsigned char kb[24];
+    internal::PutBE64(kb, r.a);
+    internal::PutBE64(kb + 8, r.i);
+    internal::PutBE64(kb + 16, commit);
+    internal::BlockHeader h;
+    h.commit = commit;
+    h.kind = r.kind;
+    h.header_bytes = static_cast<uint32_t>(internal::HeaderBytesFor(r.payload.size()));
+    h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(r.a, r.i, h), r.payload);
+    unsigned char header[internal::kSlotHeader];
+    internal::EncodeBlockHeader(h, header);
+    std::string value(reinterpret_cast<char*>(header), internal::kShortHeader);
+    value.resize(h.header_bytes);
+    value.append(reinterpret_cast<const char*>(r.payload.data()), r.payload.size());
+    put(bl, std::string_view(reinterpret_cast<char*>(kb), r.kind == internal::kDelta ? 24 : 16), value);
+  }
+  REQUIRE(mdb_txn_commit(txn) == 0);
+  mdb_env_close(env);
+}
+
+std::vector<std::byte> Delta(uint32_t offset, std::string_view bytes) {
+  std::vector<std::byte> d(8 + bytes.size());
+  for (int k = 0; k < 4; ++k) {
+    d[k] = static_cast<std::byte>(offset >> (8 * k));
+    d[4 + k] = static_cast<std::byte>(bytes.size() >> (8 * k));
+  }
+  std::memcpy(d.data() + 8, bytes.data(), bytes.size());
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("upgrade: a version-2 database is refused until converted; then its large blocks are in slots") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  const std::vector<std::pair<std::string, std::string>> meta = {
+      {"n/x", "0000000000000001"}, {"a/0000000000000001", "dtype=<f8;order=C;block_size=2097152;shape=1000000"}};
+  auto small = Pattern(5000, 3);
+  WriteVersion2(db, meta,
+                {{1, 0, internal::kWholeBlock, Pattern(kBlock, 1)},
+                 {1, 0, internal::kDelta, Delta(10, "hello")},
+                 {1, 1, internal::kWholeBlock, small},
+                 {1, 2, internal::kDelta, Delta(kBlock - 3, "end")}});
+  CHECK(OpenLmdbStore(db, {}).status().code() == Code::kFailedPrecondition);
+  auto r = UpgradeLmdbStore(db);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->upgraded);
+  CHECK(r->from_version == 2);
+  CHECK(r->blocks == 3);
+  CHECK(r->records == 2);
+  CHECK(r->backup == db + "/data.mdb.format2");
+
+  auto store = Open(db);
+  auto snap = store->OpenSnapshot().value();
+  for (const auto& [k, v] : meta) CHECK(*snap->GetMeta(k).value() == v);
+  auto want0 = Pattern(kBlock, 1);
+  std::memcpy(want0.data() + 10, "hello", 5);
+  CHECK(Read(*snap, 1, 0) == want0);
+  CHECK(SlotOf(*snap, 1, 0, db) == 0);
+  small.resize(kBlock);
+  CHECK(Read(*snap, 1, 1) == small);
+  std::vector<std::byte> want2(kBlock);
+  std::memcpy(want2.data() + kBlock - 3, "end", 3);
+  CHECK(Read(*snap, 1, 2) == want2);
+  CHECK(SlotOf(*snap, 1, 2, db) == 1);  // its payload is the whole block (a page multiple)
+  int damaged = 0;
+  CHECK(snap->VerifyBlocks(1, kBlock, [&](BlockIndex, const Status&) { ++damaged; }).value() == 3);
+  REQUIRE(snap->VerifyRecords([&](const Status&) { ++damaged; }).ok());
+  CHECK(damaged == 0);
+}
+
+TEST_CASE("upgrade: a damaged version-2 block stops it with nothing changed") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  auto bad = Pattern(kBlock, 1);
+  WriteVersion2(db, {{"n/x", "0000000000000001"}}, {{1, 0, internal::kWholeBlock, bad}});
+  // Damage the payload: one byte changed, the checksum kept.
+  EditRecord(db, 1, 0, [](MDB_val& v) { static_cast<char*>(v.mv_data)[internal::kLongHeader + 100] ^= 1; });
+  const auto before = StatOf(db + "/data.mdb");
+  auto r = UpgradeLmdbStore(db);
+  CHECK(r.status().code() == Code::kCorruption);
+  CHECK_MESSAGE(r.status().message().find("nothing was converted") != std::string::npos, r.status().ToString());
+  CHECK(StatOf(db + "/data.mdb").st_ino == before.st_ino);
+  CHECK(OpenLmdbStore(db, {}).status().code() == Code::kFailedPrecondition);  // still version 2
+}
