@@ -20,6 +20,25 @@ Result<std::shared_ptr<Mapping>> PagedFile::Map(uint64_t first_block, uint64_t b
   return pager_->Map(*this, first_block, block_count);
 }
 
+namespace {
+// Reserves `size` bytes of address space, inaccessible. When blocks are whole multiples of 2 MiB
+// the reservation starts 2 MiB-aligned, so that a block mapped from a file at a 2 MiB-aligned
+// offset can be shown with one page-table entry per 2 MiB (a PMD), as the kernel shows a plain
+// mmap of the file (docs/pager.md, "Mapped blocks").
+void* ReserveAligned(size_t size, size_t block_size) {
+  constexpr size_t kHuge = 2u << 20;
+  if (block_size % kHuge != 0) return mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* wide = mmap(nullptr, size + kHuge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (wide == MAP_FAILED) return wide;
+  auto* start = static_cast<std::byte*>(wide);
+  auto* base = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(start) + kHuge - 1) & ~uintptr_t{kHuge - 1});
+  // Trimming the ends of one mapping cannot fail for want of map entries (it makes none).
+  if (base > start) (void)munmap(start, static_cast<size_t>(base - start));
+  if (base + size < start + size + kHuge) (void)munmap(base + size, static_cast<size_t>(start + size + kHuge - (base + size)));
+  return base;
+}
+}  // namespace
+
 Result<std::shared_ptr<Mapping>> PagerImpl::Map(PagedFile& file, uint64_t first, uint64_t count) {
   const size_t bs = file.block_size_;
   if (count == 0) count = 1;  // an empty view still gets a valid, distinct address
@@ -38,10 +57,8 @@ Result<std::shared_ptr<Mapping>> PagerImpl::Map(PagedFile& file, uint64_t first,
   }
   // A reservation is one map entry (and splits as pages are mapped into it: MapInto charges that).
   if (!MapBudget::Get().Fits(1)) ReclaimMapEntries(1, nullptr);
-  void* base = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED && errno == ENOMEM && ReclaimMapEntries(64, nullptr)) {
-    base = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  }
+  void* base = ReserveAligned(size, bs);
+  if (base == MAP_FAILED && errno == ENOMEM && ReclaimMapEntries(64, nullptr)) base = ReserveAligned(size, bs);
   if (base == MAP_FAILED) {
     return ResourceExhausted("cannot reserve " + std::to_string(size) + " bytes of address space for " +
                              file.name_ + ": " + std::strerror(errno) +
