@@ -3,15 +3,20 @@
 //
 // A child process builds a small database through the public API (three arrays of different
 // dtypes, orders and shapes in 4 KiB blocks, one of them with 30 blocks of small payloads that
-// LMDB keeps inside leaf pages, so that the blocks B-tree has a branch page; a rename, a resize,
-// a drop, five commits, so that both of LMDB's meta pages and the change log hold something)
-// and records the truth: every array's name, dtype, order, shape, stored blocks and bytes, and
-// which arrays changed since the second commit.
+// LMDB keeps inside leaf pages, so that the blocks B-tree has a branch page; `big`, in the
+// default 2 MiB blocks, whose 3 blocks of more than 1 MiB each are in slots of blocks.dat, one of
+// them rewritten (its old slot freed: the "\0freed/" record) and one with a delta record on top
+// of its slot; a rename, a resize, a drop, five commits, so that both of LMDB's meta pages and
+// the change log hold something) and records the truth: every array's name, dtype, order,
+// shape, stored blocks and bytes, and which arrays changed since the second commit.
 //
 // The parent then classifies the pages of data.mdb (walking the trees of the newest meta page,
-// then those of the older one) and, for each case, writes a copy of the database with one byte
-// changed (xor 0xff, xor 0x01, +1, -1 or -2: the small changes hit transaction ids and counters)
-// and forks a child that, within a time limit,
+// then those of the older one; in the newest state it also locates the slot records, the
+// 48-byte values of the blocks database that name a slot, and the "\0slots" and "\0freed/"
+// records of the meta database) and the slots of blocks.dat (those the slot records name, and
+// those freed), and, for each case, writes a copy of the database (data.mdb and blocks.dat)
+// with one byte of one of them changed (xor 0xff, xor 0x01, +1, -1 or -2: the small changes hit
+// transaction ids, counters and slot numbers) and forks a child that, within a time limit,
 //   1. opens it read-only, lists the names, reads every array completely (View::Load), its
 //      stored blocks, and the arrays changed since the second commit;
 //   2. runs the verifier: Snapshot::VerifyRecords and Snapshot::VerifyBlocks of every array;
@@ -27,22 +32,40 @@
 //   AS-GOOD            everything succeeded and something differs from the truth   (failure)
 //   CRASH              the child died of a signal                                   (failure)
 //   HANG               the child did not finish within the time limit               (failure)
-//   WROTE              data.mdb changed (any of its bytes, its size, or data past its end) (failure)
+//   WROTE              data.mdb or blocks.dat changed (any of its bytes, its size, or, for
+//                      data.mdb, data past its used pages)                          (failure)
+// A case is counted under its kind: the kind of the page of data.mdb it damages ("meta",
+// "branch", "leaf", "overflow-head", "overflow-data", "older-state", "free"), "slot-record" for
+// the bytes of the slot records and of "\0slots" and "\0freed/" chosen explicitly (the sampled
+// bytes of their leaf pages count as "leaf"), and, in blocks.dat, "slot-data" (a byte of a
+// payload: must be detected by the read, by its checksum), "slot-tail" (a byte of a used slot
+// past its payload's end: never read) or "slot-freed" (a byte of a slot freed by a commit that a
+// snapshot may still see).
 //
-// Usage: damage_sweep [--full] [--jobs N] [--timeout S] [--kind K] [--case OFFSET:PATTERN]
-//                     [--keep DIR] [--list] [--save DIR] [--from DIR]
-//   default   the short sweep of `make test` (~560 cases): every byte of both meta pages that
+// Usage: damage_sweep [--full] [--jobs N] [--timeout S] [--kind K[,K...]]
+//                     [--case [blocks.dat:]OFFSET[:PATTERN]] [--keep DIR] [--list] [--save DIR]
+//                     [--from DIR]
+//   default   the short sweep of `make test` (~630 cases): every byte of both meta pages that
 //             LMDB reads, their transaction ids with every pattern, and a seeded sample of the
 //             other pages: 12 bytes of each branch and leaf page, 3 of each overflow run's headers,
-//             1 or 2 of the rest ($BIGARRAY_SEED replays the sample)
+//             1 or 2 of the rest; 10 bytes of each slot record (always its location check and
+//             its slot number, +1 and -1 too) and 3 of "\0slots" and of each "\0freed/"; in
+//             blocks.dat 8 bytes of each used slot's payload (its first and last byte, 1 more of
+//             its first and of its last page, 4 between), 3 past its end in the slot, 2 of each
+//             freed slot ($BIGARRAY_SEED replays the sample)
 //   --full    every byte of every structural page (meta, branch, leaf) with xor 0xff, the bytes
 //             LMDB reads of the meta pages with every pattern, the page headers and node
 //             pointers also with xor 0x01, every byte of the overflow runs' headers, and a sample
-//             of the rest (`make torture`, ~49,000 cases)
-//   --case    one case, with the child's messages; --keep DIR leaves its damaged copy in DIR
-//   --list    the page map only
-//   --save    keeps the database built (data.mdb, truth.txt) in DIR; --from sweeps it instead
-//             of building one. Array ids are random, so each build lays data.mdb out
+//             of the rest; every byte of the slot records and "\0slots"/"\0freed/" with every
+//             pattern; in blocks.dat the first and last 16 bytes of each payload with xor 0xff
+//             and xor 0x01 and 256 more of it, 32 past its end, 32 of each freed slot
+//             (`make torture`, ~51,000 cases)
+//   --kind    only the cases of these kinds; "blocks.dat" stands for the three kinds of blocks.dat
+//   --case    one case, with the child's messages (blocks.dat:OFFSET damages blocks.dat);
+//             --keep DIR leaves its damaged copy in DIR
+//   --list    the page map and the slots only
+//   --save    keeps the database built (data.mdb, blocks.dat, truth.txt) in DIR; --from sweeps
+//             it instead of building one. Array ids are random, so each build lays data.mdb out
 //             differently: a case is replayed with --from on the template it failed on, which
 //             a sweep with failures saves by itself (it prints where)
 // Exit status: 0 when no case failed.
@@ -154,9 +177,17 @@ std::vector<unsigned char> ReadFile(const std::string& path, off_t* size, uint64
   return bytes;
 }
 
+// FNV-1a over 64-bit words (little-endian), then the bytes of the tail: a hash of an array's
+// bytes, 8 times faster than byte by byte (big has 6 MiB, hashed in every case).
 uint64_t Fnv(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
   const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+  }
+  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
   return h;
 }
 
@@ -172,6 +203,14 @@ T Get(const std::vector<unsigned char>& p, size_t at) {
 constexpr uint64_t kBlock = 4096;
 constexpr int kGammaBlocks = 30;    // blocks of 200 bytes each: stored inside leaf pages
 constexpr size_t kGammaPayload = 200;
+// `big`: <u2 (3, 1 Mi) in the default 2 MiB blocks, one row a block. The payloads (trailing
+// zeros trimmed, rounded up to 4 KiB) are more than 1 MiB: each goes to a slot of blocks.dat.
+constexpr uint64_t kBigBlock = 2u << 20;
+constexpr uint64_t kSlotBytes = 2u << 20;  // blocks.dat's slot (storage/src/lmdb_records.h)
+constexpr size_t kSlotRecordBytes = 48;    // a slot record's value
+constexpr size_t kBigBytes[3] = {(1u << 20) + 100, (3u << 20) / 2, 2u << 20};  // non-zero bytes of each block
+constexpr size_t kBigRewritten = (1u << 20) + (20u << 10) + 7;                // block 1 in commit 4
+constexpr size_t kBigDeltaAt = 5000;       // the byte of block 0 changed in commit 5 (a delta record)
 
 // What a reader must see: one line per array, sorted by name, then the arrays changed since
 // the second commit.
@@ -238,7 +277,7 @@ ReadOutcome ReadEverything(const std::string& path, const Truth* truth, int repo
     Options o;
     o.read_only = true;
     o.create_if_missing = false;
-    o.cache_bytes = 4 << 20;
+    o.cache_bytes = 16 << 20;  // big's 3 blocks of 2 MiB fit, read by copy or mapped
     o.loader_threads = 1;
     auto db = Database::Open(path, o);
     if (!db.ok()) {
@@ -320,7 +359,7 @@ ReadOutcome ReadEverything(const std::string& path, const Truth* truth, int repo
 // a database, so that every case's child starts from a process without library threads.
 Truth BuildDatabase(const std::string& path) {
   Options o;
-  o.cache_bytes = 8 << 20;
+  o.cache_bytes = 32 << 20;
   Database db = Database::Open(path, o).value();
   const ArrayOptions c_order{Order::kC, kBlock}, f_order{Order::kF, kBlock};
   std::map<std::string, std::vector<unsigned char>> expect;
@@ -358,6 +397,20 @@ Truth BuildDatabase(const std::string& path) {
   }
   Array tmp = db.Create("tmp", {1000}, "<i8", c_order).value();
   fill(tmp, 3);
+  // big: 3 blocks in 3 slots of blocks.dat; block 2 fills its slot.
+  Array big = db.Create("big", {3, static_cast<int64_t>(kBigBlock / 2)}, "<u2", ArrayOptions{}).value();
+  if (big.block_size() != kBigBlock) Die("the default block size is no longer 2 MiB");
+  auto big_block = [&](int b, size_t n, uint64_t tag) {
+    View v = big.view().value();
+    std::vector<unsigned char>& e = expect["big"];
+    e.resize(static_cast<size_t>(v.nbytes()), 0);
+    auto bytes = testing::Pattern(n, tag);
+    std::memset(v.data() + b * kBigBlock, 0, kBigBlock);
+    std::memcpy(v.data() + b * kBigBlock, bytes.data(), n);
+    std::memset(e.data() + b * kBigBlock, 0, kBigBlock);
+    std::memcpy(e.data() + b * kBigBlock, bytes.data(), n);
+  };
+  for (int b = 0; b < 3; ++b) big_block(b, kBigBytes[b], 200 + b);
   db.Commit().ThrowIfError();
   Truth truth;
   truth.since = db.snapshot_commit();
@@ -374,7 +427,10 @@ Truth BuildDatabase(const std::string& path) {
   expect["beta2"] = std::move(expect["beta"]);
   expect.erase("beta");
   db.Commit().ThrowIfError();
-  // Commit 4: shrink alpha to (50, 100) (its blocks past the end are released); a byte of gamma.
+  // Commit 4: shrink alpha to (50, 100) (its blocks past the end are released); a byte of gamma;
+  // big's block 1 rewritten whole (too much changed for a delta): to a new slot, its old slot
+  // freed ("\0freed/<this commit's id>"; the reader on commit 1 keeps it from being reused, so
+  // it stays there, its old payload in place).
   db.Get("alpha").value().Resize({50, 100}).ThrowIfError();
   expect["alpha"].resize(50 * 100 * 8);
   {
@@ -382,10 +438,18 @@ Truth BuildDatabase(const std::string& path) {
     v.data()[7 * kBlock + 3] = std::byte{0x5a};
     expect["gamma"][7 * kBlock + 3] = 0x5a;
   }
+  big_block(1, kBigRewritten, 210);
   db.Commit().ThrowIfError();
-  // Commit 5: drop tmp.
+  // Commit 5: drop tmp; one byte of big's block 0 (a delta record over its slot: that block is
+  // read by copy, the others are mapped from blocks.dat).
   db.Drop("tmp").ThrowIfError();
   expect.erase("tmp");
+  {
+    View v = big.view().value();
+    const auto x = static_cast<unsigned char>(expect["big"][kBigDeltaAt] ^ 0x02);
+    v.data()[kBigDeltaAt] = std::byte{x};
+    expect["big"][kBigDeltaAt] = x;
+  }
   db.Commit().ThrowIfError();
 
   // The truth, as a reader of the healthy database sees it; checked against what was written.
@@ -409,12 +473,14 @@ Truth BuildDatabase(const std::string& path) {
           return true;
         }).ThrowIfError();
   }
-  for (const auto& [name, id] : name_ids) truth.ids.emplace_back(id, kBlock);
+  for (const auto& [name, id] : name_ids) {
+    truth.ids.emplace_back(id, name == "big" ? kBigBlock : kBlock);
+  }
   ReadOutcome r = ReadEverything(path, &truth, -1);
   if (!r.read.ok() || !r.verify.ok()) Die("the healthy database does not verify: " + r.read.ToString() + " " + r.verify.ToString());
   truth.arrays = r.arrays;
   truth.changed = r.changed;
-  if (truth.arrays.size() != 3 || truth.changed != "alpha,beta2,gamma") {
+  if (truth.arrays.size() != 4 || truth.changed != "alpha,beta2,big,gamma") {
     Die("unexpected truth: " + Join(truth.arrays, "; ") + " changed: " + truth.changed);
   }
   return truth;
@@ -457,23 +523,47 @@ constexpr size_t kMetaUsed = 16 + 136;  // the bytes of a meta page LMDB reads
 constexpr uint16_t kBranch = 0x01, kLeaf = 0x02, kOverflow = 0x04;
 constexpr uint16_t kBigData = 0x01, kSubData = 0x02;
 
-enum Kind { kMetaPage, kBranchPage, kLeafPage, kOverflowHead, kOverflowData, kOlderTree, kFreePage, kKinds };
-const char* const kKindNames[kKinds] = {"meta", "branch", "leaf", "overflow-head", "overflow-data", "older-state",
-                                        "free"};
+// The kinds of cases: the kinds of pages of data.mdb (a case's page), then the values of
+// data.mdb about slots chosen explicitly, then the parts of blocks.dat.
+enum Kind {
+  kMetaPage, kBranchPage, kLeafPage, kOverflowHead, kOverflowData, kOlderTree, kFreePage,
+  kSlotRecord, kSlotData, kSlotTail, kSlotFreed, kKinds
+};
+const char* const kKindNames[kKinds] = {"meta",        "branch",        "leaf",      "overflow-head",
+                                        "overflow-data", "older-state", "free",      "slot-record",
+                                        "slot-data",   "slot-tail",     "slot-freed"};
+constexpr uint32_t kBlocksFileKinds = 1u << kSlotData | 1u << kSlotTail | 1u << kSlotFreed;
+
+// A value of the newest state's trees that is about slots: a slot record (the blocks database)
+// or "\0slots" / "\0freed/..." (the meta database).
+struct SlotValue {
+  uint64_t at = 0, size = 0;  // where the value lies in data.mdb
+  std::string what;           // "slot record of slot 3", "\0slots", "\0freed/<commit>"
+};
+// A slot of blocks.dat: used (its payload's length) or freed by a commit.
+struct Slot {
+  uint64_t slot = 0, length = 0;
+  bool freed = false;
+};
 
 struct PageMap {
   size_t psize = 4096;
   uint64_t pages = 0;  // last_pg + 1 of the newest meta page
   std::vector<int> kind;
   std::vector<std::pair<uint16_t, uint16_t>> bounds;  // lower, upper of branch and leaf pages
+  std::vector<SlotValue> slot_values;  // in the newest state
+  std::vector<Slot> slots;             // of blocks.dat, by the slot values
 };
 
 class PageWalker {
  public:
-  PageWalker(const std::vector<unsigned char>& file, PageMap& map, Kind branch, Kind leaf, Kind head, Kind data)
-      : file_(file), map_(map), branch_(branch), leaf_(leaf), head_(head), data_(data) {}
+  // `collect`: note the slot values met (the newest state's walk).
+  PageWalker(const std::vector<unsigned char>& file, PageMap& map, Kind branch, Kind leaf, Kind head, Kind data,
+             bool collect = false)
+      : file_(file), map_(map), branch_(branch), leaf_(leaf), head_(head), data_(data), collect_(collect) {}
 
-  void Tree(uint64_t root, int depth = 0) {
+  // `db`: the name of the named database the tree is ("" for LMDB's main and free-list trees).
+  void Tree(uint64_t root, int depth = 0, const std::string& db = "") {
     if (root == ~uint64_t{0}) return;
     if (root >= map_.pages || depth > 32) Die("the healthy database has a page out of range");
     if (map_.kind[root] != kFreePage) return;  // shared with the newer state's tree
@@ -488,10 +578,13 @@ class PageWalker {
       const uint16_t lo = Get<uint16_t>(p, node), hi = Get<uint16_t>(p, node + 2);
       const uint16_t nflags = Get<uint16_t>(p, node + 4), ksize = Get<uint16_t>(p, node + 6);
       if (flags & kBranch) {
-        Tree(lo | uint64_t{hi} << 16 | uint64_t{nflags} << 32, depth + 1);
+        Tree(lo | uint64_t{hi} << 16 | uint64_t{nflags} << 32, depth + 1, db);
         continue;
       }
       const size_t data = node + 8 + ksize;
+      if (collect_ && !(nflags & (kBigData | kSubData))) {
+        Value(base, p, node + 8, ksize, data, lo | uint64_t{hi} << 16, db);
+      }
       if (nflags & kBigData) {
         const uint64_t first = Get<uint64_t>(p, data);
         const uint32_t count = Get<uint32_t>(file_, first * map_.psize + 12);
@@ -501,15 +594,41 @@ class PageWalker {
           if (map_.kind[first + k] == kFreePage) map_.kind[first + k] = k == 0 ? head_ : data_;
         }
       } else if (nflags & kSubData) {
-        Tree(Get<uint64_t>(p, data + 40), depth + 1);
+        const auto name = p.begin() + static_cast<long>(node + 8);
+        Tree(Get<uint64_t>(p, data + 40), depth + 1, std::string(name, name + ksize));
       }
     }
   }
 
  private:
+  // A value inside a leaf page (page at `base`, copied in `p`): notes it if it is about slots.
+  void Value(size_t base, const std::vector<unsigned char>& p, size_t key, size_t ksize, size_t data, uint64_t dsize,
+             const std::string& db) {
+    if (data + dsize > p.size()) Die("the healthy database has a value past the end of its page");
+    const std::string k(p.begin() + static_cast<long>(key), p.begin() + static_cast<long>(key + ksize));
+    if (db == "blocks" && ksize == 16 && dsize == kSlotRecordBytes && Get<uint32_t>(p, data + 20) == 2) {
+      // A slot record: kind 2; slot at 32, length at 40.
+      const uint64_t slot = Get<uint64_t>(p, data + 32), length = Get<uint64_t>(p, data + 40);
+      map_.slot_values.push_back({base + data, dsize, "slot record of slot " + std::to_string(slot)});
+      map_.slots.push_back({slot, length, false});
+    } else if (db == "meta" && (k == std::string("\0slots", 6) || k.starts_with(std::string("\0freed/", 7)))) {
+      // A sealed record: u64 checksum, then u64 LE each (the high-water mark and the free slots,
+      // or the slots that commit freed).
+      std::string what = k[1] == 's' ? "\\0slots" : "\\0freed/";
+      if (k[1] == 'f' && ksize == 15) {
+        uint64_t commit = 0;
+        for (size_t i = 7; i < 15; ++i) commit = commit << 8 | static_cast<unsigned char>(k[i]);
+        what += std::to_string(commit);
+        for (size_t at = 8; at + 8 <= dsize; at += 8) map_.slots.push_back({Get<uint64_t>(p, data + at), 0, true});
+      }
+      map_.slot_values.push_back({base + data, dsize, what});
+    }
+  }
+
   const std::vector<unsigned char>& file_;
   PageMap& map_;
   Kind branch_, leaf_, head_, data_;
+  bool collect_;
 };
 
 PageMap MapPages(const std::vector<unsigned char>& file) {
@@ -525,13 +644,30 @@ PageMap MapPages(const std::vector<unsigned char>& file) {
   map.kind.assign(map.pages, kFreePage);
   map.bounds.assign(map.pages, {0, 0});
   map.kind[0] = map.kind[1] = kMetaPage;
-  PageWalker now(file, map, kBranchPage, kLeafPage, kOverflowHead, kOverflowData);
+  PageWalker now(file, map, kBranchPage, kLeafPage, kOverflowHead, kOverflowData, /*collect=*/true);
   now.Tree(Get<uint64_t>(newest, 16 + 24 + 40));
   now.Tree(Get<uint64_t>(newest, 16 + 72 + 40));
   PageWalker before(file, map, kOlderTree, kOlderTree, kOlderTree, kOlderTree);
   before.Tree(Get<uint64_t>(older, 16 + 24 + 40));
   before.Tree(Get<uint64_t>(older, 16 + 72 + 40));
+  std::sort(map.slots.begin(), map.slots.end(), [](const Slot& a, const Slot& b) { return a.slot < b.slot; });
   return map;
+}
+
+// The slot of blocks.dat that holds byte `offset`, if the slot values name it.
+const Slot* SlotAt(const PageMap& map, uint64_t offset) {
+  for (const Slot& s : map.slots) {
+    if (offset / kSlotBytes == s.slot) return &s;
+  }
+  return nullptr;
+}
+
+// The kind of a case of blocks.dat at `offset`; -1 for a byte outside the slots named.
+int BlocksFileKind(const PageMap& map, uint64_t offset) {
+  const Slot* s = SlotAt(map, offset);
+  if (!s) return -1;
+  if (s->freed) return kSlotFreed;
+  return offset % kSlotBytes < s->length ? kSlotData : kSlotTail;
 }
 
 // ---- cases ----------------------------------------------------------------------------------
@@ -551,20 +687,26 @@ unsigned char Apply(Pattern p, unsigned char b) {
   }
 }
 
+enum File { kDataFile, kBlocksFile };
+const char* const kFileNames[2] = {"data.mdb", "blocks.dat"};
+
 struct Case {
   uint64_t offset;
   Pattern pattern;
+  File file = kDataFile;
+  int kind = -1;  // what the tables count it as (Kind)
 };
 
-// The short sweep (make test, ~560 cases) and the full one (make torture, ~49,000).
-std::vector<Case> ChooseCases(const PageMap& map, const std::vector<unsigned char>& file, bool full, uint64_t seed,
-                              int only_kind) {
+// The short sweep (make test, ~630 cases) and the full one (make torture, ~51,000). `kinds`: a
+// bit mask of the kinds to choose.
+std::vector<Case> ChooseCases(const PageMap& map, const std::vector<unsigned char>& file,
+                              const std::vector<unsigned char>& blocks, bool full, uint64_t seed, uint32_t kinds) {
   std::vector<Case> cases;
   std::mt19937_64 rng(seed);
   const size_t ps = map.psize;
   auto add = [&](uint64_t page, size_t byte, Pattern p) {
     const uint64_t off = page * ps + byte;
-    if (Apply(p, file[off]) != file[off]) cases.push_back({off, p});
+    if (Apply(p, file[off]) != file[off]) cases.push_back({off, p, kDataFile, map.kind[page]});
   };
   // n distinct bytes of [from, to) of a page (all of them when there are fewer), each with one
   // of `patterns`.
@@ -584,7 +726,7 @@ std::vector<Case> ChooseCases(const PageMap& map, const std::vector<unsigned cha
   int free_pages = 0;
   for (uint64_t page = 0; page < map.pages; ++page) {
     const int kind = map.kind[page];
-    if (only_kind >= 0 && kind != only_kind) continue;
+    if (!(kinds >> kind & 1)) continue;
     const auto [lower, upper] = map.bounds[page];
     switch (kind) {
       case kMetaPage:
@@ -637,6 +779,78 @@ std::vector<Case> ChooseCases(const PageMap& map, const std::vector<unsigned cha
         break;
     }
   }
+
+  // The values about slots, in the leaf pages of the newest state.
+  auto add_value = [&](uint64_t off, Pattern p) {
+    if (Apply(p, file[off]) != file[off]) cases.push_back({off, p, kDataFile, kSlotRecord});
+  };
+  if (kinds >> kSlotRecord & 1) {
+    for (const SlotValue& v : map.slot_values) {
+      if (full) {
+        for (uint64_t b = 0; b < v.size; ++b) {
+          for (int p = 0; p < kPatterns; ++p) add_value(v.at + b, static_cast<Pattern>(p));
+        }
+      } else if (v.size == kSlotRecordBytes) {
+        // The location check (24..32) and the slot number (32..40: its low byte also +1 and -1,
+        // which name the neighbouring slots), the length (+64 KiB), and 3 bytes of the rest of
+        // the header (checksum, commit, header length, kind).
+        for (const auto& [b, p] : std::initializer_list<std::pair<uint64_t, Pattern>>{
+                 {24, kXorFF}, {31, kXor01}, {32, kXor01}, {32, kPlus1}, {32, kMinus1}, {39, kXorFF}, {42, kPlus1}}) {
+          add_value(v.at + b, p);
+        }
+        for (int i = 0; i < 3; ++i) add_value(v.at + rng() % 24, rng() % 2 ? kXorFF : kXor01);
+      } else {
+        // "\0slots", "\0freed/...": a byte of the checksum, the first number's low byte +1 and -1.
+        add_value(v.at + rng() % 8, kXorFF);
+        if (v.size > 8) add_value(v.at + 8, kPlus1), add_value(v.at + 8, kMinus1);
+      }
+    }
+  }
+
+  // blocks.dat: the payloads of the used slots, their tails, the freed slots.
+  auto add_blocks = [&](uint64_t off, Pattern p) {
+    if (off >= blocks.size()) return;  // the last slot's tail is past the end of the file
+    const int kind = BlocksFileKind(map, off);
+    if (kind >= 0 && (kinds >> kind & 1) && Apply(p, blocks[off]) != blocks[off]) {
+      cases.push_back({off, p, kBlocksFile, kind});
+    }
+  };
+  // n distinct offsets of [from, to) (all of them when there are fewer).
+  auto sample_blocks = [&](uint64_t from, uint64_t to, size_t n, std::initializer_list<Pattern> patterns) {
+    to = std::min<uint64_t>(to, blocks.size());
+    if (to <= from) return;
+    std::set<uint64_t> chosen;
+    if (to - from <= n) {
+      for (uint64_t b = from; b < to; ++b) chosen.insert(b);
+    } else {
+      while (chosen.size() < n) chosen.insert(from + rng() % (to - from));
+    }
+    for (uint64_t b : chosen) add_blocks(b, *(patterns.begin() + rng() % patterns.size()));
+  };
+  for (const Slot& s : map.slots) {
+    const uint64_t base = s.slot * kSlotBytes;
+    if (s.freed) {
+      sample_blocks(base, base + kSlotBytes, full ? 32 : 2, {kXorFF, kXor01});
+      continue;
+    }
+    const uint64_t end = base + s.length, first = std::min(end, base + ps), last = std::max(base, end - ps);
+    if (full) {
+      for (uint64_t b = base; b < std::min(end, base + 16); ++b) add_blocks(b, kXorFF), add_blocks(b, kXor01);
+      for (uint64_t b = std::max(base, end - 16); b < end; ++b) add_blocks(b, kXorFF), add_blocks(b, kXor01);
+      sample_blocks(base + 16, end - 16, 256, {kXorFF, kXor01, kPlus1, kMinus1});
+      sample_blocks(end, base + kSlotBytes, 32, {kXorFF, kXor01});
+    } else {
+      // Its first and last byte, 1 more of its first and of its last page, 4 between; the
+      // first byte past its end and 2 more of the slot's tail.
+      add_blocks(base, kXorFF);
+      add_blocks(end - 1, kXor01);
+      sample_blocks(base + 1, first, 1, {kXorFF, kXor01});
+      sample_blocks(last, end - 1, 1, {kXorFF, kXor01});
+      sample_blocks(first, last, 4, {kXorFF, kXor01, kPlus1, kMinus1});
+      if (s.length < kSlotBytes) add_blocks(end, kXorFF);
+      sample_blocks(end + 1, base + kSlotBytes, 2, {kXorFF, kXor01});
+    }
+  }
   return cases;
 }
 
@@ -658,7 +872,7 @@ struct Result1 {
 //   R <read code> <verify code> <equal 0/1> <at open 0/1> <message>
 //   W <code> <message>   the writing open
 // Faults the harness's self-check injects into a case's child, to see that each failure is seen.
-enum class Fault { kNone, kCrash, kHang, kWrite, kLie };
+enum class Fault { kNone, kCrash, kHang, kWrite, kWriteBlocks, kLie };
 
 // What differs between what was read and the truth, briefly.
 std::string Difference(const ReadOutcome& r, const Truth& truth) {
@@ -711,8 +925,33 @@ std::string Difference(const ReadOutcome& r, const Truth& truth) {
     PwriteAll(f, "x", 1, 4096 * 2 + 100);
     close(f);
   }
+  if (fault == Fault::kWriteBlocks) {
+    // One byte of the first slot's payload, complemented.
+    const int f = open((path + "/blocks.dat").c_str(), O_RDWR | O_CLOEXEC);
+    unsigned char b = 0;
+    if (f < 0 || !PreadAll(f, &b, 1, 100)) DieErrno("read blocks.dat");
+    b = static_cast<unsigned char>(~b);
+    PwriteAll(f, &b, 1, 100);
+    close(f);
+  }
   line("P done " + now());
   _exit(0);
+}
+
+// The bytes of blocks.dat as runs of non-zero pages, to write a copy without its holes.
+std::vector<std::pair<uint64_t, uint64_t>> DataRuns(const std::vector<unsigned char>& file) {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // offset, length
+  static const unsigned char zeros[4096] = {};
+  for (uint64_t at = 0; at < file.size(); at += 4096) {
+    const uint64_t n = std::min<uint64_t>(4096, file.size() - at);
+    if (std::memcmp(file.data() + at, zeros, n) == 0) continue;
+    if (!runs.empty() && runs.back().first + runs.back().second == at) {
+      runs.back().second += n;
+    } else {
+      runs.emplace_back(at, n);
+    }
+  }
+  return runs;
 }
 
 struct Runner {
@@ -721,23 +960,56 @@ struct Runner {
   off_t file_size = 0;     // data.mdb's size (the map: its tail is a hole)
   const Truth* truth;
   int timeout_s = 10;
+  const std::vector<unsigned char>* blocks = nullptr;  // blocks.dat, all of it
+  const std::vector<std::pair<uint64_t, uint64_t>>* blocks_runs = nullptr;  // its non-zero pages
+  // Whether the copy's blocks.dat is the template's: then a case writes only its byte, and
+  // puts it back once Changed found nothing else changed (blocks.dat is some megabytes).
+  bool blocks_intact = false;
+  std::vector<unsigned char> piece_ = {};  // ChangedBlocks' buffer
 
-  // Writes the damaged copy: the used bytes, then the size (the rest a hole); no lock file.
-  void Prepare(const Case& c) const {
+  // Writes the damaged copy: the used bytes of data.mdb, then its size (the rest a hole), and
+  // blocks.dat; no lock file.
+  void Prepare(const Case& c) {
     const std::string data = dir + "/data.mdb";
     if (unlink((dir + "/lock.mdb").c_str()) != 0 && errno != ENOENT) DieErrno("unlink lock.mdb");
     // Same inode every time: the commit board's shared segment is named after it.
     const int fd = open(data.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) DieErrno("open " + data);
     PwriteAll(fd, image->data(), image->size(), 0);
-    const unsigned char b = Apply(c.pattern, (*image)[c.offset]);
-    PwriteAll(fd, &b, 1, static_cast<off_t>(c.offset));
+    if (c.file == kDataFile) {
+      const unsigned char b = Apply(c.pattern, (*image)[c.offset]);
+      PwriteAll(fd, &b, 1, static_cast<off_t>(c.offset));
+    }
     if (ftruncate(fd, file_size) != 0) DieErrno("ftruncate " + data);
     if (close(fd) != 0) DieErrno("close " + data);
+    const std::string slots = dir + "/blocks.dat";
+    const int bf = open(slots.c_str(), O_WRONLY | O_CREAT | (blocks_intact ? 0 : O_TRUNC) | O_CLOEXEC, 0644);
+    if (bf < 0) DieErrno("open " + slots);
+    if (!blocks_intact) {
+      for (const auto& [at, n] : *blocks_runs) PwriteAll(bf, blocks->data() + at, n, static_cast<off_t>(at));
+      if (ftruncate(bf, static_cast<off_t>(blocks->size())) != 0) DieErrno("ftruncate " + slots);
+      blocks_intact = true;
+    }
+    if (c.file == kBlocksFile) {
+      const unsigned char b = Apply(c.pattern, (*blocks)[c.offset]);
+      PwriteAll(bf, &b, 1, static_cast<off_t>(c.offset));
+      blocks_intact = false;  // until Changed puts the byte back
+    }
+    if (close(bf) != 0) DieErrno("close " + slots);
   }
 
-  // Whether data.mdb is still exactly what Prepare wrote; else what changed.
-  std::optional<std::string> Changed(const Case& c) const {
+  // Whether data.mdb and blocks.dat are still exactly what Prepare wrote; else what changed.
+  std::optional<std::string> Changed(const Case& c) {
+    std::string what;
+    if (std::optional<std::string> d = ChangedData(c)) what = "data.mdb changed: " + *d;
+    if (std::optional<std::string> b = ChangedBlocks(c)) {
+      what += (what.empty() ? "" : "; ") + std::string("blocks.dat changed: ") + *b;
+    }
+    if (what.empty()) return std::nullopt;
+    return what;
+  }
+
+  std::optional<std::string> ChangedData(const Case& c) const {
     const std::string data = dir + "/data.mdb";
     const int fd = open(data.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) DieErrno("open " + data);
@@ -745,13 +1017,14 @@ struct Runner {
     struct stat st;
     if (fstat(fd, &st) != 0) DieErrno("stat " + data);
     std::vector<unsigned char> now(image->size());
+    const bool here = c.file == kDataFile;
     if (st.st_size != file_size) {
       what = "its size changed from " + std::to_string(file_size) + " to " + std::to_string(st.st_size);
     } else if (!PreadAll(fd, now.data(), now.size(), 0)) {
       what = "it is shorter";
     } else {
-      const bool damaged_byte_kept = now[c.offset] == Apply(c.pattern, (*image)[c.offset]);
-      now[c.offset] = (*image)[c.offset];
+      const bool damaged_byte_kept = !here || now[c.offset] == Apply(c.pattern, (*image)[c.offset]);
+      if (here) now[c.offset] = (*image)[c.offset];
       if (!damaged_byte_kept) {
         what = "the damaged byte itself changed";
       } else if (now != *image) {
@@ -776,7 +1049,46 @@ struct Runner {
     return what;
   }
 
-  Result1 Run(const Case& c, bool verbose, Fault fault = Fault::kNone) const {
+  // blocks.dat, all of it (its holes read as zeros, as they are in the template); puts the
+  // damaged byte back when nothing else changed.
+  std::optional<std::string> ChangedBlocks(const Case& c) {
+    const std::string slots = dir + "/blocks.dat";
+    const int fd = open(slots.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) DieErrno("open " + slots);
+    std::optional<std::string> what;
+    struct stat st;
+    if (fstat(fd, &st) != 0) DieErrno("stat " + slots);
+    const bool here = c.file == kBlocksFile;
+    blocks_intact = false;
+    if (st.st_size != static_cast<off_t>(blocks->size())) {
+      what = "its size changed from " + std::to_string(blocks->size()) + " to " + std::to_string(st.st_size);
+    } else {
+      // In pieces, into a buffer kept from case to case (fresh memory costs a page fault a page).
+      piece_.resize(256 << 10);
+      for (uint64_t at = 0; at < blocks->size() && !what; at += piece_.size()) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(piece_.size(), blocks->size() - at));
+        if (!PreadAll(fd, piece_.data(), n, static_cast<off_t>(at))) Die("short read of " + slots);
+        if (here && c.offset >= at && c.offset < at + n) {
+          unsigned char& b = piece_[c.offset - at];
+          if (b != Apply(c.pattern, (*blocks)[c.offset])) what = "the damaged byte itself changed";
+          b = (*blocks)[c.offset];
+        }
+        if (!what && std::memcmp(piece_.data(), blocks->data() + at, n) != 0) {
+          size_t i = 0;
+          while (piece_[i] == (*blocks)[at + i]) ++i;
+          what = "byte " + std::to_string(at + i) + " (slot " + std::to_string((at + i) / kSlotBytes) + ") changed";
+        }
+      }
+      if (!what) {
+        if (here) PwriteAll(fd, blocks->data() + c.offset, 1, static_cast<off_t>(c.offset));
+        blocks_intact = true;
+      }
+    }
+    if (close(fd) != 0) DieErrno("close " + slots);
+    return what;
+  }
+
+  Result1 Run(const Case& c, bool verbose, Fault fault = Fault::kNone) {
     Prepare(c);
     const auto [pid, from_child] = ForkWriter([&](int fd) { CaseChild(dir, *truth, fd, verbose, fault); });
     std::string text;
@@ -852,16 +1164,18 @@ struct Runner {
     }
     if (auto changed = Changed(c)) {
       out.outcomes.push_back(kWrote);
-      out.detail += (out.detail.empty() ? "" : "; ") + std::string("data.mdb changed: ") + *changed +
-                    (wline.empty() ? "" : " (writing open: " + wline + ")");
+      out.detail += (out.detail.empty() ? "" : "; ") + *changed + (wline.empty() ? "" : " (writing open: " + wline + ")");
     }
     return out;
   }
 };
 
+constexpr uint32_t kAllKinds = (1u << kKinds) - 1;
+
 struct Options1 {
   bool full = false, list = false;
-  int jobs = 1, timeout = 10, only_kind = -1;
+  int jobs = 1, timeout = 10;
+  uint32_t kinds = kAllKinds;  // a bit per Kind
   std::optional<Case> one;
   std::string keep, save, from;
 };
@@ -883,15 +1197,26 @@ Options1 ParseArgs(int argc, char** argv) {
     } else if (a == "--timeout") {
       o.timeout = std::max(1, std::atoi(value().c_str()));
     } else if (a == "--kind") {
-      const std::string k = value();
-      for (int j = 0; j < kKinds; ++j) {
-        if (k == kKindNames[j]) o.only_kind = j;
+      if (o.kinds == kAllKinds) o.kinds = 0;
+      std::string list = value() + ",";
+      for (size_t at; (at = list.find(',')) != std::string::npos; list.erase(0, at + 1)) {
+        const std::string k = list.substr(0, at);
+        uint32_t bits = k == "blocks.dat" ? kBlocksFileKinds : 0;
+        for (int j = 0; j < kKinds; ++j) {
+          if (k == kKindNames[j]) bits = 1u << j;
+        }
+        if (bits == 0) Die("unknown kind " + k);
+        o.kinds |= bits;
       }
-      if (o.only_kind < 0) Die("unknown page kind " + k);
     } else if (a == "--case") {
-      const std::string v = value();
+      std::string v = value();
+      Case c{0, kXorFF};
+      if (v.starts_with("blocks.dat:")) {
+        c.file = kBlocksFile;
+        v.erase(0, 11);
+      }
+      c.offset = std::strtoull(v.c_str(), nullptr, 0);
       const size_t colon = v.find(':');
-      Case c{std::strtoull(v.c_str(), nullptr, 0), kXorFF};
       if (colon != std::string::npos) {
         const std::string p = v.substr(colon + 1);
         bool found = false;
@@ -956,7 +1281,9 @@ int main(int argc, char** argv) {
   // data.mdb differs from one build to the next, and a case is replayed on the same template.
   auto save = [&](const std::string& dir) {
     std::filesystem::create_directories(dir);
-    std::filesystem::copy_file(tmpl + "/data.mdb", dir + "/data.mdb", std::filesystem::copy_options::overwrite_existing);
+    for (const char* f : kFileNames) {
+      std::filesystem::copy_file(tmpl + "/" + f, dir + "/" + f, std::filesystem::copy_options::overwrite_existing);
+    }
     const std::string text = EncodeTruth(truth);
     const int fd = open((dir + "/truth.txt").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) DieErrno("create " + dir + "/truth.txt");
@@ -977,23 +1304,85 @@ int main(int argc, char** argv) {
   int per_kind[kKinds] = {};
   for (int k : map.kind) ++per_kind[k];
   std::printf("damage_sweep: %" PRIu64 " pages of %zu bytes in use:", map.pages, map.psize);
-  for (int k = 0; k < kKinds; ++k) std::printf(" %d %s", per_kind[k], kKindNames[k]);
+  for (int k = 0; k < kSlotRecord; ++k) std::printf(" %d %s", per_kind[k], kKindNames[k]);
   std::printf("\n");
+  // blocks.dat, all of it: some megabytes; each copy gets its non-zero pages (DataRuns).
+  off_t blocks_size = 0;
+  const std::vector<unsigned char> blocks = ReadFile(tmpl + "/blocks.dat", &blocks_size);
+  const std::vector<std::pair<uint64_t, uint64_t>> blocks_runs = DataRuns(blocks);
+  std::printf("damage_sweep: blocks.dat of %zu bytes:", blocks.size());
+  for (const Slot& sl : map.slots) {
+    if (sl.freed) {
+      std::printf(" slot %" PRIu64 " freed;", sl.slot);
+    } else {
+      std::printf(" slot %" PRIu64 " used (%" PRIu64 " bytes);", sl.slot, sl.length);
+    }
+  }
+  std::printf(" %zu values about slots in data.mdb:", map.slot_values.size());
+  for (const SlotValue& v : map.slot_values) std::printf(" %s at %" PRIu64 ";", v.what.c_str(), v.at);
+  std::printf("\n");
+  {
+    // The sweep covers slots only if the database has them: records of used slots, "\0slots"
+    // and a "\0freed/" record.
+    size_t used_slots = 0, freed_slots = 0, tables = 0, freed_records = 0;
+    for (const Slot& sl : map.slots) ++(sl.freed ? freed_slots : used_slots);
+    for (const SlotValue& v : map.slot_values) {
+      tables += v.what == "\\0slots";
+      freed_records += v.what.starts_with("\\0freed/");
+    }
+    if (used_slots < 2 || freed_slots < 1 || tables != 1 || freed_records < 1) {
+      Die("the database has " + std::to_string(used_slots) + " used slots, " + std::to_string(freed_slots) +
+          " freed, " + std::to_string(tables) + " slot tables and " + std::to_string(freed_records) +
+          " records of freed slots: expected at least 2, 1, 1 and 1 (is the slot size still 2 MiB?)");
+    }
+    for (const Slot& sl : map.slots) {
+      if (!sl.freed && (sl.length <= kSlotBytes / 2 || sl.length > kSlotBytes ||
+                        sl.slot * kSlotBytes + sl.length > blocks.size())) {
+        Die("slot " + std::to_string(sl.slot) + " holds " + std::to_string(sl.length) + " bytes, blocks.dat has " +
+            std::to_string(blocks.size()));
+      }
+    }
+  }
   for (const std::string& a : truth.arrays) std::printf("  truth: %s\n", a.c_str());
   if (opt.list) {
     for (uint64_t p = 0; p < map.pages; ++p) std::printf("page %" PRIu64 ": %s\n", p, kKindNames[map.kind[p]]);
     return 0;
   }
+  // Where a case is, for the messages.
+  auto where = [&](const Case& c) {
+    char text[200];
+    if (c.file == kBlocksFile) {
+      std::snprintf(text, sizeof text, "blocks.dat offset %" PRIu64 " (slot %" PRIu64 " %s, byte %" PRIu64 ", %s)",
+                    c.offset, c.offset / kSlotBytes, c.kind >= 0 ? kKindNames[c.kind] : "unnamed",
+                    c.offset % kSlotBytes, kPatternNames[c.pattern]);
+    } else {
+      std::string in;
+      for (const SlotValue& v : map.slot_values) {
+        if (c.offset >= v.at && c.offset < v.at + v.size) in = " of " + v.what + " +" + std::to_string(c.offset - v.at);
+      }
+      std::snprintf(text, sizeof text, "offset %" PRIu64 " (page %" PRIu64 " %s, byte %" PRIu64 "%s, %s)", c.offset,
+                    c.offset / map.psize, kKindNames[c.kind], c.offset % map.psize, in.c_str(),
+                    kPatternNames[c.pattern]);
+    }
+    return std::string(text);
+  };
 
   if (opt.one) {
-    const Case c = *opt.one;
-    if (c.offset >= image.size()) Die("offset past the used pages (" + std::to_string(image.size()) + " bytes)");
+    Case c = *opt.one;
+    if (c.file == kBlocksFile) {
+      if (c.offset >= blocks.size()) {
+        Die("offset past the end of blocks.dat (" + std::to_string(blocks.size()) + " bytes)");
+      }
+      c.kind = BlocksFileKind(map, c.offset);
+    } else {
+      if (c.offset >= image.size()) Die("offset past the used pages (" + std::to_string(image.size()) + " bytes)");
+      c.kind = map.kind[c.offset / map.psize];
+    }
     const std::string dir = opt.keep.empty() ? tmp / "case" : opt.keep;
     std::filesystem::create_directories(dir);
-    Runner run{dir, &image, file_size, &truth, opt.timeout};
+    Runner run{dir, &image, file_size, &truth, opt.timeout, &blocks, &blocks_runs};
     const Result1 r = run.Run(c, /*verbose=*/true);
-    std::printf("case %" PRIu64 " (page %" PRIu64 " %s, byte %" PRIu64 ", %s):", c.offset, c.offset / map.psize,
-                kKindNames[map.kind[c.offset / map.psize]], c.offset % map.psize, kPatternNames[c.pattern]);
+    std::printf("case %s:", where(c).c_str());
     bool failed = false;
     for (Outcome o : r.outcomes) {
       std::printf(" %s", kOutcomeNames[o]);
@@ -1006,15 +1395,17 @@ int main(int argc, char** argv) {
 
   // The harness's self-check: an intact copy is harmless, and a child that crashes, hangs,
   // writes to data.mdb or reads something else than the truth is each seen as such.
-  if (opt.only_kind < 0) {
+  if (opt.kinds == kAllKinds) {
     const std::string dir = tmp / "self-check";
     if (mkdir(dir.c_str(), 0755) != 0) DieErrno("mkdir " + dir);
-    Runner run{dir, &image, file_size, &truth, 2};
+    Runner run{dir, &image, file_size, &truth, 2, &blocks, &blocks_runs};
     const Case intact{0, kIntact};
     const std::pair<Fault, std::vector<Outcome>> checks[] = {{Fault::kNone, {kHarmless}},
                                                               {Fault::kCrash, {kCrash}},
                                                               {Fault::kHang, {kHang}},
                                                               {Fault::kWrite, {kHarmless, kWrote}},
+                                                              {Fault::kWriteBlocks, {kHarmless, kWrote}},
+                                                              {Fault::kNone, {kHarmless}},
                                                               {Fault::kLie, {kAsGood}}};
     for (const auto& [fault, want] : checks) {
       const Result1 r = run.Run(intact, false, fault);
@@ -1023,12 +1414,12 @@ int main(int argc, char** argv) {
             std::to_string(r.outcomes.empty() ? -1 : r.outcomes[0]) + " (" + r.detail + ")");
       }
     }
-    std::printf("damage_sweep: self-check passed (an intact copy is harmless; a crash, a hang, a write and a wrong "
-                "read are each seen)\n");
+    std::printf("damage_sweep: self-check passed (an intact copy is harmless; a crash, a hang, a write to data.mdb "
+                "and to blocks.dat and a wrong read are each seen)\n");
   }
 
   const uint64_t seed = testing::TestSeed("damage_sweep");
-  const std::vector<Case> cases = ChooseCases(map, image, opt.full, seed, opt.only_kind);
+  const std::vector<Case> cases = ChooseCases(map, image, blocks, opt.full, seed, opt.kinds);
   std::printf("damage_sweep: %zu cases (%s sweep), %d job(s), %d s limit per case\n", cases.size(),
               opt.full ? "full" : "short", opt.jobs, opt.timeout);
   std::fflush(stdout);
@@ -1041,7 +1432,7 @@ int main(int argc, char** argv) {
     workers.push_back(ForkWriter([&](int fd) {
       const std::string dir = tmp / ("job" + std::to_string(j));
       if (mkdir(dir.c_str(), 0755) != 0) DieErrno("mkdir " + dir);
-      Runner run{dir, &image, file_size, &truth, opt.timeout};
+      Runner run{dir, &image, file_size, &truth, opt.timeout, &blocks, &blocks_runs};
       for (size_t i = static_cast<size_t>(j); i < cases.size(); i += static_cast<size_t>(opt.jobs)) {
         const Result1 r = run.Run(cases[i], false);
         std::string line = std::to_string(i) + " ";
@@ -1099,8 +1490,7 @@ int main(int argc, char** argv) {
         std::getline(s, detail);
         if (!detail.empty() && detail[0] == ' ') detail.erase(0, 1);
         const Case& c = cases.at(i);
-        const uint64_t page = c.offset / map.psize;
-        const int kind = map.kind[page];
+        const int kind = c.kind;
         bool failed = false;
         std::string names;
         for (size_t from = 0; from <= outs.size();) {
@@ -1127,10 +1517,7 @@ int main(int argc, char** argv) {
         }
         if (failed) {
           ++failures;
-          char head[200];
-          std::snprintf(head, sizeof head, "offset %" PRIu64 " (page %" PRIu64 " %s, byte %" PRIu64 ", %s): %s",
-                        c.offset, page, kKindNames[kind], c.offset % map.psize, kPatternNames[c.pattern], names.c_str());
-          failure_lines.push_back(std::string(head) + "\n      " + detail);
+          failure_lines.push_back(where(c) + ": " + names + "\n      " + detail);
         }
         if (++done % 2000 == 0) {
           std::printf("  %" PRIu64 " of %zu cases, %" PRIu64 " failures, %.0f s\n", done, cases.size(), failures,
@@ -1148,7 +1535,7 @@ int main(int argc, char** argv) {
   if (done != cases.size()) Die("only " + std::to_string(done) + " of " + std::to_string(cases.size()) + " cases reported");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  std::printf("\n%-14s %7s", "page kind", "cases");
+  std::printf("\n%-14s %7s", "kind", "cases");
   for (int o = 0; o < kOutcomes; ++o) std::printf(" %16s", kOutcomeNames[o]);
   std::printf("\n");
   uint64_t total[kOutcomes] = {}, all = 0;
@@ -1181,7 +1568,7 @@ int main(int argc, char** argv) {
       dir = std::string(base && *base ? base : "/tmp") + "/damage_sweep-" + std::to_string(getpid());
       save(dir);
     }
-    std::printf("replay one with: damage_sweep --from %s --case OFFSET:PATTERN [--keep DIR]\n", dir.c_str());
+    std::printf("replay one with: damage_sweep --from %s --case [blocks.dat:]OFFSET:PATTERN [--keep DIR]\n", dir.c_str());
     return 1;
   }
   return 0;
