@@ -90,7 +90,7 @@ Result<BlockHeader> DecodeBlockHeader(const unsigned char* in, size_t available,
     h.slot = GetLE64(in + 32);
     h.length = GetLE64(in + 40);
     if (GetLE64(in + 24) != LocationCheck(in)) {
-      return Corruption(std::string(what) + ": damaged header (its slot and length fail their check)");
+      return Corruption(std::string(what) + ": damaged slot record (its slot, length, checksum and commit fail their check)");
     }
     if (!SlotFor(h.length) || h.length % 4096 != 0 || h.slot > (uint64_t{1} << 40)) {
       return Corruption(std::string(what) + ": damaged header (slot " + std::to_string(h.slot) + ", length " +

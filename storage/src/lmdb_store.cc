@@ -143,7 +143,7 @@ Status FullIo(bool write, int fd, iovec* iov, int iovcnt, off_t offset, std::str
       if (errno == EINTR) continue;
       return ErrnoStatus(errno, what);
     }
-    if (n == 0) return Corruption(std::string(what) + ": unexpected end of data.mdb");
+    if (n == 0) return Corruption(std::string(what) + ": unexpected end of the file");
     offset += n;
     while (iovcnt > 0 && static_cast<size_t>(n) >= iov->iov_len) {
       n -= static_cast<ssize_t>(iov->iov_len);
