@@ -24,7 +24,13 @@ using bigarray::testing::WriteByte;
 
 namespace {
 
-constexpr size_t kBlock = 64 * 1024;
+// Built twice (tests/CMakeLists.txt): with blocks of 64 KiB at page-aligned offsets, and of 2 MiB
+// (pager_slot_mapped_test), whose 2 MiB-aligned ranges take the paths of slots of blocks.dat: a
+// 2 MiB-aligned mapping checked through itself, and lazy mapping by read-ahead.
+#ifndef MAPPED_TEST_BLOCK
+#define MAPPED_TEST_BLOCK (64 * 1024)
+#endif
+constexpr size_t kBlock = MAPPED_TEST_BLOCK;
 
 std::byte Byte(uint32_t version, uint64_t b, size_t i) {
   return static_cast<std::byte>((version * 131 + b * 31 + i * 7 + 1) & 0xFF);
@@ -266,6 +272,27 @@ TEST_CASE("mapped blocks: read-ahead maps the following blocks from the file") {
   CHECK(s.readahead_loads > 0);
   CHECK(s.faults < 32);
   CHECK(s.loads == 0);
+}
+
+TEST_CASE("mapped blocks: read-ahead never shows a block that fails its check") {
+  Fixture fx(/*cache_blocks=*/64, /*readahead=*/4);
+  for (uint64_t b = 0; b < 16; ++b) fx.source->Store(b, 1);
+  fx.source->damaged.insert(6);
+  auto m = fx.file->Map(0, 16).value();
+  for (uint64_t b = 0; b < 6; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));  // read-ahead reaches block 6
+  CHECK(fx.pager->stats().readahead_loads > 0);
+  CHECK(fx.source->checks.load() >= 7);
+  // Block 6 was checked by the read-ahead and dropped: the kernel cannot read it, a load says why.
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  CHECK(write(fds[1], m->data() + 6 * kBlock, 4096) == -1);
+  CHECK(errno == EFAULT);
+  close(fds[0]);
+  close(fds[1]);
+  Status st = m->Load(6 * kBlock, kBlock);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK(st.message().find("array 'test' block 6") != std::string::npos);
+  for (uint64_t b = 7; b < 16; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));
 }
 
 TEST_CASE("mapped blocks: Load makes a view usable by the kernel; write(2) sends the right bytes") {

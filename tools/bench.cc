@@ -232,6 +232,15 @@ double TimeMmapSum(const std::string& plain, uint64_t bytes, double* sum) {
   return t;
 }
 
+// The best of `tries` passes over fresh mmaps of `plain`: the time of a fresh map's first pass
+// varies 3-fold here from one map to the next (2.4 to 14 GB/s over 1 GiB), with the page cache
+// warm; the best is the reference each first scan of bigarray is held to (also its best).
+double BestMmapSum(const std::string& plain, uint64_t bytes, double* sum, int tries = 3) {
+  double best = 1e30;
+  for (int i = 0; i < tries; ++i) best = std::min(best, TimeMmapSum(plain, bytes, sum));
+  return best;
+}
+
 // Opens a fresh handle on `db_path` with `o`, calls `before` (if any) once the view of array "a"
 // exists, then times `passes` summing passes over the whole view. Returns the seconds of each
 // pass; a pass whose sum differs from `expect` is reported on stderr as `what`.
@@ -257,14 +266,22 @@ void ScanScenarios(const Config& c) {
   const ScanData d = EnsureScanData(c);
   const uint64_t bytes = d.bytes;
   double s_mmap;
-  const double t_mmap = TimeMmapSum(d.plain, bytes, &s_mmap);
+  const double t_mmap = BestMmapSum(d.plain, bytes, &s_mmap);
   const std::string mmap_gbs = GBs(bytes, t_mmap) + " mmap";
 
-  // Default options: the first pass, then the hot one over the same view.
-  const auto t_default = TimeViewSums(d.db_path, Options{}, bytes, 2, s_mmap, "first scan");
+  // Default options: the first pass of a fresh handle, then the hot one over the same view; the
+  // best of three fresh handles, as for mmap.
+  std::vector<double> t_default = {1e30, 0};
+  for (int i = 0; i < 3; ++i) {
+    const auto t = TimeViewSums(d.db_path, Options{}, bytes, 2, s_mmap, "first scan");
+    t_default = {std::min(t_default[0], t[0]), t[1]};
+  }
   Options nv;
   nv.verify_reads = false;
-  const double t_noverify = TimeViewSums(d.db_path, nv, bytes, 1, s_mmap, "first scan, no verify")[0];
+  double t_noverify = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    t_noverify = std::min(t_noverify, TimeViewSums(d.db_path, nv, bytes, 1, s_mmap, "first scan, no verify")[0]);
+  }
   // The copy path (every block copied into the RAM pool), the pool cold, then warm.
   Options copy;
   copy.map_reads = false;
@@ -305,7 +322,7 @@ void OocScenario(const Config& c) {
   const std::string db_path = c.dir + "/ooc.db", plain = c.dir + "/ooc.plain";
   PrepareScanData(db_path, plain, bytes);
   double s_mmap;
-  const double t_mmap = TimeMmapSum(plain, bytes, &s_mmap);
+  const double t_mmap = BestMmapSum(plain, bytes, &s_mmap);
 
   Options o;  // the defaults but the cache's size
   o.cache_bytes = budget;
