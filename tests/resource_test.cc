@@ -62,6 +62,54 @@ TEST_CASE("a disk that fills during commit: NoSpace, the last commit intact, abo
   CHECK(v.at<double>(1) == 1);
 }
 
+TEST_CASE("a disk that fills while a commit writes slots of blocks.dat: NoSpace, nothing lost, the space reused") {
+  TempDir dir;
+  const std::string mnt = dir / "small";
+  REQUIRE(mkdir(mnt.c_str(), 0755) == 0);
+  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=7m") != 0) {
+    MESSAGE("resource_test: cannot mount a small tmpfs (" << std::strerror(errno) << "); skipped");
+    return;
+  }
+  struct Unmount {
+    std::string p;
+    ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  const std::string path = mnt + "/db";
+  constexpr int64_t kRows = 262144;  // f8: one full block of 2 MiB, in a slot
+  Options o;
+  o.cache_bytes = 64 << 20;
+  {
+    auto db = Database::Open(path, o).value();
+    auto a = db.Create("x", {kRows}, "f8").value();
+    REQUIRE(a.view().value().Fill(1).ok());
+    REQUIRE(db.Commit().ok());
+    REQUIRE(a.Resize({4 * kRows}).ok());  // 4 slots: 8 MiB on a 7 MiB disk
+    REQUIRE(a.view().value().Fill(2).ok());
+    Status st = db.Commit();
+    CHECK(st.code() == Code::kNoSpace);
+    CHECK_MESSAGE(st.message().find("blocks.dat") != std::string::npos, st.ToString());
+    db.Abort();
+    auto v = a.view().value();
+    REQUIRE(v.Load().ok());
+    CHECK(v.size() == kRows);
+    CHECK(v.at<double>(kRows - 1) == 1);
+    // The slots the failed commit wrote are free still: a commit that needs two of them fits.
+    REQUIRE(a.Resize({2 * kRows}).ok());
+    REQUIRE(a.view().value().Fill(3).ok());
+    Status fits = db.Commit();
+    REQUIRE_MESSAGE(fits.ok(), fits.ToString());
+  }
+  auto db = Database::Open(path, o).value();
+  auto v = db.Get("x").value().view().value();
+  REQUIRE(v.Load().ok());
+  CHECK(v.size() == 2 * kRows);
+  CHECK(v.at<double>(0) == 3);
+  CHECK(v.at<double>(2 * kRows - 1) == 3);
+  std::vector<std::string> damaged;
+  REQUIRE(db.VerifyRecords([&](const Status& s) { damaged.push_back(s.ToString()); }).ok());
+  CHECK(damaged.empty());
+}
+
 TEST_CASE("a cache budget smaller than one block still works (at least 8 blocks are used)") {
   TempDir dir;
   Options o;

@@ -8,9 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "bigarray/storage/block_store.h"
+#include "bigarray/storage/lmdb_space.h"
 #include "checksum.h"
 #include "lmdb_records.h"
 #include "test_util.h"
@@ -95,7 +97,32 @@ void FlipSlotByte(const std::string& db, off_t offset) {
 
 // Changes the record of block (a, i) in place, as damage on disk would: `fn` gets a writable
 // pointer into data.mdb (LMDB's map with MDB_WRITEMAP, inside a read transaction).
+void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::function<void(MDB_val& key, MDB_val& value)>& fn);
 void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::function<void(MDB_val&)>& fn) {
+  EditRecord(db, a, i, [&](MDB_val&, MDB_val& v) { fn(v); });
+}
+
+// Changes the sealed store record `key` of the meta database in place: `fn` gets its key.
+void EditMetaKey(const std::string& db, std::string_view key, const std::function<void(MDB_val& key)>& fn) {
+  MDB_env* env;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 4);
+  REQUIRE(mdb_env_open(env, db.c_str(), MDB_NOTLS | MDB_WRITEMAP, 0644) == 0);
+  MDB_txn* txn;
+  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
+  MDB_dbi meta;
+  REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+  MDB_cursor* cur;
+  REQUIRE(mdb_cursor_open(txn, meta, &cur) == 0);
+  MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
+  REQUIRE(mdb_cursor_get(cur, &k, &v, MDB_SET_KEY) == 0);
+  fn(k);
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+}
+
+void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::function<void(MDB_val& key, MDB_val& value)>& fn) {
   MDB_env* env;
   REQUIRE(mdb_env_create(&env) == 0);
   mdb_env_set_maxdbs(env, 4);
@@ -107,9 +134,12 @@ void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::funct
   unsigned char kb[16];
   internal::PutBE64(kb, a);
   internal::PutBE64(kb + 8, i);
+  MDB_cursor* cur;
+  REQUIRE(mdb_cursor_open(txn, blocks, &cur) == 0);
   MDB_val k{16, kb}, v;
-  REQUIRE(mdb_get(txn, blocks, &k, &v) == 0);
-  fn(v);
+  REQUIRE(mdb_cursor_get(cur, &k, &v, MDB_SET_KEY) == 0);  // k: the key inside its leaf page
+  fn(k, v);
+  mdb_cursor_close(cur);
   mdb_txn_abort(txn);
   mdb_env_close(env);
 }
@@ -180,6 +210,83 @@ TEST_CASE("a freed slot is reused only when no snapshot can read it; then its sp
   int damaged = 0;
   REQUIRE(now->VerifyRecords([&](const Status& s) { ++damaged; MESSAGE(s.ToString()); }).ok());
   CHECK(damaged == 0);
+}
+
+TEST_CASE("a slot freed by the latest commit is kept while that commit is the latest (LMDB's fallback state)") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  auto store = Open(db);
+  Put(*store, 1, 0, Pattern(kBlock, 1));  // slot 0
+  Put(*store, 1, 0, Pattern(kBlock, 2));  // slot 1; slot 0 freed by the latest commit
+  Put(*store, 2, 0, Pattern(kBlock, 3));  // no snapshot open, but the state before holds slot 0
+  auto snap = store->OpenSnapshot().value();
+  CHECK(SlotOf(*snap, 2, 0, db) == 2);
+  snap.reset();
+  Put(*store, 3, 0, Pattern(kBlock, 4));  // now it is free
+  snap = store->OpenSnapshot().value();
+  CHECK(SlotOf(*snap, 3, 0, db) == 0);
+}
+
+TEST_CASE("a payload that ends inside a page goes to its slot zero-padded, and reads back") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  auto store = Open(db);
+  auto odd = Pattern(1500001, 5);  // PutBlock(span) trims to the byte
+  Put(*store, 1, 0, odd);
+  auto snap = store->OpenSnapshot().value();
+  odd.resize(kBlock);
+  CHECK(Read(*snap, 1, 0) == odd);
+  CHECK(SlotOf(*snap, 1, 0, db) == 0);
+  auto r = snap->MappableBlock(1, 0, kBlock);
+  REQUIRE(r.ok());
+  CHECK((*r)->length == 1503232);  // 367 pages
+  int damaged = 0;
+  CHECK(snap->VerifyBlocks(1, kBlock, [&](BlockIndex, const Status&) { ++damaged; }).value() == 1);
+  CHECK(damaged == 0);
+}
+
+TEST_CASE("a missing slot table is corruption at the next commit, never an empty table") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    for (BlockIndex i = 0; i < 3; ++i) Put(*store, 1, i, Pattern(kBlock, i));
+  }
+  // The table's key damaged: LMDB no longer finds it.
+  EditMetaKey(db, std::string_view("\0slots", 6), [](MDB_val& k) { static_cast<char*>(k.mv_data)[5] = 'z'; });
+  auto store = Open(db);
+  WriteBatch b = Batch(*store);
+  b.PutBlock(2, 0, Pattern(kBlock, 9));
+  Status st = store->Commit(b).status();
+  CHECK(st.code() == Code::kCorruption);
+  CHECK_MESSAGE(st.message().find("slot table is missing") != std::string::npos, st.ToString());
+  auto snap = store->OpenSnapshot().value();
+  for (BlockIndex i = 0; i < 3; ++i) CHECK(Read(*snap, 1, i) == Pattern(kBlock, i));  // nothing overwritten, nothing cut
+  std::vector<std::string> found;
+  REQUIRE(snap->VerifyRecords([&](const Status& s) { found.push_back(s.message()); }).ok());
+  REQUIRE_FALSE(found.empty());
+  CHECK_MESSAGE(std::any_of(found.begin(), found.end(), [](const std::string& m) { return m.find("slot table is missing") != std::string::npos; }), found[0]);
+}
+
+TEST_CASE("compaction punches no slot when a block record cannot be decoded (a damaged value size)") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  {
+    auto store = Open(db);
+    for (BlockIndex i = 0; i < 3; ++i) Put(*store, 1, i, Pattern(kBlock, i));
+  }
+  // The size in the leaf node of block 1's slot record: 48 -> 49 (LMDB's node header: u16 lo,
+  // u16 hi of the data size, u16 flags, u16 key size, then the key).
+  auto set_size = [&](uint16_t size) {
+    EditRecord(db, 1, 1, [&](MDB_val& k, MDB_val&) { std::memcpy(static_cast<char*>(k.mv_data) - 8, &size, 2); });
+  };
+  set_size(49);
+  auto r = CompactLmdb(db);
+  CHECK_FALSE(r.ok());
+  set_size(48);  // repaired: the block is all there
+  auto store = Open(db);
+  auto snap = store->OpenSnapshot().value();
+  for (BlockIndex i = 0; i < 3; ++i) CHECK(Read(*snap, 1, i) == Pattern(kBlock, i));
 }
 
 TEST_CASE("dropping every block gives blocks.dat back to the file system, without a compaction") {
@@ -287,6 +394,12 @@ TEST_CASE("blocks.dat missing: reads and commits say so") {
     Put(*store, 1, 0, Pattern(kBlock, 1));
   }
   REQUIRE(unlink((db + "/blocks.dat").c_str()) == 0);
+  // A writable open refuses (a commit would start a new, empty blocks.dat under the records).
+  auto w = OpenLmdbStore(db, {});
+  CHECK(w.status().code() == Code::kCorruption);
+  CHECK_MESSAGE(w.status().message().find("blocks.dat is missing") != std::string::npos, w.status().ToString());
+  struct stat none;
+  CHECK(stat((db + "/blocks.dat").c_str(), &none) != 0);
   LmdbOptions ro;
   ro.read_only = true;
   auto store = Open(db, ro);
@@ -350,6 +463,14 @@ void WriteVersion2(const std::string& path, const std::vector<std::pair<std::str
   mdb_env_close(env);
 }
 
+// `n` bytes of a pattern whose bytes from `nonzero` on are zeros.
+std::vector<std::byte> Ending(size_t n, size_t nonzero) {
+  auto v = Pattern(n, 7);
+  std::fill(v.begin() + static_cast<std::ptrdiff_t>(nonzero), v.end(), std::byte{0});
+  v[nonzero - 1] = std::byte{1};
+  return v;
+}
+
 std::vector<std::byte> Delta(uint32_t offset, std::string_view bytes) {
   std::vector<std::byte> d(8 + bytes.size());
   for (int k = 0; k < 4; ++k) {
@@ -372,13 +493,14 @@ TEST_CASE("upgrade: a version-2 database is refused until converted; then its la
                 {{1, 0, internal::kWholeBlock, Pattern(kBlock, 1)},
                  {1, 0, internal::kDelta, Delta(10, "hello")},
                  {1, 1, internal::kWholeBlock, small},
-                 {1, 2, internal::kDelta, Delta(kBlock - 3, "end")}});
+                 {1, 2, internal::kDelta, Delta(kBlock - 3, "end")},
+                 {1, 3, internal::kWholeBlock, Ending(1503232, 1500001)}});
   CHECK(OpenLmdbStore(db, {}).status().code() == Code::kFailedPrecondition);
   auto r = UpgradeLmdbStore(db);
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   CHECK(r->upgraded);
   CHECK(r->from_version == 2);
-  CHECK(r->blocks == 3);
+  CHECK(r->blocks == 4);
   CHECK(r->records == 2);
   CHECK(r->backup == db + "/data.mdb.format2");
 
@@ -395,8 +517,12 @@ TEST_CASE("upgrade: a version-2 database is refused until converted; then its la
   std::memcpy(want2.data() + kBlock - 3, "end", 3);
   CHECK(Read(*snap, 1, 2) == want2);
   CHECK(SlotOf(*snap, 1, 2, db) == 1);  // its payload is the whole block (a page multiple)
+  auto want3 = Ending(1503232, 1500001);  // the conversion trims it to the byte: padded in its slot
+  want3.resize(kBlock);
+  CHECK(Read(*snap, 1, 3) == want3);
+  CHECK(SlotOf(*snap, 1, 3, db) == 2);
   int damaged = 0;
-  CHECK(snap->VerifyBlocks(1, kBlock, [&](BlockIndex, const Status&) { ++damaged; }).value() == 3);
+  CHECK(snap->VerifyBlocks(1, kBlock, [&](BlockIndex, const Status&) { ++damaged; }).value() == 4);
   REQUIRE(snap->VerifyRecords([&](const Status&) { ++damaged; }).ok());
   CHECK(damaged == 0);
 }

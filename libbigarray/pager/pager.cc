@@ -3,6 +3,7 @@
 // MapFromFile, Erase, Evict and doomed pages, the LRU list; construction, files and stats. The
 // locking and memory rules of the whole pager are at the top of pager_impl.h, which lists the
 // other files.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -387,14 +388,20 @@ bool CheckByPread(const FileRange& r, Status* error) {
 }
 
 // Whether a read-ahead shows `r` lazily: mapped into the views without a populated mapping of
-// its own, each 2 MiB faulted in by the reader's first access as under mmap (one PMD entry). For
-// a slot of blocks.dat (2 MiB-aligned): moving a populated mapping into a view makes the kernel
-// flush the TLBs of every thread of the process, interrupting the scan the read-ahead serves,
-// and that cost the first scan a third of its speed here. A check then reads the range with
-// pread. False with *error set: the check failed; false with *error ok: map it with MapChecked.
-bool MapLazily(const FileRange& r, Status* error) {
-  if (r.offset % static_cast<off_t>(kHuge) != 0) return false;
-  return !r.check || CheckByPread(r, error);
+// its own, each 2 MiB faulted in by the reader's first access as under mmap (one PMD entry):
+// for a slot of blocks.dat (2 MiB-aligned). Moving a populated mapping into a view makes the
+// kernel flush the TLBs of every thread of the process, interrupting the scan the read-ahead
+// serves; that cost the first scan a third of its speed here.
+bool Lazily(const Request& req, const FileRange& r) { return req.prefetch && r.offset % static_cast<off_t>(kHuge) == 0; }
+
+// Prepares `r` for a lazy mapping: checks it with pread (when it has a check), or asks the kernel
+// to read it into the page cache, so that the reader's faults find it there. False when it could
+// not be read (the caller loads a copy, whose own read reports the error) or, with *error set,
+// when the check failed.
+bool PrepareLazily(const FileRange& r, Status* error) {
+  if (r.check) return CheckByPread(r, error);
+  (void)readahead(r.fd, r.offset, r.length);  // a hint: the reader's faults read what it did not
+  return true;
 }
 
 // Maps `r` read-only at an address of the kernel's choosing (2 MiB-aligned for a 2 MiB-aligned
@@ -462,8 +469,11 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
     if (range.ok() && *range && (*range)->length > 0) {
       // A fault waits for the block: a populated mapping checked through itself is the quickest
       // way to it. A read-ahead runs beside the reader: lazily mapped, it disturbs it least.
-      lazy = req.prefetch && MapLazily(**range, &check);
-      if (!lazy && check.ok()) map = MapChecked(**range, &check);
+      if (Lazily(req, **range)) {
+        lazy = PrepareLazily(**range, &check);
+      } else {
+        map = MapChecked(**range, &check);
+      }
     }
     lk.lock();
   } while (p.invalidated);  // W5: whatever it found, the block changed meanwhile

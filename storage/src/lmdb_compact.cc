@@ -394,7 +394,7 @@ Status CompactLocked(const std::string& path, const LmdbCompactOptions& o, LmdbC
   result->commit = want.commit;
   const uint64_t pages = kMetaPages + want.tree_pages;
   BA_RETURN_IF_ERROR(step("slots"));
-  BA_RETURN_IF_ERROR(PunchSlots(source.env, path, result));
+  if (version >= 3) BA_RETURN_IF_ERROR(PunchSlots(source.env, path, result));  // older ones have none
 
   struct statvfs fs;
   if (statvfs(path.c_str(), &fs) != 0) return ErrnoStatus(errno, "statvfs " + path);

@@ -92,7 +92,7 @@ Result<BlockHeader> DecodeBlockHeader(const unsigned char* in, size_t available,
     if (GetLE64(in + 24) != LocationCheck(in)) {
       return Corruption(std::string(what) + ": damaged slot record (its slot, length, checksum and commit fail their check)");
     }
-    if (!SlotFor(h.length) || h.length % 4096 != 0 || h.slot > (uint64_t{1} << 40)) {
+    if (!SlotFor(h.length) || h.length % kSlotPage != 0 || h.slot > (uint64_t{1} << 40)) {
       return Corruption(std::string(what) + ": damaged header (slot " + std::to_string(h.slot) + ", length " +
                         std::to_string(h.length) + ")");
     }

@@ -80,6 +80,9 @@ inline constexpr uint32_t kSlotted = 2;
 // file, so that the kernel can map it with one page-table entry (a PMD) where it keeps the
 // file's page cache in 2 MiB folios.
 inline constexpr uint64_t kSlotBytes = 2u << 20;
+// A slot's payload is a whole number of these (zero-padded), so that it maps as whole pages.
+inline constexpr size_t kSlotPage = 4096;
+inline constexpr size_t SlotLength(size_t payload) { return (payload + kSlotPage - 1) / kSlotPage * kSlotPage; }
 
 struct BlockHeader {
   uint64_t checksum = 0;
@@ -95,8 +98,8 @@ struct BlockHeader {
 };
 
 inline size_t HeaderBytesFor(size_t payload) { return payload >= kLongPayload ? kLongHeader : kShortHeader; }
-// Whether a whole block's payload of `payload` bytes (trimmed to pages) goes to a slot.
-inline bool SlotFor(size_t payload) { return payload > kSlotBytes / 2 && payload <= kSlotBytes; }
+// Whether a whole block's payload of `payload` bytes goes to a slot (as SlotLength(payload) bytes).
+inline bool SlotFor(size_t payload) { return payload > kSlotBytes / 2 && SlotLength(payload) <= kSlotBytes; }
 
 // Writes the header: kShortHeader bytes (the rest of a long header is zero), or kSlotHeader
 // bytes for a slot record.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <set>
+#include <vector>
 
 #include "lmdb_status.h"
 
@@ -31,10 +32,9 @@ Status SlotLedger::Load() {
   if (table_) return Status::Ok();
   MDB_val k{SlotTableKey().size(), const_cast<char*>(SlotTableKey().data())}, v;
   const int rc = mdb_get(txn_, meta_, &k, &v);
-  if (rc == MDB_NOTFOUND) {
-    table_.emplace();  // no slot used yet
-    return Status::Ok();
-  }
+  // Every database has one from its creation: a missing table is damage, never "no slot used"
+  // (which would hand out slots in use and cut the file under them).
+  if (rc == MDB_NOTFOUND) return Corruption(file_ + ": the slot table is missing (data.mdb is damaged)");
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read the slot table of " + file_);
   BA_ASSIGN_OR_RETURN(std::string_view body, OpenRecord(SlotTableKey(), ValStr(v), "slot table"));
   BA_ASSIGN_OR_RETURN(SlotTable t, SlotTable::Decode(body, file_ + ": the slot table"));
@@ -60,7 +60,7 @@ Status SlotLedger::Reclaim(CommitId floor) {
     if (rc != MDB_SUCCESS) return LmdbStatus(rc, "read the freed slots of " + file_);
     if (key.size() != FreedSlotsPrefix().size() + 8) return Corruption(file_ + ": a freed-slots record has a malformed key");
     const CommitId commit = GetBE64(reinterpret_cast<const unsigned char*>(key.data()) + FreedSlotsPrefix().size());
-    if (commit > floor) return Status::Ok();
+    if (commit >= floor) return Status::Ok();
     BA_ASSIGN_OR_RETURN(std::string_view body, OpenRecord(key, sealed, "freed slots"));
     BA_ASSIGN_OR_RETURN(std::vector<uint64_t> slots, DecodeSlotList(body, file_ + ": the slots freed by commit " + std::to_string(commit)));
     BA_RETURN_IF_ERROR(Load());
@@ -94,17 +94,17 @@ Result<uint64_t> SlotLedger::Allocate() {
 
 Status SlotLedger::Free(uint64_t slot) {
   BA_RETURN_IF_ERROR(Load());
-  if (slot >= table_->high_water || table_->free.count(slot) ||
-      std::find(freed_.begin(), freed_.end(), slot) != freed_.end()) {
+  if (slot >= table_->high_water || table_->free.count(slot) || !freed_.insert(slot).second) {
     return Corruption(file_ + ": a block record names slot " + std::to_string(slot) +
                       ", which is past the end or free (the slot records are damaged)");
   }
-  freed_.push_back(slot);
   return Status::Ok();
 }
 
 Status SlotLedger::Finish() {
-  if (!freed_.empty()) BA_RETURN_IF_ERROR(put_(FreedSlotsKey(id_), EncodeSlotList(freed_)));
+  if (!freed_.empty()) {
+    BA_RETURN_IF_ERROR(put_(FreedSlotsKey(id_), EncodeSlotList(std::vector<uint64_t>(freed_.begin(), freed_.end()))));
+  }
   if (!changed_) return Status::Ok();
   // Free slots at the end of the file are cut off: nothing uses them (see the head comment).
   while (!table_->free.empty() && *table_->free.rbegin() + 1 == table_->high_water) {
@@ -126,8 +126,14 @@ Status PunchUnusedSlots(MDB_txn* txn, MDB_dbi blocks, int fd, const std::string&
   MDB_val k, v;
   Status status;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 16 || v.mv_size != kSlotHeader) continue;  // slot records only
-    Result<BlockHeader> h = DecodeBlockHeader(static_cast<const unsigned char*>(v.mv_data), v.mv_size, v.mv_size, "a block record");
+    // Every record is decoded: one that cannot be (a damaged size, key or header) might name a
+    // slot, which must not be punched.
+    Result<BlockHeader> h = k.mv_size != 16 && k.mv_size != 24
+                                ? Result<BlockHeader>(Corruption("a block record has a malformed key"))
+                            : v.mv_size < kShortHeader
+                                ? Result<BlockHeader>(Corruption("a block record is too short for a header"))
+                                : DecodeBlockHeader(static_cast<const unsigned char*>(v.mv_data),
+                                                    std::min<size_t>(v.mv_size, kSlotHeader), v.mv_size, "a block record");
     if (!h.ok()) {
       status = h.status().WithContext(file + ": no slot was given back (run bigarray verify)");
       break;

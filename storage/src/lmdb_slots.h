@@ -5,10 +5,12 @@
 // Which slots exist and which are free is kept in data.mdb, so it changes atomically with the
 // records that use the slots. A slot a commit frees (its block rewritten, deleted or dropped) is
 // not reused at once: a snapshot of any process may still read it, or have it mapped. The
-// commit records it under its own id ("\0freed/<id>"); a later commit whose oldest reader (from
-// LMDB's reader table) is at or past that id makes it free for reuse and punches it out of the
-// file, so its disk space goes back to the file system without a compaction. Slots are taken
-// lowest first, and free slots at the end of the file are cut off (ftruncate).
+// commit records it under its own id ("\0freed/<id>"); a later commit whose floor (the oldest
+// commit any reader reads, from LMDB's reader table, or the latest commit) is past that id makes
+// it free for reuse and punches it out of the file, so its disk space goes back to the file
+// system without a compaction. That is LMDB's own rule for its free pages: the state before the
+// latest commit, LMDB's fallback, keeps its blocks too. Slots are taken lowest first, and free
+// slots at the end of the file are cut off (ftruncate).
 //
 // Crash safety: a commit writes payloads only into slots that no committed state uses (free or
 // past the high-water mark), and LMDB's commit makes them used; killed before it, the slots are
@@ -23,6 +25,7 @@
 
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,8 +43,8 @@ class SlotLedger {
   SlotLedger(MDB_txn* txn, MDB_dbi meta, int fd, std::string file, CommitId id, PutSealed put)
       : txn_(txn), meta_(meta), fd_(fd), file_(std::move(file)), id_(id), put_(std::move(put)) {}
 
-  // Makes the slots freed by commits <= `floor` free for reuse, punching them out of the file.
-  // `floor`: no snapshot of any process reads a commit older than it.
+  // Makes the slots freed by commits before `floor` free for reuse, punching them out of the
+  // file. `floor`: min(the latest commit, the oldest commit any snapshot of any process reads).
   Status Reclaim(CommitId floor);
   // A slot for a payload of this commit: the lowest free one, or a new one at the end.
   Result<uint64_t> Allocate();
@@ -60,7 +63,7 @@ class SlotLedger {
   const CommitId id_;
   const PutSealed put_;
   std::optional<SlotTable> table_;  // loaded on first use
-  std::vector<uint64_t> freed_;     // by this commit
+  std::set<uint64_t> freed_;        // by this commit
   bool changed_ = false;
 };
 

@@ -38,7 +38,7 @@ Status TreePages(MDB_txn* txn, MDB_dbi dbi, const char* name, LmdbTreePages* out
 }
 
 // The slot records of blocks.dat (lmdb_slots.h). The next commit reclaims the slots freed by
-// commits up to `oldest` (the oldest snapshot's, or the latest): those count as free.
+// commits before `oldest` (the oldest snapshot's, or the latest): those count as free.
 Status MeasureSlots(const internal::LmdbReadView& v, const std::string& path, CommitId oldest, LmdbSpace* s) {
   MDB_val key{internal::SlotTableKey().size(), const_cast<char*>(internal::SlotTableKey().data())}, val;
   int rc = mdb_get(v.txn, v.meta, &key, &val);
@@ -48,7 +48,9 @@ Status MeasureSlots(const internal::LmdbReadView& v, const std::string& path, Co
     BA_ASSIGN_OR_RETURN(internal::SlotTable t, internal::SlotTable::Decode(body, path + ": the slot table"));
     s->slots = t.high_water;
     s->free_slots = t.free.size();
-  } else if (rc != MDB_NOTFOUND) {
+  } else if (rc == MDB_NOTFOUND) {
+    return Corruption(path + ": the slot table is missing (data.mdb is damaged)");
+  } else {
     return LmdbStatus(rc, "read the slot table of " + path);
   }
   MDB_cursor* cur;
@@ -62,7 +64,7 @@ Status MeasureSlots(const internal::LmdbReadView& v, const std::string& path, Co
     const CommitId freed_by = key.mv_size == prefix.size() + 8
                                   ? internal::GetBE64(static_cast<const unsigned char*>(key.mv_data) + prefix.size())
                                   : 0;
-    (freed_by <= oldest ? s->free_slots : s->pinned_slots) += n;
+    (freed_by < oldest ? s->free_slots : s->pinned_slots) += n;
   }
   mdb_cursor_close(cur);
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return LmdbStatus(rc, "read the freed slots of " + path);

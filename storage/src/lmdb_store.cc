@@ -435,10 +435,15 @@ Status ProbeExisting(const std::string& path, bool* never_committed) {
   return status;
 }
 
-// Opens blocks.dat, creating it (and syncing the directory that names it) unless read-only.
-Status OpenSlotsFile(const std::string& path, bool read_only, int* fd) {
+// Opens blocks.dat; creates it (and syncs the directory that names it) for a new database. An
+// existing database without one is opened read-only only: reads of its slots say it is missing.
+Status OpenSlotsFile(const std::string& path, bool read_only, bool create, int* fd) {
   const std::string file = path + "/" + std::string(kSlotsFile);
   *fd = open(file.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (*fd < 0 && errno == ENOENT && !read_only && !create) {
+    return Corruption(file + " is missing: the blocks of more than 1 MiB are in it (restore it; a read-only "
+                             "open reads the other blocks)");
+  }
   if (*fd < 0 && errno == ENOENT && !read_only) {
     *fd = open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (*fd >= 0) {
@@ -568,7 +573,7 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
   }
   if (rc != MDB_SUCCESS) return LmdbStatus(rc, "open " + path);
   mdb_env_get_fd(env->env_, &env->fd_);
-  BA_RETURN_IF_ERROR(OpenSlotsFile(path, options.read_only, &env->slots_fd_));
+  BA_RETURN_IF_ERROR(OpenSlotsFile(path, options.read_only, /*create=*/!has_data || never_committed, &env->slots_fd_));
   {
     // Compaction (lmdb_compact.cc) replaces data.mdb by a rename while it holds lock.mdb's lock
     // exclusively. A read-only open opens data.mdb before it waits for that lock, so it may have
@@ -627,6 +632,7 @@ Result<std::shared_ptr<Env>> Env::Open(const std::string& path, const LmdbOption
     const std::pair<std::string_view, std::string> records[] = {
         {FormatKey(), FormatRecord()},
         {LogFloorKey(), internal::SealRecord(LogFloorKey(), floor)},
+        {internal::SlotTableKey(), internal::SealRecord(internal::SlotTableKey(), internal::SlotTable{}.Encode())},
         {CommitKey(), internal::SealRecord(CommitKey(), internal::CommitRecord{id, UnixNanos()}.Encode())}};
     for (const auto& [key, value] : records) {
       MDB_val k = StrVal(key), v = StrVal(value);
@@ -1185,15 +1191,17 @@ Result<ChangeSet> LmdbSnapshot::ChangesSince(CommitId from) {
 Status AuditSlots(MDB_txn* txn, Env& env, const std::function<void(const Status&)>& damaged) {
   const std::string file = env.path_ + "/" + std::string(kSlotsFile);
   internal::SlotTable table;
-  BA_ASSIGN_OR_RETURN(auto table_body, GetSealed(txn, env.meta_, internal::SlotTableKey(), "slot table"));
-  if (table_body) {
-    Result<internal::SlotTable> t = internal::SlotTable::Decode(*table_body, file + ": the slot table");
-    if (!t.ok()) {
-      damaged(t.status());
-      return Status::Ok();
-    }
-    table = std::move(*t);
+  Result<std::optional<std::string>> table_body = GetSealed(txn, env.meta_, internal::SlotTableKey(), "slot table");
+  if (!table_body.ok() && table_body.status().code() != Code::kCorruption) return table_body.status();
+  Result<internal::SlotTable> t =
+      !table_body.ok() ? Result<internal::SlotTable>(table_body.status())
+      : !*table_body   ? Result<internal::SlotTable>(Corruption(file + ": the slot table is missing"))
+                       : internal::SlotTable::Decode(**table_body, file + ": the slot table");
+  if (!t.ok()) {
+    damaged(t.status());
+    return Status::Ok();
   }
+  table = std::move(*t);
   std::map<uint64_t, std::string> owner;  // slot -> what uses it
   for (uint64_t slot : table.free) owner[slot] = "the free slots";
   MDB_cursor* cur;
@@ -1317,7 +1325,11 @@ class LmdbStore final : public BlockStore {
     return std::shared_ptr<Snapshot>(std::move(snapshot));
   }
   Result<CommitId> Commit(const WriteBatch& batch) override;
+  // blocks.dat first: a record that reaches the disk must find its slot's bytes there.
   Status Sync() override {
+    if (env_->slots_fd_ >= 0 && !env_->read_only_ && fdatasync(env_->slots_fd_) != 0) {
+      return ErrnoStatus(errno, "sync " + env_->path_ + "/" + std::string(kSlotsFile));
+    }
     std::shared_lock map_lock(env_->map_mu_);
     return LmdbStatus(mdb_env_sync(env_->env_, 1), "sync " + env_->path_);
   }
@@ -1489,13 +1501,13 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, ui
     return rc == MDB_SUCCESS ? Status::Ok() : fail(rc, "write metadata");
   };
 
-  // No snapshot of any process reads a commit older than this one (LMDB keeps the latest
-  // commit's predecessor too, as its fallback): what commits up to it freed is free to reuse.
+  // No snapshot of any process reads a commit older than this one, nor is it older than the
+  // latest commit: the slots freed by commits before it are free to reuse (as LMDB reuses its
+  // free pages: the state before the latest commit, its fallback, keeps its blocks too).
   const CommitId floor = OldestReader(id - 1);
   internal::SlotLedger slots(txn, env_->meta_, env_->slots_fd_, env_->path_ + "/" + std::string(kSlotsFile), id, put_sealed);
   if (env_->slots_fd_ < 0) return NotFound(env_->path_ + "/" + std::string(kSlotsFile) + " is missing");
   BA_RETURN_IF_ERROR(slots.Reclaim(floor));
-  bool wrote_slots = false;
 
   // The tallies this commit changes, read on first use and written back at the end.
   std::map<std::string, Tally> tallies;
@@ -1541,19 +1553,27 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, ui
     h.header_bytes = static_cast<uint32_t>(internal::HeaderBytesFor(payload.size()));
     h.kind = kind;
     if (kind == internal::kWholeBlock && internal::SlotFor(payload.size())) {
-      // A large whole block goes to a slot of blocks.dat (its record names the slot).
+      // A large whole block goes to a slot of blocks.dat (its record names the slot), zero-padded
+      // to whole pages: a payload that ends inside a page (trimmed to the byte) maps as pages.
+      static const std::byte kZeroPage[internal::kSlotPage] = {};
       h.kind = internal::kSlotted;
       h.header_bytes = internal::kSlotHeader;
-      h.length = payload.size();
+      h.length = internal::SlotLength(payload.size());
+      const std::span<const std::byte> pad(kZeroPage, h.length - payload.size());
       BA_ASSIGN_OR_RETURN(h.slot, slots.Allocate());
-      iovec iov{const_cast<std::byte*>(payload.data()), payload.size()};
-      BA_RETURN_IF_ERROR(FullIo(true, env_->slots_fd_, &iov, 1, static_cast<off_t>(h.slot * internal::kSlotBytes),
+      iovec iov[2] = {{const_cast<std::byte*>(payload.data()), payload.size()},
+                      {const_cast<std::byte*>(pad.data()), pad.size()}};
+      BA_RETURN_IF_ERROR(FullIo(true, env_->slots_fd_, iov, 2, static_cast<off_t>(h.slot * internal::kSlotBytes),
                                 "write " + BlockName(a, i) + " to slot " + std::to_string(h.slot) + " of " +
                                     env_->path_ + "/" + std::string(kSlotsFile)));
-      wrote_slots = true;
+      internal::BlockHasher hasher(internal::PayloadSeed(a, i, h));
+      hasher.Update(payload);
+      hasher.Update(pad);
+      h.checksum = hasher.Digest();
+    } else {
+      BA_RETURN_IF_ERROR(reserve_more(h.header_bytes + payload.size() + 2 * env_->page_size_));
+      h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(a, i, h), payload);
     }
-    if (!h.slotted()) BA_RETURN_IF_ERROR(reserve_more(h.header_bytes + payload.size() + 2 * env_->page_size_));
-    h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(a, i, h), payload);
     unsigned char header[internal::kSlotHeader];
     internal::EncodeBlockHeader(h, header);
     MDB_val k = StrVal(key);
@@ -1561,7 +1581,7 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, ui
       MDB_val v{internal::kSlotHeader, header};
       if (int rc = mdb_put(txn, env_->blocks_, &k, &v, 0); rc != MDB_SUCCESS) return fail(rc, "store " + BlockName(a, i));
       BA_ASSIGN_OR_RETURN(Tally * t, tally(internal::ArrayTallyKey(a)));
-      t->Add(key, h.checksum, payload.size());
+      t->Add(key, h.checksum, h.length);
       return Status::Ok();
     }
     MDB_val v{h.header_bytes + payload.size(), nullptr};
@@ -1681,8 +1701,9 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, ui
   }
   BA_RETURN_IF_ERROR(put_sealed(CommitKey(), internal::CommitRecord{id, UnixNanos()}.Encode()));
 
-  // The payloads reach the disk before the commit that makes them used (durable mode).
-  if (wrote_slots && options_.durable && fdatasync(env_->slots_fd_) != 0) {
+  // The payloads reach the disk before the commit that makes them used (durable mode): this
+  // commit's, and those of relaxed commits before it, which this one makes durable too.
+  if (options_.durable && fdatasync(env_->slots_fd_) != 0) {
     return ErrnoStatus(errno, "sync " + env_->path_ + "/" + std::string(kSlotsFile));
   }
   mdb_env_set_flags(env_->env_, MDB_NOSYNC, options_.durable ? 0 : 1);

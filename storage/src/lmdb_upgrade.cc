@@ -166,7 +166,10 @@ Result<std::vector<std::byte>> Version2Block(const std::string& path, ArrayId a,
     if (v.mv_size < internal::kShortHeader) return Corruption(what + ": a malformed record; nothing was converted");
     BA_ASSIGN_OR_RETURN(internal::BlockHeader h, internal::DecodeBlockHeader(vb, v.mv_size, v.mv_size, what));
     std::span<const std::byte> payload(reinterpret_cast<const std::byte*>(vb + h.header_bytes), v.mv_size - h.header_bytes);
+    const bool delta_of_its_key =
+        k.mv_size == 24 && h.commit == internal::GetBE64(static_cast<const unsigned char*>(k.mv_data) + 16);
     if (h.slotted() || (k.mv_size == 16) != (h.kind == internal::kWholeBlock) ||
+        (h.kind == internal::kDelta && !delta_of_its_key) ||
         internal::BlockHasher::Of(internal::PayloadSeed(a, i, h), payload) != h.checksum) {
       return Corruption(what + ": checksum mismatch (the data on disk is damaged); nothing was converted");
     }
