@@ -19,6 +19,7 @@
 #include "bigarray/storage/block_store.h"
 #include "checksum.h"
 #include "lmdb_records.h"
+#include "raw_lmdb.h"
 #include "test_util.h"
 
 using namespace bigarray;
@@ -46,24 +47,18 @@ std::vector<char> Slurp(const std::string& path) {
 // transaction that never commits) and returns true once it changed something.
 void Damage(const std::string& path, const char* db,
             const std::function<bool(MDB_val& key, MDB_val& value)>& fn) {
-  MDB_env* env = nullptr;
-  REQUIRE(mdb_env_create(&env) == 0);
-  mdb_env_set_maxdbs(env, 4);
-  REQUIRE(mdb_env_open(env, path.c_str(), MDB_NOTLS | MDB_WRITEMAP, 0644) == 0);
-  MDB_txn* txn = nullptr;
-  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
-  MDB_dbi dbi;
-  REQUIRE(mdb_dbi_open(txn, db, 0, &dbi) == 0);
-  MDB_cursor* cur = nullptr;
-  REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
-  MDB_val k, v;
   bool done = false;
-  for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !done; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    done = fn(k, v);
-  }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
+  bigarray::testing::WithWritableMap(path, [&](MDB_txn* txn) {
+    MDB_dbi dbi;
+    REQUIRE(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+    MDB_cursor* cur = nullptr;
+    REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
+    MDB_val k, v;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !done; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+      done = fn(k, v);
+    }
+    mdb_cursor_close(cur);
+  });
   REQUIRE(done);
 }
 
@@ -239,39 +234,27 @@ namespace {
 // records, block values of a 16-byte header (checksum, commit) + payload.
 void WriteVersion1(const std::string& path, const std::vector<std::pair<std::string, std::string>>& meta,
                    const std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::vector<std::byte>>>& blocks) {
-  mkdir(path.c_str(), 0755);
-  MDB_env* env;
-  REQUIRE(mdb_env_create(&env) == 0);
-  mdb_env_set_maxdbs(env, 4);
-  mdb_env_set_mapsize(env, 64 << 20);
-  REQUIRE(mdb_env_open(env, path.c_str(), 0, 0644) == 0);
-  MDB_txn* txn;
-  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-  MDB_dbi m, bl, lg;
-  REQUIRE(mdb_dbi_open(txn, "meta", MDB_CREATE, &m) == 0);
-  REQUIRE(mdb_dbi_open(txn, "blocks", MDB_CREATE, &bl) == 0);
-  REQUIRE(mdb_dbi_open(txn, "log", MDB_CREATE, &lg) == 0);
-  auto put = [&](MDB_dbi dbi, std::string_view k, std::string_view v) {
-    MDB_val key{k.size(), const_cast<char*>(k.data())}, val{v.size(), const_cast<char*>(v.data())};
-    REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
-  };
-  std::string format = "bigarray";
-  format += std::string("\1\0\0\0", 4);
-  put(m, std::string_view("\0format", 7), format);
-  for (const auto& [k, v] : meta) put(m, k, v);
-  const uint64_t commit = mdb_txn_id(txn);
-  for (const auto& [key, payload] : blocks) {
-    unsigned char kb[16], hb[16];
-    internal::PutBE64(kb, key.first);
-    internal::PutBE64(kb + 8, key.second);
-    internal::PutLE64(hb, internal::BlockChecksum(key.first, key.second, commit, payload));
-    internal::PutLE64(hb + 8, commit);
-    std::string value(reinterpret_cast<char*>(hb), 16);
-    value.append(reinterpret_cast<const char*>(payload.data()), payload.size());
-    put(bl, std::string_view(reinterpret_cast<char*>(kb), 16), value);
-  }
-  REQUIRE(mdb_txn_commit(txn) == 0);
-  mdb_env_close(env);
+  bigarray::testing::WriteRawEnvironment(path, 64 << 20, [&](const bigarray::testing::RawDbs& d) {
+    auto put = [&](MDB_dbi dbi, std::string_view k, std::string_view v) {
+      MDB_val key{k.size(), const_cast<char*>(k.data())}, val{v.size(), const_cast<char*>(v.data())};
+      REQUIRE(mdb_put(d.txn, dbi, &key, &val, 0) == 0);
+    };
+    std::string format = "bigarray";
+    format += std::string("\1\0\0\0", 4);
+    put(d.meta, std::string_view("\0format", 7), format);
+    for (const auto& [k, v] : meta) put(d.meta, k, v);
+    const uint64_t commit = mdb_txn_id(d.txn);
+    for (const auto& [key, payload] : blocks) {
+      unsigned char kb[16], hb[16];
+      internal::PutBE64(kb, key.first);
+      internal::PutBE64(kb + 8, key.second);
+      internal::PutLE64(hb, internal::BlockChecksum(key.first, key.second, commit, payload));
+      internal::PutLE64(hb + 8, commit);
+      std::string value(reinterpret_cast<char*>(hb), 16);
+      value.append(reinterpret_cast<const char*>(payload.data()), payload.size());
+      put(d.blocks, std::string_view(reinterpret_cast<char*>(kb), 16), value);
+    }
+  });
 }
 
 const std::vector<std::pair<std::string, std::string>> kMeta = {

@@ -20,18 +20,13 @@ constexpr uint64_t kBlock = 64 * 1024;
 
 TEST_CASE("a disk that fills during commit: NoSpace, the last commit intact, abort works") {
   TempDir dir;
-  const std::string mnt = dir / "small";
-  REQUIRE(mkdir(mnt.c_str(), 0755) == 0);
-  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=6m") != 0) {
+  bigarray::testing::SmallTmpfs fs(dir.path(), "6m");
+  if (!fs.ok()) {
     // Not root or no mount permission here: fault_injection_test covers ENOSPC by injection.
-    MESSAGE("resource_test: cannot mount a small tmpfs (" << std::strerror(errno) << "); skipped");
+    MESSAGE("resource_test: " << fs.why() << "; skipped");
     return;
   }
-  struct Unmount {
-    std::string p;
-    ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
-  } unmount{mnt};
-  const std::string path = mnt + "/db";
+  const std::string path = fs.path() + "/db";
   Options o;
   o.cache_bytes = 256 * kBlock;  // no spill: the disk fills in the commit itself
   {
@@ -64,17 +59,12 @@ TEST_CASE("a disk that fills during commit: NoSpace, the last commit intact, abo
 
 TEST_CASE("a disk that fills while a commit writes slots of blocks.dat: NoSpace, nothing lost, the space reused") {
   TempDir dir;
-  const std::string mnt = dir / "small";
-  REQUIRE(mkdir(mnt.c_str(), 0755) == 0);
-  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=7m") != 0) {
-    MESSAGE("resource_test: cannot mount a small tmpfs (" << std::strerror(errno) << "); skipped");
+  bigarray::testing::SmallTmpfs fs(dir.path(), "7m");
+  if (!fs.ok()) {
+    MESSAGE("resource_test: " << fs.why() << "; skipped");
     return;
   }
-  struct Unmount {
-    std::string p;
-    ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
-  } unmount{mnt};
-  const std::string path = mnt + "/db";
+  const std::string path = fs.path() + "/db";
   constexpr int64_t kRows = 262144;  // f8: one full block of 2 MiB, in a slot
   Options o;
   o.cache_bytes = 64 << 20;

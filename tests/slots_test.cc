@@ -15,6 +15,7 @@
 #include "bigarray/storage/lmdb_space.h"
 #include "checksum.h"
 #include "lmdb_records.h"
+#include "raw_lmdb.h"
 #include "test_util.h"
 
 using namespace bigarray;
@@ -97,51 +98,31 @@ void FlipSlotByte(const std::string& db, off_t offset) {
 
 // Changes the record of block (a, i) in place, as damage on disk would: `fn` gets a writable
 // pointer into data.mdb (LMDB's map with MDB_WRITEMAP, inside a read transaction).
-void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::function<void(MDB_val& key, MDB_val& value)>& fn);
-void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::function<void(MDB_val&)>& fn) {
-  EditRecord(db, a, i, [&](MDB_val&, MDB_val& v) { fn(v); });
+// Finds `key` in named database `db` and hands `fn` its key and value inside data.mdb's pages,
+// writable in place (WithWritableMap).
+void EditInPlace(const std::string& path, const char* db, std::string_view key,
+                 const std::function<void(MDB_val& key, MDB_val& value)>& fn) {
+  bigarray::testing::WithWritableMap(path, [&](MDB_txn* txn) {
+    MDB_dbi dbi;
+    REQUIRE(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+    MDB_cursor* cur;
+    REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
+    MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
+    REQUIRE(mdb_cursor_get(cur, &k, &v, MDB_SET_KEY) == 0);  // k: the key inside its leaf page
+    fn(k, v);
+    mdb_cursor_close(cur);
+  });
 }
 
-// Changes the sealed store record `key` of the meta database in place: `fn` gets its key.
-void EditMetaKey(const std::string& db, std::string_view key, const std::function<void(MDB_val& key)>& fn) {
-  MDB_env* env;
-  REQUIRE(mdb_env_create(&env) == 0);
-  mdb_env_set_maxdbs(env, 4);
-  REQUIRE(mdb_env_open(env, db.c_str(), MDB_NOTLS | MDB_WRITEMAP, 0644) == 0);
-  MDB_txn* txn;
-  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
-  MDB_dbi meta;
-  REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
-  MDB_cursor* cur;
-  REQUIRE(mdb_cursor_open(txn, meta, &cur) == 0);
-  MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
-  REQUIRE(mdb_cursor_get(cur, &k, &v, MDB_SET_KEY) == 0);
-  fn(k);
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
-}
-
+// The record of block (a, i): its key and value.
 void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::function<void(MDB_val& key, MDB_val& value)>& fn) {
-  MDB_env* env;
-  REQUIRE(mdb_env_create(&env) == 0);
-  mdb_env_set_maxdbs(env, 4);
-  REQUIRE(mdb_env_open(env, db.c_str(), MDB_NOTLS | MDB_WRITEMAP, 0644) == 0);
-  MDB_txn* txn;
-  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
-  MDB_dbi blocks;
-  REQUIRE(mdb_dbi_open(txn, "blocks", 0, &blocks) == 0);
   unsigned char kb[16];
   internal::PutBE64(kb, a);
   internal::PutBE64(kb + 8, i);
-  MDB_cursor* cur;
-  REQUIRE(mdb_cursor_open(txn, blocks, &cur) == 0);
-  MDB_val k{16, kb}, v;
-  REQUIRE(mdb_cursor_get(cur, &k, &v, MDB_SET_KEY) == 0);  // k: the key inside its leaf page
-  fn(k, v);
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
+  EditInPlace(db, "blocks", std::string_view(reinterpret_cast<char*>(kb), 16), fn);
+}
+void EditRecord(const std::string& db, ArrayId a, BlockIndex i, const std::function<void(MDB_val&)>& fn) {
+  EditRecord(db, a, i, [&](MDB_val&, MDB_val& v) { fn(v); });
 }
 
 }  // namespace
@@ -253,7 +234,7 @@ TEST_CASE("a missing slot table is corruption at the next commit, never an empty
     for (BlockIndex i = 0; i < 3; ++i) Put(*store, 1, i, Pattern(kBlock, i));
   }
   // The table's key damaged: LMDB no longer finds it.
-  EditMetaKey(db, std::string_view("\0slots", 6), [](MDB_val& k) { static_cast<char*>(k.mv_data)[5] = 'z'; });
+  EditInPlace(db, "meta", std::string_view("\0slots", 6), [](MDB_val& k, MDB_val&) { static_cast<char*>(k.mv_data)[5] = 'z'; });
   auto store = Open(db);
   WriteBatch b = Batch(*store);
   b.PutBlock(2, 0, Pattern(kBlock, 9));
@@ -422,45 +403,33 @@ struct V2Record {
 };
 void WriteVersion2(const std::string& path, const std::vector<std::pair<std::string, std::string>>& meta,
                    const std::vector<V2Record>& records) {
-  mkdir(path.c_str(), 0755);
-  MDB_env* env;
-  REQUIRE(mdb_env_create(&env) == 0);
-  mdb_env_set_maxdbs(env, 4);
-  mdb_env_set_mapsize(env, 256 << 20);
-  REQUIRE(mdb_env_open(env, path.c_str(), 0, 0644) == 0);
-  MDB_txn* txn;
-  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-  MDB_dbi m, bl, lg;
-  REQUIRE(mdb_dbi_open(txn, "meta", MDB_CREATE, &m) == 0);
-  REQUIRE(mdb_dbi_open(txn, "blocks", MDB_CREATE, &bl) == 0);
-  REQUIRE(mdb_dbi_open(txn, "log", MDB_CREATE, &lg) == 0);
-  auto put = [&](MDB_dbi dbi, std::string_view k, std::string_view v) {
-    MDB_val key{k.size(), const_cast<char*>(k.data())}, val{v.size(), const_cast<char*>(v.data())};
-    REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
-  };
-  const std::string format_key("\0format", 7);
-  put(m, format_key, internal::SealRecord(format_key, std::string("bigarray") + std::string("\2\0\0\0", 4)));
-  for (const auto& [k, v] : meta) put(m, k, internal::SealRecord(k, v));
-  const CommitId commit = mdb_txn_id(txn);
-  for (const V2Record& r : records) {
-    unsigned char kb[24];
-    internal::PutBE64(kb, r.a);
-    internal::PutBE64(kb + 8, r.i);
-    internal::PutBE64(kb + 16, commit);
-    internal::BlockHeader h;
-    h.commit = commit;
-    h.kind = r.kind;
-    h.header_bytes = static_cast<uint32_t>(internal::HeaderBytesFor(r.payload.size()));
-    h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(r.a, r.i, h), r.payload);
-    unsigned char header[internal::kSlotHeader];
-    internal::EncodeBlockHeader(h, header);
-    std::string value(reinterpret_cast<char*>(header), internal::kShortHeader);
-    value.resize(h.header_bytes);
-    value.append(reinterpret_cast<const char*>(r.payload.data()), r.payload.size());
-    put(bl, std::string_view(reinterpret_cast<char*>(kb), r.kind == internal::kDelta ? 24 : 16), value);
-  }
-  REQUIRE(mdb_txn_commit(txn) == 0);
-  mdb_env_close(env);
+  bigarray::testing::WriteRawEnvironment(path, 256 << 20, [&](const bigarray::testing::RawDbs& d) {
+    auto put = [&](MDB_dbi dbi, std::string_view k, std::string_view v) {
+      MDB_val key{k.size(), const_cast<char*>(k.data())}, val{v.size(), const_cast<char*>(v.data())};
+      REQUIRE(mdb_put(d.txn, dbi, &key, &val, 0) == 0);
+    };
+    const std::string format_key("\0format", 7);
+    put(d.meta, format_key, internal::SealRecord(format_key, std::string("bigarray") + std::string("\2\0\0\0", 4)));
+    for (const auto& [k, v] : meta) put(d.meta, k, internal::SealRecord(k, v));
+    const CommitId commit = mdb_txn_id(d.txn);
+    for (const V2Record& r : records) {
+      unsigned char kb[24];
+      internal::PutBE64(kb, r.a);
+      internal::PutBE64(kb + 8, r.i);
+      internal::PutBE64(kb + 16, commit);
+      internal::BlockHeader h;
+      h.commit = commit;
+      h.kind = r.kind;
+      h.header_bytes = static_cast<uint32_t>(internal::HeaderBytesFor(r.payload.size()));
+      h.checksum = internal::BlockHasher::Of(internal::PayloadSeed(r.a, r.i, h), r.payload);
+      unsigned char header[internal::kSlotHeader];
+      internal::EncodeBlockHeader(h, header);
+      std::string value(reinterpret_cast<char*>(header), internal::kShortHeader);
+      value.resize(h.header_bytes);
+      value.append(reinterpret_cast<const char*>(r.payload.data()), r.payload.size());
+      put(d.blocks, std::string_view(reinterpret_cast<char*>(kb), r.kind == internal::kDelta ? 24 : 16), value);
+    }
+  });
 }
 
 // `n` bytes of a pattern whose bytes from `nonzero` on are zeros.

@@ -576,17 +576,12 @@ TEST_CASE("Compact: clear errors for what is not a compactable database") {
 
 TEST_CASE("Compact on a file system too small for the copy: NoSpace, nothing changed") {
   TempDir dir;
-  const std::string mnt = dir / "small";
-  REQUIRE(mkdir(mnt.c_str(), 0755) == 0);
-  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=24m") != 0) {
-    MESSAGE("space_test: cannot mount a small tmpfs (" << std::strerror(errno) << "); skipped");
+  bigarray::testing::SmallTmpfs fs(dir.path(), "24m");
+  if (!fs.ok()) {
+    MESSAGE("space_test: " << fs.why() << "; skipped");
     return;
   }
-  struct Unmount {
-    std::string p;
-    ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
-  } unmount{mnt};
-  const std::string path = mnt + "/db";
+  const std::string path = fs.path() + "/db";
   {
     auto db = Database::Open(path).value();
     // Blocks of 1 MiB stay in data.mdb (larger ones would go to blocks.dat, which compaction

@@ -1,6 +1,8 @@
 // test_util.h: helpers shared by the tests (temporary directories, seeds, byte patterns).
 #pragma once
 
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <random>
@@ -149,5 +152,29 @@ inline bool AllZero(std::span<const std::byte> s) {
   }
   return true;
 }
+
+// A tmpfs of `size` (e.g. "6m") mounted at `dir`/small for the life of the object: a small disk
+// that fills. ok() is false where this process may not mount (not root): the caller skips,
+// saying why (why()).
+class SmallTmpfs {
+ public:
+  SmallTmpfs(const std::string& dir, const char* size) : path_(dir + "/small") {
+    const std::string options = std::string("size=") + size;
+    if (mkdir(path_.c_str(), 0755) != 0 || mount("tmpfs", path_.c_str(), "tmpfs", 0, options.c_str()) != 0) {
+      why_ = std::string("cannot mount a small tmpfs (") + std::strerror(errno) + ")";
+    }
+  }
+  ~SmallTmpfs() {
+    if (why_.empty()) umount2(path_.c_str(), MNT_DETACH);
+  }
+  SmallTmpfs(const SmallTmpfs&) = delete;
+  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
+  bool ok() const { return why_.empty(); }
+  const std::string& why() const { return why_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, why_;
+};
 
 }  // namespace bigarray::testing
