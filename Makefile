@@ -43,7 +43,7 @@ test-asan: setup
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:handle_segv=0:handle_sigbus=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CTEST) -LE no-asan
 
 # TSan (clang) over the threaded tests (ctest label "threads").
-TSAN_TARGETS := storage_conformance_test lmdb_store_test pager_test pager_mapped_test database_test watch_test
+TSAN_TARGETS := storage_conformance_test lmdb_store_test pager_test pager_mapped_test pager_slot_mapped_test database_test watch_test
 test-tsan: setup
 	CC=clang CXX=clang++ $(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBIGARRAY_WERROR=ON -DBIGARRAY_SANITIZE=thread
 	$(CMAKE) --build build-tsan -j$(JOBS) --target $(TSAN_TARGETS)
