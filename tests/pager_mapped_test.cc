@@ -5,10 +5,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "pager/fault_source.h"
@@ -281,6 +283,9 @@ TEST_CASE("mapped blocks: read-ahead never shows a block that fails its check") 
   auto m = fx.file->Map(0, 16).value();
   for (uint64_t b = 0; b < 6; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));  // read-ahead reaches block 6
   CHECK(fx.pager->stats().readahead_loads > 0);
+  // The read-ahead that reached block 6 runs on a loader thread: wait for its check (slow under
+  // sanitizers), at most 20 s.
+  for (int i = 0; i < 2000 && fx.source->checks.load() < 7; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(fx.source->checks.load() >= 7);
   // Block 6 was checked by the read-ahead and dropped: the kernel cannot read it, a load says why.
   int fds[2];
