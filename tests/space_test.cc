@@ -180,7 +180,10 @@ TEST_CASE("Space: stored bytes per array, live bytes, the file's figures, and wh
   r = db.Space().value();
   CHECK(r.file->free_slots == 7);
   CHECK(r.file->pinned_slots == 0);
-  CHECK(r.file->slot_allocated_bytes + 8 * kMiB <= allocated);
+  // b's 8 MiB are punched out (a's old slots, freed by the commit before, are punched by the next
+  // one). The file system may allocate a block of its own for the now fragmented extent map
+  // (ext4 counts extent-tree blocks in st_blocks), hence the slack.
+  CHECK(r.file->slot_allocated_bytes + 8 * kMiB <= allocated + 64 * 1024);
   // The free slots are reused, lowest first, before the file grows.
   WriteArray(db, "b2", 8 * kMiB, 5);
   Commit(db);
