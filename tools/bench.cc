@@ -324,10 +324,15 @@ void OocScenario(const Config& c) {
   double s_mmap;
   const double t_mmap = BestMmapSum(plain, bytes, &s_mmap);
 
+  // The best of three fresh handles, as for mmap: the first pass over pages just written runs at
+  // a third of the speed of the next ones here, for mmap as for bigarray (docs/benchmarks.md).
   Options o;  // the defaults but the cache's size
   o.cache_bytes = budget;
-  const double t = TimeViewSums(db_path, o, bytes, 1, s_mmap, "out-of-core scan", ResetPeakRss)[0];
-  const double over = PeakRssMib() - budget / 1048576.0;
+  double t = 1e30, over = 0;
+  for (int i = 0; i < 3; ++i) {
+    t = std::min(t, TimeViewSums(db_path, o, bytes, 1, s_mmap, "out-of-core scan", ResetPeakRss)[0]);
+    over = std::max(over, PeakRssMib() - budget / 1048576.0);
+  }
   Report("3 out-of-core scan (4x cache)", "throughput", GBs(bytes, t), GBs(bytes, t_mmap) + " mmap",
          "scan_ooc_vs_mmap", t_mmap / t, ">= 0.70");
   Report("3 out-of-core scan (4x cache)", "peak RSS", Fmt("%.0f MiB", over + budget / 1048576.0),
