@@ -11,6 +11,7 @@
 #include <string>
 
 #include "pager/fault_source.h"
+#include "pager/io.h"
 #include "pager/map_budget.h"
 #include "pager/pager_impl.h"
 
@@ -26,16 +27,9 @@ namespace {
 // offset can be shown with one page-table entry per 2 MiB (a PMD), as the kernel shows a plain
 // mmap of the file (docs/pager.md, "Mapped blocks").
 void* ReserveAligned(size_t size, size_t block_size) {
-  constexpr size_t kHuge = 2u << 20;
-  if (block_size % kHuge != 0) return mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  void* wide = mmap(nullptr, size + kHuge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (wide == MAP_FAILED) return wide;
-  auto* start = static_cast<std::byte*>(wide);
-  auto* base = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(start) + kHuge - 1) & ~uintptr_t{kHuge - 1});
-  // Trimming the ends of one mapping cannot fail for want of map entries (it makes none).
-  if (base > start) (void)munmap(start, static_cast<size_t>(base - start));
-  if (base + size < start + size + kHuge) (void)munmap(base + size, static_cast<size_t>(start + size + kHuge - (base + size)));
-  return base;
+  constexpr int kFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  if (block_size % kHuge != 0) return mmap(nullptr, size, PROT_NONE, kFlags, -1, 0);
+  return MapAligned(size, PROT_NONE, kFlags, -1, 0);
 }
 }  // namespace
 

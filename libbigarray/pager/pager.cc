@@ -14,6 +14,7 @@
 #include <system_error>
 
 #include "pager/fault_source.h"
+#include "pager/file_ranges.h"
 #include "pager/io.h"
 #include "pager/map_budget.h"
 #include "pager/pager_impl.h"
@@ -345,94 +346,16 @@ void PagerImpl::Process(Request req) {
 }
 
 namespace {
-constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ, Linux 5.14
-
-constexpr size_t kCheckPiece = 256 << 10;  // read and checked in pieces that stay in the CPU cache
-constexpr size_t kHuge = 2u << 20;         // what one PMD entry maps
-
-// Maps `r` read-only. A range at a 2 MiB-aligned offset gets a 2 MiB-aligned address, so that the
-// kernel can map each 2 MiB of it with one PMD entry where the page cache holds the file in 2 MiB
-// folios (slots of blocks.dat); other ranges go where the kernel puts them.
-std::byte* MapRange(const FileRange& r) {
-  if (r.offset % static_cast<off_t>(kHuge) != 0) {
-    void* m = mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
-    return m == MAP_FAILED ? nullptr : static_cast<std::byte*>(m);
-  }
-  void* wide = mmap(nullptr, r.length + kHuge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (wide == MAP_FAILED) return nullptr;
-  auto* start = static_cast<std::byte*>(wide);
-  auto* base = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(start) + kHuge - 1) & ~uintptr_t{kHuge - 1});
-  if (mmap(base, r.length, PROT_READ, MAP_SHARED | MAP_FIXED, r.fd, r.offset) == MAP_FAILED) {
-    (void)munmap(wide, r.length + kHuge);
-    return nullptr;
-  }
-  if (base > start) (void)munmap(start, static_cast<size_t>(base - start));
-  (void)munmap(base + r.length, static_cast<size_t>(start + r.length + kHuge - (base + r.length)));
-  return base;
-}
-
-// Checks `r` (which has a check) by reading it with pread, piece by piece into a buffer of this
-// thread: through the kernel's own mapping of the page cache. False when it could not be read
-// (the caller loads a copy, whose own read reports the error) or, with *error set, when the
+// Prepares a slot (ShownLazily) to be shown lazily for `req`: checks it with pread, or for a
+// read-ahead without a check asks the kernel to read it into the page cache (the reader's faults
+// read what it did not). False: not this way (a reader waits for a slot without a check: it gets
+// a populated mapping, MapChecked), or it could not be read (ditto), or, with *error set, the
 // check failed.
-bool CheckByPread(const FileRange& r, Status* error) {
-  thread_local const std::unique_ptr<std::byte[]> piece(new std::byte[kCheckPiece]);
-  static const std::string kUnused;  // a failed read is reported by the copy's own read
-  for (size_t at = 0; at < r.length; at += kCheckPiece) {
-    const size_t n = std::min(kCheckPiece, r.length - at);
-    if (!PreadFull(r.fd, piece.get(), n, r.offset + static_cast<off_t>(at), kUnused).ok()) return false;
-    r.check->Update(std::span<const std::byte>(piece.get(), n));
-  }
-  *error = r.check->Finish();
-  return error->ok();
-}
-
-// Whether a read-ahead shows `r` lazily: mapped into the views without a populated mapping of
-// its own, each 2 MiB faulted in by the reader's first access as under mmap (one PMD entry):
-// for a slot of blocks.dat (2 MiB-aligned). Moving a populated mapping into a view makes the
-// kernel flush the TLBs of every thread of the process, interrupting the scan the read-ahead
-// serves; that cost the first scan a third of its speed here.
-bool Lazily(const Request& req, const FileRange& r) { return req.prefetch && r.offset % static_cast<off_t>(kHuge) == 0; }
-
-// Prepares `r` for a lazy mapping: checks it with pread (when it has a check), or asks the kernel
-// to read it into the page cache, so that the reader's faults find it there. False when it could
-// not be read (the caller loads a copy, whose own read reports the error) or, with *error set,
-// when the check failed.
-bool PrepareLazily(const FileRange& r, Status* error) {
+bool PrepareLazily(const Request& req, const FileRange& r, Status* error) {
   if (r.check) return CheckByPread(r, error);
-  (void)readahead(r.fd, r.offset, r.length);  // a hint: the reader's faults read what it did not
+  if (!req.prefetch) return false;
+  (void)readahead(r.fd, r.offset, r.length);  // a hint: whether it worked changes nothing
   return true;
-}
-
-// Maps `r` read-only at an address of the kernel's choosing (2 MiB-aligned for a 2 MiB-aligned
-// offset), faults every page of it in, and checks it (when it has a check). A range of
-// blocks.dat is checked through the new mapping, whose PMD entries make that as fast as hashing
-// any memory; a range of data.mdb is read with pread, piece by piece into a buffer of this
-// thread: through the kernel's own mapping of the page cache that is 2-3 times faster here than
-// hashing through the new mapping's 4 KiB entries. Either way the bytes checked are the
-// page-cache pages the mapping shows (I21). nullptr with *error ok: the file cannot show it here
-// (a read or populate error, no map entry to be had, a kernel without MADV_POPULATE_READ): the
-// caller loads a copy, whose read reports an I/O error as an error instead of a SIGBUS. nullptr
-// with *error set: the check failed.
-std::byte* MapChecked(const FileRange& r, Status* error) {
-  const bool through_map = r.offset % static_cast<off_t>(kHuge) == 0;
-  if (r.check && !through_map && !CheckByPread(r, error)) return nullptr;
-  std::byte* m = MapRange(r);
-  if (!m) return nullptr;
-  // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error.
-  if (madvise(m, r.length, kPopulateRead) != 0) {
-    munmap(m, r.length);
-    return nullptr;
-  }
-  if (r.check && through_map) {
-    r.check->Update(std::span<const std::byte>(m, r.length));
-    *error = r.check->Finish();
-    if (!error->ok()) {
-      munmap(m, r.length);
-      return nullptr;
-    }
-  }
-  return m;
 }
 }  // namespace
 
@@ -467,13 +390,10 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
     lk.unlock();
     range = f->source->MapBlock(req.block);
     if (range.ok() && *range && (*range)->length > 0) {
-      // A fault waits for the block: a populated mapping checked through itself is the quickest
-      // way to it. A read-ahead runs beside the reader: lazily mapped, it disturbs it least.
-      if (Lazily(req, **range)) {
-        lazy = PrepareLazily(**range, &check);
-      } else {
-        map = MapChecked(**range, &check);
-      }
+      // A slot is shown lazily once checked; any other range, or a slot that could not be read
+      // that way, through a populated mapping of its own (file_ranges.h).
+      if (ShownLazily(**range)) lazy = PrepareLazily(req, **range, &check);
+      if (!lazy && check.ok()) map = MapChecked(**range, &check);
     }
     lk.lock();
   } while (p.invalidated);  // W5: whatever it found, the block changed meanwhile

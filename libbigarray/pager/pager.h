@@ -34,9 +34,9 @@ namespace bigarray::pager {
 class PagerImpl;
 class FileState;
 
-// Checks the bytes of a FileRange before any view shows them. The pager reads the range with
-// pread in pieces (through the kernel's own mapping of the page cache, several times faster
-// than through fresh page-table entries here) and hands them over in order.
+// Checks the bytes of a FileRange before any view shows them. The pager hands them over in
+// order, in one piece or several (file_ranges.h: read with pread in pieces, or through a
+// populated mapping of a 2 MiB slot).
 class RangeCheck {
  public:
   virtual ~RangeCheck() = default;

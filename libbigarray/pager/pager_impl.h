@@ -9,7 +9,8 @@
 //   writeout.cc       transaction boundaries: Invalidate, writeout, Abort
 //   pager.cc          the page state machine that joins them (Process, MapFromFile, Erase,
 //                     Evict), construction, files, stats
-//   io.h, io.cc       whole reads and writes, error texts
+//   file_ranges.h/.cc a mapped block's file range made ready to show: read, checked, mapped
+//   io.h, io.cc       whole reads and writes, error texts, 2 MiB-aligned mappings
 //
 // Locking: one mutex, mu_, guards every page record, the LRU list, the pools' free lists, the
 // files and mappings tables and the request queue. It is never held across a BlockSource load,

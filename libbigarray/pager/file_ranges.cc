@@ -1,0 +1,57 @@
+// Making a block's file range ready to be shown (declared in file_ranges.h).
+#include "pager/file_ranges.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "pager/io.h"
+
+namespace bigarray::pager {
+namespace {
+constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ, Linux 5.14
+constexpr size_t kCheckPiece = 256 << 10;  // read and checked in pieces that stay in the CPU cache
+}  // namespace
+
+bool ShownLazily(const FileRange& r) { return r.offset % static_cast<off_t>(kHuge) == 0; }
+
+bool CheckByPread(const FileRange& r, Status* error) {
+  thread_local const std::unique_ptr<std::byte[]> piece(new std::byte[kCheckPiece]);
+  static const std::string kUnused;  // a failed read is reported by the copy's own read
+  for (size_t at = 0; at < r.length; at += kCheckPiece) {
+    const size_t n = std::min(kCheckPiece, r.length - at);
+    if (!PreadFull(r.fd, piece.get(), n, r.offset + static_cast<off_t>(at), kUnused).ok()) return false;
+    r.check->Update(std::span<const std::byte>(piece.get(), n));
+  }
+  *error = r.check->Finish();
+  return error->ok();
+}
+
+std::byte* MapChecked(const FileRange& r, Status* error) {
+  const bool slot = ShownLazily(r);
+  if (r.check && !slot && !CheckByPread(r, error)) return nullptr;
+  void* m = slot ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
+                 : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
+  if (m == MAP_FAILED) return nullptr;
+  auto* bytes = static_cast<std::byte*>(m);
+  // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error.
+  if (madvise(bytes, r.length, kPopulateRead) != 0) {
+    munmap(bytes, r.length);
+    return nullptr;
+  }
+  if (r.check && slot) {
+    r.check->Update(std::span<const std::byte>(bytes, r.length));
+    *error = r.check->Finish();
+    if (!error->ok()) {
+      munmap(bytes, r.length);
+      return nullptr;
+    }
+  }
+  return bytes;
+}
+
+}  // namespace bigarray::pager
