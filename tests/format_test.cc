@@ -49,15 +49,7 @@ void Damage(const std::string& path, const char* db,
             const std::function<bool(MDB_val& key, MDB_val& value)>& fn) {
   bool done = false;
   bigarray::testing::WithWritableMap(path, [&](MDB_txn* txn) {
-    MDB_dbi dbi;
-    REQUIRE(mdb_dbi_open(txn, db, 0, &dbi) == 0);
-    MDB_cursor* cur = nullptr;
-    REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
-    MDB_val k, v;
-    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !done; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-      done = fn(k, v);
-    }
-    mdb_cursor_close(cur);
+    bigarray::testing::ForEachRecord(txn, db, [&](MDB_val& k, MDB_val& v) { return !(done = fn(k, v)); });
   });
   REQUIRE(done);
 }
@@ -405,24 +397,12 @@ namespace {
 // (whole-block records, delta records) of array `a` in data.mdb.
 std::pair<int, int> CountRecords(const std::string& path, ArrayId a) {
   int whole = 0, deltas = 0;
-  MDB_env* env = nullptr;
-  REQUIRE(mdb_env_create(&env) == 0);
-  mdb_env_set_maxdbs(env, 4);
-  REQUIRE(mdb_env_open(env, path.c_str(), MDB_NOTLS | MDB_RDONLY, 0644) == 0);
-  MDB_txn* txn = nullptr;
-  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
-  MDB_dbi dbi;
-  REQUIRE(mdb_dbi_open(txn, "blocks", 0, &dbi) == 0);
-  MDB_cursor* cur = nullptr;
-  REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
-  MDB_val k, v;
-  for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (internal::GetBE64(static_cast<unsigned char*>(k.mv_data)) != a) continue;
-    (k.mv_size == 16 ? whole : deltas)++;
-  }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
+  bigarray::testing::WithReadTxn(path, false, [&](MDB_txn* txn) {
+    bigarray::testing::ForEachRecord(txn, "blocks", [&](MDB_val& k, MDB_val&) {
+      if (internal::GetBE64(static_cast<unsigned char*>(k.mv_data)) == a) (k.mv_size == 16 ? whole : deltas)++;
+      return true;
+    });
+  });
   return {whole, deltas};
 }
 }  // namespace

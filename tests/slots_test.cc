@@ -96,8 +96,6 @@ void FlipSlotByte(const std::string& db, off_t offset) {
   close(fd);
 }
 
-// Changes the record of block (a, i) in place, as damage on disk would: `fn` gets a writable
-// pointer into data.mdb (LMDB's map with MDB_WRITEMAP, inside a read transaction).
 // Finds `key` in named database `db` and hands `fn` its key and value inside data.mdb's pages,
 // writable in place (WithWritableMap).
 void EditInPlace(const std::string& path, const char* db, std::string_view key,

@@ -16,6 +16,7 @@
 #include "cli_test_util.h"
 #include "json_text.h"
 #include "npy.h"
+#include "raw_lmdb.h"
 
 using namespace bigarray;
 using namespace bigarray::testing;
@@ -52,36 +53,24 @@ bool Contains(const std::string& haystack, const std::string& needle) {
 // writable map of the file (MDB_WRITEMAP) inside a read transaction, which never commits.
 enum class Damage { kBlock, kArrayRecord };
 void DamageDatabase(const std::string& path, Damage what) {
-  MDB_env* env = nullptr;
-  REQUIRE(mdb_env_create(&env) == 0);
-  mdb_env_set_maxdbs(env, 4);
-  REQUIRE(mdb_env_open(env, path.c_str(), MDB_NOTLS | MDB_WRITEMAP, 0644) == 0);
-  MDB_txn* txn = nullptr;
-  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
-  MDB_dbi dbi;
-  REQUIRE(mdb_dbi_open(txn, what == Damage::kBlock ? "blocks" : "meta", 0, &dbi) == 0);
-  MDB_cursor* cur = nullptr;
-  REQUIRE(mdb_cursor_open(txn, dbi, &cur) == 0);
-  MDB_val key, val;
   bool done = false;
-  for (int rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0 && !done;
-       rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-    std::string_view k(static_cast<char*>(key.mv_data), key.mv_size);
-    auto* v = static_cast<unsigned char*>(val.mv_data);
-    if (what == Damage::kBlock) {
-      const size_t header = val.mv_size >= 2048 + 4080 ? 4080 : 32;  // docs/format.md
-      v[header] ^= 0x5a;
-    } else if (k.starts_with("a/")) {
-      v[val.mv_size - 1] ^= 0x5a;
-    } else {
-      continue;
-    }
-    done = true;
-  }
-  mdb_cursor_close(cur);
+  bigarray::testing::WithWritableMap(path, [&](MDB_txn* txn) {
+    bigarray::testing::ForEachRecord(txn, what == Damage::kBlock ? "blocks" : "meta", [&](MDB_val& key, MDB_val& val) {
+      std::string_view k(static_cast<char*>(key.mv_data), key.mv_size);
+      auto* v = static_cast<unsigned char*>(val.mv_data);
+      if (what == Damage::kBlock) {
+        const size_t header = val.mv_size >= 2048 + 4080 ? 4080 : 32;  // docs/format.md
+        v[header] ^= 0x5a;
+      } else if (k.starts_with("a/")) {
+        v[val.mv_size - 1] ^= 0x5a;
+      } else {
+        return true;
+      }
+      done = true;
+      return false;
+    });
+  });
   REQUIRE(done);
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
 }
 
 }  // namespace
