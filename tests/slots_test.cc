@@ -52,6 +52,13 @@ void Drop(BlockStore& s, ArrayId a) {
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
 }
 
+// A database at `db` whose array 1 has `n` blocks, block i holding Pattern(kBlock, i + 1) in slot i
+// (one commit each), closed again.
+void StoreBlocks(const std::string& db, BlockIndex n) {
+  auto store = Open(db);
+  for (BlockIndex i = 0; i < n; ++i) Put(*store, 1, i, Pattern(kBlock, i + 1));
+}
+
 // Any commit: lets the store reclaim what no snapshot reads any more.
 void Touch(BlockStore& s) {
   WriteBatch b = Batch(s);
@@ -227,10 +234,7 @@ TEST_CASE("a payload that ends inside a page goes to its slot zero-padded, and r
 TEST_CASE("a missing slot table is corruption at the next commit, never an empty table") {
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    for (BlockIndex i = 0; i < 3; ++i) Put(*store, 1, i, Pattern(kBlock, i));
-  }
+  StoreBlocks(db, 3);
   // The table's key damaged: LMDB no longer finds it.
   EditInPlace(db, "meta", std::string_view("\0slots", 6), [](MDB_val& k, MDB_val&) { static_cast<char*>(k.mv_data)[5] = 'z'; });
   auto store = Open(db);
@@ -240,7 +244,7 @@ TEST_CASE("a missing slot table is corruption at the next commit, never an empty
   CHECK(st.code() == Code::kCorruption);
   CHECK_MESSAGE(st.message().find("slot table is missing") != std::string::npos, st.ToString());
   auto snap = store->OpenSnapshot().value();
-  for (BlockIndex i = 0; i < 3; ++i) CHECK(Read(*snap, 1, i) == Pattern(kBlock, i));  // nothing overwritten, nothing cut
+  for (BlockIndex i = 0; i < 3; ++i) CHECK(Read(*snap, 1, i) == Pattern(kBlock, i + 1));  // nothing overwritten, nothing cut
   std::vector<std::string> found;
   REQUIRE(snap->VerifyRecords([&](const Status& s) { found.push_back(s.message()); }).ok());
   REQUIRE_FALSE(found.empty());
@@ -250,10 +254,7 @@ TEST_CASE("a missing slot table is corruption at the next commit, never an empty
 TEST_CASE("compaction punches no slot when a block record cannot be decoded (a damaged value size)") {
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    for (BlockIndex i = 0; i < 3; ++i) Put(*store, 1, i, Pattern(kBlock, i));
-  }
+  StoreBlocks(db, 3);
   // The size in the leaf node of block 1's slot record: 48 -> 49 (LMDB's node header: u16 lo,
   // u16 hi of the data size, u16 flags, u16 key size, then the key).
   auto set_size = [&](uint16_t size) {
@@ -265,7 +266,7 @@ TEST_CASE("compaction punches no slot when a block record cannot be decoded (a d
   set_size(48);  // repaired: the block is all there
   auto store = Open(db);
   auto snap = store->OpenSnapshot().value();
-  for (BlockIndex i = 0; i < 3; ++i) CHECK(Read(*snap, 1, i) == Pattern(kBlock, i));
+  for (BlockIndex i = 0; i < 3; ++i) CHECK(Read(*snap, 1, i) == Pattern(kBlock, i + 1));
 }
 
 TEST_CASE("dropping every block gives blocks.dat back to the file system, without a compaction") {
@@ -292,11 +293,7 @@ TEST_CASE("dropping every block gives blocks.dat back to the file system, withou
 TEST_CASE("a damaged byte of a slot is corruption naming the block; verify finds it") {
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    Put(*store, 1, 0, Pattern(kBlock, 1));
-    Put(*store, 1, 1, Pattern(kBlock, 2));
-  }
+  StoreBlocks(db, 2);  // slots 0 and 1
   FlipSlotByte(db, static_cast<off_t>(kSlot + 12345));
   auto store = Open(db);
   auto snap = store->OpenSnapshot().value();
@@ -313,11 +310,7 @@ TEST_CASE("a damaged byte of a slot is corruption naming the block; verify finds
 TEST_CASE("a damaged slot number in a record is corruption, never a read or a free of another slot") {
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    Put(*store, 1, 0, Pattern(kBlock, 1));  // slot 0
-    Put(*store, 1, 1, Pattern(kBlock, 2));  // slot 1
-  }
+  StoreBlocks(db, 2);  // slots 0 and 1
   EditRecord(db, 1, 1, [](MDB_val& v) {
     REQUIRE(v.mv_size == internal::kSlotHeader);
     static_cast<char*>(v.mv_data)[32] = 0;  // slot 1 -> slot 0
@@ -344,11 +337,7 @@ TEST_CASE("a damaged slot number in a record is corruption, never a read or a fr
 TEST_CASE("verify finds two records naming one slot") {
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    Put(*store, 1, 0, Pattern(kBlock, 1));  // slot 0
-    Put(*store, 1, 1, Pattern(kBlock, 2));  // slot 1
-  }
+  StoreBlocks(db, 2);  // slots 0 and 1
   // Block 1's record replaced by block 0's (a record copied under another key): both name slot 0.
   std::string copy;
   EditRecord(db, 1, 0, [&](MDB_val& v) { copy.assign(static_cast<char*>(v.mv_data), v.mv_size); });
@@ -368,10 +357,7 @@ TEST_CASE("verify finds two records naming one slot") {
 TEST_CASE("blocks.dat missing: reads and commits say so") {
   TempDir dir;
   const std::string db = dir / "db";
-  {
-    auto store = Open(db);
-    Put(*store, 1, 0, Pattern(kBlock, 1));
-  }
+  StoreBlocks(db, 1);
   REQUIRE(unlink((db + "/blocks.dat").c_str()) == 0);
   // A writable open refuses (a commit would start a new, empty blocks.dat under the records).
   auto w = OpenLmdbStore(db, {});
