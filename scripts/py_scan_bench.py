@@ -110,7 +110,8 @@ def main():
     try:
         make_data(where, args.size)
         db_path, raw = os.path.join(where, "db"), os.path.join(where, "raw")
-        warm(os.path.join(db_path, "data.mdb"))
+        for f in ("data.mdb", "blocks.dat"):  # the database's two files (docs/format.md)
+            warm(os.path.join(db_path, f))
         warm(raw)
         gbs = lambda t: args.size / t / 1e9  # noqa: E731
         print(f"{args.size / 2**30:.2f} GiB of f8; bigarray.open(..., {', '.join(f'{k}={v}' for k, v in options.items())})")
