@@ -202,7 +202,7 @@ TEST_CASE("after Load, the kernel reads mapped views: write(2) sends the array's
 }
 
 TEST_CASE("a mapped block larger than the check's read piece: damage in any piece is found, an intact block is mapped") {
-  // The check reads a mapped range in pieces of 256 KiB (pager.cc, MapChecked): every piece must
+  // The check reads a mapped range in pieces of 256 KiB (file_ranges.cc, CheckByPread): every piece must
   // reach it, the last one included.
   constexpr uint64_t kBig = 1 << 20;
   TempDir dir;

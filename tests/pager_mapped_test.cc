@@ -27,8 +27,8 @@ using bigarray::testing::WriteByte;
 namespace {
 
 // Built twice (tests/CMakeLists.txt): with blocks of 64 KiB at page-aligned offsets, and of 2 MiB
-// (pager_slot_mapped_test), whose 2 MiB-aligned ranges take the paths of slots of blocks.dat: a
-// 2 MiB-aligned mapping checked through itself, and lazy mapping by read-ahead.
+// (pager_slot_mapped_test), whose 2 MiB-aligned ranges take the paths of slots of blocks.dat:
+// checked with pread and mapped lazily (file_ranges.h).
 #ifndef MAPPED_TEST_BLOCK
 #define MAPPED_TEST_BLOCK (64 * 1024)
 #endif

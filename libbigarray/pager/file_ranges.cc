@@ -1,7 +1,6 @@
 // Making a block's file range ready to be shown (declared in file_ranges.h).
 #include "pager/file_ranges.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -32,24 +31,15 @@ bool CheckByPread(const FileRange& r, Status* error) {
 }
 
 std::byte* MapChecked(const FileRange& r, Status* error) {
-  const bool slot = ShownLazily(r);
-  if (r.check && !slot && !CheckByPread(r, error)) return nullptr;
-  void* m = slot ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
-                 : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
+  if (r.check && !CheckByPread(r, error)) return nullptr;
+  void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
+                           : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return nullptr;
   auto* bytes = static_cast<std::byte*>(m);
   // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error.
   if (madvise(bytes, r.length, kPopulateRead) != 0) {
     munmap(bytes, r.length);
     return nullptr;
-  }
-  if (r.check && slot) {
-    r.check->Update(std::span<const std::byte>(bytes, r.length));
-    *error = r.check->Finish();
-    if (!error->ok()) {
-      munmap(bytes, r.length);
-      return nullptr;
-    }
   }
   return bytes;
 }

@@ -46,19 +46,22 @@ Status PwriteFull(int fd, const std::byte* src, size_t n, off_t off, const std::
 }
 
 void* MapAligned(size_t size, int prot, int flags, int fd, off_t offset) {
-  void* wide = mmap(nullptr, size + kHuge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  constexpr int kReserve = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  void* wide = mmap(nullptr, size + kHuge, PROT_NONE, kReserve, -1, 0);
   if (wide == MAP_FAILED) return wide;
   auto* start = static_cast<std::byte*>(wide);
   auto* base = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(start) + kHuge - 1) & ~uintptr_t{kHuge - 1});
+  // Trimming the ends of one mapping cannot fail for want of map entries (it makes none), and
+  // replacing the whole of what is left splits nothing.
+  if (base > start) (void)munmap(start, static_cast<size_t>(base - start));
+  if (base + size < start + size + kHuge) (void)munmap(base + size, static_cast<size_t>(start + size + kHuge - (base + size)));
+  if (prot == PROT_NONE && flags == kReserve && fd == -1) return base;  // the reservation is the mapping
   if (mmap(base, size, prot, flags | MAP_FIXED, fd, offset) == MAP_FAILED) {
     const int err = errno;
-    (void)munmap(wide, size + kHuge);
+    (void)munmap(base, size);
     errno = err;
     return MAP_FAILED;
   }
-  // Trimming the ends of one mapping cannot fail for want of map entries (it makes none).
-  if (base > start) (void)munmap(start, static_cast<size_t>(base - start));
-  if (base + size < start + size + kHuge) (void)munmap(base + size, static_cast<size_t>(start + size + kHuge - (base + size)));
   return base;
 }
 

@@ -346,14 +346,17 @@ void PagerImpl::Process(Request req) {
 }
 
 namespace {
-// Prepares a slot (ShownLazily) to be shown lazily for `req`: checks it with pread, or for a
-// read-ahead without a check asks the kernel to read it into the page cache (the reader's faults
-// read what it did not). False: not this way (a reader waits for a slot without a check: it gets
-// a populated mapping, MapChecked), or it could not be read (ditto), or, with *error set, the
-// check failed.
-bool PrepareLazily(const Request& req, const FileRange& r, Status* error) {
+// Whether `r` is shown lazily for `req` (file_ranges.h): a slot with a check, or one a read-ahead
+// asks for; a reader that waits for a slot without a check gets a populated mapping, whose
+// populate reports a read error as an error (MapChecked).
+bool Lazily(const Request& req, const FileRange& r) { return ShownLazily(r) && (r.check || req.prefetch); }
+
+// Prepares `r` (Lazily) to be shown lazily: checks it with pread, or (a read-ahead without a
+// check) asks the kernel to read it into the page cache; the reader's faults read what it did
+// not. False when it could not be read (the caller loads a copy, whose own read reports the
+// error) or, with *error set, when the check failed.
+bool PrepareLazily(const FileRange& r, Status* error) {
   if (r.check) return CheckByPread(r, error);
-  if (!req.prefetch) return false;
   (void)readahead(r.fd, r.offset, r.length);  // a hint: whether it worked changes nothing
   return true;
 }
@@ -390,10 +393,13 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
     lk.unlock();
     range = f->source->MapBlock(req.block);
     if (range.ok() && *range && (*range)->length > 0) {
-      // A slot is shown lazily once checked; any other range, or a slot that could not be read
-      // that way, through a populated mapping of its own (file_ranges.h).
-      if (ShownLazily(**range)) lazy = PrepareLazily(req, **range, &check);
-      if (!lazy && check.ok()) map = MapChecked(**range, &check);
+      // Neither way retries the other: a range that could not be read is loaded by copy, whose
+      // read reports the error (and a check is fed each byte once).
+      if (Lazily(req, **range)) {
+        lazy = PrepareLazily(**range, &check);
+      } else {
+        map = MapChecked(**range, &check);
+      }
     }
     lk.lock();
   } while (p.invalidated);  // W5: whatever it found, the block changed meanwhile
