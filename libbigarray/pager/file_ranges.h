@@ -9,8 +9,8 @@
 //
 // - A slot of blocks.dat (2 MiB-aligned, ShownLazily) with a check, or asked for by read-ahead,
 //   is shown lazily: views map it unpopulated and the reader's first access to each 2 MiB
-//   installs one PMD entry, as under a plain mmap (a random demand fault took 2-3 times as long
-//   through a mapping of its own, moved into the view, here).
+//   installs one PMD entry, as under a plain mmap (a random demand fault took up to 3 times as
+//   long, and never less, through a mapping of its own moved into the view, here).
 // - Any other range (a payload in data.mdb's overflow pages), and a slot without a check that a
 //   reader waits for, is mapped populated at an address of its own (MapChecked), which the pager
 //   moves into the first view that shows it: populating reports a read error as an error, not a
