@@ -394,6 +394,25 @@ TEST_CASE("P11: sequential faults trigger read-ahead of the following blocks") {
   CHECK(rnd.pager->stats().readahead_loads == 0);
 }
 
+TEST_CASE("P11: the read-ahead window is at most a quarter of the budget: no block is loaded twice by a scan") {
+  // 64 blocks ahead asked for, a budget of 16: a window of 64 would have its prefetches evict one
+  // another's blocks before the reader gets to them, and the scan would load those again.
+  Fixture fx(16, 64);
+  auto m = fx.file->Map(0, 64).value();
+  (void)ReadByte(m->data());
+  (void)ReadByte(m->data() + kBlock);  // a sequential run: read-ahead starts
+  // Let the read-ahead settle: no prefetch for 100 ms.
+  for (uint64_t seen = UINT64_MAX, i = 0; i < 100; ++i) {
+    const uint64_t now = fx.pager->stats().readahead_loads;
+    if (now == seen) break;
+    seen = now;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(fx.pager->stats().readahead_loads <= 4);
+  for (uint64_t b = 0; b < 64; ++b) REQUIRE(ReadByte(m->data() + b * kBlock + 3) == FakeSource::Byte(0, b, 3));
+  for (uint64_t b = 0; b < 64; ++b) CHECK_MESSAGE(fx.source->Loads(b) == 1, "block " << b);
+}
+
 TEST_CASE("W1: writeout stores dirty blocks; they become clean, resident, write-protected") {
   Fixture fx;
   auto m = fx.file->Map(0, 8).value();

@@ -174,7 +174,10 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     // into the window or later, so that the next window is asked for while half of this one is
     // still ahead of the reader: loads (and checks) stay ahead of a scan instead of starting
     // when it reaches them.
-    const unsigned k = options_.readahead_blocks;
+    // The window: at most a quarter of the budget, so that a prefetch never evicts a block an
+    // earlier one of the run brought in before the reader got to it.
+    const unsigned k = static_cast<unsigned>(
+        std::min<uint64_t>(options_.readahead_blocks, Budget() / f->block_size / 4));
     if (k > 0 && f->last_fault != UINT64_MAX && req.block > f->last_fault &&
         req.block - f->last_fault <= k + 1) {
       const uint64_t end = std::min({m.first + m.count, f->extent, req.block + 1 + k});

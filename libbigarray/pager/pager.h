@@ -78,7 +78,8 @@ struct PagerOptions {
   // At least 8 blocks of the largest block size in use are always allowed.
   uint64_t cache_bytes = 1ull << 30;
   unsigned loader_threads = 4;
-  unsigned readahead_blocks = 16;  // blocks loaded ahead of a sequential run of faults
+  unsigned readahead_blocks = 64;  // blocks loaded ahead of a sequential run of faults (at most a
+                                   // quarter of the budget)
   std::string spill_dir = "/tmp";
   // Allocate the cache's RAM in the background as soon as a block size is first used, instead of
   // on each page's first load (fresh memory costs ~1.2 GB/s to fault in here, recycled pages

@@ -58,7 +58,8 @@ struct Options {
   // Create, Drop, Rename, Resize and Append fail with kFailedPrecondition; writes through views
   // change only this handle's cache, and a Commit with changes fails (nothing is written).
   bool read_only = false;
-  unsigned readahead_blocks = 16;
+  // Blocks a sequential scan maps or loads ahead of the reader: at most a quarter of the cache.
+  unsigned readahead_blocks = 64;
   unsigned loader_threads = 4;
   // Allocate the cache's RAM up front, in the background, so that even the first loads copy
   // into warm memory (faster first scans) at the price of holding the whole budget at once.
