@@ -17,6 +17,18 @@ namespace bigarray::pager {
 
 constexpr size_t kMaxLoaders = 256;
 
+namespace {
+// Whether a fault at `block` continues the sequential run of `f` (read-ahead window `k`): it is
+// past the previous fault, by at most k + 1 blocks, and every block in between is resident.
+bool ContinuesRun(const FileState& f, uint64_t block, unsigned k) {
+  if (f.last_fault == UINT64_MAX || block <= f.last_fault || block - f.last_fault > k + 1) return false;
+  for (uint64_t b = f.last_fault + 1; b < block; ++b) {
+    if (!f.pages.count(b)) return false;
+  }
+  return true;
+}
+}  // namespace
+
 Status PagerImpl::Start() {
   SignalFaultSource::Get();  // install the handler before any mapping exists
   const unsigned n = std::max(1u, options_.loader_threads);
@@ -168,9 +180,11 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     req.tid = r->tid;
     req.mapping = it->second;
     req.fault = r;
-    // Read-ahead (P11): a fault a little ahead of the previous one continues a sequential run:
-    // load the next blocks and map all but one, the marker, whose fault (cheap: it is resident
-    // by then) announces that the run goes on. The marker is the first block queued halfway
+    // Read-ahead (P11): a fault past the previous one continues a sequential run if every block
+    // between them is resident (the reader passed over them without a fault of ours: read ahead,
+    // or there from before); a jump over a block that is not is random access, which reads
+    // nothing ahead. A run loads the next blocks and maps all but one, the marker, whose fault
+    // (cheap: it is resident by then) announces that the run goes on. The marker is the first block queued halfway
     // into the window or later, so that the next window is asked for while half of this one is
     // still ahead of the reader: loads (and checks) stay ahead of a scan instead of starting
     // when it reaches them.
@@ -178,8 +192,7 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     // earlier one of the run brought in before the reader got to it.
     const unsigned k = static_cast<unsigned>(
         std::min<uint64_t>(options_.readahead_blocks, Budget() / f->block_size / 4));
-    if (k > 0 && f->last_fault != UINT64_MAX && req.block > f->last_fault &&
-        req.block - f->last_fault <= k + 1) {
+    if (k > 0 && ContinuesRun(*f, req.block, k)) {
       const uint64_t end = std::min({m.first + m.count, f->extent, req.block + 1 + k});
       std::vector<uint64_t> queued;
       for (uint64_t b = req.block + 1; b < end; ++b) {
