@@ -420,6 +420,42 @@ TEST_CASE("P11: the read-ahead window is at most a quarter of the budget: no blo
   for (uint64_t b = 0; b < 64; ++b) CHECK_MESSAGE(fx.source->Loads(b) == 1, "block " << b);
 }
 
+TEST_CASE("P11: each thread's sequential run reads ahead, however the threads' faults interleave") {
+  // Two threads scan two parts of one file in lockstep: the file's faults alternate between
+  // them, and each thread's own run still starts (a single run per file saw only jumps).
+  Fixture fx(64, 4);
+  auto m = fx.file->Map(0, 64).value();
+  std::mutex mu;
+  std::condition_variable cv;
+  int turn = 0;
+  auto scan = [&](int me, uint64_t first) {
+    for (uint64_t b = first; b < first + 3; ++b) {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return turn % 2 == me; });
+      (void)ReadByte(m->data() + b * kBlock);
+      ++turn;
+      cv.notify_all();
+    }
+  };
+  std::thread a(scan, 0, 0), b(scan, 1, 32);
+  a.join();
+  b.join();
+  CHECK(Eventually([&] { return fx.source->Loads(4) == 1 && fx.source->Loads(36) == 1; }));
+}
+
+TEST_CASE("P11: the fault on a run's marker continues the run even if blocks before it were evicted") {
+  Fixture fx(32, 8);  // a window of 8 blocks
+  auto m = fx.file->Map(0, 64).value();
+  (void)ReadByte(m->data());
+  (void)ReadByte(m->data() + kBlock);  // a run: 2..9 read ahead, 6 its marker, left unmapped
+  REQUIRE(Eventually([&] { return fx.source->Loads(9) == 1; }));
+  // Another part of the file fills the budget: every block of the run is evicted.
+  REQUIRE(m->Load(32 * kBlock, 32 * kBlock).ok());
+  REQUIRE(Eventually([&] { return fx.pager->stats().resident_bytes <= 32 * kBlock; }));
+  (void)ReadByte(m->data() + 6 * kBlock);  // the marker: the run goes on past it
+  CHECK(Eventually([&] { return fx.source->Loads(12) == 1; }));
+}
+
 TEST_CASE("W1: writeout stores dirty blocks; they become clean, resident, write-protected") {
   Fixture fx;
   auto m = fx.file->Map(0, 8).value();

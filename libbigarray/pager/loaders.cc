@@ -18,11 +18,27 @@ namespace bigarray::pager {
 constexpr size_t kMaxLoaders = 256;
 
 namespace {
-// Whether a fault at `block` continues the sequential run of `f` (read-ahead window `k`): it is
-// past the previous fault, by at most k + 1 blocks, and every block in between is resident.
-bool ContinuesRun(const FileState& f, uint64_t block, unsigned k) {
-  if (f.last_fault == UINT64_MAX || block <= f.last_fault || block - f.last_fault > k + 1) return false;
-  for (uint64_t b = f.last_fault + 1; b < block; ++b) {
+// The run a fault of thread `tid` at `block` belongs to: the one whose marker it is, else the
+// thread's own, else a new one in place of the least recently taken.
+FileState::ReadRun& RunOf(FileState& f, pid_t tid, uint64_t block) {
+  for (FileState::ReadRun& run : f.runs) {
+    if (run.marker == block) return run;
+  }
+  for (FileState::ReadRun& run : f.runs) {
+    if (run.tid == tid) return run;
+  }
+  FileState::ReadRun& run = f.runs[f.next_run++ % std::size(f.runs)];
+  run = FileState::ReadRun{tid};
+  return run;
+}
+
+// Whether a fault at `block` continues `run` (read-ahead window `k`): it is the run's marker, or
+// it is past the run's last fault by at most k + 1 blocks with every block in between resident
+// (the reader went through them without a fault of ours).
+bool Continues(const FileState& f, const FileState::ReadRun& run, uint64_t block, unsigned k) {
+  if (block == run.marker) return true;
+  if (run.last == UINT64_MAX || block <= run.last || block - run.last > k + 1) return false;
+  for (uint64_t b = run.last + 1; b < block; ++b) {
     if (!f.pages.count(b)) return false;
   }
   return true;
@@ -180,19 +196,22 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     req.tid = r->tid;
     req.mapping = it->second;
     req.fault = r;
-    // Read-ahead (P11): a fault past the previous one continues a sequential run if every block
-    // between them is resident (the reader passed over them without a fault of ours: read ahead,
-    // or there from before); a jump over a block that is not is random access, which reads
-    // nothing ahead. A run loads the next blocks and maps all but one, the marker, whose fault
-    // (cheap: it is resident by then) announces that the run goes on. The marker is the first block queued halfway
-    // into the window or later, so that the next window is asked for while half of this one is
-    // still ahead of the reader: loads (and checks) stay ahead of a scan instead of starting
-    // when it reaches them.
+    // Read-ahead (P11): each thread's faults on a file make a run (RunOf); a fault continues
+    // it if it is the run's marker, or if it is a little past the run's last fault with every
+    // block in between resident (the reader went through them without a fault of ours: read
+    // ahead, or there from before). A jump over a block that is not resident is random access,
+    // which reads nothing ahead. A run loads the next blocks and maps all but one, the marker,
+    // whose fault (cheap: it is resident by then) announces that the run goes on, whatever
+    // happened to the blocks before it. The marker is the first block queued halfway into the
+    // window or later, so that the next window is asked for while half of this one is still
+    // ahead of the reader: loads (and checks) stay ahead of a scan instead of starting when it
+    // reaches them.
     // The window: at most a quarter of the budget, so that a prefetch never evicts a block an
     // earlier one of the run brought in before the reader got to it.
     const unsigned k = static_cast<unsigned>(
         std::min<uint64_t>(options_.readahead_blocks, Budget() / f->block_size / 4));
-    if (k > 0 && ContinuesRun(*f, req.block, k)) {
+    FileState::ReadRun& run = RunOf(*f, req.tid, req.block);
+    if (k > 0 && Continues(*f, run, req.block, k)) {
       const uint64_t end = std::min({m.first + m.count, f->extent, req.block + 1 + k});
       std::vector<uint64_t> queued;
       for (uint64_t b = req.block + 1; b < end; ++b) {
@@ -201,6 +220,7 @@ void PagerImpl::HandleFault(FaultRecord* r) {
       const uint64_t half = req.block + 1 + k / 2;
       auto marker = std::find_if(queued.begin(), queued.end(), [&](uint64_t b) { return b >= half; });
       if (marker == queued.end() && !queued.empty()) --marker;
+      run.marker = marker == queued.end() ? UINT64_MAX : *marker;
       for (auto q = queued.begin(); q != queued.end(); ++q) {
         Request ra;
         ra.file_id = f->id;
@@ -211,7 +231,8 @@ void PagerImpl::HandleFault(FaultRecord* r) {
         Enqueue(std::move(ra));
       }
     }
-    f->last_fault = req.block;
+    run.tid = req.tid;
+    run.last = req.block;
   }
   Process(std::move(req));
 }

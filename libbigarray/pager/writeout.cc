@@ -38,7 +38,7 @@ void PagerImpl::Invalidate(FileState* f, uint64_t first, uint64_t end) {
         (void)Erase(*p);  // or doomed: then the next BeginWriteout or Abort reports it
     }
   }
-  f->last_fault = UINT64_MAX;
+  for (FileState::ReadRun& run : f->runs) run = FileState::ReadRun{};
   ReleaseSpillIfClean();
 }
 
