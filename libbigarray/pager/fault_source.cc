@@ -16,7 +16,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 #include <vector>
 
 // Under ThreadSanitizer: the hand-off below orders the loader's work (mapping the page) before
@@ -71,18 +74,19 @@ FaultRecord g_faults[kMaxFaults];
 struct sigaction g_previous;
 std::mutex g_ranges_mu;       // serializes AddRange/RemoveRange (never taken by the handler)
 std::atomic<bool> g_ignore_cpu_access{false};
-// Waiting for a fault's completion: first by polling the record, for at most kSpinNs, while fewer
-// than g_max_spinners threads do (one CPU is left to the loaders); then asleep in sem_wait. A
-// sleeping thread's CPU may go idle, and waking it again took 60-70 us here, a quarter of a
-// random demand fault.
+// Waiting for a fault's completion: first by polling the record, for at most kSpinNs, if no
+// other thread polls and the process has at least two CPUs (CanPoll); then asleep in sem_wait.
+// A sleeping thread's CPU may go idle, and waking it again took 60-70 us here, a quarter of a
+// random demand fault. One poller at most: the loaders that serve the faults need the other CPUs.
 std::atomic<int> g_spinners{0};
-int g_max_spinners = 0;  // the CPUs this process may run on, less one; set before the handler is installed
+bool g_may_poll = false;  // set before the handler is installed
 constexpr int64_t kSpinNs = 200000;
 
 static_assert(std::atomic<uintptr_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<FaultTarget*>::is_always_lock_free);
 static_assert(std::atomic<RangeTable*>::is_always_lock_free);
+static_assert(std::atomic<int>::is_always_lock_free);
 
 FaultTarget* FindTarget(uintptr_t addr, pid_t* pid) {
   // Count in the current epoch's slot, and make sure the epoch did not move meanwhile: a
@@ -143,6 +147,7 @@ void AtForkChild() {
   // Lookups that were running in the parent's other threads never finish here.
   g_readers[0] = 0;
   g_readers[1] = 0;
+  g_spinners = 0;
   if (const RangeTable* t = g_table.load()) {
     for (const Range& r : t->ranges) {
       void* start = reinterpret_cast<void*>(r.start);
@@ -207,10 +212,11 @@ int64_t MonotonicNs() {
   return t.tv_sec * 1000000000ll + t.tv_nsec;
 }
 
-// Polls `r` until a loader completes it (kDone; its sem_post follows) or kSpinNs pass, if fewer
-// than g_max_spinners threads are polling already.
+// Polls `r` until a loader completes it (kDone; its sem_post follows) or kSpinNs pass, if no
+// other thread is polling.
 void SpinUntilDone(const FaultRecord& r) {
-  if (g_spinners.fetch_add(1, std::memory_order_relaxed) < g_max_spinners) {
+  if (!g_may_poll) return;
+  if (g_spinners.fetch_add(1, std::memory_order_relaxed) == 0) {
     const int64_t until = MonotonicNs() + kSpinNs;
     for (unsigned i = 1; r.state.load(std::memory_order_relaxed) != FaultRecord::kDone; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -220,6 +226,51 @@ void SpinUntilDone(const FaultRecord& r) {
     }
   }
   g_spinners.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// The first two numbers of file `path` ("max" reads as -1); false if it has none.
+bool ReadTwo(const std::string& path, double* a, double* b) {
+  FILE* f = fopen(path.c_str(), "re");
+  if (!f) return false;
+  char first[32] = {}, second[32] = {};
+  const int n = fscanf(f, "%31s %31s", first, second);
+  fclose(f);
+  *a = strcmp(first, "max") == 0 ? -1 : std::strtod(first, nullptr);
+  *b = std::strtod(second, nullptr);
+  return n >= 1;
+}
+
+// The CPU time the process may use, in CPUs, by its cgroup's quota: `cpu.max` (v2) or
+// `cpu.cfs_quota_us` / `cpu.cfs_period_us` (v1); unlimited where there is none.
+double CgroupCpus() {
+  std::string v2 = "/sys/fs/cgroup", v1 = "/sys/fs/cgroup/cpu";
+  if (FILE* f = fopen("/proc/self/cgroup", "re")) {  // "0::/path" (v2), "N:cpu,cpuacct:/path" (v1)
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+      std::string l(line);
+      while (!l.empty() && l.back() == '\n') l.pop_back();
+      const size_t colon = l.find(':', l.find(':') + 1);
+      if (colon == std::string::npos || l.substr(colon + 1) == "/") continue;
+      const std::string controllers = "," + l.substr(l.find(':') + 1, colon - l.find(':') - 1) + ",";
+      if (l.rfind("0::", 0) == 0) v2 += l.substr(colon + 1);
+      if (controllers.find(",cpu,") != std::string::npos) v1 += l.substr(colon + 1);
+    }
+    fclose(f);
+  }
+  double quota = 0, period = 0, unused = 0;
+  if (ReadTwo(v2 + "/cpu.max", &quota, &period) && quota > 0 && period > 0) return quota / period;
+  if (ReadTwo(v1 + "/cpu.cfs_quota_us", &quota, &unused) && quota > 0 &&
+      ReadTwo(v1 + "/cpu.cfs_period_us", &period, &unused) && period > 0) {
+    return quota / period;
+  }
+  return 1e9;
+}
+
+// Whether a faulting thread may poll: the process may run on two CPUs or more at once.
+bool CanPoll() {
+  cpu_set_t cpus;
+  if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2) return false;
+  return CgroupCpus() >= 2;
 }
 
 void Handler(int sig, siginfo_t* info, void* context) {
@@ -324,8 +375,7 @@ static void EnsureInstalled(bool at_start) {
 
 SignalFaultSource::SignalFaultSource() {
   for (FaultRecord& r : g_faults) sem_init(&r.done, 0, 0);
-  cpu_set_t cpus;
-  g_max_spinners = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) - 1 : 0;
+  g_may_poll = CanPoll();
   pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild);
   std::lock_guard lock(g_ranges_mu);
   EnsureInstalled(true);
