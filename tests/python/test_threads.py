@@ -67,12 +67,13 @@ def test_other_threads_run_during_commit_and_load(path):
                 assert b[-1] == attempt + 1.0
             results.append(dict(control=(control, round(t1 - t0, 3)), commit=(commit, round(t3 - t2, 3)),
                                 load=(load, round(t5 - t4, 3))))
-            if commit >= 5 and load >= 5:
+            if control <= 3 and commit >= 5 and load >= 5:
                 break
     db.close()
-    assert all(r["control"][0] <= 3 for r in results), results
-    assert any(r["commit"][0] >= 5 for r in results), results
-    assert any(r["load"][0] >= 5 for r in results), results
+    # One attempt shows all three: the GIL held stops the ticker (a thread descheduled on a
+    # busy machine lets it tick a few times more once, so each attempt is judged as a whole),
+    # a commit and a load let it run.
+    assert any(r["control"][0] <= 3 and r["commit"][0] >= 5 and r["load"][0] >= 5 for r in results), results
 
 
 def test_threads_write_parts_of_one_array_then_one_commit_stores_all(path):
