@@ -18,23 +18,9 @@ namespace bigarray::pager {
 constexpr size_t kMaxLoaders = 256;
 
 namespace {
-// The run a fault of thread `tid` at `block` belongs to: the one whose marker it is, else the
-// thread's own, else a new one in place of the least recently taken.
-FileState::ReadRun& RunOf(FileState& f, pid_t tid, uint64_t block) {
-  for (FileState::ReadRun& run : f.runs) {
-    if (run.marker == block) return run;
-  }
-  for (FileState::ReadRun& run : f.runs) {
-    if (run.tid == tid) return run;
-  }
-  FileState::ReadRun& run = f.runs[f.next_run++ % std::size(f.runs)];
-  run = FileState::ReadRun{tid};
-  return run;
-}
-
 // Whether a fault at `block` continues `run` (read-ahead window `k`): it is the run's marker, or
-// it is past the run's last fault by at most k + 1 blocks with every block in between resident
-// (the reader went through them without a fault of ours).
+// it is past the run's last fault by at most k + 1 blocks with a page record for every block in
+// between (the reader went through them without a fault of ours).
 bool Continues(const FileState& f, const FileState::ReadRun& run, uint64_t block, unsigned k) {
   if (block == run.marker) return true;
   if (run.last == UINT64_MAX || block <= run.last || block - run.last > k + 1) return false;
@@ -42,6 +28,30 @@ bool Continues(const FileState& f, const FileState::ReadRun& run, uint64_t block
     if (!f.pages.count(b)) return false;
   }
   return true;
+}
+
+// The run a fault of thread `tid` at `block` belongs to, and whether it continues it: a run it
+// continues (its marker first, whichever thread it followed: a pool's threads take turns on a
+// scan), else the thread's own run, else a new one in place of the least recently used.
+std::pair<FileState::ReadRun*, bool> RunOf(FileState& f, pid_t tid, uint64_t block, unsigned k) {
+  FileState::ReadRun *found = nullptr, *own = nullptr, *oldest = &f.runs[0];
+  for (FileState::ReadRun& run : f.runs) {
+    if (run.marker == block) {
+      found = &run;
+      break;
+    }
+    if (!found && k > 0 && Continues(f, run, block, k)) found = &run;
+    if (run.tid == tid) own = &run;
+    if (run.used < oldest->used) oldest = &run;
+  }
+  FileState::ReadRun* run = found ? found : own ? own : oldest;
+  if (!found && !own) *run = FileState::ReadRun{};
+  for (FileState::ReadRun& other : f.runs) {
+    if (other.tid == tid) other.tid = 0;  // one run per thread: the one it continues now
+  }
+  run->tid = tid;
+  run->used = ++f.runs_used;
+  return {run, found != nullptr};
 }
 }  // namespace
 
@@ -196,11 +206,11 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     req.tid = r->tid;
     req.mapping = it->second;
     req.fault = r;
-    // Read-ahead (P11): each thread's faults on a file make a run (RunOf); a fault continues
-    // it if it is the run's marker, or if it is a little past the run's last fault with every
-    // block in between resident (the reader went through them without a fault of ours: read
-    // ahead, or there from before). A jump over a block that is not resident is random access,
-    // which reads nothing ahead. A run loads the next blocks and maps all but one, the marker,
+    // Read-ahead (P11): faults on a file make runs (RunOf); a fault continues one if it is the
+    // run's marker, or if it is a little past the run's last fault with a page record for every
+    // block in between (the reader went through them without a fault of ours: read ahead, or
+    // there from before). A jump over a block without one is random access, which reads nothing
+    // ahead. A run loads the next blocks and maps all but one, the marker,
     // whose fault (cheap: it is resident by then) announces that the run goes on, whatever
     // happened to the blocks before it. The marker is the first block queued halfway into the
     // window or later, so that the next window is asked for while half of this one is still
@@ -210,8 +220,8 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     // earlier one of the run brought in before the reader got to it.
     const unsigned k = static_cast<unsigned>(
         std::min<uint64_t>(options_.readahead_blocks, Budget() / f->block_size / 4));
-    FileState::ReadRun& run = RunOf(*f, req.tid, req.block);
-    if (k > 0 && Continues(*f, run, req.block, k)) {
+    auto [run, continues] = RunOf(*f, req.tid, req.block, k);
+    if (k > 0 && continues) {
       const uint64_t end = std::min({m.first + m.count, f->extent, req.block + 1 + k});
       std::vector<uint64_t> queued;
       for (uint64_t b = req.block + 1; b < end; ++b) {
@@ -220,7 +230,7 @@ void PagerImpl::HandleFault(FaultRecord* r) {
       const uint64_t half = req.block + 1 + k / 2;
       auto marker = std::find_if(queued.begin(), queued.end(), [&](uint64_t b) { return b >= half; });
       if (marker == queued.end() && !queued.empty()) --marker;
-      run.marker = marker == queued.end() ? UINT64_MAX : *marker;
+      run->marker = marker == queued.end() ? UINT64_MAX : *marker;
       for (auto q = queued.begin(); q != queued.end(); ++q) {
         Request ra;
         ra.file_id = f->id;
@@ -231,8 +241,7 @@ void PagerImpl::HandleFault(FaultRecord* r) {
         Enqueue(std::move(ra));
       }
     }
-    run.tid = req.tid;
-    run.last = req.block;
+    run->last = req.block;
   }
   Process(std::move(req));
 }

@@ -143,15 +143,16 @@ class FileState {
   Pool* pool = nullptr;
   std::unordered_map<uint64_t, Page> pages;
   std::vector<MappingSlot> mappings;  // grows on demand, up to kMaxMappingsPerFile
-  // Read-ahead (docs/pager.md, P11): the sequential runs of the threads that last faulted on
-  // this file, the least recently used replaced.
+  // Read-ahead (docs/pager.md, P11): the sequential runs of the threads that faulted on this
+  // file lately, the least recently used replaced.
   struct ReadRun {
-    pid_t tid = 0;                // the thread whose faults it follows
-    uint64_t last = UINT64_MAX;   // the block of its last fault; UINT64_MAX: none
-    uint64_t marker = UINT64_MAX; // the block whose fault continues it, whatever came between
+    pid_t tid = 0;                 // the thread it follows now; 0: none
+    uint64_t last = UINT64_MAX;    // the block of its last fault; UINT64_MAX: none
+    uint64_t marker = UINT64_MAX;  // the block whose fault continues it, whatever came between
+    uint64_t used = 0;             // runs_used when a fault last belonged to it
   };
-  ReadRun runs[4];
-  uint8_t next_run = 0;  // the run a new thread takes
+  ReadRun runs[16];
+  uint64_t runs_used = 0;
   uint64_t extent = UINT64_MAX;      // blocks the file has now: read-ahead stops there
   unsigned in_flight = 0;               // pages in a transient state
 };

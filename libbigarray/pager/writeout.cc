@@ -38,7 +38,6 @@ void PagerImpl::Invalidate(FileState* f, uint64_t first, uint64_t end) {
         (void)Erase(*p);  // or doomed: then the next BeginWriteout or Abort reports it
     }
   }
-  for (FileState::ReadRun& run : f->runs) run = FileState::ReadRun{};
   ReleaseSpillIfClean();
 }
 
