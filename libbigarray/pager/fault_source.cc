@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -230,47 +231,59 @@ void SpinUntilDone(const FaultRecord& r) {
 
 // The first two numbers of file `path` ("max" reads as -1); false if it has none.
 bool ReadTwo(const std::string& path, double* a, double* b) {
-  FILE* f = fopen(path.c_str(), "re");
-  if (!f) return false;
-  char first[32] = {}, second[32] = {};
-  const int n = fscanf(f, "%31s %31s", first, second);
-  fclose(f);
-  *a = strcmp(first, "max") == 0 ? -1 : std::strtod(first, nullptr);
-  *b = std::strtod(second, nullptr);
-  return n >= 1;
+  std::ifstream f(path);
+  std::string first, second;
+  if (!(f >> first)) return false;
+  f >> second;
+  *a = first == "max" ? -1 : std::strtod(first.c_str(), nullptr);
+  *b = std::strtod(second.c_str(), nullptr);
+  return true;
 }
 
-// The CPU time the process may use, in CPUs, by its cgroup's quota: `cpu.max` (v2) or
-// `cpu.cfs_quota_us` / `cpu.cfs_period_us` (v1); unlimited where there is none.
+// The smallest CPU quota (in CPUs) of cgroup `dir` and its ancestors, under the hierarchy mounted
+// at `mount`: cgroup v2's cpu.max, or v1's cpu.cfs_quota_us / cpu.cfs_period_us. Walking up also
+// finds the quota where /proc/self/cgroup names a path of the host's hierarchy and the mount is
+// the container's own cgroup.
+double QuotaUp(const std::string& mount, std::string dir, bool v2) {
+  double cpus = 1e9;
+  for (;;) {
+    const std::string at = mount + dir;
+    double quota = 0, period = 0, unused = 0;
+    const bool found = v2 ? ReadTwo(at + "/cpu.max", &quota, &period)
+                          : ReadTwo(at + "/cpu.cfs_quota_us", &quota, &unused) &&
+                                ReadTwo(at + "/cpu.cfs_period_us", &period, &unused);
+    if (found && quota > 0 && period > 0) cpus = std::min(cpus, quota / period);
+    if (dir.empty()) return cpus;
+    dir.erase(dir.rfind('/'));  // "/a/b" -> "/a" -> ""
+  }
+}
+
+// The CPU time the process may use, in CPUs, by its cgroups' quotas; 1e9 where there is none.
 double CgroupCpus() {
-  std::string v2 = "/sys/fs/cgroup", v1 = "/sys/fs/cgroup/cpu";
-  if (FILE* f = fopen("/proc/self/cgroup", "re")) {  // "0::/path" (v2), "N:cpu,cpuacct:/path" (v1)
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-      std::string l(line);
-      while (!l.empty() && l.back() == '\n') l.pop_back();
-      const size_t colon = l.find(':', l.find(':') + 1);
-      if (colon == std::string::npos || l.substr(colon + 1) == "/") continue;
-      const std::string controllers = "," + l.substr(l.find(':') + 1, colon - l.find(':') - 1) + ",";
-      if (l.rfind("0::", 0) == 0) v2 += l.substr(colon + 1);
-      if (controllers.find(",cpu,") != std::string::npos) v1 += l.substr(colon + 1);
+  double cpus = 1e9;
+  std::ifstream f("/proc/self/cgroup");  // "0::/path" (v2), "N:cpu,cpuacct:/path" (v1)
+  for (std::string line; std::getline(f, line);) {
+    const size_t first = line.find(':'), second = first == std::string::npos ? first : line.find(':', first + 1);
+    if (second == std::string::npos) continue;
+    std::string dir = line.substr(second + 1);
+    if (dir == "/") dir.clear();
+    if (line.compare(0, 3, "0::") == 0) cpus = std::min(cpus, QuotaUp("/sys/fs/cgroup", dir, true));
+    if (("," + line.substr(first + 1, second - first - 1) + ",").find(",cpu,") != std::string::npos) {
+      cpus = std::min(cpus, QuotaUp("/sys/fs/cgroup/cpu", dir, false));
     }
-    fclose(f);
   }
-  double quota = 0, period = 0, unused = 0;
-  if (ReadTwo(v2 + "/cpu.max", &quota, &period) && quota > 0 && period > 0) return quota / period;
-  if (ReadTwo(v1 + "/cpu.cfs_quota_us", &quota, &unused) && quota > 0 &&
-      ReadTwo(v1 + "/cpu.cfs_period_us", &period, &unused) && period > 0) {
-    return quota / period;
-  }
-  return 1e9;
+  return cpus;
 }
 
 // Whether a faulting thread may poll: the process may run on two CPUs or more at once.
 bool CanPoll() {
-  cpu_set_t cpus;
-  if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2) return false;
-  return CgroupCpus() >= 2;
+  const int possible = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_CONF)));
+  cpu_set_t* set = CPU_ALLOC(possible);
+  if (!set) return false;
+  const size_t size = CPU_ALLOC_SIZE(possible);
+  const int cpus = sched_getaffinity(0, size, set) == 0 ? CPU_COUNT_S(size, set) : 0;
+  CPU_FREE(set);
+  return cpus >= 2 && CgroupCpus() >= 2;
 }
 
 void Handler(int sig, siginfo_t* info, void* context) {
