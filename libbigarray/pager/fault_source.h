@@ -10,8 +10,8 @@
 // in containers that block userfaultfd. Its handler is async-signal-safe: it reads lock-free
 // tables, claims a preallocated record with an atomic compare-and-swap, wakes the target with
 // sem_post, polls the record briefly and then sleeps in sem_wait (all async-signal-safe), and
-// saves and restores errno. It
-// never allocates, locks or logs. A userfaultfd source would implement the same three calls.
+// saves and restores errno. It never allocates, locks or logs. A userfaultfd source would
+// implement the same three calls.
 //
 // Thread contract: all functions are thread-safe. AddRange/RemoveRange must not run inside a
 // signal handler.

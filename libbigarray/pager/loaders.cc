@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "pager/fault_source.h"
 #include "pager/io.h"
@@ -40,7 +41,7 @@ std::pair<FileState::ReadRun*, bool> RunOf(FileState& f, pid_t tid, uint64_t blo
       found = &run;
       break;
     }
-    if (!found && k > 0 && Continues(f, run, block, k)) found = &run;
+    if (!found && Continues(f, run, block, k)) found = &run;
     if (run.tid == tid) own = &run;
     if (run.used < oldest->used) oldest = &run;
   }
@@ -210,18 +211,17 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     // run's marker, or if it is a little past the run's last fault with a page record for every
     // block in between (the reader went through them without a fault of ours: read ahead, or
     // there from before). A jump over a block without one is random access, which reads nothing
-    // ahead. A run loads the next blocks and maps all but one, the marker,
-    // whose fault (cheap: it is resident by then) announces that the run goes on, whatever
-    // happened to the blocks before it. The marker is the first block queued halfway into the
-    // window or later, so that the next window is asked for while half of this one is still
-    // ahead of the reader: loads (and checks) stay ahead of a scan instead of starting when it
-    // reaches them.
+    // ahead. A run loads the next blocks and maps all but one, the marker, whose fault (cheap:
+    // it is resident by then) announces that the run goes on, whatever happened to the blocks
+    // before it. The marker is the first block queued halfway into the window or later, so that
+    // the next window is asked for while half of this one is still ahead of the reader: loads
+    // (and checks) stay ahead of a scan instead of starting when it reaches them.
     // The window: at most a quarter of the budget, so that a prefetch never evicts a block an
     // earlier one of the run brought in before the reader got to it.
     const unsigned k = static_cast<unsigned>(
         std::min<uint64_t>(options_.readahead_blocks, Budget() / f->block_size / 4));
-    auto [run, continues] = RunOf(*f, req.tid, req.block, k);
-    if (k > 0 && continues) {
+    auto [run, continues] = k > 0 ? RunOf(*f, req.tid, req.block, k) : std::pair<FileState::ReadRun*, bool>();
+    if (continues) {
       const uint64_t end = std::min({m.first + m.count, f->extent, req.block + 1 + k});
       std::vector<uint64_t> queued;
       for (uint64_t b = req.block + 1; b < end; ++b) {
@@ -241,7 +241,7 @@ void PagerImpl::HandleFault(FaultRecord* r) {
         Enqueue(std::move(ra));
       }
     }
-    run->last = req.block;
+    if (run) run->last = req.block;
   }
   Process(std::move(req));
 }
