@@ -59,6 +59,7 @@ struct Options {
   // change only this handle's cache, and a Commit with changes fails (nothing is written).
   bool read_only = false;
   // Blocks a sequential scan maps or loads ahead of the reader: at most a quarter of the cache.
+  // Each thread's scan of an array is followed on its own; random access reads nothing ahead.
   unsigned readahead_blocks = 64;
   unsigned loader_threads = 4;
   // Allocate the cache's RAM up front, in the background, so that even the first loads copy
