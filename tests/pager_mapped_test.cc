@@ -21,6 +21,7 @@
 
 using namespace bigarray;
 using namespace bigarray::pager;
+using bigarray::testing::Eventually;
 using bigarray::testing::ReadByte;
 using bigarray::testing::WriteByte;
 
@@ -273,7 +274,7 @@ TEST_CASE("mapped blocks: read-ahead maps the following blocks from the file") {
   REQUIRE(Shows(m->data() + kBlock, 1, 1));  // a sequential run: blocks 2-5 are read ahead
   // The read-ahead runs on loader threads: wait for it (slow under sanitizers), at most 20 s, so
   // that the reader does not fault on blocks still being mapped.
-  for (int i = 0; i < 2000 && fx.pager->stats().readahead_loads < 4; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(Eventually([&] { return fx.pager->stats().readahead_loads >= 4; }));
   for (uint64_t b = 2; b < 32; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));
   const PagerStats s = fx.pager->stats();
   CHECK(s.readahead_loads >= 4);
@@ -290,8 +291,7 @@ TEST_CASE("mapped blocks: read-ahead never shows a block that fails its check") 
   CHECK(fx.pager->stats().readahead_loads > 0);
   // The read-ahead that reached block 6 runs on a loader thread: wait for its check (slow under
   // sanitizers), at most 20 s.
-  for (int i = 0; i < 2000 && fx.source->checks.load() < 7; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  CHECK(fx.source->checks.load() >= 7);
+  CHECK(Eventually([&] { return fx.source->checks.load() >= 7; }));
   // Block 6 was checked by the read-ahead and dropped: the kernel cannot read it, a load says why.
   int fds[2];
   REQUIRE(pipe(fds) == 0);

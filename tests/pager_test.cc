@@ -25,6 +25,7 @@
 
 using namespace bigarray;
 using namespace bigarray::pager;
+using bigarray::testing::Eventually;
 using bigarray::testing::ReadByte;
 using bigarray::testing::WithAndWithoutCpuAccessBit;
 using bigarray::testing::WriteByte;
@@ -102,13 +103,6 @@ struct Fixture {
   std::shared_ptr<FakeSource> source;
   std::shared_ptr<PagedFile> file;
 };
-
-// Waits (bounded) for a condition another thread brings about.
-template <typename Pred>
-bool Eventually(Pred pred) {
-  for (int i = 0; i < 20000 && !pred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  return pred();
-}
 
 // Starts `n` threads, thread t reading byte t of block b through m; `ok` counts right values.
 std::vector<std::thread> ReadersOf(const Mapping& m, uint64_t b, int n, std::atomic<int>& ok) {
@@ -377,9 +371,7 @@ TEST_CASE("P11: sequential faults trigger read-ahead of the following blocks") {
   auto m = fx.file->Map(0, 32).value();
   for (uint64_t b = 0; b < 3; ++b) (void)ReadByte(m->data() + b * kBlock);
   // Blocks 3.. are being loaded ahead without being touched.
-  for (int i = 0; i < 2000 && fx.source->Loads(5) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  CHECK(Eventually([&] { return fx.source->Loads(5) != 0; }));
   CHECK(fx.source->Loads(5) == 1);
   CHECK(fx.pager->stats().readahead_loads >= 3);
   // Touching them now loads nothing again.

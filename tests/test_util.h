@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace bigarray::testing {
@@ -62,6 +64,14 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Waits (up to 20 s, for sanitizer builds) until `pred()`, which another thread brings about,
+// holds; returns whether it does.
+template <typename Pred>
+bool Eventually(Pred pred) {
+  for (int i = 0; i < 2000 && !pred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return pred();
+}
 
 // The seed of a randomized test: $BIGARRAY_SEED if set, else random; always printed.
 inline uint64_t TestSeed(const char* test) {

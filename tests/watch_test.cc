@@ -21,6 +21,7 @@
 
 using namespace bigarray;
 using namespace std::chrono_literals;
+using bigarray::testing::Eventually;
 using bigarray::testing::TempDir;
 
 namespace {
@@ -76,16 +77,6 @@ bool HasPid(const std::vector<HandleInfo>& hs, pid_t pid) {
     if (h.pid == pid) return true;
   }
   return false;
-}
-
-// Waits (up to 10 s) until `pred()` holds.
-template <typename Pred>
-bool Eventually(Pred pred) {
-  for (int i = 0; i < 1000; ++i) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
 }
 
 int64_t ElapsedUs(std::chrono::steady_clock::time_point since) {
