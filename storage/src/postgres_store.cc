@@ -1109,6 +1109,14 @@ Status CreateTables(Conn& c, const std::string& describe) {
   return st;
 }
 
+// Returns once no CreateTables transaction holds the schema lock (the shared lock conflicts
+// with its exclusive one, and goes with the implicit transaction).
+Status WaitForCreation(Conn& c, const std::string& describe) {
+  const std::string sql = "SELECT pg_advisory_xact_lock_shared(" + std::to_string(kSchemaLockKey) + ")";
+  PgResult r(PQexec(c.get(), sql.c_str()));
+  return PgResultStatus(r.get(), c.get(), "wait for the creation of the bigarray tables in " + describe);
+}
+
 Status CheckFormat(Conn& c, const std::string& describe) {
   Params p;
   p.Str(FormatKey());
@@ -1138,6 +1146,13 @@ Result<std::shared_ptr<BlockStore>> OpenPostgresStore(const std::string& uri, co
   const std::string& describe = shared->describe();
   BA_ASSIGN_OR_RETURN(std::unique_ptr<Conn> conn, shared->Connect(false));
   BA_ASSIGN_OR_RETURN(Probe probe, ProbeTables(*conn, describe));
+  if (probe.tables != 0 && probe.tables != 4) {
+    // A probe that overlaps another process's CreateTables commit can count some of the tables:
+    // each to_regclass may read a newer catalog than the one before. Wait until no creation holds
+    // the schema lock, then look again, in a new transaction that sees its commit.
+    BA_RETURN_IF_ERROR(WaitForCreation(*conn, describe));
+    BA_ASSIGN_OR_RETURN(probe, ProbeTables(*conn, describe));
+  }
   if (probe.tables == 0) {
     if (!options.create_if_missing || options.read_only) {
       return NotFound("no bigarray database at " + describe +

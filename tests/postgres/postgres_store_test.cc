@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include "bigarray/storage/block_store.h"
@@ -499,6 +501,54 @@ TEST_CASE("processes opening a new database at once: one creates the tables, all
   auto s = Open(schema.uri())->OpenSnapshot().value();
   CHECK(s->commit_id() == kProcs);
   for (int p = 0; p < kProcs; ++p) CHECK(Read(*s, 1, p, 4096) == Pattern(4096, p));
+}
+
+TEST_CASE("opening while another process commits the tables waits for them instead of calling them foreign") {
+  // The window of the race (a probe that counts some of the tables of a creation committing at
+  // that moment) is made wide: two tables are committed, and a transaction holding the schema lock
+  // (postgres_store.cc, kSchemaLockKey) creates the other two and commits only later.
+  PgSchema model, schema;
+  Open(model.uri());
+  const std::string like = " (LIKE " + model.name() + ".";
+  schema.Exec("CREATE TABLE bigarray_head" + like + "bigarray_head INCLUDING ALL);"
+              "CREATE TABLE bigarray_meta" + like + "bigarray_meta INCLUDING ALL)");
+  PGconn* creator = PQconnectdb(schema.uri().c_str());
+  REQUIRE(PQstatus(creator) == CONNECTION_OK);
+  PQsetNoticeProcessor(creator, [](void*, const char*) {}, nullptr);
+  auto exec = [&](const std::string& sql) {
+    PGresult* r = PQexec(creator, sql.c_str());
+    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    INFO(sql << ": " << PQresultErrorMessage(r));
+    PQclear(r);
+    REQUIRE(ok);
+  };
+  exec("BEGIN; SELECT pg_advisory_xact_lock(" + std::to_string(0x6269676172726179) + ");"
+       "CREATE TABLE bigarray_blocks" + like + "bigarray_blocks INCLUDING ALL);"
+       "CREATE TABLE bigarray_log" + like + "bigarray_log INCLUDING ALL);"
+       "INSERT INTO bigarray_head SELECT * FROM " + model.name() + ".bigarray_head;"
+       "INSERT INTO bigarray_meta SELECT * FROM " + model.name() + ".bigarray_meta");
+
+  std::atomic<bool> done{false};
+  std::optional<Result<std::shared_ptr<BlockStore>>> opened;
+  std::thread opener([&] {
+    opened.emplace(OpenPostgresStore(schema.uri(), {}));
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK_MESSAGE(!done.load(), "the open returned while the tables were being created: ",
+                done.load() ? opened->status().ToString() : std::string());
+  exec("COMMIT");
+  opener.join();
+  PQfinish(creator);
+  REQUIRE_MESSAGE(opened->ok(), opened->status().ToString());
+  CHECK((**opened)->OpenSnapshot().value()->commit_id() == 0);
+
+  // A schema really left with some of the tables is still refused, at once.
+  PgSchema half;
+  half.Exec("CREATE TABLE bigarray_head" + like + "bigarray_head INCLUDING ALL)");
+  auto refused = OpenPostgresStore(half.uri(), {});
+  CHECK(refused.status().code() == Code::kInvalidArgument);
+  CHECK(refused.status().message().find("not all four") != std::string::npos);
 }
 
 TEST_CASE("a connection lost after COMMIT was sent: the store finds out whether the commit happened") {
