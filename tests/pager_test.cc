@@ -12,7 +12,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <string>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -576,6 +578,72 @@ TEST_CASE("a mapping stays valid after its file handle is dropped") {
   auto m = fx.file->Map(0, 4).value();
   fx.file.reset();
   CHECK(ReadByte(m->data() + kBlock) == FakeSource::Byte(0, 1, 0));
+}
+
+namespace {
+// The entry of /proc/self/smaps that maps `addr`: its start, its name and its fields
+// ("ShmemPmdMapped" -> "2048 kB", "VmFlags" -> "rd wr sh ... hg").
+struct SmapsEntry {
+  uintptr_t start = 0;
+  std::string name;
+  std::map<std::string, std::string> fields;
+};
+SmapsEntry SmapsAt(const void* addr) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  SmapsEntry e;
+  bool in = false;
+  for (std::string line; std::getline(smaps, line);) {
+    const size_t colon = line.find(':');
+    const size_t dash = line.find('-');
+    if (dash != std::string::npos && dash < line.find(' ') && (colon == std::string::npos || dash < colon)) {
+      if (in) break;  // the entry after ours
+      const uintptr_t start = std::stoull(line.substr(0, dash), nullptr, 16);
+      const uintptr_t end = std::stoull(line.substr(dash + 1), nullptr, 16);
+      in = start <= a && a < end;
+      if (in) {
+        e.start = start;
+        const size_t slash = line.find('/');
+        e.name = slash == std::string::npos ? "" : line.substr(slash);
+      }
+    } else if (in && colon != std::string::npos) {
+      const size_t value = line.find_first_not_of(' ', colon + 1);
+      e.fields[line.substr(0, colon)] = value == std::string::npos ? "" : line.substr(value);
+    }
+  }
+  return e;
+}
+
+// Whether the kernel gives a memfd's mapping huge pages when asked (MADV_HUGEPAGE).
+bool ShmemHugePagesOnRequest() {
+  std::ifstream f("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  std::string line;
+  std::getline(f, line);
+  for (const char* on : {"[always]", "[within_size]", "[advise]", "[force]"}) {
+    if (line.find(on) != std::string::npos) return true;
+  }
+  return false;
+}
+}  // namespace
+
+TEST_CASE("the RAM pool of 2 MiB blocks asks for huge pages; where the kernel gives them, a block is one PMD entry") {
+  constexpr size_t kHuge = 2u << 20;
+  auto pager = bigarray::testing::TestPager(16 * kHuge, 0);
+  auto source = std::make_shared<FakeSource>();
+  auto file = pager->OpenFile(source, kHuge, "array 'huge'").value();
+  auto m = file->Map(0, 4).value();
+  WriteByte(m->data() + kHuge + 7, std::byte{42});  // loads block 1 into a slot, moved here
+  CHECK(ReadByte(m->data() + kHuge + 8) == FakeSource::Byte(0, 1, 8));
+  CHECK(ReadByte(m->data() + kHuge + 7) == std::byte{42});
+  SmapsEntry view = SmapsAt(m->data() + kHuge);
+  CHECK(view.start % kHuge == 0);
+  CHECK(view.name.find("bigarray-cache") != std::string::npos);
+  CHECK(view.fields["VmFlags"].find(" hg") != std::string::npos);  // moved with the slot
+  if (ShmemHugePagesOnRequest()) {
+    CHECK(view.fields["ShmemPmdMapped"] == "2048 kB");
+  } else {
+    MESSAGE("transparent_hugepage/shmem_enabled gives a memfd no huge pages here: the pool has 4 KiB pages");
+  }
 }
 
 TEST_CASE("block sizes must be multiples of the page size") {
