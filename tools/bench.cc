@@ -522,6 +522,18 @@ void ColdScenario(const Config& c) {
          "cold_cache_first_scan_vs_mmap", t_mmap / t, ">= 0.80");
 }
 
+// The pages of the RAM cache, by the kernel's setting for shared memory (docs/api.md, "Huge pages
+// for the cache"): writes and copied reads depend on it.
+std::string CachePages() {
+  std::ifstream f("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  std::string line;
+  std::getline(f, line);
+  const size_t open = line.find('['), close = line.find(']');
+  const std::string mode = open < close && close != std::string::npos ? line.substr(open + 1, close - open - 1) : "";
+  const bool huge = mode == "advise" || mode == "always" || mode == "within_size" || mode == "force";
+  return std::string("cache pages ") + (huge ? "2 MiB" : "4 KiB") + " (shmem_enabled: " + (mode.empty() ? "unknown" : mode) + ")";
+}
+
 // ---- scenario 5: fill + commit vs pwrite+fsync and raw LMDB --------------------------------------
 void CommitScenario(const Config& c) {
   const uint64_t bytes = (c.quick ? 256ull : 1024ull) << 20;
@@ -1014,8 +1026,8 @@ int main(int argc, char** argv) {
   }
   std::filesystem::remove_all(c.dir);
   std::filesystem::create_directories(c.dir);
-  std::printf("bigarray-bench%s: %ld cores; data in %s\n", c.quick ? " --quick" : "", sysconf(_SC_NPROCESSORS_ONLN),
-              c.dir.c_str());
+  std::printf("bigarray-bench%s: %ld cores; data in %s; %s\n", c.quick ? " --quick" : "", sysconf(_SC_NPROCESSORS_ONLN),
+              c.dir.c_str(), CachePages().c_str());
   std::printf("  %-28s %-14s %-16s %-16s %6s  %s\n", "scenario", "measure", "bigarray", "reference", "ratio", "target");
   auto run = [&](const char* name, void (*fn)(const Config&)) {
     if (c.only.empty() || c.only.count(name)) fn(c);
