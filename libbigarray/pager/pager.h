@@ -82,9 +82,9 @@ struct PagerOptions {
                                    // quarter of the budget)
   std::string spill_dir = "/tmp";
   // Allocate the cache's RAM in the background as soon as a block size is first used, instead of
-  // on each page's first load (fresh memory costs ~1.2 GB/s to fault in here, recycled pages
-  // nothing): loads then copy into warm memory from the start, at the price of holding each
-  // pool's RAM (the budget, per block size in use) from then on.
+  // on each page's first load (fresh memory costs ~1.2 GB/s to fault in here): loads then copy
+  // into allocated memory from the start, at the price of holding each pool's RAM (the budget,
+  // per block size in use) from then on. docs/pager.md says what it does not warm.
   bool prefault_cache = false;
   std::shared_ptr<spdlog::logger> logger;  // used on loader threads only; null: no logging
 };
