@@ -2,10 +2,14 @@
 // block, a reader table that runs out. Clear errors, nothing lost.
 #include <doctest/doctest.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "bigarray/database.h"
 #include "bigarray/storage/block_store.h"
@@ -135,4 +139,55 @@ TEST_CASE("too many open transactions for the reader table: a clear error, the r
   CHECK(open.front()->ReadBlock(1, 1, out).ok());
   open.pop_back();
   CHECK(store->OpenSnapshot().ok());  // a slot freed is usable again
+}
+
+TEST_CASE("no address space to grow the map (ulimit -v): the commit fails with a clear error, the store goes on") {
+#ifdef BIGARRAY_TEST_UNDER_SANITIZER
+  MESSAGE("not under a sanitizer: its shadow memory takes most of the address space a limit counts");
+#else
+  // LMDB grows its map by unmapping it and mapping it again; without room for the new size it
+  // was left with no map, and the next transaction crashed the process (SIGSEGV in
+  // mdb_txn_begin). In a child, as the limit is the whole process's.
+  TempDir dir;
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int failed = 0;
+    {
+      auto store = storage::OpenLmdbStore(dir / "db", {}).value();  // a map of 64 MiB
+      storage::WriteBatch first(store->OpenSnapshot().value()->commit_id());
+      first.PutBlock(1, 0, testing::Pattern(kBlock, 1));
+      const auto committed = store->Commit(first);
+      failed |= !committed.ok();
+      const storage::CommitId id = committed.ok() ? *committed : 0;
+      storage::WriteBatch big(id);  // 96 MiB: more than the map holds
+      const auto bytes = testing::Pattern(1 << 20, 2);
+      for (int i = 0; i < 96; ++i) big.PutBlock(2, static_cast<uint64_t>(i), bytes);
+      uint64_t vm_kb = 0;
+      std::ifstream status("/proc/self/status");
+      for (std::string line; std::getline(status, line);) {
+        if (line.rfind("VmSize:", 0) == 0) vm_kb = std::stoull(line.substr(7));
+      }
+      const rlimit limit{(vm_kb << 10) + (32u << 20), RLIM_INFINITY};
+      failed |= (vm_kb == 0 || setrlimit(RLIMIT_AS, &limit) != 0) << 1;
+      auto refused = store->Commit(big);
+      failed |= (refused.ok() || refused.status().code() != Code::kResourceExhausted ||
+                 refused.status().message().find("ulimit -v") == std::string::npos) << 2;
+      // The store goes on: the last commit reads back, and a small commit lands.
+      auto s = store->OpenSnapshot();
+      std::vector<std::byte> out(kBlock);
+      failed |= (!s.ok() || (*s)->commit_id() != id || !(*s)->ReadBlock(1, 0, out).ok() ||
+                 out != testing::Pattern(kBlock, 1)) << 3;
+      storage::WriteBatch second(id);
+      second.PutBlock(1, 1, testing::Pattern(kBlock, 3));
+      auto landed = store->Commit(second);
+      failed |= (!landed.ok() || *landed != id + 1) << 4;
+    }
+    _exit(failed);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO("exit status " << status << " (bits of failed steps, or a signal)");
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+#endif
 }

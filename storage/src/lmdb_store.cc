@@ -27,6 +27,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -176,6 +177,8 @@ class Env {
 
   // Begins a transaction, adopting another process's map growth when LMDB asks to.
   Result<MDB_txn*> Begin(unsigned flags);
+  // The error of every transaction once map_lost_ is set.
+  Status MapLost() const;
 
   MDB_env* env_ = nullptr;
   MDB_dbi meta_ = 0, blocks_ = 0, log_ = 0;
@@ -188,6 +191,9 @@ class Env {
   std::mutex writer_mu_;
   std::shared_mutex map_mu_;
   std::atomic<uintptr_t> map_base_{0};  // the map's address once known; 0: not known
+  // Set when LMDB failed to map data.mdb again while growing the map: it unmaps the old map
+  // first and is left with none, so no transaction may begin on it any more.
+  std::atomic<bool> map_lost_{false};
 
   // The file offset of the first overflow page of `v`, found without reading the map (see
   // OverflowPageOffset); nullopt for a value stored inline. REQUIRES: map_mu_ held (shared).
@@ -210,6 +216,7 @@ std::optional<off_t> Env::PageOffset(const MDB_val& v) {
 
 Result<MDB_txn*> Env::Begin(unsigned flags) {
   for (int attempt = 0;; ++attempt) {
+    if (map_lost_.load()) return MapLost();
     MDB_txn* txn = nullptr;
     int rc;
     {
@@ -225,27 +232,52 @@ Result<MDB_txn*> Env::Begin(unsigned flags) {
   }
 }
 
+Status Env::MapLost() const {
+  return IOError("the map of " + path_ + "/data.mdb was lost when it could not be mapped again at a new size; "
+                 "close the database and open it again (nothing committed is lost)");
+}
+
+// Whether the process may map `more` bytes besides what it maps now (RLIMIT_AS, ulimit -v). LMDB
+// grows its map by unmapping it and mapping it again at the new size, so growing by `more`
+// needs that much address space at once.
+bool RoomToMap(uint64_t more) {
+  if (more == 0) return true;
+  void* p = mmap(nullptr, more, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return false;
+  munmap(p, more);
+  return true;
+}
+
 Status Env::Remap(uint64_t min_bytes) {
   std::unique_lock lock(map_mu_);
+  if (map_lost_.load()) return MapLost();
   map_base_.store(0, std::memory_order_relaxed);  // the map may move
   MDB_envinfo info;
   mdb_env_info(env_, &info);
   struct stat st;
   if (fstat(fd_, &st) != 0) return ErrnoStatus(errno, "stat " + path_ + "/data.mdb");
   uint64_t size = std::max<uint64_t>(min_bytes, static_cast<uint64_t>(st.st_size));
+  // A failed mdb_env_set_mapsize leaves LMDB without a map (it unmaps first): no transaction
+  // may use the environment after it.
+  auto set_size = [&](uint64_t bytes, const std::string& what) {
+    const int rc = mdb_env_set_mapsize(env_, bytes);
+    if (rc == MDB_SUCCESS) return Status::Ok();
+    map_lost_ = true;
+    return LmdbStatus(rc, what).WithContext(MapLost().message());
+  };
   if (min_bytes == 0) {
-    int rc = mdb_env_set_mapsize(env_, 0);  // adopt the size in the meta page
-    if (rc != MDB_SUCCESS) return LmdbStatus(rc, "adopt map size of " + path_);
+    BA_RETURN_IF_ERROR(set_size(0, "adopt the map size of " + path_));  // the size in the meta page
     mdb_env_info(env_, &info);
   }
   if (size <= info.me_mapsize) return Status::Ok();
   constexpr uint64_t kAlign = 2ull << 20;
   size = (size + kAlign - 1) / kAlign * kAlign;
-  int rc = mdb_env_set_mapsize(env_, size);
-  if (rc != MDB_SUCCESS) {
-    return LmdbStatus(rc, "grow the map of " + path_ + " to " + std::to_string(size) + " bytes");
+  // Refused here, the map stays as it is and usable: the commit that needed it fails alone.
+  if (!RoomToMap(size - info.me_mapsize)) {
+    return ResourceExhausted("cannot grow the map of " + path_ + "/data.mdb from " + std::to_string(info.me_mapsize) +
+                             " to " + std::to_string(size) + " bytes: no address space for it (ulimit -v)");
   }
-  return Status::Ok();
+  return set_size(size, "grow the map of " + path_ + " to " + std::to_string(size) + " bytes");
 }
 
 }  // namespace
