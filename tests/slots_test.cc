@@ -334,6 +334,30 @@ TEST_CASE("a damaged slot number in a record is corruption, never a read or a fr
   CHECK(SlotOf(*snap, 2, 0, db) == 2);
 }
 
+TEST_CASE("a slot past the end of a cut blocks.dat is corruption when mapped, also once a snapshot knows the file's size") {
+  TempDir dir;
+  const std::string db = dir / "db";
+  StoreBlocks(db, 3);  // slots 0, 1 and 2
+  auto store = Open(db);
+  auto snap = store->OpenSnapshot().value();
+  auto first = snap->MappableBlock(1, 0, kBlock);  // the snapshot looks at the file's size
+  REQUIRE_MESSAGE(first.ok(), first.status().ToString());
+  REQUIRE(*first);
+  CHECK((*first)->offset == 0);
+  // The file cut after slot 1 (damage, or another program): block 2 would map pages past its
+  // end, whose reading raises SIGBUS. The snapshot's known size is stale; it must look again.
+  REQUIRE(truncate((dir / "db/blocks.dat").c_str(), static_cast<off_t>(2 * kSlot)) == 0);
+  auto second = snap->MappableBlock(1, 1, kBlock);
+  REQUIRE_MESSAGE(second.ok(), second.status().ToString());
+  CHECK((*second)->offset == static_cast<off_t>(kSlot));
+  auto third = snap->MappableBlock(1, 2, kBlock);
+  CHECK(third.status().code() == Code::kCorruption);
+  CHECK_MESSAGE(third.status().message().find("past the end of") != std::string::npos, third.status().ToString());
+  // A new snapshot of a new handle finds the same.
+  auto again = Open(db)->OpenSnapshot().value()->MappableBlock(1, 2, kBlock);
+  CHECK(again.status().code() == Code::kCorruption);
+}
+
 TEST_CASE("verify finds two records naming one slot") {
   TempDir dir;
   const std::string db = dir / "db";
