@@ -1,7 +1,9 @@
 // Making a block's file range ready to be shown (declared in file_ranges.h).
 #include "pager/file_ranges.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <memory>
@@ -28,6 +30,21 @@ bool CheckByPread(const FileRange& r, Status* error) {
   }
   *error = r.check->Finish();
   return error->ok();
+}
+
+namespace {
+// Whether the byte at `offset` of `fd` is in the page cache; false also where the file system
+// cannot tell (EOPNOTSUPP).
+bool Cached(int fd, off_t offset) {
+  std::byte b;
+  iovec v{&b, 1};
+  return preadv2(fd, &v, 1, offset, RWF_NOWAIT) == 1;
+}
+}  // namespace
+
+void ReadAheadUnlessCached(const FileRange& r) {
+  if (r.length == 0 || Cached(r.fd, r.offset + static_cast<off_t>(r.length) - 1)) return;
+  (void)readahead(r.fd, r.offset, r.length);
 }
 
 std::byte* MapChecked(const FileRange& r, Status* error) {

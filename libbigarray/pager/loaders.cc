@@ -181,6 +181,7 @@ void PagerImpl::LoaderMain() {
 void PagerImpl::HandleFault(FaultRecord* r) {
   ++faults_;
   Request req;
+  std::vector<Request> prefetches;
   {
     std::lock_guard lock(mu_);
     auto it = mappings_by_address_.upper_bound(r->addr);
@@ -217,7 +218,9 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     // the next window is asked for while half of this one is still ahead of the reader: loads
     // (and checks) stay ahead of a scan instead of starting when it reaches them.
     // The window: at most a quarter of the budget, so that a prefetch never evicts a block an
-    // earlier one of the run brought in before the reader got to it.
+    // earlier one of the run brought in before the reader got to it. Its requests are queued
+    // once the fault is served: each wakes a loader, and those would hold mu_ in turn to map
+    // their blocks while the faulting thread waits (docs/pager.md, section 8).
     const unsigned k = static_cast<unsigned>(
         std::min<uint64_t>(options_.readahead_blocks, Budget() / f->block_size / 4));
     auto [run, continues] = k > 0 ? RunOf(*f, req.tid, req.block, k) : std::pair<FileState::ReadRun*, bool>();
@@ -238,12 +241,16 @@ void PagerImpl::HandleFault(FaultRecord* r) {
         ra.prefetch = true;
         ra.mapping = it->second;
         ra.map_after_prefetch = q != marker;
-        Enqueue(std::move(ra));
+        prefetches.push_back(std::move(ra));
       }
     }
     if (run) run->last = req.block;
   }
   Process(std::move(req));
+  if (!prefetches.empty()) {
+    std::lock_guard lock(mu_);
+    for (Request& ra : prefetches) Enqueue(std::move(ra));
+  }
 }
 
 void PagerImpl::Complete(Request& req, FaultOutcome outcome, const Status& error) {

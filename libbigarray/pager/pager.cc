@@ -3,7 +3,6 @@
 // MapFromFile, Erase, Evict and doomed pages, the LRU list; construction, files and stats. The
 // locking and memory rules of the whole pager are at the top of pager_impl.h, which lists the
 // other files.
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -366,7 +365,7 @@ bool Lazily(const Request& req, const FileRange& r) { return ShownLazily(r) && (
 // error) or, with *error set, when the check failed.
 bool PrepareLazily(const FileRange& r, Status* error) {
   if (r.check) return CheckByPread(r, error);
-  (void)readahead(r.fd, r.offset, r.length);  // a hint: whether it worked changes nothing
+  ReadAheadUnlessCached(r);
   return true;
 }
 }  // namespace
