@@ -152,6 +152,7 @@ void AtForkChild() {
   g_readers[0] = 0;
   g_readers[1] = 0;
   g_spinners = 0;
+  g_posted = 0;  // records the parent's threads posted are never taken here: not ours to count
   if (const RangeTable* t = g_table.load()) {
     for (const Range& r : t->ranges) {
       void* start = reinterpret_cast<void*>(r.start);
@@ -427,9 +428,11 @@ void SignalFaultSource::RemoveRange(uintptr_t start) {
 }
 
 FaultRecord* SignalFaultSource::Take(FaultTarget* target) {
-  // A handler raises the count before it posts, and posts before it wakes a loader (NotifyFault),
-  // so a record posted for us is seen by the Take after that loader's wake-up at the latest.
-  if (g_posted.load(std::memory_order_acquire) == 0) return nullptr;
+  // A handler raises the count before it posts, and posts before it wakes a loader (NotifyFault:
+  // sem_post, whose sem_wait orders the raise before this load), so a record posted for us is
+  // seen by the Take after that loader's wake-up at the latest. A Take that reads 0 too early
+  // misses nothing: that record's sem_post is still to come.
+  if (g_posted.load(std::memory_order_relaxed) == 0) return nullptr;
   for (FaultRecord& r : g_faults) {
     if (r.state.load(std::memory_order_acquire) != FaultRecord::kPosted ||
         r.target.load(std::memory_order_relaxed) != target) {

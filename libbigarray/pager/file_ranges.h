@@ -37,10 +37,11 @@ bool ShownLazily(const FileRange& r);
 bool CheckByPread(const FileRange& r, Status* error);
 
 // Asks the kernel to read `r` into the page cache (readahead(2)) unless its last page is there
-// already (the kernel reads a file ahead in order): a read of one byte that may not wait
-// (RWF_NOWAIT) is one system call, where readahead(2) of 2 MiB held in the page cache looks up
-// each of its 512 pages (a third of a loader's time in a first scan here). A hint: whether it
-// worked changes nothing; a page missing in between is read by the reader's fault, as under mmap.
+// already (the kernel reads a file ahead in order): a one-byte read that starts no I/O
+// (RWF_NOWAIT) is one system call, where readahead(2) of a cached range looks up each of its
+// pages (512 for 2 MiB on this VM: a third of a loader's time in a first scan). A hint: whether
+// it worked changes nothing; a page missing in between is read by the reader's fault, as under
+// mmap.
 void ReadAheadUnlessCached(const FileRange& r);
 
 // Checks `r` (when it has a check, CheckByPread), then maps it read-only at an address of its own

@@ -218,9 +218,10 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     // the next window is asked for while half of this one is still ahead of the reader: loads
     // (and checks) stay ahead of a scan instead of starting when it reaches them.
     // The window: at most a quarter of the budget, so that a prefetch never evicts a block an
-    // earlier one of the run brought in before the reader got to it. Its requests are queued
-    // once the fault is served: each wakes a loader, and those would hold mu_ in turn to map
-    // their blocks while the faulting thread waits (docs/pager.md, section 8).
+    // earlier one of the run brought in before the reader got to it. When the faulting block
+    // has a page, its requests are queued once the fault is served: each wakes a loader, and
+    // those would hold mu_ in turn to map their blocks while the faulting thread waits
+    // (docs/pager.md, section 8).
     const unsigned k = static_cast<unsigned>(
         std::min<uint64_t>(options_.readahead_blocks, Budget() / f->block_size / 4));
     auto [run, continues] = k > 0 ? RunOf(*f, req.tid, req.block, k) : std::pair<FileState::ReadRun*, bool>();
@@ -245,6 +246,13 @@ void PagerImpl::HandleFault(FaultRecord* r) {
       }
     }
     if (run) run->last = req.block;
+    // A fault on a block with a page (a marker, resident) is served in a moment: its window is
+    // queued after it. One on a block without a page loads it first: the window's loads
+    // overlap that one, as before.
+    if (!f->pages.count(req.block)) {
+      for (Request& ra : prefetches) Enqueue(std::move(ra));
+      prefetches.clear();
+    }
   }
   Process(std::move(req));
   if (!prefetches.empty()) {
