@@ -179,6 +179,9 @@ class Env {
   Result<MDB_txn*> Begin(unsigned flags);
   // The error of every transaction once map_lost_ is set.
   Status MapLost() const;
+  // map_mu_, shared, for a read or write through the map; MapLost() once the map is lost, so
+  // that a transaction begun before (a snapshot a handle still holds) never reads through it.
+  Result<std::shared_lock<std::shared_mutex>> ReadMap();
 
   MDB_env* env_ = nullptr;
   MDB_dbi meta_ = 0, blocks_ = 0, log_ = 0;
@@ -216,11 +219,10 @@ std::optional<off_t> Env::PageOffset(const MDB_val& v) {
 
 Result<MDB_txn*> Env::Begin(unsigned flags) {
   for (int attempt = 0;; ++attempt) {
-    if (map_lost_.load()) return MapLost();
     MDB_txn* txn = nullptr;
     int rc;
     {
-      std::shared_lock lock(map_mu_);
+      BA_ASSIGN_OR_RETURN(auto lock, ReadMap());  // a begin reads the meta pages through the map
       rc = mdb_txn_begin(env_, nullptr, flags, &txn);
     }
     if (rc == MDB_SUCCESS) return txn;
@@ -230,6 +232,12 @@ Result<MDB_txn*> Env::Begin(unsigned flags) {
     std::lock_guard w(writer_mu_);
     BA_RETURN_IF_ERROR(Remap(0));
   }
+}
+
+Result<std::shared_lock<std::shared_mutex>> Env::ReadMap() {
+  std::shared_lock lock(map_mu_);
+  if (map_lost_.load()) return MapLost();  // set under map_mu_ held exclusively (Remap)
+  return lock;
 }
 
 Status Env::MapLost() const {
@@ -940,7 +948,7 @@ class LmdbSnapshot final : public Snapshot {
 Result<std::vector<RecordRef>> LmdbSnapshot::BlockRecords(ArrayId a, BlockIndex i) {
   std::vector<RecordRef> records;
   BlockKey key(a, i);
-  std::shared_lock map_lock(env_->map_mu_);
+  BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
   std::lock_guard lock(mu_);
   BA_RETURN_IF_ERROR(CollectRecords(
       txn_, *env_, key, [&](const unsigned char* k) { return std::memcmp(k, key.bytes, 16) == 0; }, &records,
@@ -1010,7 +1018,7 @@ Result<LmdbSnapshot::Walked> LmdbSnapshot::Walk(ArrayId a, const std::function<v
   std::vector<RecordRef> records;
   Tally expected;
   {
-    std::shared_lock map_lock(env_->map_mu_);
+    BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
     std::lock_guard lock(mu_);
     BA_RETURN_IF_ERROR(CollectRecords(
         txn_, *env_, BlockKey(a, 0), [&](const unsigned char* k) { return GetBE64(k) == a; }, &records,
@@ -1085,7 +1093,7 @@ Result<uint64_t> LmdbSnapshot::VerifyBlocks(ArrayId a, size_t block_size,
 
 Result<std::optional<std::string>> LmdbSnapshot::GetMeta(std::string_view key) {
   if (!key.empty() && key[0] == kReservedMetaPrefix) return InvalidArgument("metadata keys beginning with NUL belong to the store");
-  std::shared_lock map_lock(env_->map_mu_);
+  BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
   std::lock_guard lock(mu_);
   return GetSealed(txn_, env_->meta_, key, "metadata");
 }
@@ -1111,7 +1119,7 @@ Status LmdbSnapshot::ForEachMetaFrom(std::string_view prefix, std::string_view f
     Tally expected, seen;
     bool more = false;
     {
-      std::shared_lock map_lock(env_->map_mu_);
+      BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
       std::lock_guard lock(mu_);
       MDB_cursor* cur;
       int rc = mdb_cursor_open(txn_, env_->meta_, &cur);
@@ -1211,7 +1219,7 @@ Status ReadChanges(MDB_txn* txn, const Env& env, CommitId from, CommitId to, Cha
 
 Result<ChangeSet> LmdbSnapshot::ChangesSince(CommitId from) {
   ChangeSet cs;
-  std::shared_lock map_lock(env_->map_mu_);
+  BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
   std::lock_guard lock(mu_);
   BA_RETURN_IF_ERROR(ReadChanges(txn_, *env_, from, commit_, cs));
   return cs;
@@ -1285,7 +1293,7 @@ Status AuditSlots(MDB_txn* txn, Env& env, const std::function<void(const Status&
 }
 
 Status LmdbSnapshot::VerifyRecords(const std::function<void(const Status&)>& damaged) {
-  std::shared_lock map_lock(env_->map_mu_);
+  BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
   std::lock_guard lock(mu_);
   BA_RETURN_IF_ERROR(CheckCommitRecord(txn_, *env_));
   // Every metadata record against its checksum, and each class against its tally.
@@ -1352,7 +1360,7 @@ class LmdbStore final : public BlockStore {
   Result<std::shared_ptr<Snapshot>> OpenSnapshot() override {
     BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(MDB_RDONLY));
     auto snapshot = std::make_shared<LmdbSnapshot>(env_, txn);  // aborts txn when dropped
-    std::shared_lock map_lock(env_->map_mu_);
+    BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
     BA_RETURN_IF_ERROR(CheckCommitRecord(txn, *env_));
     return std::shared_ptr<Snapshot>(std::move(snapshot));
   }
@@ -1362,7 +1370,7 @@ class LmdbStore final : public BlockStore {
     if (env_->slots_fd_ >= 0 && !env_->read_only_ && fdatasync(env_->slots_fd_) != 0) {
       return ErrnoStatus(errno, "sync " + env_->path_ + "/" + std::string(kSlotsFile));
     }
-    std::shared_lock map_lock(env_->map_mu_);
+    BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
     return LmdbStatus(mdb_env_sync(env_->env_, 1), "sync " + env_->path_);
   }
   std::string Describe() const override { return env_->path_; }
@@ -1383,7 +1391,7 @@ class LmdbStore final : public BlockStore {
   // internal::WithLmdbRead (lmdb_internal.h).
   Status WithRead(const std::function<Status(const internal::LmdbReadView&)>& fn) {
     BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(MDB_RDONLY));
-    std::shared_lock map_lock(env_->map_mu_);
+    BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
     Status st = fn(internal::LmdbReadView{env_->env_, txn, env_->meta_, env_->blocks_, env_->log_});
     mdb_txn_abort(txn);
     return st;
@@ -1449,7 +1457,7 @@ Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
   for (int attempt = 0; attempt < 6; ++attempt) {
     MDB_envinfo info;
     {
-      std::shared_lock map_lock(env_->map_mu_);
+      std::shared_lock info_lock(env_->map_mu_);  // LMDB's own fields: no read through the map
       mdb_env_info(env_->env_, &info);
     }
     const uint64_t used = (static_cast<uint64_t>(info.me_last_pgno) + 1) * ps;
@@ -1469,7 +1477,7 @@ Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
 
 Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, uint64_t base_need, bool* map_full) {
   // Lock order everywhere: map_mu_ (shared), then LMDB's writer lock (taken by the begin).
-  std::shared_lock map_lock(env_->map_mu_);
+  BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_->env_, nullptr, 0, &txn); rc != MDB_SUCCESS) {
     if (rc == MDB_MAP_RESIZED) *map_full = true;  // another process grew the map: adopt, retry
