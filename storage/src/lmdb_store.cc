@@ -1391,9 +1391,10 @@ class LmdbStore final : public BlockStore {
   // internal::WithLmdbRead (lmdb_internal.h).
   Status WithRead(const std::function<Status(const internal::LmdbReadView&)>& fn) {
     BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(MDB_RDONLY));
-    BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
-    Status st = fn(internal::LmdbReadView{env_->env_, txn, env_->meta_, env_->blocks_, env_->log_});
-    mdb_txn_abort(txn);
+    auto map_lock = env_->ReadMap();  // the map may be lost since the begin: end the transaction
+    Status st = map_lock.ok() ? fn(internal::LmdbReadView{env_->env_, txn, env_->meta_, env_->blocks_, env_->log_})
+                              : map_lock.status();
+    mdb_txn_abort(txn);  // touches the reader table only, never the map
     return st;
   }
 
@@ -1457,7 +1458,7 @@ Result<CommitId> LmdbStore::Commit(const WriteBatch& batch) {
   for (int attempt = 0; attempt < 6; ++attempt) {
     MDB_envinfo info;
     {
-      std::shared_lock info_lock(env_->map_mu_);  // LMDB's own fields: no read through the map
+      BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());  // mdb_env_info reads the meta pages
       mdb_env_info(env_->env_, &info);
     }
     const uint64_t used = (static_cast<uint64_t>(info.me_last_pgno) + 1) * ps;
