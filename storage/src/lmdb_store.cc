@@ -194,8 +194,9 @@ class Env {
   std::mutex writer_mu_;
   std::shared_mutex map_mu_;
   std::atomic<uintptr_t> map_base_{0};  // the map's address once known; 0: not known
-  // Set when LMDB failed to map data.mdb again while growing the map: it unmaps the old map
-  // first and is left with none, so no transaction may begin on it any more.
+  // Set (under map_mu_ held exclusively) when LMDB failed to map data.mdb again while growing
+  // the map: it unmaps the old map first and is left with none, so nothing may read through it
+  // any more (ReadMap), transactions begun before included.
   std::atomic<bool> map_lost_{false};
 
   // The file offset of the first overflow page of `v`, found without reading the map (see
