@@ -534,17 +534,20 @@ double DropFromPageCache(const std::string& path) {
 }
 
 // The scan data read from the device: the page cache dropped for the plain file before the mmap
-// pass and for the database's files before bigarray's (default options, fresh handle).
+// pass and for the database's files before bigarray's (default options, fresh handle). The best
+// of three of each, taken in turns: one pass from this machine's disk varied by half.
 void ColdScenario(const Config& c) {
   const ScanData d = EnsureScanData(c);
-  DropFromPageCache(d.plain);
-  double s_mmap;
-  const double t_mmap = TimeMmapSum(d.plain, d.bytes, &s_mmap);
-  const double t = TimeViewSums(d.db_path, Options{}, d.bytes, 1, s_mmap, "cold scan",
-                                [&] {
-                                  DropFromPageCache(d.db_path + "/data.mdb");
-                                  DropFromPageCache(d.db_path + "/blocks.dat");
-                                })[0];
+  double s_mmap = 0, t_mmap = 1e30, t = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    DropFromPageCache(d.plain);
+    t_mmap = std::min(t_mmap, TimeMmapSum(d.plain, d.bytes, &s_mmap));
+    t = std::min(t, TimeViewSums(d.db_path, Options{}, d.bytes, 1, s_mmap, "cold scan",
+                                 [&] {
+                                   DropFromPageCache(d.db_path + "/data.mdb");
+                                   DropFromPageCache(d.db_path + "/blocks.dat");
+                                 })[0]);
+  }
   Report("15 first scan, page cache cold", "throughput", GBs(d.bytes, t), GBs(d.bytes, t_mmap) + " mmap",
          "cold_cache_first_scan_vs_mmap", t_mmap / t, ">= 0.80");
 }
