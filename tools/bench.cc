@@ -85,6 +85,14 @@ void Report(const std::string& scenario, const std::string& measure, const std::
   std::fflush(stdout);
 }
 
+// A read that returned other bytes than were written (a sum that differs): reported at once,
+// and the run fails at the end (its figures are still printed and written).
+bool g_wrong_data = false;
+void WrongData(const std::string& what) {
+  std::fprintf(stderr, "bigarray-bench: %s\n", what.c_str());
+  g_wrong_data = true;
+}
+
 void Die(const Status& st, const char* what) {
   std::fprintf(stderr, "bigarray-bench: %s: %s\n", what, st.ToString().c_str());
   std::exit(1);
@@ -266,7 +274,7 @@ std::vector<double> TimeViewSums(const std::string& db_path, const Options& o, u
     const double s = Sum(reinterpret_cast<const double*>(v.data()), bytes / 8);
     secs.push_back(Secs(t0));
     if (first_cpu && i == 0) *first_cpu = CpuSecs() - cpu0;
-    if (s != expect) std::fprintf(stderr, "bigarray-bench: %s: sum %g, mmap's %g\n", what, s, expect);
+    if (s != expect) WrongData(std::string(what) + ": sum " + Fmt("%g", s) + ", mmap's " + Fmt("%g", expect));
   }
   return secs;
 }
@@ -322,7 +330,7 @@ void ScanScenarios(const Config& c) {
   auto t0 = Clock::now();
   const double s_mem = Sum(mem.data(), mem.size());
   const double t_mem = Secs(t0);
-  if (s_mem != s_mmap) std::fprintf(stderr, "bigarray-bench: scan sums differ!\n");
+  if (s_mem != s_mmap) WrongData("scan: the sums of memory and mmap differ");
 
   Report("1 first scan (page cache warm)", "throughput", GBs(bytes, t_default[0]), mmap_gbs, "scan_first_vs_mmap",
          t_mmap / t_default[0], ">= 0.80");
@@ -500,7 +508,7 @@ void SharedScanScenario(const Config& c) {
     }
   }
   for (double s : sums) {
-    if (s != sums[0]) std::fprintf(stderr, "bigarray-bench: shared scan: the processes' sums differ\n");
+    if (s != sums[0]) WrongData("shared scan: the processes' sums differ");
   }
   const double array_mib = static_cast<double>(bytes) / 1048576.0;
   Report("14 4 processes scan one array", "sum of PSS", Fmt("%.0f MiB", pss), Fmt("%.0f MiB array", array_mib),
@@ -860,8 +868,8 @@ void Hdf5Scenario(const Config& c) {
     (direct ? t_bar : t_bar_view) = Secs(t0);
     (direct ? s_ba : s_ba_view) = sum;
   }
-  if (s_ba_view != s_ba) std::fprintf(stderr, "bigarray-bench: Read and Assign sums differ (%g vs %g)\n", s_ba, s_ba_view);
-  if (s_ba != s_h5) std::fprintf(stderr, "bigarray-bench: HDF5 and bigarray sums differ (%g vs %g)\n", s_h5, s_ba);
+  if (s_ba_view != s_ba) WrongData("Read and Assign sums differ (" + Fmt("%g", s_ba) + " vs " + Fmt("%g", s_ba_view) + ")");
+  if (s_ba != s_h5) WrongData("HDF5 and bigarray sums differ (" + Fmt("%g", s_h5) + " vs " + Fmt("%g", s_ba) + ")");
   Report("8 write + flush vs HDF5", "throughput", GBs(bytes, t_baw), GBs(bytes, t_h5w) + " HDF5", "write_vs_hdf5",
          t_h5w / t_baw, ">= 1.00");
   Report("8 write, cold RAM pool", "throughput", GBs(bytes, t_baw_cold), GBs(bytes, t_h5w) + " HDF5",
@@ -1107,5 +1115,9 @@ int main(int argc, char** argv) {
     f << "}\n";
   }
   std::filesystem::remove_all(c.dir);
+  if (g_wrong_data) {
+    std::fprintf(stderr, "bigarray-bench: some reads returned wrong data (above)\n");
+    return 1;
+  }
   return 0;
 }
