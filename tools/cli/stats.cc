@@ -69,13 +69,18 @@ void RunningStats::Add(const std::byte* data, int64_t count) {
       }
       values[k] = v;
     }
-    // This batch's mean and sum of squared deviations (two passes, corrected), then merged.
+    if (n_ == 0) {  // the shift: the first finite value (0 if none)
+      const double* finite = std::find_if(values, values + nb, [](double v) { return std::isfinite(v); });
+      shift_ = finite == values + nb ? 0 : *finite;
+    }
+    // This batch's mean and sum of squared deviations, both of the values less the shift (two
+    // passes, corrected), then merged.
     double sum = 0;
-    for (int64_t k = 0; k < nb; ++k) sum += values[k];
+    for (int64_t k = 0; k < nb; ++k) sum += values[k] - shift_;
     const double mean_b = sum / static_cast<double>(nb);
     double dev = 0, sq = 0;
     for (int64_t k = 0; k < nb; ++k) {
-      const double d = values[k] - mean_b;
+      const double d = (values[k] - shift_) - mean_b;
       dev += d;
       sq += d * d;
     }
@@ -97,9 +102,10 @@ void RunningStats::AddZeros(int64_t count) {
   fmin_ = seen_ ? std::min(fmin_, 0.0) : 0.0;
   fmax_ = seen_ ? std::max(fmax_, 0.0) : 0.0;
   seen_ = true;
-  // Chan's formula with a group of mean 0 and no deviation.
+  // Chan's formula with a group of mean 0 (-shift_ shifted) and no deviation.
+  if (n_ == 0) shift_ = 0;
   const double na = static_cast<double>(n_), nb = static_cast<double>(count), n = na + nb;
-  const double delta = -mean_;
+  const double delta = -shift_ - mean_;
   m2_ = n_ == 0 ? 0 : m2_ + delta * delta * (na * nb / n);
   mean_ = n_ == 0 ? 0 : mean_ + delta * (nb / n);
   n_ += count;
