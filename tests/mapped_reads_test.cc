@@ -202,8 +202,8 @@ TEST_CASE("after Load, the kernel reads mapped views: write(2) sends the array's
 }
 
 TEST_CASE("a mapped block larger than the check's read piece: damage in any piece is found, an intact block is mapped") {
-  // The check reads a mapped range in pieces of 256 KiB (file_ranges.cc, CheckByPread): every piece must
-  // reach it, the last one included.
+  // The check reads a mapped range through a mapping of its own, or by pread in pieces of 256 KiB
+  // (file_ranges.cc, CheckByPread) where it cannot: every byte must reach it, the last one included.
   constexpr uint64_t kBig = 1 << 20;
   TempDir dir;
   const std::string path = dir / "db";

@@ -1,5 +1,6 @@
-// P7: faults outside the pager's regions are never swallowed. This test has its own main, so
-// that the handler installed before the pager's is under its control.
+// P7: faults outside the pager's regions are never swallowed, SIGSEGV or SIGBUS (the loaders'
+// guard of their checks through mappings, bus_guard.h). This test has its own main, so that the
+// handlers installed before the pager's are under its control.
 #define DOCTEST_CONFIG_NO_POSIX_SIGNALS
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
@@ -9,8 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
+#include <string>
 
+#include "pager/bus_guard.h"
 #include "pager/pager.h"
 
 using namespace bigarray;
@@ -41,6 +45,45 @@ std::byte* ForeignPage() {
   return static_cast<std::byte*>(p);
 }
 
+// A page of a file mapped past the file's end: reading it raises SIGBUS (BUS_ADRERR).
+std::byte* PastEndPage() {
+  char path[] = "/tmp/pager_signal_test.XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return nullptr;
+  unlink(path);
+  void* p = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0);  // the file is empty
+  close(fd);
+  return p == MAP_FAILED ? nullptr : static_cast<std::byte*>(p);
+}
+
+// Child mode: no SIGBUS handler before ours; a SIGBUS outside a guarded read must kill the
+// process with SIGBUS, as must one sent with raise().
+int ChildDefaultBus(bool sent) {
+  auto pager = Pager::Create(PagerOptions{}).value();  // installs the SIGBUS guard
+  struct sigaction current;
+  sigaction(SIGBUS, nullptr, &current);
+  if (!(current.sa_flags & SA_SIGINFO)) return 3;  // not installed: the test would prove nothing
+  if (sent) {
+    raise(SIGBUS);
+    return 4;  // not reached
+  }
+  std::byte* page = PastEndPage();
+  if (!page) return 5;
+  (void)*static_cast<volatile std::byte*>(page);
+  return 4;  // not reached
+}
+
+int RunChild(const char* mode) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/proc/self/exe", "pager_signal_test", mode, nullptr);
+    _exit(5);
+  }
+  int status;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
 // Child mode: no handler before ours; a foreign fault must kill the process with SIGSEGV.
 int ChildDefault() {
   auto pager = Pager::Create(PagerOptions{}).value();
@@ -65,6 +108,15 @@ TEST_CASE("P7: with no handler before ours, a foreign fault is a plain segfault"
   CHECK(WTERMSIG(status) == SIGSEGV);
 }
 
+TEST_CASE("P7: with no SIGBUS handler before ours, a SIGBUS outside a guarded read is a plain bus error") {
+  for (const char* mode : {"--child-default-bus", "--child-raise-bus"}) {
+    CAPTURE(mode);
+    const int status = RunChild(mode);
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGBUS);
+  }
+}
+
 TEST_CASE("P7: a foreign fault goes to the handler installed before the pager's") {
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
@@ -72,6 +124,7 @@ TEST_CASE("P7: a foreign fault goes to the handler installed before the pager's"
   sa.sa_flags = SA_SIGINFO | SA_NODEFER;
   sigemptyset(&sa.sa_mask);
   REQUIRE(sigaction(SIGSEGV, &sa, nullptr) == 0);
+  REQUIRE(sigaction(SIGBUS, &sa, nullptr) == 0);
 
   auto pager = Pager::Create(PagerOptions{}).value();  // installs ours, remembering the above
   auto file = pager->OpenFile(std::make_shared<ZeroSource>(), 65536, "a").value();
@@ -86,12 +139,49 @@ TEST_CASE("P7: a foreign fault goes to the handler installed before the pager's"
   }
   CHECK(g_calls == 1);
   CHECK(static_cast<void*>(g_fault_addr) == static_cast<void*>(foreign + 8));
+  // A SIGBUS outside a guarded read reaches it too.
+  std::byte* past_end = PastEndPage();
+  REQUIRE(past_end);
+  if (sigsetjmp(g_jump, 1) == 0) {
+    (void)*static_cast<volatile std::byte*>(past_end + 8);
+    FAIL("the read past the end did not fault");
+  }
+  CHECK(g_calls == 2);
+  CHECK(static_cast<void*>(g_fault_addr) == static_cast<void*>(past_end + 8));
+  munmap(past_end, 4096);
   // The pager still works after that.
   CHECK(*static_cast<volatile std::byte*>(m->data()) == std::byte{0x5A});
 }
 
+TEST_CASE("the SIGBUS guard: a read past a file's end is reported, the thread goes on") {
+  auto pager = Pager::Create(PagerOptions{}).value();  // installs the guard
+  std::byte* page = PastEndPage();
+  REQUIRE(page);
+  struct Arg {
+    std::byte* page;
+    int reached = 0;
+  } arg{page};
+  auto touch = [](void* a) {
+    auto* x = static_cast<Arg*>(a);
+    (void)*static_cast<volatile std::byte*>(x->page + 100);
+    x->reached = 1;
+  };
+  CHECK(ReadGuarded(page, 4096, touch, &arg) == GuardedRead::kBus);
+  CHECK(arg.reached == 0);
+  // Again (the signal mask was restored: SIGBUS is not left blocked), and a read that works.
+  CHECK(ReadGuarded(page, 4096, touch, &arg) == GuardedRead::kBus);
+  std::byte fine[16] = {};
+  Arg ok{fine};
+  CHECK(ReadGuarded(fine, sizeof fine, [](void* a) { static_cast<Arg*>(a)->reached = 1; }, &ok) ==
+        GuardedRead::kDone);
+  CHECK(ok.reached == 1);
+  munmap(page, 4096);
+}
+
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--child-default-segv") == 0) return ChildDefault();
+  if (argc > 1 && std::strcmp(argv[1], "--child-default-bus") == 0) return ChildDefaultBus(false);
+  if (argc > 1 && std::strcmp(argv[1], "--child-raise-bus") == 0) return ChildDefaultBus(true);
   doctest::Context context(argc, argv);
   return context.run();
 }

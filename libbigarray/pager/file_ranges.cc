@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 
+#include "pager/bus_guard.h"
 #include "pager/io.h"
 
 namespace bigarray::pager {
@@ -33,6 +34,39 @@ bool CheckByPread(const FileRange& r, Status* error) {
 }
 
 namespace {
+struct Feed {
+  RangeCheck* check;
+  std::span<const std::byte> bytes;
+};
+
+// Feeds `r`'s check the bytes of `map` (where `r` is mapped), in one piece, under the SIGBUS guard.
+GuardedRead CheckMapped(const FileRange& r, const std::byte* map) {
+  Feed feed{r.check.get(), std::span<const std::byte>(map, r.length)};
+  return ReadGuarded(
+      map, r.length, [](void* arg) { static_cast<Feed*>(arg)->check->Update(static_cast<Feed*>(arg)->bytes); },
+      &feed);
+}
+}  // namespace
+
+bool CheckRange(const FileRange& r, Status* error) {
+  void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
+                           : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
+  if (m == MAP_FAILED) return CheckByPread(r, error);
+  const GuardedRead read = CheckMapped(r, static_cast<const std::byte*>(m));
+  munmap(m, r.length);
+  switch (read) {
+    case GuardedRead::kUnguarded:
+      return CheckByPread(r, error);
+    case GuardedRead::kBus:
+      return false;  // the copy's read reports the error
+    case GuardedRead::kDone:
+      break;
+  }
+  *error = r.check->Finish();
+  return error->ok();
+}
+
+namespace {
 // Whether the byte at `offset` of `fd` is in the page cache; false also where the file system
 // cannot tell (EOPNOTSUPP).
 bool Cached(int fd, off_t offset) {
@@ -48,13 +82,28 @@ void ReadAheadUnlessCached(const FileRange& r) {
 }
 
 std::byte* MapChecked(const FileRange& r, Status* error) {
-  if (r.check && !CheckByPread(r, error)) return nullptr;
   void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
                            : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return nullptr;
   auto* bytes = static_cast<std::byte*>(m);
-  // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error.
-  if (madvise(bytes, r.length, kPopulateRead) != 0) {
+  // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error; the check
+  // then reads the populated pages under the guard (they may be dropped and read again).
+  bool shown = madvise(bytes, r.length, kPopulateRead) == 0;
+  if (shown && r.check) {
+    switch (CheckMapped(r, bytes)) {
+      case GuardedRead::kUnguarded:
+        shown = CheckByPread(r, error);
+        break;
+      case GuardedRead::kBus:
+        shown = false;
+        break;
+      case GuardedRead::kDone:
+        *error = r.check->Finish();
+        shown = error->ok();
+        break;
+    }
+  }
+  if (!shown) {
     munmap(bytes, r.length);
     return nullptr;
   }

@@ -1,20 +1,25 @@
 // file_ranges.h: making a block's range of its file ready to be shown in views (docs/pager.md,
 // section 3b, "Mapped blocks"): read into the page cache and checked before any view shows it.
 //
-// Every check reads the range with pread, piece by piece (CheckByPread): through the kernel's
-// own mapping of the page cache, 2-3 times faster here than hashing through new 4 KiB page-table
-// entries, and a mapping made for the check costs new page tables and, when moved or unmapped, a
-// flush of the TLBs of every thread of the process, the reading one included. Then, by where
-// the range lies and who waits for it:
+// Every check hashes the range through a mapping of it (CheckRange, MapChecked), under the
+// SIGBUS guard (bus_guard.h): a 2 MiB slot in a page cache that holds it in large folios is one
+// PMD entry, and hashing it there ran at 26-32 GB/s, against 17-19 GB/s for pread, which copies
+// every byte out of the page cache into a buffer first (2026-12-03; the copy was three times
+// the hash in a profile of a verified first scan). A read the kernel cannot serve (I/O error, a
+// file cut below the range) is a SIGBUS the guard turns into "could not be read". Where our
+// SIGBUS handler is not installed (somebody replaced it), or the range cannot be mapped, the
+// check reads it with pread, piece by piece (CheckByPread). Then, by where the range lies and
+// who waits for it:
 //
 // - A slot of blocks.dat (2 MiB-aligned, ShownLazily) with a check, or asked for by read-ahead,
 //   is shown lazily: views map it unpopulated and the reader's first access to each 2 MiB
 //   installs one PMD entry, as under a plain mmap (a random demand fault took up to 3 times as
-//   long, and never less, through a mapping of its own moved into the view, here).
+//   long, and never less, through a mapping of its own moved into the view, here). The check's
+//   own mapping is unmapped once it is done.
 // - Any other range (a payload in data.mdb's overflow pages), and a slot without a check that a
-//   reader waits for, is mapped populated at an address of its own (MapChecked), which the pager
-//   moves into the first view that shows it: populating reports a read error as an error, not a
-//   SIGBUS in the reader.
+//   reader waits for, is mapped populated at an address of its own (MapChecked), checked there,
+//   and moved by the pager into the first view that shows it: populating reports a read error
+//   as an error, not a SIGBUS in the reader.
 //
 // Either way the bytes checked are the page-cache pages the views show (I21), unless the kernel
 // drops them and reads them again in between (docs/pager.md, "What the kernel may do").
@@ -30,10 +35,14 @@ namespace bigarray::pager {
 // Whether `r` is a slot, shown lazily (at a 2 MiB-aligned offset of its file).
 bool ShownLazily(const FileRange& r);
 
-// Checks `r` (which has a check) by reading it with pread, piece by piece into a buffer of this
-// thread, through the kernel's own mapping of the page cache. False when it could not be read
+// Checks `r` (which has a check) through a mapping of its own, under the SIGBUS guard, unmapped
+// when done; by pread where that cannot be done (CheckByPread). False when it could not be read
 // (the caller loads a copy, whose own read reports the error) or, with *error set, when the
 // check failed.
+bool CheckRange(const FileRange& r, Status* error);
+
+// Checks `r` (which has a check) by reading it with pread, piece by piece into a buffer of this
+// thread. As CheckRange.
 bool CheckByPread(const FileRange& r, Status* error);
 
 // Asks the kernel to read `r` into the page cache (readahead(2)) unless its last page is there
@@ -44,8 +53,9 @@ bool CheckByPread(const FileRange& r, Status* error);
 // mmap.
 void ReadAheadUnlessCached(const FileRange& r);
 
-// Checks `r` (when it has a check, CheckByPread), then maps it read-only at an address of its own
-// (2 MiB-aligned for a slot) and faults every page of it in. nullptr with *error ok: the file
+// Maps `r` read-only at an address of its own (2 MiB-aligned for a slot), faults every page of it
+// in, and checks it there (when it has a check; by pread where the SIGBUS guard is not
+// installed). nullptr with *error ok: the file
 // cannot show it here (a read or populate error, no map entry to be had, a kernel without
 // MADV_POPULATE_READ): the caller loads a copy, whose read reports an I/O error as an error
 // instead of a SIGBUS. nullptr with *error set: the check failed.

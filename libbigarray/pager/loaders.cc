@@ -10,6 +10,7 @@
 #include <system_error>
 #include <utility>
 
+#include "pager/bus_guard.h"
 #include "pager/fault_source.h"
 #include "pager/io.h"
 #include "pager/pager_impl.h"
@@ -58,6 +59,7 @@ std::pair<FileState::ReadRun*, bool> RunOf(FileState& f, pid_t tid, uint64_t blo
 
 Status PagerImpl::Start() {
   SignalFaultSource::Get();  // install the handler before any mapping exists
+  InstallBusGuard();         // and the one of the loaders' checks through mappings
   const unsigned n = std::max(1u, options_.loader_threads);
   std::lock_guard lock(mu_);
   try {

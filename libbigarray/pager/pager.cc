@@ -359,12 +359,12 @@ namespace {
 // populate reports a read error as an error (MapChecked).
 bool Lazily(const Request& req, const FileRange& r) { return ShownLazily(r) && (r.check || req.prefetch); }
 
-// Prepares `r` (Lazily) to be shown lazily: checks it with pread, or (a read-ahead without a
+// Prepares `r` (Lazily) to be shown lazily: checks it (CheckRange), or (a read-ahead without a
 // check) asks the kernel to read it into the page cache; the reader's faults read what it did
 // not. False when it could not be read (the caller loads a copy, whose own read reports the
 // error) or, with *error set, when the check failed.
 bool PrepareLazily(const FileRange& r, Status* error) {
-  if (r.check) return CheckByPread(r, error);
+  if (r.check) return CheckRange(r, error);
   ReadAheadUnlessCached(r);
   return true;
 }

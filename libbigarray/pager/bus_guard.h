@@ -1,0 +1,39 @@
+// bus_guard.h: reading a mapped range of a file on a loader thread without dying of SIGBUS
+// (docs/pager.md, section 3b, "Checks through a mapping").
+//
+// A read through a file mapping whose page the kernel cannot read (an I/O error, a file cut
+// below the range) raises SIGBUS in the reading thread, where pread returns an error. A loader
+// that checks a block through a mapping of its range (2 MiB-aligned slots: one PMD entry, no
+// copy; pread copies every byte out of the page cache first, 1.5-1.7 times the time of the hash
+// here) reads under a guard: the pager's SIGBUS handler, when the fault is in the guarded range
+// of the faulting thread, jumps back to the guard, which reports that the range could not be
+// read; the caller then loads a copy, whose read reports the error. Every other SIGBUS goes on to
+// the disposition found when the handler was installed, as if it were not there.
+//
+// Async-signal-safety: the handler finds the guard in a fixed table by thread id (gettid), not
+// through thread_local storage (whose first access in a thread of a shared library may allocate),
+// and calls only gettid, sigaction, raise and siglongjmp.
+#pragma once
+
+#include <cstddef>
+
+namespace bigarray::pager {
+
+// Installs the SIGBUS handler when the first pager of the process starts, remembering the
+// disposition before it to chain to; later calls do nothing (a handler installed after ours
+// chains to ours: taking over again would make the two chain to each other forever).
+void InstallBusGuard();
+
+enum class GuardedRead {
+  kDone,        // read() ran to its end
+  kBus,         // a SIGBUS in [start, start + length) interrupted it: the range cannot be read
+  kUnguarded,   // read() was not called: the SIGBUS handler is not ours (somebody replaced it)
+};
+
+// Calls read(arg), which reads [start, start + length) of a file mapping. read() may be abandoned
+// at any instruction that reads the range: while it does, it must hold no lock and own nothing
+// that needs releasing (a pure computation over the bytes, such as a hash). Not reentrant on a
+// thread.
+GuardedRead ReadGuarded(const void* start, size_t length, void (*read)(void* arg), void* arg);
+
+}  // namespace bigarray::pager
