@@ -14,7 +14,9 @@
 #include <thread>
 #include <vector>
 
+#include "pager/check_choice.h"
 #include "pager/fault_source.h"
+#include "pager/file_ranges.h"
 #include "pager/map_budget.h"
 #include "pager/pager.h"
 #include "pager_test_util.h"
@@ -89,7 +91,7 @@ class FileSource : public BlockSource {
     Check(FileSource* source, uint64_t block, size_t length) : source_(source), block_(block), length_(length) {}
     // Takes the lock only to learn the version: the bytes are read without it, as a pager's check
     // through a mapping may be abandoned by a SIGBUS at any read of them (bus_guard.h).
-    void Update(std::span<const std::byte> piece) override {
+    void Update(std::span<const std::byte> piece) noexcept override {
       uint32_t version = 0;
       {
         std::lock_guard lock(source_->mu);
@@ -128,7 +130,10 @@ class FileSource : public BlockSource {
 };
 
 struct Fixture {
-  explicit Fixture(uint64_t cache_blocks = 64, unsigned readahead = 0) {
+  // Checks through a mapping unless a case asks otherwise: which way is cheaper depends on the
+  // machine (check_choice.h), and the guard's cases need the mapping.
+  explicit Fixture(uint64_t cache_blocks = 64, unsigned readahead = 0, CheckWay way = CheckWay::kMapping) {
+    SetCheckWayForTesting(way);
     pager = bigarray::testing::TestPager(cache_blocks * kBlock, readahead);
     source = std::make_shared<FileSource>(dir / "blocks");
     file = pager->OpenFile(source, kBlock, "array 'test'").value();
@@ -369,6 +374,20 @@ TEST_CASE("mapped blocks: a range the kernel cannot map or read is loaded by cop
 }
 
 namespace {
+// Four blocks: block 1's range lies past the file's end, block 2 is damaged. Loading them all
+// must copy block 1, refuse block 2 naming it, and show the others from the file.
+void PastEndCopiedDamageRefused(Fixture& fx) {
+  for (uint64_t b = 0; b < 4; ++b) fx.source->Store(b, 7);
+  fx.source->beyond_end = {1};
+  fx.source->damaged = {2};
+  auto m = fx.file->Map(0, 4).value();
+  const Status st = m->Load(0, 4 * kBlock);
+  CHECK(st.code() == Code::kCorruption);
+  CHECK(st.message().find("array 'test' block 2") != std::string::npos);
+  for (const uint64_t b : {0, 1, 3}) CHECK(Shows(m->data() + b * kBlock, 7, b));
+  CHECK(fx.source->checks >= 3);
+}
+
 void ForeignBusHandler(int, siginfo_t*, void*) {
   static const char msg[] = "a loader's check raised SIGBUS outside the pager's guard\n";
   (void)!write(2, msg, sizeof msg - 1);
@@ -386,15 +405,62 @@ TEST_CASE("mapped blocks: with a SIGBUS handler installed after the pager's, che
   REQUIRE(sigaction(SIGBUS, &foreign, &ours) == 0);
   // A range past the file's end, which a check through a mapping would read with a SIGBUS, and a
   // damaged block: read by pread, the first is copied, the second refused.
-  for (uint64_t b = 0; b < 4; ++b) fx.source->Store(b, 7);
-  fx.source->beyond_end = {1};
-  fx.source->damaged = {2};
-  auto m = fx.file->Map(0, 4).value();
-  const Status st = m->Load(0, 4 * kBlock);
-  CHECK(st.code() == Code::kCorruption);
-  CHECK(st.message().find("array 'test' block 2") != std::string::npos);
-  for (const uint64_t b : {0, 1, 3}) CHECK(Shows(m->data() + b * kBlock, 7, b));
-  CHECK(fx.source->checks >= 3);
-  m.reset();
+  PastEndCopiedDamageRefused(fx);
   REQUIRE(sigaction(SIGBUS, &ours, nullptr) == 0);
+}
+
+TEST_CASE("mapped blocks: loaders started by a thread with every signal blocked still turn a SIGBUS of a check into a copy") {
+  // Programs block signals before starting threads; loader threads inherit the mask of the thread
+  // that starts the pager, and a SIGBUS raised by an access while blocked ends the process.
+  bool shown = false;
+  std::thread t([&] {
+    sigset_t all;
+    sigfillset(&all);
+    REQUIRE(pthread_sigmask(SIG_BLOCK, &all, nullptr) == 0);
+    Fixture fx;
+    for (uint64_t b = 0; b < 3; ++b) fx.source->Store(b, 8);
+    fx.source->beyond_end = {1};
+    auto m = fx.file->Map(0, 3).value();
+    REQUIRE(m->Load(0, 3 * kBlock).ok());
+    REQUIRE(pthread_sigmask(SIG_UNBLOCK, &all, nullptr) == 0);  // the loaders keep their mask
+    shown = Shows(m->data(), 8, 0) && Shows(m->data() + kBlock, 8, 1) && Shows(m->data() + 2 * kBlock, 8, 2);
+  });
+  t.join();
+  CHECK(shown);
+}
+
+TEST_CASE("CheckChoice: the cheaper way checks, the other one check in 16; a change of the costs is followed") {
+  CheckChoice c;
+  auto count_mapped = [&](int n) {
+    int mapped = 0;
+    for (int i = 0; i < n; ++i) mapped += c.Mapped();
+    return mapped;
+  };
+  // Nothing measured: a mapping first (both cost 0), until it has a cost; then pread is tried.
+  CHECK(c.Mapped());
+  c.Record(true, 2 << 20, 65000);
+  CHECK(c.CostPerMiB(true) == 32500);
+  CHECK(!c.Mapped());
+  c.Record(false, 2 << 20, 110000);
+  // Mapping cheaper: 15 of 16 through a mapping, 1 by pread.
+  CHECK(count_mapped(160) == 150);
+  // The mapping becomes expensive (a machine where each new page-table entry costs): after a few
+  // records pread wins, and the mapping is still probed one time in 16.
+  for (int i = 0; i < 20; ++i) c.Record(true, 2 << 20, 800000);
+  CHECK(c.CostPerMiB(true) > c.CostPerMiB(false));
+  CHECK(count_mapped(160) == 10);
+  // And back.
+  for (int i = 0; i < 40; ++i) c.Record(true, 2 << 20, 60000);
+  CHECK(count_mapped(160) == 150);
+  // Nonsense figures change nothing.
+  const uint64_t before = c.CostPerMiB(false);
+  c.Record(false, 0, 1000);
+  c.Record(false, 4096, -5);
+  CHECK(c.CostPerMiB(false) == before);
+}
+
+TEST_CASE("mapped blocks checked by pread (where it is the cheaper way): damage refused, a range past the end copied") {
+  Fixture fx(64, 0, CheckWay::kPread);
+  PastEndCopiedDamageRefused(fx);
+  SetCheckWayForTesting(CheckWay::kMapping);
 }

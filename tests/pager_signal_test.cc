@@ -73,6 +73,42 @@ int ChildDefaultBus(bool sent) {
   return 4;  // not reached
 }
 
+class FailingSource : public BlockSource {
+ public:
+  Status LoadBlock(uint64_t, std::span<std::byte>) override { return IOError("injected read error"); }
+};
+
+// Child mode: SIGBUS set to `ignore` (SIG_IGN, or SA_SIGINFO with a null handler, i.e. SIG_DFL)
+// before the pager starts; then a fatal page fault (`fatal`) or a foreign SIGBUS. Either must end
+// the process with SIGBUS, not retry forever (SIGALRM after 20 s says it hung).
+int ChildBusBeforeUs(bool ignore, bool fatal) {
+  alarm(20);
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  if (ignore) {
+    sa.sa_handler = SIG_IGN;
+  } else {
+    sa.sa_flags = SA_SIGINFO;
+    sa.sa_sigaction = nullptr;
+  }
+  if (sigaction(SIGBUS, &sa, nullptr) != 0) return 6;
+  auto pager = Pager::Create(PagerOptions{}).value();
+  auto file = pager->OpenFile(fatal ? std::shared_ptr<BlockSource>(std::make_shared<FailingSource>())
+                                    : std::make_shared<ZeroSource>(),
+                              65536, "a")
+                  .value();
+  auto m = file->Map(0, 1).value();
+  if (fatal) {
+    (void)*static_cast<volatile std::byte*>(m->data());
+    return 4;  // not reached
+  }
+  std::byte* page = PastEndPage();
+  if (!page) return 5;
+  (void)*static_cast<volatile std::byte*>(page);
+  return 4;  // not reached
+}
+
 int RunChild(const char* mode) {
   pid_t pid = fork();
   if (pid == 0) {
@@ -153,6 +189,16 @@ TEST_CASE("P7: a foreign fault goes to the handler installed before the pager's"
   CHECK(*static_cast<volatile std::byte*>(m->data()) == std::byte{0x5A});
 }
 
+TEST_CASE("P10: with SIGBUS ignored, or SA_SIGINFO with no handler, before ours, a bus error still ends the process") {
+  for (const char* mode : {"--child-ignored-bus-fatal", "--child-ignored-bus-foreign", "--child-siginfo-dfl-bus-fatal",
+                           "--child-siginfo-dfl-bus-foreign"}) {
+    CAPTURE(mode);
+    const int status = RunChild(mode);
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGBUS);
+  }
+}
+
 TEST_CASE("the SIGBUS guard: a read past a file's end is reported, the thread goes on") {
   auto pager = Pager::Create(PagerOptions{}).value();  // installs the guard
   std::byte* page = PastEndPage();
@@ -161,7 +207,7 @@ TEST_CASE("the SIGBUS guard: a read past a file's end is reported, the thread go
     std::byte* page;
     int reached = 0;
   } arg{page};
-  auto touch = [](void* a) {
+  auto touch = [](void* a) noexcept {
     auto* x = static_cast<Arg*>(a);
     (void)*static_cast<volatile std::byte*>(x->page + 100);
     x->reached = 1;
@@ -172,7 +218,7 @@ TEST_CASE("the SIGBUS guard: a read past a file's end is reported, the thread go
   CHECK(ReadGuarded(page, 4096, touch, &arg) == GuardedRead::kBus);
   std::byte fine[16] = {};
   Arg ok{fine};
-  CHECK(ReadGuarded(fine, sizeof fine, [](void* a) { static_cast<Arg*>(a)->reached = 1; }, &ok) ==
+  CHECK(ReadGuarded(fine, sizeof fine, [](void* a) noexcept { static_cast<Arg*>(a)->reached = 1; }, &ok) ==
         GuardedRead::kDone);
   CHECK(ok.reached == 1);
   munmap(page, 4096);
@@ -182,6 +228,10 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--child-default-segv") == 0) return ChildDefault();
   if (argc > 1 && std::strcmp(argv[1], "--child-default-bus") == 0) return ChildDefaultBus(false);
   if (argc > 1 && std::strcmp(argv[1], "--child-raise-bus") == 0) return ChildDefaultBus(true);
+  if (argc > 1 && std::strcmp(argv[1], "--child-ignored-bus-fatal") == 0) return ChildBusBeforeUs(true, true);
+  if (argc > 1 && std::strcmp(argv[1], "--child-ignored-bus-foreign") == 0) return ChildBusBeforeUs(true, false);
+  if (argc > 1 && std::strcmp(argv[1], "--child-siginfo-dfl-bus-fatal") == 0) return ChildBusBeforeUs(false, true);
+  if (argc > 1 && std::strcmp(argv[1], "--child-siginfo-dfl-bus-foreign") == 0) return ChildBusBeforeUs(false, false);
   doctest::Context context(argc, argv);
   return context.run();
 }

@@ -1,11 +1,13 @@
 // The SIGBUS guard of loaders' reads through file mappings (bus_guard.h).
 #include "pager/bus_guard.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -23,11 +25,22 @@ struct Slot {
 };
 Slot g_slots[kSlots];
 static_assert(std::atomic<pid_t>::is_always_lock_free);
+static_assert(std::atomic<bool>::is_always_lock_free);
 
-// The SIGBUS disposition before ours. Written under g_mu before our handler is installed (again
-// only when somebody reset SIGBUS to SIG_DFL/SIG_IGN after us: no signal is then in our handler).
+// The SIGBUS disposition before ours. Written under g_mu before our handler is installed, and
+// again only when somebody reset SIGBUS to SIG_DFL/SIG_IGN after us (not Chain: g_dying).
 struct sigaction g_previous;
 std::mutex g_mu;
+// Set by Chain before it restores SIG_DFL to end the process: nobody takes over again then.
+std::atomic<bool> g_dying{false};
+
+// Whether `a` is SIG_DFL or SIG_IGN, whatever its flags say (sa_handler and sa_sigaction share
+// their storage).
+bool IsDefaultOrIgnore(const struct sigaction& a) { return a.sa_handler == SIG_DFL || a.sa_handler == SIG_IGN; }
+
+void Handler(int sig, siginfo_t* info, void* context);
+
+bool IsOurs(const struct sigaction& a) { return (a.sa_flags & SA_SIGINFO) && a.sa_sigaction == Handler; }
 
 void SetDefault(int sig) {
   struct sigaction dfl;
@@ -39,18 +52,19 @@ void SetDefault(int sig) {
 
 // Hands a SIGBUS that is not a guarded read's to whoever handled SIGBUS before us.
 void Chain(int sig, siginfo_t* info, void* context) {
-  if (g_previous.sa_flags & SA_SIGINFO) {
-    if (g_previous.sa_sigaction) g_previous.sa_sigaction(sig, info, context);
-    return;
-  }
-  if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
-    g_previous.sa_handler(sig);
+  if (!IsDefaultOrIgnore(g_previous)) {
+    if (g_previous.sa_flags & SA_SIGINFO) {
+      g_previous.sa_sigaction(sig, info, context);
+    } else {
+      g_previous.sa_handler(sig);
+    }
     return;
   }
   const bool sent = info->si_code <= 0;  // by kill, raise, sigqueue: not a faulting access
   if (g_previous.sa_handler == SIG_IGN && sent) return;  // ignored, as asked
   // Default action: restore it. A faulting access is executed again on return and kills the
   // process as an unhandled SIGBUS would; a sent signal is sent again (pending until we return).
+  g_dying.store(true);
   SetDefault(sig);
   if (sent) raise(sig);
 }
@@ -73,17 +87,15 @@ void Handler(int sig, siginfo_t* info, void* context) {
   errno = saved_errno;
 }
 
-// Installs Handler unless it is installed. At start-up (the first pager) always; later only over SIG_DFL/SIG_IGN
-// (somebody restored the disposition they found, as test frameworks do): a handler installed
-// after ours is left alone, it must chain to ours (see fault_source.cc, EnsureInstalled).
-// REQUIRES: g_mu held.
+// Installs Handler unless it is installed. At start-up (the first pager) always; later only
+// over SIG_DFL/SIG_IGN (somebody restored the disposition they found, as test frameworks do),
+// unless Chain set SIG_DFL to end the process: a handler installed after ours is left alone, it
+// must chain to ours (see fault_source.cc, EnsureInstalled). REQUIRES: g_mu held.
 bool EnsureInstalled(bool at_start) {
   struct sigaction current;
   if (sigaction(SIGBUS, nullptr, &current) != 0) return false;
-  if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == Handler) return true;
-  const bool reset = !(current.sa_flags & SA_SIGINFO) &&
-                     (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN);
-  if (!at_start && !reset) return false;
+  if (IsOurs(current)) return true;
+  if (!at_start && (!IsDefaultOrIgnore(current) || g_dying.load())) return false;
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = Handler;
@@ -96,7 +108,7 @@ bool EnsureInstalled(bool at_start) {
 bool Installed() {
   struct sigaction current;
   if (sigaction(SIGBUS, nullptr, &current) != 0) return false;
-  if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == Handler) return true;
+  if (IsOurs(current)) return true;
   std::lock_guard lock(g_mu);
   return EnsureInstalled(false);
 }
@@ -110,33 +122,69 @@ Slot* Claim(pid_t tid) {
   return nullptr;
 }
 
+// fork(): the child has one thread, the forking one, which is in no guarded read; slots held by
+// the parent's other threads are freed, and g_mu is never inherited held.
+void AtForkPrepare() { g_mu.lock(); }
+void AtForkParent() { g_mu.unlock(); }
+void AtForkChild() {
+  for (Slot& s : g_slots) {
+    s.jump = nullptr;
+    s.tid.store(0, std::memory_order_relaxed);
+  }
+  g_mu.unlock();
+}
+
 }  // namespace
 
 void InstallBusGuard() {
   std::lock_guard lock(g_mu);
   static bool installed = false;  // at start-up once: never again over a handler chained to ours
-  if (!installed) EnsureInstalled(true);
+  if (installed) return;
   installed = true;
+  EnsureInstalled(true);
+  pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild);
 }
 
-GuardedRead ReadGuarded(const void* start, size_t length, void (*read)(void* arg), void* arg) {
-  if (!Installed()) return GuardedRead::kUnguarded;
-  Slot* s = Claim(gettid());
-  if (!s) return GuardedRead::kUnguarded;
-  s->start = reinterpret_cast<uintptr_t>(start);
-  s->end = s->start + length;
-  GuardedRead result = GuardedRead::kDone;
-  sigjmp_buf jump;
-  if (sigsetjmp(jump, 1) == 0) {
-    s->jump = &jump;
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // the handler, on this thread, sees it set
-    read(arg);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    s->jump = nullptr;
-  } else {
-    result = GuardedRead::kBus;  // the handler cleared s->jump
+void RaiseFatalBus() {
+  struct sigaction current;
+  sigaction(SIGBUS, nullptr, &current);
+  // Through our handler, what counts is the disposition it chains to.
+  if (IsDefaultOrIgnore(IsOurs(current) ? g_previous : current)) {
+    g_dying.store(true);
+    SetDefault(SIGBUS);
   }
-  s->tid.store(0, std::memory_order_release);
+  raise(SIGBUS);
+}
+
+GuardedRead ReadGuarded(const void* start, size_t length, void (*read)(void* arg) noexcept, void* arg) {
+  if (!Installed()) return GuardedRead::kUnguarded;
+  // A SIGBUS raised by an access while it is blocked kills the process whatever the handler:
+  // unblock it for the read (threads inherit the mask of their creator; programs block signals
+  // before starting threads).
+  sigset_t bus, before;
+  sigemptyset(&bus);
+  sigaddset(&bus, SIGBUS);
+  if (pthread_sigmask(SIG_UNBLOCK, &bus, &before) != 0) return GuardedRead::kUnguarded;
+  const bool was_blocked = sigismember(&before, SIGBUS) == 1;
+  Slot* const s = Claim(gettid());
+  GuardedRead result = GuardedRead::kUnguarded;
+  if (s) {
+    s->start = reinterpret_cast<uintptr_t>(start);
+    s->end = s->start + length;
+    result = GuardedRead::kDone;
+    sigjmp_buf jump;
+    if (sigsetjmp(jump, 1) == 0) {
+      s->jump = &jump;
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // the handler, on this thread, sees it set
+      read(arg);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      s->jump = nullptr;
+    } else {
+      result = GuardedRead::kBus;  // the handler cleared s->jump
+    }
+    s->tid.store(0, std::memory_order_release);
+  }
+  if (was_blocked) pthread_sigmask(SIG_BLOCK, &bus, nullptr);  // as it was; cannot fail with these arguments
   return result;
 }
 

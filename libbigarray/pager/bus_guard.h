@@ -12,7 +12,8 @@
 //
 // Async-signal-safety: the handler finds the guard in a fixed table by thread id (gettid), not
 // through thread_local storage (whose first access in a thread of a shared library may allocate),
-// and calls only gettid, sigaction, raise and siglongjmp.
+// and calls only gettid, sigaction, sigemptyset, memset, raise, siglongjmp and the handler it
+// chains to.
 #pragma once
 
 #include <cstddef>
@@ -30,10 +31,17 @@ enum class GuardedRead {
   kUnguarded,   // read() was not called: the SIGBUS handler is not ours (somebody replaced it)
 };
 
-// Calls read(arg), which reads [start, start + length) of a file mapping. read() may be abandoned
-// at any instruction that reads the range: while it does, it must hold no lock and own nothing
-// that needs releasing (a pure computation over the bytes, such as a hash). Not reentrant on a
-// thread.
-GuardedRead ReadGuarded(const void* start, size_t length, void (*read)(void* arg), void* arg);
+// Calls read(arg), which reads [start, start + length) of a file mapping, with SIGBUS unblocked
+// on this thread meanwhile. read() may be abandoned at any instruction that reads the range:
+// while it does, it must hold no lock and own nothing that needs releasing (a pure computation
+// over the bytes, such as a hash). Not reentrant on a thread. Somebody's SIGBUS handler
+// installed between the check of the disposition and the read would get a SIGBUS of the read
+// (a window of a few instructions per check).
+GuardedRead ReadGuarded(const void* start, size_t length, void (*read)(void* arg) noexcept, void* arg);
+
+// Raises SIGBUS to end the process, as an I/O error under mmap does (fault_source.cc, a fatal
+// page fault): where nobody handles SIGBUS (SIG_DFL or SIG_IGN, before our handler or instead
+// of it), resets it to SIG_DFL first. Async-signal-safe.
+void RaiseFatalBus();
 
 }  // namespace bigarray::pager

@@ -1,7 +1,8 @@
 // SignalFaultSource: the SIGSEGV handler and its lock-free tables (docs/pager.md, "Signal
 // safety"). Everything the handler touches is static storage initialized before the handler is
 // installed; it uses only lock-free atomics, sem_post, sem_wait, nanosleep, clock_gettime, write,
-// getpid, sigaction, sigemptyset, raise, strlen and memset, all async-signal-safe.
+// getpid, sigaction, sigemptyset, raise, strlen and memset (RaiseFatalBus: the same), all
+// async-signal-safe.
 #include "pager/fault_source.h"
 
 #include <signal.h>
@@ -21,6 +22,8 @@
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "pager/bus_guard.h"
 
 // Under ThreadSanitizer: the hand-off below orders the loader's work (mapping the page) before
 // the faulting thread's retried access, through sem_post/sem_wait in a signal handler, which
@@ -351,15 +354,7 @@ void Handler(int sig, siginfo_t* info, void* context) {
     case FaultOutcome::kFatal: {
       // Like SIGBUS from an mmap'ed file whose read failed: unless the program handles
       // SIGBUS itself, the process ends here.
-      struct sigaction bus;
-      sigaction(SIGBUS, nullptr, &bus);
-      if (!(bus.sa_flags & SA_SIGINFO) && (bus.sa_handler == SIG_IGN || bus.sa_handler == SIG_DFL)) {
-        memset(&bus, 0, sizeof bus);
-        bus.sa_handler = SIG_DFL;
-        sigemptyset(&bus.sa_mask);
-        sigaction(SIGBUS, &bus, nullptr);
-      }
-      raise(SIGBUS);
+      RaiseFatalBus();
       break;
     }
   }

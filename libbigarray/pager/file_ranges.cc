@@ -6,11 +6,14 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <span>
 #include <string>
 
 #include "pager/bus_guard.h"
+#include "pager/check_choice.h"
 #include "pager/io.h"
 
 namespace bigarray::pager {
@@ -43,27 +46,59 @@ struct Feed {
 GuardedRead CheckMapped(const FileRange& r, const std::byte* map) {
   Feed feed{r.check.get(), std::span<const std::byte>(map, r.length)};
   return ReadGuarded(
-      map, r.length, [](void* arg) { static_cast<Feed*>(arg)->check->Update(static_cast<Feed*>(arg)->bytes); },
-      &feed);
+      map, r.length,
+      [](void* arg) noexcept { static_cast<Feed*>(arg)->check->Update(static_cast<Feed*>(arg)->bytes); }, &feed);
+}
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Checks `r` through a mapping of its own, unmapped when done. kUnguarded: not checked (no
+// mapping to be had, or the guard is not installed).
+GuardedRead CheckThroughMapping(const FileRange& r, Status* error) {
+  // A range not in the page cache is asked for whole, as pread's sequential read-ahead would:
+  // the hash's faults alone would read it a read-around window at a time.
+  ReadAheadUnlessCached(r);
+  void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
+                           : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
+  if (m == MAP_FAILED) return GuardedRead::kUnguarded;
+  const GuardedRead read = CheckMapped(r, static_cast<const std::byte*>(m));
+  // Unmapping a whole mapping fails only for wrong arguments; should it ever, the range stays
+  // mapped read-only here and the block is loaded by copy.
+  if (munmap(m, r.length) != 0) return GuardedRead::kBus;
+  if (read == GuardedRead::kDone) *error = r.check->Finish();
+  return read;
 }
 }  // namespace
 
+namespace {
+std::atomic<CheckWay> g_way{CheckWay::kCheaper};
+}  // namespace
+
+void SetCheckWayForTesting(CheckWay way) { g_way.store(way); }
+
 bool CheckRange(const FileRange& r, Status* error) {
-  void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
-                           : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
-  if (m == MAP_FAILED) return CheckByPread(r, error);
-  const GuardedRead read = CheckMapped(r, static_cast<const std::byte*>(m));
-  munmap(m, r.length);
-  switch (read) {
-    case GuardedRead::kUnguarded:
-      return CheckByPread(r, error);
-    case GuardedRead::kBus:
-      return false;  // the copy's read reports the error
-    case GuardedRead::kDone:
-      break;
+  static CheckChoice choice;  // per process: the machine's costs
+  const CheckWay way = g_way.load(std::memory_order_relaxed);
+  const bool mapped = way == CheckWay::kCheaper ? choice.Mapped() : way == CheckWay::kMapping;
+  const int64_t start = NowNs();
+  if (mapped) {
+    switch (CheckThroughMapping(r, error)) {
+      case GuardedRead::kUnguarded:
+        break;  // by pread, below
+      case GuardedRead::kBus:
+        return false;  // the copy's read reports the error
+      case GuardedRead::kDone:
+        choice.Record(true, r.length, NowNs() - start);
+        return error->ok();
+    }
   }
-  *error = r.check->Finish();
-  return error->ok();
+  const int64_t pread_start = NowNs();
+  const bool read = CheckByPread(r, error);
+  if (read || !error->ok()) choice.Record(false, r.length, NowNs() - pread_start);
+  return read;
 }
 
 namespace {

@@ -1,15 +1,16 @@
 // file_ranges.h: making a block's range of its file ready to be shown in views (docs/pager.md,
 // section 3b, "Mapped blocks"): read into the page cache and checked before any view shows it.
 //
-// Every check hashes the range through a mapping of it (CheckRange, MapChecked), under the
-// SIGBUS guard (bus_guard.h): a 2 MiB slot in a page cache that holds it in large folios is one
-// PMD entry, and hashing it there ran at 26-32 GB/s, against 17-19 GB/s for pread, which copies
-// every byte out of the page cache into a buffer first (2026-12-03; the copy was three times
-// the hash in a profile of a verified first scan). A read the kernel cannot serve (I/O error, a
-// file cut below the range) is a SIGBUS the guard turns into "could not be read". Where our
-// SIGBUS handler is not installed (somebody replaced it), or the range cannot be mapped, the
-// check reads it with pread, piece by piece (CheckByPread). Then, by where the range lies and
-// who waits for it:
+// A check hashes the range through a mapping of it, under the SIGBUS guard (bus_guard.h), or
+// reads it with pread: a lazily shown slot (below) whichever way has been cheaper in this process
+// (CheckRange, check_choice.h: a 2 MiB slot held by the page cache in a 2 MiB folio is one PMD
+// entry and its hash 26-37 GB/s, where pread, which copies every byte out of the page cache
+// first, gave 17-24, on 2026-12-03; on days when each new page-table entry of this VM cost ~6 us
+// the mapping was five times slower); a range mapped to be shown (MapChecked) through that
+// mapping, whose entries are paid for anyway. A read the kernel cannot serve (I/O error, a file
+// cut below the range) is a SIGBUS the guard turns into "could not be read". Where our SIGBUS
+// handler is not installed (somebody replaced it) the check reads by pread. Then, by where the
+// range lies and who waits for it:
 //
 // - A slot of blocks.dat (2 MiB-aligned, ShownLazily) with a check, or asked for by read-ahead,
 //   is shown lazily: views map it unpopulated and the reader's first access to each 2 MiB
@@ -35,11 +36,16 @@ namespace bigarray::pager {
 // Whether `r` is a slot, shown lazily (at a 2 MiB-aligned offset of its file).
 bool ShownLazily(const FileRange& r);
 
-// Checks `r` (which has a check) through a mapping of its own, under the SIGBUS guard, unmapped
-// when done; by pread where that cannot be done (CheckByPread). False when it could not be read
-// (the caller loads a copy, whose own read reports the error) or, with *error set, when the
-// check failed.
+// Checks `r` (which has a check) whichever way has been cheaper in this process (check_choice.h):
+// through a mapping of its own, under the SIGBUS guard, unmapped when done; or by pread
+// (CheckByPread), also where a mapping cannot be made or the guard is not installed. False when
+// it could not be read (the caller loads a copy, whose own read reports the error) or, with
+// *error set, when the check failed.
 bool CheckRange(const FileRange& r, Status* error);
+
+// How CheckRange checks: the cheaper way (the default), or always one way (tests).
+enum class CheckWay { kCheaper, kMapping, kPread };
+void SetCheckWayForTesting(CheckWay way);
 
 // Checks `r` (which has a check) by reading it with pread, piece by piece into a buffer of this
 // thread. As CheckRange.

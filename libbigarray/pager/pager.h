@@ -35,12 +35,14 @@ class PagerImpl;
 class FileState;
 
 // Checks the bytes of a FileRange before any view shows them. The pager hands them over in
-// order, in one piece or several (file_ranges.h: read with pread in pieces, or through a
-// populated mapping of a 2 MiB slot).
+// order, in one piece or several (file_ranges.h: through a mapping of the range, or read with
+// pread in pieces). Update may be abandoned at any read of the piece (a SIGBUS turned into "could
+// not be read" by the guard, bus_guard.h; the check is then thrown away): while it reads the
+// bytes it holds no lock and owns nothing that needs releasing.
 class RangeCheck {
  public:
   virtual ~RangeCheck() = default;
-  virtual void Update(std::span<const std::byte> piece) = 0;
+  virtual void Update(std::span<const std::byte> piece) noexcept = 0;
   virtual Status Finish() = 0;  // after the last piece: the verdict
 };
 

@@ -267,7 +267,7 @@ class ArraySource final : public pager::BlockSource {
    public:
     Check(const ArraySource* source, uint64_t block, std::shared_ptr<storage::Snapshot> snap, storage::BlockFileRange range)
         : source_(source), block_(block), snap_(std::move(snap)), checker_(std::move(range)) {}
-    void Update(std::span<const std::byte> piece) override { checker_.Update(piece); }
+    void Update(std::span<const std::byte> piece) noexcept override { checker_.Update(piece); }
     Status Finish() override { return source_->Unprefixed(block_, checker_.Finish()); }
 
    private:
