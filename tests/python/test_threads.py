@@ -45,9 +45,11 @@ class Ticker:
 
 def test_other_threads_run_during_commit_and_load(path):
     # Large enough that a commit (write, checksum, fsync) and a cold load take tens of
-    # milliseconds; a few attempts make it robust against a busy machine.
+    # milliseconds (a load of 32 MiB from the page cache took 5-7 ms once checks hashed blocks
+    # in place: too short to count 5 ticks); a few attempts make it robust against a busy
+    # machine.
     db = bigarray.open(path, cache=256 * MIB)
-    a = db.create("a", 32 * MIB // 8, "f8", block_size=MIB)
+    a = db.create("a", 128 * MIB // 8, "f8", block_size=MIB)
     held = b"x" * (64 * MIB)
     results = []
     with Ticker() as ticker:
