@@ -202,8 +202,9 @@ TEST_CASE("after Load, the kernel reads mapped views: write(2) sends the array's
 }
 
 TEST_CASE("a mapped block larger than the check's read piece: damage in any piece is found, an intact block is mapped") {
-  // The check reads a mapped range through a mapping of its own, or by pread in pieces of 256 KiB
-  // (file_ranges.cc, CheckByPread) where it cannot: every byte must reach it, the last one included.
+  // Blocks of 1 MiB are payloads in data.mdb, checked through the populated mapping that views
+  // then show (file_ranges.cc, MapChecked; by pread in pieces of 256 KiB where the SIGBUS guard is
+  // not installed): damage anywhere must be found, in the last byte too.
   constexpr uint64_t kBig = 1 << 20;
   TempDir dir;
   const std::string path = dir / "db";

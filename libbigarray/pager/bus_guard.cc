@@ -27,12 +27,15 @@ Slot g_slots[kSlots];
 static_assert(std::atomic<pid_t>::is_always_lock_free);
 static_assert(std::atomic<bool>::is_always_lock_free);
 
-// The SIGBUS disposition before ours. Written under g_mu before our handler is installed, and
-// again only when somebody reset SIGBUS to SIG_DFL/SIG_IGN after us (not Chain: g_dying).
+// The SIGBUS disposition before ours. Written under g_mu before our handler is installed (and
+// corrected right after, should it have changed in between), again only when somebody reset
+// SIGBUS to SIG_DFL/SIG_IGN after us (not Chain: g_dying).
 struct sigaction g_previous;
 std::mutex g_mu;
 // Set by Chain before it restores SIG_DFL to end the process: nobody takes over again then.
 std::atomic<bool> g_dying{false};
+// Whether the fork handlers are registered (InstallBusGuard); no guarded read without them.
+std::atomic<bool> g_fork_safe{false};
 
 // Whether `a` is SIG_DFL or SIG_IGN, whatever its flags say (sa_handler and sa_sigaction share
 // their storage).
@@ -60,7 +63,9 @@ void Chain(int sig, siginfo_t* info, void* context) {
     }
     return;
   }
-  const bool sent = info->si_code <= 0;  // by kill, raise, sigqueue: not a faulting access
+  // By kill, raise, sigqueue, or an asynchronous report of a memory error: no access to execute
+  // again.
+  const bool sent = info->si_code <= 0 || info->si_code == BUS_MCEERR_AO;
   if (g_previous.sa_handler == SIG_IGN && sent) return;  // ignored, as asked
   // Default action: restore it. A faulting access is executed again on return and kills the
   // process as an unhandled SIGBUS would; a sent signal is sent again (pending until we return).
@@ -71,7 +76,7 @@ void Chain(int sig, siginfo_t* info, void* context) {
 
 void Handler(int sig, siginfo_t* info, void* context) {
   const int saved_errno = errno;
-  if (info->si_code > 0) {  // raised by the kernel for an access: si_addr is the address
+  if (info->si_code > 0 && info->si_code != BUS_MCEERR_AO) {  // raised by an access: si_addr is its address
     const pid_t tid = gettid();
     const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
     for (Slot& s : g_slots) {
@@ -96,16 +101,20 @@ bool EnsureInstalled(bool at_start) {
   if (sigaction(SIGBUS, nullptr, &current) != 0) return false;
   if (IsOurs(current)) return true;
   if (!at_start && (!IsDefaultOrIgnore(current) || g_dying.load())) return false;
-  struct sigaction sa;
+  g_previous = current;  // before ours is installed: a SIGBUS meanwhile finds it
+  struct sigaction sa, replaced;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = Handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
-  return sigaction(SIGBUS, &sa, &g_previous) == 0;
+  if (sigaction(SIGBUS, &sa, &replaced) != 0) return false;
+  if (replaced.sa_handler != current.sa_handler || replaced.sa_flags != current.sa_flags) g_previous = replaced;
+  return true;
 }
 
 // Whether our handler is the disposition of SIGBUS now (taking over again from SIG_DFL/SIG_IGN).
 bool Installed() {
+  if (!g_fork_safe.load(std::memory_order_relaxed)) return false;
   struct sigaction current;
   if (sigaction(SIGBUS, nullptr, &current) != 0) return false;
   if (IsOurs(current)) return true;
@@ -137,22 +146,34 @@ void AtForkChild() {
 }  // namespace
 
 void InstallBusGuard() {
-  std::lock_guard lock(g_mu);
-  static bool installed = false;  // at start-up once: never again over a handler chained to ours
-  if (installed) return;
-  installed = true;
-  EnsureInstalled(true);
-  pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild);
+  static std::once_flag once;  // at start-up once: never again over a handler chained to ours
+  std::call_once(once, [] {
+    {
+      std::lock_guard lock(g_mu);
+      EnsureInstalled(true);
+    }
+    // Without it a child of fork() could inherit g_mu held, or slots of threads it does not have:
+    // then no read is guarded (checks use pread).
+    g_fork_safe.store(pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild) == 0);
+  });
 }
+
+bool BusGuardInstalled() { return Installed(); }
 
 void RaiseFatalBus() {
   struct sigaction current;
-  sigaction(SIGBUS, nullptr, &current);
+  std::memset(&current, 0, sizeof current);  // SIG_DFL, should the query fail
+  (void)sigaction(SIGBUS, nullptr, &current);
   // Through our handler, what counts is the disposition it chains to.
   if (IsDefaultOrIgnore(IsOurs(current) ? g_previous : current)) {
     g_dying.store(true);
     SetDefault(SIGBUS);
   }
+  // Blocked, the raised signal would wait, and the access would fault again forever.
+  sigset_t bus;
+  sigemptyset(&bus);
+  sigaddset(&bus, SIGBUS);
+  pthread_sigmask(SIG_UNBLOCK, &bus, nullptr);
   raise(SIGBUS);
 }
 

@@ -196,13 +196,14 @@ void WriteAll(const char* s) {
 
 // Hands a fault that is not ours to whoever handled SIGSEGV before us.
 void Chain(int sig, siginfo_t* info, void* context) {
-  if (g_previous.sa_flags & SA_SIGINFO) {
-    if (g_previous.sa_sigaction) {
+  // SIG_DFL and SIG_IGN are told by the handler's value, whatever the flags say (sa_handler and
+  // sa_sigaction share their storage).
+  if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+    if (g_previous.sa_flags & SA_SIGINFO) {
       g_previous.sa_sigaction(sig, info, context);
-      return;
+    } else {
+      g_previous.sa_handler(sig);
     }
-  } else if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
-    g_previous.sa_handler(sig);
     return;
   }
   // Default action: restore it; returning re-executes the access, which then kills the
@@ -313,6 +314,10 @@ void Handler(int sig, siginfo_t* info, void* context) {
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     sigaction(SIGBUS, &dfl, nullptr);
+    sigset_t bus;  // blocked, the raised signal would wait and the access fault again forever
+    sigemptyset(&bus);
+    sigaddset(&bus, SIGBUS);
+    pthread_sigmask(SIG_UNBLOCK, &bus, nullptr);
     raise(SIGBUS);
     errno = saved_errno;
     return;
@@ -373,8 +378,7 @@ static void EnsureInstalled(bool at_start) {
   struct sigaction current;
   sigaction(SIGSEGV, nullptr, &current);
   if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == Handler) return;
-  const bool reset = !(current.sa_flags & SA_SIGINFO) &&
-                     (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN);
+  const bool reset = current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN;  // whatever the flags
   if (!at_start && !reset) return;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

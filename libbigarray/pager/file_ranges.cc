@@ -55,12 +55,21 @@ int64_t NowNs() {
       .count();
 }
 
+// Whether the last byte of `r` is in the page cache (the kernel reads a file ahead in order);
+// false also where the file system cannot tell (EOPNOTSUPP).
+bool Cached(const FileRange& r) {
+  std::byte b;
+  iovec v{&b, 1};
+  return preadv2(r.fd, &v, 1, r.offset + static_cast<off_t>(r.length) - 1, RWF_NOWAIT) == 1;
+}
+
 // Checks `r` through a mapping of its own, unmapped when done. kUnguarded: not checked (no
-// mapping to be had, or the guard is not installed).
-GuardedRead CheckThroughMapping(const FileRange& r, Status* error) {
-  // A range not in the page cache is asked for whole, as pread's sequential read-ahead would:
-  // the hash's faults alone would read it a read-around window at a time.
-  ReadAheadUnlessCached(r);
+// mapping to be had, or the guard is not installed). `cached`: whether r is in the page cache.
+GuardedRead CheckThroughMapping(const FileRange& r, bool cached, Status* error) {
+  // A range not in the page cache is asked for (up to the device's read-ahead size), as pread's
+  // sequential read-ahead would: the hash's faults alone would read a read-around window at a
+  // time.
+  if (!cached) (void)readahead(r.fd, r.offset, r.length);
   void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
                            : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return GuardedRead::kUnguarded;
@@ -75,44 +84,41 @@ GuardedRead CheckThroughMapping(const FileRange& r, Status* error) {
 
 namespace {
 std::atomic<CheckWay> g_way{CheckWay::kCheaper};
+std::atomic<uint64_t> g_checked[2];  // [0] by pread, [1] through a mapping
 }  // namespace
 
 void SetCheckWayForTesting(CheckWay way) { g_way.store(way); }
 
+std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting() { return {g_checked[1].load(), g_checked[0].load()}; }
+
 bool CheckRange(const FileRange& r, Status* error) {
   static CheckChoice choice;  // per process: the machine's costs
   const CheckWay way = g_way.load(std::memory_order_relaxed);
-  const bool mapped = way == CheckWay::kCheaper ? choice.Mapped() : way == CheckWay::kMapping;
+  const bool mapped = BusGuardInstalled() && (way == CheckWay::kCheaper ? choice.Mapped() : way == CheckWay::kMapping);
+  // Only checks of cached ranges are timed: a read from the disk says nothing of either way.
+  const bool cached = r.length > 0 && Cached(r);
   const int64_t start = NowNs();
   if (mapped) {
-    switch (CheckThroughMapping(r, error)) {
+    switch (CheckThroughMapping(r, cached, error)) {
       case GuardedRead::kUnguarded:
         break;  // by pread, below
       case GuardedRead::kBus:
         return false;  // the copy's read reports the error
       case GuardedRead::kDone:
-        choice.Record(true, r.length, NowNs() - start);
+        if (cached) choice.Record(true, r.length, NowNs() - start);
+        g_checked[1].fetch_add(1, std::memory_order_relaxed);
         return error->ok();
     }
   }
   const int64_t pread_start = NowNs();
   const bool read = CheckByPread(r, error);
-  if (read || !error->ok()) choice.Record(false, r.length, NowNs() - pread_start);
+  if (cached && (read || !error->ok())) choice.Record(false, r.length, NowNs() - pread_start);
+  if (read || !error->ok()) g_checked[0].fetch_add(1, std::memory_order_relaxed);
   return read;
 }
 
-namespace {
-// Whether the byte at `offset` of `fd` is in the page cache; false also where the file system
-// cannot tell (EOPNOTSUPP).
-bool Cached(int fd, off_t offset) {
-  std::byte b;
-  iovec v{&b, 1};
-  return preadv2(fd, &v, 1, offset, RWF_NOWAIT) == 1;
-}
-}  // namespace
-
 void ReadAheadUnlessCached(const FileRange& r) {
-  if (r.length == 0 || Cached(r.fd, r.offset + static_cast<off_t>(r.length) - 1)) return;
+  if (r.length == 0 || Cached(r)) return;
   (void)readahead(r.fd, r.offset, r.length);
 }
 
@@ -138,8 +144,9 @@ std::byte* MapChecked(const FileRange& r, Status* error) {
         break;
     }
   }
+  // A failed munmap (only for wrong arguments) leaves a read-only mapping nobody shows.
   if (!shown) {
-    munmap(bytes, r.length);
+    (void)munmap(bytes, r.length);
     return nullptr;
   }
   return bytes;

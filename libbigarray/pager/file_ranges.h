@@ -27,6 +27,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <utility>
 
 #include "bigarray/status.h"
 #include "pager/pager.h"
@@ -46,6 +48,8 @@ bool CheckRange(const FileRange& r, Status* error);
 // How CheckRange checks: the cheaper way (the default), or always one way (tests).
 enum class CheckWay { kCheaper, kMapping, kPread };
 void SetCheckWayForTesting(CheckWay way);
+// How many checks CheckRange made through a mapping and by pread, in this process.
+std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting();
 
 // Checks `r` (which has a check) by reading it with pread, piece by piece into a buffer of this
 // thread. As CheckRange.
