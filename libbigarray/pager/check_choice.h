@@ -1,5 +1,6 @@
-// check_choice.h: which way a loader checks a mapped block, through a mapping of its own or by
-// pread, whichever has been faster in this process (docs/pager.md, section 3b).
+// check_choice.h: which way a loader checks a mapped block, through a mapping (a slot: its file's
+// check window, check_window.h) or by pread, whichever has been faster in this process
+// (docs/pager.md, section 3b).
 //
 // Neither way is always the faster. Through a mapping, a 2 MiB slot held by the page cache in a
 // 2 MiB folio is one PMD entry and the hash reads the page cache in place (65 us for 2 MiB,

@@ -14,6 +14,7 @@
 
 #include "pager/bus_guard.h"
 #include "pager/check_choice.h"
+#include "pager/check_window.h"
 #include "pager/io.h"
 
 namespace bigarray::pager {
@@ -41,8 +42,8 @@ struct Feed {
   RangeCheck* check;
   std::span<const std::byte> bytes;
 };
+}  // namespace
 
-// Feeds `r`'s check the bytes of `map` (where `r` is mapped), in one piece, under the SIGBUS guard.
 GuardedRead CheckMapped(const FileRange& r, const std::byte* map) {
   Feed feed{r.check.get(), std::span<const std::byte>(map, r.length)};
   return ReadGuarded(
@@ -50,28 +51,24 @@ GuardedRead CheckMapped(const FileRange& r, const std::byte* map) {
       [](void* arg) noexcept { static_cast<Feed*>(arg)->check->Update(static_cast<Feed*>(arg)->bytes); }, &feed);
 }
 
+namespace {
+
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-// Whether the last byte of `r` is in the page cache (the kernel reads a file ahead in order);
-// false also where the file system cannot tell (EOPNOTSUPP).
-bool Cached(const FileRange& r) {
-  std::byte b;
-  iovec v{&b, 1};
-  return preadv2(r.fd, &v, 1, r.offset + static_cast<off_t>(r.length) - 1, RWF_NOWAIT) == 1;
-}
 
-// Checks `r` through a mapping of its own, unmapped when done. kUnguarded: not checked (no
-// mapping to be had, or the guard is not installed). `cached`: whether r is in the page cache.
-GuardedRead CheckThroughMapping(const FileRange& r, bool cached, Status* error) {
+// Checks `r` through a mapping: a slot through its file's window (check_window.h), any other
+// range through a mapping of its own, unmapped when done. kUnguarded: not checked (no mapping to
+// be had, or the guard is not installed). `cached`: whether r is in the page cache.
+GuardedRead CheckThroughMapping(const FileRange& r, CheckWindows& windows, bool cached, Status* error) {
   // A range not in the page cache is asked for (up to the device's read-ahead size), as pread's
   // sequential read-ahead would: the hash's faults alone would read a read-around window at a
   // time.
   if (!cached) (void)readahead(r.fd, r.offset, r.length);
-  void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
-                           : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
+  if (ShownLazily(r)) return windows.Check(r, error);
+  void* m = mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return GuardedRead::kUnguarded;
   const GuardedRead read = CheckMapped(r, static_cast<const std::byte*>(m));
   // Unmapping a whole mapping fails only for wrong arguments; should it ever, the range stays
@@ -91,7 +88,7 @@ void SetCheckWayForTesting(CheckWay way) { g_way.store(way); }
 
 std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting() { return {g_checked[1].load(), g_checked[0].load()}; }
 
-bool CheckRange(const FileRange& r, Status* error) {
+bool CheckRange(const FileRange& r, CheckWindows& windows, Status* error) {
   static CheckChoice choice;  // per process: the machine's costs
   const CheckWay way = g_way.load(std::memory_order_relaxed);
   const bool mapped = BusGuardInstalled() && (way == CheckWay::kCheaper ? choice.Mapped() : way == CheckWay::kMapping);
@@ -99,7 +96,7 @@ bool CheckRange(const FileRange& r, Status* error) {
   const bool cached = r.length > 0 && Cached(r);
   const int64_t start = NowNs();
   if (mapped) {
-    switch (CheckThroughMapping(r, cached, error)) {
+    switch (CheckThroughMapping(r, windows, cached, error)) {
       case GuardedRead::kUnguarded:
         break;  // by pread, below
       case GuardedRead::kBus:
@@ -115,6 +112,12 @@ bool CheckRange(const FileRange& r, Status* error) {
   if (cached && (read || !error->ok())) choice.Record(false, r.length, NowNs() - pread_start);
   if (read || !error->ok()) g_checked[0].fetch_add(1, std::memory_order_relaxed);
   return read;
+}
+
+bool Cached(const FileRange& r) {
+  std::byte b;
+  iovec v{&b, 1};
+  return preadv2(r.fd, &v, 1, r.offset + static_cast<off_t>(r.length) - 1, RWF_NOWAIT) == 1;
 }
 
 void ReadAheadUnlessCached(const FileRange& r) {

@@ -15,8 +15,8 @@
 // - A slot of blocks.dat (2 MiB-aligned, ShownLazily) with a check, or asked for by read-ahead,
 //   is shown lazily: views map it unpopulated and the reader's first access to each 2 MiB
 //   installs one PMD entry, as under a plain mmap (a random demand fault took up to 3 times as
-//   long, and never less, through a mapping of its own moved into the view, here). The check's
-//   own mapping is unmapped once it is done.
+//   long, and never less, through a mapping of its own moved into the view, here). The check
+//   reads it through its file's check window (check_window.h), never moved into a view.
 // - Any other range (a payload in data.mdb's overflow pages), and a slot without a check that a
 //   reader waits for, is mapped populated at an address of its own (MapChecked), checked there,
 //   and moved by the pager into the first view that shows it: populating reports a read error
@@ -31,19 +31,27 @@
 #include <utility>
 
 #include "bigarray/status.h"
+#include "pager/bus_guard.h"
 #include "pager/pager.h"
 
 namespace bigarray::pager {
+
+class CheckWindows;
 
 // Whether `r` is a slot, shown lazily (at a 2 MiB-aligned offset of its file).
 bool ShownLazily(const FileRange& r);
 
 // Checks `r` (which has a check) whichever way has been cheaper in this process (check_choice.h):
-// through a mapping of its own, under the SIGBUS guard, unmapped when done; or by pread
-// (CheckByPread), also where a mapping cannot be made or the guard is not installed. False when
-// it could not be read (the caller loads a copy, whose own read reports the error) or, with
-// *error set, when the check failed.
-bool CheckRange(const FileRange& r, Status* error);
+// through a mapping, under the SIGBUS guard (a slot through its file's window in `windows`, any
+// other range through a mapping of its own, unmapped when done); or by pread (CheckByPread), also
+// where a mapping cannot be made or the guard is not installed. False when it could not be read
+// (the caller loads a copy, whose own read reports the error) or, with *error set, when the check
+// failed.
+bool CheckRange(const FileRange& r, CheckWindows& windows, Status* error);
+
+// Feeds `r`'s check the bytes of `map` (where `r` is mapped), in one piece, under the SIGBUS
+// guard; does not finish the check.
+GuardedRead CheckMapped(const FileRange& r, const std::byte* map);
 
 // How CheckRange checks: the cheaper way (the default), or always one way (tests).
 enum class CheckWay { kCheaper, kMapping, kPread };
@@ -62,6 +70,11 @@ bool CheckByPread(const FileRange& r, Status* error);
 // it worked changes nothing; a page missing in between is read by the reader's fault, as under
 // mmap.
 void ReadAheadUnlessCached(const FileRange& r);
+
+// Whether the last byte of `r` (length > 0) is in the page cache (the kernel reads a file ahead
+// in order): a one-byte read that starts no I/O (RWF_NOWAIT). False also where the file system
+// cannot tell (EOPNOTSUPP).
+bool Cached(const FileRange& r);
 
 // Maps `r` read-only at an address of its own (2 MiB-aligned for a slot), faults every page of it
 // in, and checks it there (when it has a check; by pread where the SIGBUS guard is not

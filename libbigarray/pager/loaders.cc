@@ -11,11 +11,16 @@
 #include <utility>
 
 #include "pager/bus_guard.h"
+#include "pager/cpus.h"
 #include "pager/fault_source.h"
 #include "pager/io.h"
 #include "pager/pager_impl.h"
 
 namespace bigarray::pager {
+namespace {
+// Whether this loader thread works on a read-ahead request and counts in prefetching_.
+thread_local bool t_readahead_turn = false;
+}  // namespace
 
 constexpr size_t kMaxLoaders = 256;
 
@@ -62,6 +67,7 @@ Status PagerImpl::Start() {
   InstallBusGuard();         // and the one of the loaders' checks through mappings
   const unsigned n = std::max(1u, options_.loader_threads);
   std::lock_guard lock(mu_);
+  readahead_limit_ = options_.readahead_loaders != 0 ? options_.readahead_loaders : std::max(1u, UsableCpus() - 1);
   try {
     for (unsigned i = 0; i < n; ++i) loaders_.emplace_back([this] { LoaderMain(); });
   } catch (const std::system_error& e) {
@@ -150,9 +156,21 @@ Result<bool> PagerImpl::ReadAbsent(FileState* f, uint64_t block, std::span<std::
   return true;
 }
 
+void PagerImpl::YieldReadaheadTurn() {
+  if (!t_readahead_turn) return;
+  t_readahead_turn = false;
+  --prefetching_;
+  if (queued_prefetches_ > 0) sem_post(&work_);
+}
+
 void PagerImpl::Enqueue(Request req) {
+  // A read-ahead wakes a loader only if one more may work on read-ahead: the loaders that do take
+  // the queued ones in turn, and waking the others for nothing would take the CPU of the reader
+  // the read-ahead is for.
+  const bool wake = !req.prefetch || prefetching_ + queued_prefetches_ < readahead_limit_;
+  if (req.prefetch) ++queued_prefetches_;
   ready_.push_back(std::move(req));
-  sem_post(&work_);
+  if (wake) sem_post(&work_);
 }
 
 void PagerImpl::LoaderMain() {
@@ -169,11 +187,23 @@ void PagerImpl::LoaderMain() {
       Request req;
       {
         std::lock_guard lock(mu_);
-        if (ready_.empty()) break;
-        req = std::move(ready_.front());
-        ready_.pop_front();
+        // The first request this loader may take: a read-ahead only while fewer than
+        // readahead_limit_ loaders work on one (the one that does takes the next when done).
+        auto it = ready_.begin();
+        if (prefetching_ >= readahead_limit_) {
+          it = std::find_if(ready_.begin(), ready_.end(), [](const Request& r) { return !r.prefetch; });
+        }
+        if (it == ready_.end()) break;
+        req = std::move(*it);
+        ready_.erase(it);
+        if (req.prefetch) ++prefetching_, --queued_prefetches_, t_readahead_turn = true;
       }
       Process(std::move(req));
+      if (t_readahead_turn) {
+        std::lock_guard lock(mu_);
+        --prefetching_;
+        t_readahead_turn = false;
+      }
       // Faults come first: a thread is stopped on each of them.
       while (FaultRecord* r = source.Take(this)) HandleFault(r);
     }

@@ -363,8 +363,8 @@ bool Lazily(const Request& req, const FileRange& r) { return ShownLazily(r) && (
 // check) asks the kernel to read it into the page cache; the reader's faults read what it did
 // not. False when it could not be read (the caller loads a copy, whose own read reports the
 // error) or, with *error set, when the check failed.
-bool PrepareLazily(const FileRange& r, Status* error) {
-  if (r.check) return CheckRange(r, error);
+bool PrepareLazily(const FileRange& r, CheckWindows& windows, Status* error) {
+  if (r.check) return CheckRange(r, windows, error);
   ReadAheadUnlessCached(r);
   return true;
 }
@@ -404,7 +404,14 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
       // Neither way retries the other: a range that could not be read is loaded by copy, whose
       // read reports the error (and a check is fed each byte once).
       if (Lazily(req, **range)) {
-        lazy = PrepareLazily(**range, &check);
+        // A read-ahead that reads the disk lets another loader take the next one meanwhile: the
+        // limit on read-ahead loaders is for CPU work, and reads of the disk overlap.
+        if (req.prefetch && !Cached(**range)) {
+          lk.lock();
+          YieldReadaheadTurn();
+          lk.unlock();
+        }
+        lazy = PrepareLazily(**range, check_windows_, &check);
       } else {
         map = MapChecked(**range, &check);
       }

@@ -82,6 +82,10 @@ struct PagerOptions {
   unsigned loader_threads = 4;
   unsigned readahead_blocks = 64;  // blocks loaded ahead of a sequential run of faults (at most a
                                    // quarter of the budget)
+  // Loader threads that may work on read-ahead at once (faults are served beside them by the
+  // others). 0: one less than the CPUs the process may use (at least 1), so that a scanning
+  // reader keeps a CPU to itself (docs/pager.md, "Read-ahead").
+  unsigned readahead_loaders = 0;
   std::string spill_dir = "/tmp";
   // Allocate the cache's RAM in the background as soon as a block size is first used, instead of
   // on each page's first load (fresh memory costs ~1.2 GB/s to fault in here): loads then copy

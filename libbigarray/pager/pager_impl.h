@@ -46,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "pager/check_window.h"
 #include "pager/fault_source.h"
 #include "pager/pager.h"
 #include "pager/pool.h"
@@ -193,6 +194,9 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   // left idle, so a new fault never waits behind another block's I/O (P9). REQUIRES: mu_ held.
   void BeginIo();
   void EndIo() { --busy_loaders_; }
+  // The read-ahead this loader works on reads the disk: it stops counting in prefetching_, and
+  // another loader may take the next read-ahead. Under mu_.
+  void YieldReadaheadTurn();
   void HandleFault(FaultRecord* r);
   void Process(Request req);
   void Complete(Request& req, FaultOutcome outcome, const Status& error);
@@ -250,6 +254,7 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   // Immutable after construction.
   const PagerOptions options_;
   sem_t work_;
+  CheckWindows check_windows_;  // where loaders check slots (locks of its own; taken without mu_)
 
   // Guarded by mu_.
   mutable std::mutex mu_;
@@ -280,6 +285,9 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   bool reserve_failed_ = false;  // a fault could not reserve: faults stop trying until a boundary
   bool stopping_ = false;
   size_t busy_loaders_ = 0;  // loader threads inside blocking I/O
+  unsigned readahead_limit_ = 1;  // loaders that may work on read-ahead at once (set by Start)
+  unsigned prefetching_ = 0;      // loaders working on read-ahead now
+  size_t queued_prefetches_ = 0;  // read-ahead requests in ready_
 
   // Counters, read without the lock by Stats.
   std::atomic<uint64_t> faults_{0}, loads_{0}, readahead_loads_{0}, evictions_{0}, spills_{0},

@@ -1,0 +1,107 @@
+// The windows loaders check slots through (declared in check_window.h).
+#include "pager/check_window.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "pager/file_ranges.h"
+#include "pager/io.h"
+
+namespace bigarray::pager {
+
+struct CheckWindows::Window {
+  int fd = -1;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  std::byte* base = nullptr;
+  size_t size = 0;
+  std::mutex mu;  // guards checked, checked_bytes
+  std::vector<std::pair<off_t, size_t>> checked;  // slots checked since the last drop
+  size_t checked_bytes = 0;
+
+  ~Window() {
+    // Fails only for wrong arguments; the range would stay mapped read-only, shown by nobody.
+    if (base) (void)munmap(base, size);
+  }
+};
+
+std::shared_ptr<CheckWindows::Window> CheckWindows::For(const FileRange& r) {
+  struct stat st;
+  if (fstat(r.fd, &st) != 0) return nullptr;
+  const size_t end = static_cast<size_t>(r.offset) + r.length;
+  std::lock_guard lock(mu_);
+  auto it = std::find_if(windows_.begin(), windows_.end(), [&](const auto& w) { return w->fd == r.fd; });
+  if (it != windows_.end() && (*it)->dev == st.st_dev && (*it)->ino == st.st_ino && (*it)->size >= end) return *it;
+  // A new window, or a larger one: the file as it is now and a quarter more, so that a growing
+  // file is not mapped again at every new slot. Pages past the end of the file are never read
+  // (a slot lies inside the file: the store checked it), and cost no memory.
+  const size_t want = std::max(end, static_cast<size_t>(std::max<off_t>(st.st_size, 0)));
+  const size_t size = (want + want / 4 + kHuge - 1) / kHuge * kHuge;
+  void* m = MapAligned(size, PROT_READ, MAP_SHARED, r.fd, 0);
+  if (m == MAP_FAILED) return nullptr;  // checked another way; the old window (if any) stays
+  auto w = std::make_shared<Window>();
+  w->fd = r.fd;
+  w->dev = st.st_dev;
+  w->ino = st.st_ino;
+  w->base = static_cast<std::byte*>(m);
+  w->size = size;
+  if (it != windows_.end()) {
+    *it = w;  // the old one is unmapped once the checks holding it are done
+  } else {
+    windows_.push_back(w);
+  }
+  return w;
+}
+
+void CheckWindows::Checked(const std::shared_ptr<Window>& w, off_t offset, size_t length) {
+  std::vector<std::pair<off_t, size_t>> drop;
+  {
+    std::lock_guard lock(w->mu);
+    w->checked.emplace_back(offset, length);
+    w->checked_bytes += length;
+    if (w->checked_bytes < kDropBatch) return;
+    drop.swap(w->checked);
+    w->checked_bytes = 0;
+  }
+  // Runs of adjacent slots go in one call each: one TLB flush per run.
+  std::sort(drop.begin(), drop.end());
+  for (size_t i = 0; i < drop.size();) {
+    const off_t start = drop[i].first;
+    off_t stop = start + static_cast<off_t>(drop[i].second);
+    for (++i; i < drop.size() && drop[i].first <= stop; ++i) {
+      stop = std::max(stop, drop[i].first + static_cast<off_t>(drop[i].second));
+    }
+    if (madvise(w->base + start, static_cast<size_t>(stop - start), MADV_DONTNEED) != 0) {
+      // Cannot happen for a range of a mapping of ours; should it, retire the window: it is
+      // unmapped (its entries with it) once the checks holding it are done.
+      std::lock_guard lock(mu_);
+      std::erase(windows_, w);
+      return;
+    }
+  }
+}
+
+GuardedRead CheckWindows::Check(const FileRange& r, Status* error) {
+  const std::shared_ptr<Window> w = For(r);
+  if (!w) return GuardedRead::kUnguarded;
+  const GuardedRead read = CheckMapped(r, w->base + r.offset);
+  if (read == GuardedRead::kDone) *error = r.check->Finish();
+  Checked(w, r.offset, r.length);
+  return read;
+}
+
+bool CheckWindows::MappedForTesting(int fd, WindowInfo* info) const {
+  std::lock_guard lock(mu_);
+  for (const auto& w : windows_) {
+    if (w->fd != fd) continue;
+    std::lock_guard wl(w->mu);
+    *info = WindowInfo{w->base, w->size, w->checked_bytes};
+    return true;
+  }
+  return false;
+}
+
+}  // namespace bigarray::pager

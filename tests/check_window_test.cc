@@ -1,0 +1,168 @@
+// The windows loaders check slots through (pager/check_window.h): slots hashed where they lie,
+// page-table entries dropped in batches, a reused descriptor or a grown file mapped anew, a file
+// cut below a slot reported as unreadable.
+#include "pager/check_window.h"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pager/bus_guard.h"
+#include "pager/io.h"
+
+using namespace bigarray;
+using namespace bigarray::pager;
+
+namespace {
+
+constexpr size_t kSlot = kHuge;
+
+// Expects every byte of the range to be `want`.
+class ByteCheck : public RangeCheck {
+ public:
+  ByteCheck(std::byte want, size_t length) : want_(want), length_(length) {}
+  void Update(std::span<const std::byte> piece) noexcept override {
+    for (std::byte b : piece) same_ &= b == want_;
+    seen_ += piece.size();
+  }
+  Status Finish() override {
+    if (seen_ != length_) return Internal("the check was not given the range's bytes");
+    return same_ ? Status::Ok() : Corruption("checksum mismatch");
+  }
+
+ private:
+  const std::byte want_;
+  const size_t length_;
+  size_t seen_ = 0;
+  bool same_ = true;
+};
+
+// A file of `slots` slots, slot i filled with byte `first + i`.
+std::string MakeFile(const std::string& name, size_t slots, int first) {
+  const std::string path = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + "/check_window_" +
+                           std::to_string(getpid()) + "_" + name;
+  const int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0600);
+  REQUIRE(fd >= 0);
+  std::vector<std::byte> slot(kSlot);
+  for (size_t i = 0; i < slots; ++i) {
+    std::fill(slot.begin(), slot.end(), static_cast<std::byte>(first + static_cast<int>(i)));
+    REQUIRE(pwrite(fd, slot.data(), kSlot, static_cast<off_t>(i * kSlot)) == static_cast<ssize_t>(kSlot));
+  }
+  REQUIRE(close(fd) == 0);
+  return path;
+}
+
+FileRange Slot(int fd, size_t i, int byte) {
+  return FileRange{fd, static_cast<off_t>(i * kSlot), kSlot, std::make_shared<ByteCheck>(static_cast<std::byte>(byte), kSlot)};
+}
+
+// Whether this process's page tables map the page at `p` (/proc/self/pagemap, bit 63).
+bool Present(const std::byte* p) {
+  const int fd = open("/proc/self/pagemap", O_RDONLY);
+  REQUIRE(fd >= 0);
+  uint64_t entry = 0;
+  const auto at = static_cast<off_t>(reinterpret_cast<uintptr_t>(p) / static_cast<uintptr_t>(sysconf(_SC_PAGESIZE)) * 8);
+  REQUIRE(pread(fd, &entry, sizeof entry, at) == static_cast<ssize_t>(sizeof entry));
+  close(fd);
+  return (entry >> 63) & 1;
+}
+
+}  // namespace
+
+TEST_CASE("check windows: a slot is checked where it lies; entries of checked slots are dropped in batches") {
+  InstallBusGuard();
+  REQUIRE(BusGuardInstalled());
+  const size_t batch = CheckWindows::kDropBatch / kSlot;
+  const std::string path = MakeFile("batches", batch + 4, 1);
+  const int fd = open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  CheckWindows windows;
+  CheckWindows::WindowInfo info;
+  CHECK_FALSE(windows.MappedForTesting(fd, &info));
+  for (size_t i = 0; i < batch + 4; ++i) {
+    Status error;
+    REQUIRE(windows.Check(Slot(fd, i, 1 + static_cast<int>(i)), &error) == GuardedRead::kDone);
+    CHECK(error.ok());
+    REQUIRE(windows.MappedForTesting(fd, &info));
+    if (i + 1 < batch) {
+      CHECK(info.undropped == (i + 1) * kSlot);
+      CHECK(Present(info.base + i * kSlot));  // the hash mapped it; not dropped yet
+    }
+  }
+  // The first batch was dropped at once, the rest is still mapped.
+  CHECK(info.undropped == 4 * kSlot);
+  for (size_t i = 0; i < batch; ++i) CHECK_FALSE(Present(info.base + i * kSlot));
+  for (size_t i = batch; i < batch + 4; ++i) CHECK(Present(info.base + i * kSlot));
+
+  // Damage is the check's verdict, as through any other way.
+  Status error;
+  REQUIRE(windows.Check(Slot(fd, 2, 99), &error) == GuardedRead::kDone);
+  CHECK(error.code() == Code::kCorruption);
+  close(fd);
+  unlink(path.c_str());
+}
+
+TEST_CASE("check windows: a descriptor reused for another file is checked against that file") {
+  InstallBusGuard();
+  const std::string a = MakeFile("a", 2, 10), b = MakeFile("b", 2, 20);
+  const int fd = open(a.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  CheckWindows windows;
+  Status error;
+  REQUIRE(windows.Check(Slot(fd, 1, 11), &error) == GuardedRead::kDone);
+  CHECK(error.ok());
+  // Same descriptor number, another file: its bytes, not those of the old window.
+  const int other = open(b.c_str(), O_RDONLY);
+  REQUIRE(other >= 0);
+  REQUIRE(dup2(other, fd) == fd);
+  close(other);
+  REQUIRE(windows.Check(Slot(fd, 1, 21), &error) == GuardedRead::kDone);
+  CHECK(error.ok());
+  close(fd);
+  unlink(a.c_str());
+  unlink(b.c_str());
+}
+
+TEST_CASE("check windows: a slot past the end of the window is checked through a larger one") {
+  InstallBusGuard();
+  const std::string path = MakeFile("grow", 1, 5);
+  const int fd = open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  CheckWindows windows;
+  Status error;
+  REQUIRE(windows.Check(Slot(fd, 0, 5), &error) == GuardedRead::kDone);
+  CheckWindows::WindowInfo first;
+  REQUIRE(windows.MappedForTesting(fd, &first));
+  const size_t slots = first.size / kSlot + 3;  // the file grows past the window
+  std::vector<std::byte> slot(kSlot, std::byte{7});
+  REQUIRE(pwrite(fd, slot.data(), kSlot, static_cast<off_t>((slots - 1) * kSlot)) == static_cast<ssize_t>(kSlot));
+  REQUIRE(windows.Check(Slot(fd, slots - 1, 7), &error) == GuardedRead::kDone);
+  CHECK(error.ok());
+  CheckWindows::WindowInfo grown;
+  REQUIRE(windows.MappedForTesting(fd, &grown));
+  CHECK(grown.size >= slots * kSlot);
+  REQUIRE(windows.Check(Slot(fd, 0, 5), &error) == GuardedRead::kDone);  // the old slots too
+  CHECK(error.ok());
+  close(fd);
+  unlink(path.c_str());
+}
+
+TEST_CASE("check windows: a file cut below a slot is reported as unreadable, the process goes on") {
+  InstallBusGuard();
+  const std::string path = MakeFile("cut", 4, 1);
+  const int fd = open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  CheckWindows windows;
+  Status error;
+  REQUIRE(windows.Check(Slot(fd, 0, 1), &error) == GuardedRead::kDone);  // the window maps 4 slots
+  REQUIRE(ftruncate(fd, static_cast<off_t>(kSlot)) == 0);
+  CHECK(windows.Check(Slot(fd, 3, 4), &error) == GuardedRead::kBus);
+  close(fd);
+  unlink(path.c_str());
+}
