@@ -336,7 +336,9 @@ Result<Tally> GetTally(MDB_txn* txn, MDB_dbi dbi, const std::string& key) {
 // that does not belong to the newest state (a damaged meta page), and reading on would
 // silently return an older state, or pages that hold something else by now.
 // A write transaction builds on the state before its own id.
-Status CheckCommitRecord(MDB_txn* txn, const Env& env, bool writing = false) {
+// `newer`, when given, is set to whether the record names a later commit than the transaction's
+// (see OpenSnapshot).
+Status CheckCommitRecord(MDB_txn* txn, const Env& env, bool writing = false, bool* newer = nullptr) {
   BA_ASSIGN_OR_RETURN(auto body, GetSealed(txn, env.meta_, CommitKey(), "commit"));
   const CommitId opened = mdb_txn_id(txn) - (writing ? 1 : 0);
   if (!body) {
@@ -345,6 +347,7 @@ Status CheckCommitRecord(MDB_txn* txn, const Env& env, bool writing = false) {
   }
   BA_ASSIGN_OR_RETURN(internal::CommitRecord rec, internal::CommitRecord::Decode(*body));
   if (rec.commit != opened) {
+    if (newer) *newer = rec.commit > opened;
     return Corruption(env.path_ + "/data.mdb: LMDB's meta page names commit " + std::to_string(opened) +
                       " but the state it leads to was written by commit " + std::to_string(rec.commit) +
                       ": a meta page is damaged (docs/reliability.md, \"Damaged meta pages\")");
@@ -1358,12 +1361,23 @@ class LmdbStore final : public BlockStore {
   LmdbStore(std::shared_ptr<Env> env, LmdbOptions options)
       : env_(std::move(env)), options_(options) {}
 
+  // LMDB (0.9) begins a read transaction by taking the newest commit's id, then the roots of the
+  // meta page that id names (`me_metas[id & 1]`): a reader preempted in between while two more
+  // commits land reads the roots of the later one, written over that meta page, under the older
+  // id (a consistent state, its pages kept by the older id in the reader table). The commit
+  // record then names a later commit than the transaction: begun again, it agrees. A damaged
+  // meta page disagrees every time, and is reported.
+  static constexpr int kSnapshotAttempts = 8;
   Result<std::shared_ptr<Snapshot>> OpenSnapshot() override {
-    BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(MDB_RDONLY));
-    auto snapshot = std::make_shared<LmdbSnapshot>(env_, txn);  // aborts txn when dropped
-    BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
-    BA_RETURN_IF_ERROR(CheckCommitRecord(txn, *env_));
-    return std::shared_ptr<Snapshot>(std::move(snapshot));
+    for (int attempt = 1;; ++attempt) {
+      BA_ASSIGN_OR_RETURN(MDB_txn * txn, env_->Begin(MDB_RDONLY));
+      auto snapshot = std::make_shared<LmdbSnapshot>(env_, txn);  // aborts txn when dropped
+      BA_ASSIGN_OR_RETURN(auto map_lock, env_->ReadMap());
+      bool newer = false;
+      Status check = CheckCommitRecord(txn, *env_, /*writing=*/false, &newer);
+      if (check.ok()) return std::shared_ptr<Snapshot>(std::move(snapshot));
+      if (!newer || attempt == kSnapshotAttempts) return check;
+    }
   }
   Result<CommitId> Commit(const WriteBatch& batch) override;
   // blocks.dat first: a record that reaches the disk must find its slot's bytes there.
