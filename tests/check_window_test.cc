@@ -84,12 +84,12 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
   REQUIRE(fd >= 0);
   CheckWindows windows;
   CheckWindows::WindowInfo info;
-  CHECK_FALSE(windows.MappedForTesting(fd, &info));
+  CHECK_FALSE(windows.MappedForTesting(fd, 0, &info));
   for (size_t i = 0; i < batch + 4; ++i) {
     Status error;
     REQUIRE(windows.Check(Slot(fd, i, 1 + static_cast<int>(i)), &error) == GuardedRead::kDone);
     CHECK(error.ok());
-    REQUIRE(windows.MappedForTesting(fd, &info));
+    REQUIRE(windows.MappedForTesting(fd, 0, &info));
     if (i + 1 < batch) {
       CHECK(info.undropped == (i + 1) * kSlot);
       CHECK(Present(info.base + i * kSlot));  // the hash mapped it; not dropped yet
@@ -138,17 +138,50 @@ TEST_CASE("check windows: a slot past the end of the window is checked through a
   Status error;
   REQUIRE(windows.Check(Slot(fd, 0, 5), &error) == GuardedRead::kDone);
   CheckWindows::WindowInfo first;
-  REQUIRE(windows.MappedForTesting(fd, &first));
+  REQUIRE(windows.MappedForTesting(fd, 0, &first));
   const size_t slots = first.size / kSlot + 3;  // the file grows past the window
   std::vector<std::byte> slot(kSlot, std::byte{7});
   REQUIRE(pwrite(fd, slot.data(), kSlot, static_cast<off_t>((slots - 1) * kSlot)) == static_cast<ssize_t>(kSlot));
   REQUIRE(windows.Check(Slot(fd, slots - 1, 7), &error) == GuardedRead::kDone);
   CHECK(error.ok());
   CheckWindows::WindowInfo grown;
-  REQUIRE(windows.MappedForTesting(fd, &grown));
+  REQUIRE(windows.MappedForTesting(fd, 0, &grown));
   CHECK(grown.size >= slots * kSlot);
   REQUIRE(windows.Check(Slot(fd, 0, 5), &error) == GuardedRead::kDone);  // the old slots too
   CHECK(error.ok());
+  close(fd);
+  unlink(path.c_str());
+}
+
+TEST_CASE("check windows: a large file is shown in chunks, by a few windows at most") {
+  InstallBusGuard();
+  const std::string path = MakeFile("chunks", 1, 30);
+  const int fd = open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  // A sparse file of 6 chunks and a slot: one slot written in each chunk, at its middle.
+  const size_t chunks = 6;
+  std::vector<std::byte> slot(kSlot);
+  for (size_t c = 0; c < chunks; ++c) {
+    std::fill(slot.begin(), slot.end(), static_cast<std::byte>(40 + c));
+    const off_t at = static_cast<off_t>(c * CheckWindows::kChunk + CheckWindows::kChunk / 2);
+    REQUIRE(pwrite(fd, slot.data(), kSlot, at) == static_cast<ssize_t>(kSlot));
+  }
+  CheckWindows windows;
+  for (int round = 0; round < 2; ++round) {
+    for (size_t c = 0; c < chunks; ++c) {
+      CAPTURE(c);
+      const off_t at = static_cast<off_t>(c * CheckWindows::kChunk + CheckWindows::kChunk / 2);
+      Status error;
+      FileRange r{fd, at, kSlot, std::make_shared<ByteCheck>(static_cast<std::byte>(40 + c), kSlot)};
+      REQUIRE(windows.Check(r, &error) == GuardedRead::kDone);
+      CHECK(error.ok());
+      CheckWindows::WindowInfo info;
+      REQUIRE(windows.MappedForTesting(fd, at, &info));
+      CHECK(info.start == static_cast<off_t>(c * CheckWindows::kChunk));
+      CHECK(info.size <= CheckWindows::kChunk);
+      CHECK(windows.CountForTesting() <= CheckWindows::kMaxWindows);
+    }
+  }
   close(fd);
   unlink(path.c_str());
 }

@@ -6,7 +6,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -94,8 +96,15 @@ class FileSource : public BlockSource {
     void Update(std::span<const std::byte> piece) noexcept override {
       uint32_t version = 0;
       {
-        std::lock_guard lock(source_->mu);
+        std::unique_lock lock(source_->mu);
         if (source_->where.count(block_)) version = source_->where[block_].version;
+        if (seen_ == 0) {  // a check begins: counted, and held while the test says so (bounded)
+          const int now = ++source_->in_check;
+          source_->max_in_check = std::max(source_->max_in_check, now);
+          source_->cv.notify_all();
+          source_->cv.wait_for(lock, std::chrono::seconds(20), [&] { return !source_->held_checks.count(block_); });
+          --source_->in_check;
+        }
       }
       for (size_t i = 0; i < piece.size(); ++i) same_ &= piece[i] == Byte(version, block_, seen_ + i);
       seen_ += piece.size();
@@ -125,6 +134,19 @@ class FileSource : public BlockSource {
   std::map<uint64_t, Where> where;
   std::set<uint64_t> copied, damaged, beyond_end;
   int unmappable_fd = -1;  // answered instead of the file's (mmap fails)
+  std::condition_variable cv;   // in_check changed, or held_checks
+  std::set<uint64_t> held_checks;  // checks of these blocks wait in their first piece
+  int in_check = 0, max_in_check = 0;
+  // Waits (bounded) until at least n checks are held or running at once.
+  bool WaitInCheck(int n) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(20), [&] { return in_check >= n; });
+  }
+  void ReleaseChecks() {
+    std::lock_guard lock(mu);
+    held_checks.clear();
+    cv.notify_all();
+  }
   int loads = 0, maps = 0;
   std::atomic<int> checks{0};
 };
@@ -291,6 +313,43 @@ TEST_CASE("mapped blocks: read-ahead maps the following blocks from the file") {
   CHECK(s.readahead_loads >= 4);
   CHECK(s.faults < 32);  // blocks 2, 3 and 5 at least were mapped before the reader got there
   CHECK(s.loads == 0);
+}
+
+TEST_CASE("mapped blocks: read-ahead checks slots in the page cache on readahead_loaders loaders; other reads overlap") {
+  // A slot (2 MiB-aligned, this file's second build) in the page cache is checked by at most
+  // readahead_loaders loaders at once; a range mapped populated (the 64 KiB build's blocks) is a
+  // read that gives its turn up (docs/pager.md, section 8, "Read-ahead loaders").
+  SetCheckWayForTesting(CheckWay::kMapping);
+  PagerOptions o;
+  o.cache_bytes = 64 * kBlock;
+  o.readahead_blocks = 8;
+  o.readahead_loaders = 1;
+  auto pager = Pager::Create(o).value();
+  bigarray::testing::TempDir dir;
+  auto source = std::make_shared<FileSource>(dir / "blocks");
+  for (uint64_t b = 0; b < 32; ++b) source->Store(b, 1);
+  auto file = pager->OpenFile(source, kBlock, "array 'test'").value();
+  auto m = file->Map(0, 32).value();
+  {
+    std::lock_guard lock(source->mu);
+    for (uint64_t b = 2; b < 12; ++b) source->held_checks.insert(b);
+  }
+  const bool slots = ShownLazily(FileRange{source->fd, source->where[2].offset, kBlock, nullptr});
+  REQUIRE(Shows(m->data(), 1, 0));
+  REQUIRE(Shows(m->data() + kBlock, 1, 1));  // a sequential run: blocks 2-9 are read ahead
+  if (slots) {
+    REQUIRE(source->WaitInCheck(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // more would have started by now
+    std::lock_guard lock(source->mu);
+    CHECK(source->in_check == 1);
+  } else {
+    CHECK(source->WaitInCheck(2));
+  }
+  source->ReleaseChecks();
+  CHECK(Eventually([&] { return pager->stats().readahead_loads >= 8; }));
+  for (uint64_t b = 2; b < 12; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));
+  if (slots) CHECK(source->max_in_check == 1);
+  SetCheckWayForTesting(CheckWay::kCheaper);
 }
 
 TEST_CASE("mapped blocks: read-ahead never shows a block that fails its check") {

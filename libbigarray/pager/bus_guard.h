@@ -3,8 +3,8 @@
 //
 // A read through a file mapping whose page the kernel cannot read (an I/O error, a file cut
 // below the range) raises SIGBUS in the reading thread, where pread returns an error. A loader
-// that checks a block through a mapping of its range (file_ranges.h: a slot's mapping of its
-// own, or the populated mapping a view will show) reads under a guard: the pager's SIGBUS handler, when the fault is in the guarded range
+// that checks a block through a mapping of its range (file_ranges.h: a slot through its file's
+// check window, check_window.h, or the populated mapping a view will show) reads under a guard: the pager's SIGBUS handler, when the fault is in the guarded range
 // of the faulting thread, jumps back to the guard, which reports that the range could not be
 // read; the caller then loads a copy, whose read reports the error. Every other SIGBUS goes on to
 // the disposition found when the handler was installed, as if it were not there.

@@ -16,10 +16,11 @@ struct CheckWindows::Window {
   int fd = -1;
   dev_t dev = 0;
   ino_t ino = 0;
+  off_t start = 0;  // the offset of the file at base: a multiple of kChunk
   std::byte* base = nullptr;
-  size_t size = 0;
-  std::mutex mu;  // guards checked, checked_bytes
-  std::vector<std::pair<off_t, size_t>> checked;  // slots checked since the last drop
+  size_t size = 0;  // at most kChunk
+  std::mutex mu;    // guards checked, checked_bytes
+  std::vector<std::pair<off_t, size_t>> checked;  // slots checked since the last drop (offsets of the file)
   size_t checked_bytes = 0;
 
   ~Window() {
@@ -28,31 +29,44 @@ struct CheckWindows::Window {
   }
 };
 
+namespace {
+bool SameFile(const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; }
+}  // namespace
+
 std::shared_ptr<CheckWindows::Window> CheckWindows::For(const FileRange& r) {
   struct stat st;
   if (fstat(r.fd, &st) != 0) return nullptr;
-  const size_t end = static_cast<size_t>(r.offset) + r.length;
+  const off_t start = r.offset / static_cast<off_t>(kChunk) * static_cast<off_t>(kChunk);
+  const size_t end = static_cast<size_t>(r.offset - start) + r.length;  // within the chunk
+  if (end > kChunk) return nullptr;  // not a slot: it would straddle two chunks
   std::lock_guard lock(mu_);
-  auto it = std::find_if(windows_.begin(), windows_.end(), [&](const auto& w) { return w->fd == r.fd; });
-  if (it != windows_.end() && (*it)->dev == st.st_dev && (*it)->ino == st.st_ino && (*it)->size >= end) return *it;
-  // A new window, or a larger one: the file as it is now and a quarter more, so that a growing
-  // file is not mapped again at every new slot. Pages past the end of the file are never read
-  // (a slot lies inside the file: the store checked it), and cost no memory.
-  const size_t want = std::max(end, static_cast<size_t>(std::max<off_t>(st.st_size, 0)));
-  const size_t size = (want + want / 4 + kHuge - 1) / kHuge * kHuge;
-  void* m = MapAligned(size, PROT_READ, MAP_SHARED, r.fd, 0);
+  auto it = std::find_if(windows_.begin(), windows_.end(), [&](const auto& w) { return w->fd == r.fd && w->start == start; });
+  if (it != windows_.end() && (*it)->dev == st.st_dev && (*it)->ino == st.st_ino && (*it)->size >= end) {
+    std::rotate(it, it + 1, windows_.end());  // most recently used last
+    return windows_.back();
+  }
+  // A new window, or a larger one: as much of the chunk as the file holds now and a quarter
+  // more. Pages past the end of the file are never read (a slot lies inside the file: the store
+  // checked it), and cost no memory.
+  const size_t in_file = st.st_size > start ? static_cast<size_t>(st.st_size - start) : 0;
+  const size_t want = std::max(end, std::min(in_file, kChunk));
+  const size_t size = std::min(kChunk, (want + want / 4 + kHuge - 1) / kHuge * kHuge);
+  void* m = MapAligned(size, PROT_READ, MAP_SHARED, r.fd, start);
   if (m == MAP_FAILED) return nullptr;  // checked another way; the old window (if any) stays
   auto w = std::make_shared<Window>();
   w->fd = r.fd;
   w->dev = st.st_dev;
   w->ino = st.st_ino;
+  w->start = start;
   w->base = static_cast<std::byte*>(m);
   w->size = size;
-  if (it != windows_.end()) {
-    *it = w;  // the old one is unmapped once the checks holding it are done
-  } else {
-    windows_.push_back(w);
-  }
+  // The descriptor could have been closed and reused between the fstat and the mmap: the window
+  // must show the file it is named by.
+  struct stat mapped;
+  if (fstat(r.fd, &mapped) != 0 || !SameFile(st, mapped)) return nullptr;  // w is unmapped
+  if (it != windows_.end()) windows_.erase(it);  // unmapped once the checks holding it are done
+  if (windows_.size() >= kMaxWindows) windows_.erase(windows_.begin());  // least recently used
+  windows_.push_back(w);
   return w;
 }
 
@@ -74,7 +88,7 @@ void CheckWindows::Checked(const std::shared_ptr<Window>& w, off_t offset, size_
     for (++i; i < drop.size() && drop[i].first <= stop; ++i) {
       stop = std::max(stop, drop[i].first + static_cast<off_t>(drop[i].second));
     }
-    if (madvise(w->base + start, static_cast<size_t>(stop - start), MADV_DONTNEED) != 0) {
+    if (madvise(w->base + (start - w->start), static_cast<size_t>(stop - start), MADV_DONTNEED) != 0) {
       // Cannot happen for a range of a mapping of ours; should it, retire the window: it is
       // unmapped (its entries with it) once the checks holding it are done.
       std::lock_guard lock(mu_);
@@ -87,21 +101,26 @@ void CheckWindows::Checked(const std::shared_ptr<Window>& w, off_t offset, size_
 GuardedRead CheckWindows::Check(const FileRange& r, Status* error) {
   const std::shared_ptr<Window> w = For(r);
   if (!w) return GuardedRead::kUnguarded;
-  const GuardedRead read = CheckMapped(r, w->base + r.offset);
+  const GuardedRead read = CheckMapped(r, w->base + (r.offset - w->start));
   if (read == GuardedRead::kDone) *error = r.check->Finish();
   Checked(w, r.offset, r.length);
   return read;
 }
 
-bool CheckWindows::MappedForTesting(int fd, WindowInfo* info) const {
+bool CheckWindows::MappedForTesting(int fd, off_t offset, WindowInfo* info) const {
   std::lock_guard lock(mu_);
   for (const auto& w : windows_) {
-    if (w->fd != fd) continue;
+    if (w->fd != fd || offset < w->start || offset >= w->start + static_cast<off_t>(kChunk)) continue;
     std::lock_guard wl(w->mu);
-    *info = WindowInfo{w->base, w->size, w->checked_bytes};
+    *info = WindowInfo{w->base, w->start, w->size, w->checked_bytes};
     return true;
   }
   return false;
+}
+
+size_t CheckWindows::CountForTesting() const {
+  std::lock_guard lock(mu_);
+  return windows_.size();
 }
 
 }  // namespace bigarray::pager

@@ -10,10 +10,15 @@
 // per batch). The page cache keeps the pages; the window adds at most kDropBatch bytes (plus the
 // slots being checked) to the process's RSS.
 //
-// Windows are found by file descriptor and checked against the file's identity (device, inode)
-// at every use: a descriptor closed and reused for another file gets a window of its own. A
-// window grows (is replaced by a larger one) when a slot lies past its end; holders of the old
-// one keep it mapped until their checks are done.
+// A window shows one chunk of its file (kChunk bytes at a multiple of kChunk; a slot never
+// straddles two), as much of it as the file holds now and a quarter more, so that a growing file
+// is not mapped again at every new slot; it grows (is replaced by a larger one) when a slot lies
+// past its end. At most kMaxWindows are kept, least recently used dropped first: the address
+// space they take is bounded (a few GiB), and a mapping that cannot be had (ulimit -v) only
+// makes the check go by pread. Windows are found by descriptor and chunk, and checked against
+// the file's identity (device, inode) at every use: a descriptor closed and reused for another
+// file gets windows of its own. Holders of a replaced or dropped window keep it mapped until
+// their checks are done.
 #pragma once
 
 #include <sys/types.h>
@@ -32,6 +37,8 @@ namespace bigarray::pager {
 class CheckWindows {
  public:
   static constexpr size_t kDropBatch = 16u << 20;  // checked bytes whose entries are dropped at once
+  static constexpr size_t kChunk = size_t{1} << 30;  // what one window shows at most
+  static constexpr size_t kMaxWindows = 4;
 
   CheckWindows() = default;
   CheckWindows(const CheckWindows&) = delete;
@@ -43,14 +50,17 @@ class CheckWindows {
   // guard is not installed); kBus: the range could not be read.
   GuardedRead Check(const FileRange& r, Status* error);
 
-  // The window mapped for `fd` now, if any (for tests): where, how large, and how many bytes of
-  // checked slots it still maps.
+  // The window mapped for the chunk of `fd` that holds `offset`, if any (for tests): where it
+  // shows offset `start` of the file, how many bytes, and how many bytes of checked slots it
+  // still maps; and how many windows there are.
   struct WindowInfo {
     const std::byte* base = nullptr;
+    off_t start = 0;
     size_t size = 0;
     size_t undropped = 0;
   };
-  bool MappedForTesting(int fd, WindowInfo* info) const;
+  bool MappedForTesting(int fd, off_t offset, WindowInfo* info) const;
+  size_t CountForTesting() const;
 
  private:
   struct Window;
@@ -58,7 +68,7 @@ class CheckWindows {
   void Checked(const std::shared_ptr<Window>& w, off_t offset, size_t length);
 
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Window>> windows_;  // at most one per descriptor
+  std::vector<std::shared_ptr<Window>> windows_;  // most recently used last; one per (fd, chunk)
 };
 
 }  // namespace bigarray::pager

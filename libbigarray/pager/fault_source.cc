@@ -369,6 +369,8 @@ void SignalFaultSource::RemoveRange(uintptr_t start) {
   Publish(std::move(ranges));
 }
 
+bool SignalFaultSource::AnyPosted() const { return g_posted.load(std::memory_order_relaxed) != 0; }
+
 FaultRecord* SignalFaultSource::Take(FaultTarget* target) {
   // A handler raises the count before it posts, and posts before it wakes a loader (NotifyFault:
   // sem_post, whose sem_wait orders the raise before this load), so a record posted for us is

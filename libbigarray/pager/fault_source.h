@@ -77,6 +77,9 @@ class SignalFaultSource {
 
   // A posted record for `target`, now owned by the caller until Complete; nullptr if none.
   FaultRecord* Take(FaultTarget* target);
+  // Whether a record is posted and not taken yet, for any target (a hint: it may be taken by the
+  // time the caller acts).
+  bool AnyPosted() const;
   // Finishes a taken record: sets the outcome (and message for kFatal) and wakes the thread.
   void Complete(FaultRecord* record, FaultOutcome outcome, const char* message = nullptr);
 

@@ -95,10 +95,12 @@ bool CheckRange(const FileRange& r, CheckWindows& windows, Status* error) {
   // Only checks of cached ranges are timed: a read from the disk says nothing of either way.
   const bool cached = r.length > 0 && Cached(r);
   const int64_t start = NowNs();
+  bool unmappable = false;
   if (mapped) {
     switch (CheckThroughMapping(r, windows, cached, error)) {
       case GuardedRead::kUnguarded:
-        break;  // by pread, below
+        unmappable = true;  // no mapping to be had (address space): by pread, below
+        break;
       case GuardedRead::kBus:
         return false;  // the copy's read reports the error
       case GuardedRead::kDone:
@@ -109,7 +111,13 @@ bool CheckRange(const FileRange& r, CheckWindows& windows, Status* error) {
   }
   const int64_t pread_start = NowNs();
   const bool read = CheckByPread(r, error);
-  if (cached && (read || !error->ok())) choice.Record(false, r.length, NowNs() - pread_start);
+  if (cached && (read || !error->ok())) {
+    const int64_t took = NowNs() - pread_start;
+    choice.Record(false, r.length, took);
+    // A mapping that could not be had costs its attempt and the pread: tried again one check
+    // in 16 (it may work again once address space is freed), not at every check.
+    if (unmappable) choice.Record(true, r.length, NowNs() - start);
+  }
   if (read || !error->ok()) g_checked[0].fetch_add(1, std::memory_order_relaxed);
   return read;
 }

@@ -203,6 +203,9 @@ void PagerImpl::LoaderMain() {
         std::lock_guard lock(mu_);
         --prefetching_;
         t_readahead_turn = false;
+        // This loader serves the faults posted meanwhile first: the next read-ahead goes to
+        // another one then, instead of waiting for them.
+        if (queued_prefetches_ > 0 && source.AnyPosted()) sem_post(&work_);
       }
       // Faults come first: a thread is stopped on each of them.
       while (FaultRecord* r = source.Take(this)) HandleFault(r);
@@ -251,9 +254,9 @@ void PagerImpl::HandleFault(FaultRecord* r) {
     // (and checks) stay ahead of a scan instead of starting when it reaches them.
     // The window: at most a quarter of the budget, so that a prefetch never evicts a block an
     // earlier one of the run brought in before the reader got to it. When the faulting block
-    // has a page, its requests are queued once the fault is served: each wakes a loader, and
-    // those would hold mu_ in turn to map their blocks while the faulting thread waits
-    // (docs/pager.md, section 8).
+    // has a page, its requests are queued once the fault is served: the loaders they wake
+    // (readahead_loaders at most) would hold mu_ in turn to map their blocks while the faulting
+    // thread waits (docs/pager.md, section 8).
     const unsigned k = static_cast<unsigned>(
         std::min<uint64_t>(options_.readahead_blocks, Budget() / f->block_size / 4));
     auto [run, continues] = k > 0 ? RunOf(*f, req.tid, req.block, k) : std::pair<FileState::ReadRun*, bool>();

@@ -182,6 +182,7 @@ void PagerImpl::Process(Request req) {
       p.slot = static_cast<int32_t>(*slot);
       ++f->in_flight;
       BeginIo();
+      YieldReadaheadTurn();  // a copy reads its source (the disk, a server): reads overlap
       Status st;
       do {
         p.invalidated = false;
@@ -403,14 +404,15 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
     if (range.ok() && *range && (*range)->length > 0) {
       // Neither way retries the other: a range that could not be read is loaded by copy, whose
       // read reports the error (and a check is fed each byte once).
+      // A read-ahead keeps its turn (section 8, "Read-ahead loaders") only for a slot in the
+      // page cache, whose check is CPU work; one that reads the disk lets another loader take the
+      // next read-ahead meanwhile: reads of the disk overlap.
+      if (req.prefetch && !(Lazily(req, **range) && Cached(**range))) {
+        lk.lock();
+        YieldReadaheadTurn();
+        lk.unlock();
+      }
       if (Lazily(req, **range)) {
-        // A read-ahead that reads the disk lets another loader take the next one meanwhile: the
-        // limit on read-ahead loaders is for CPU work, and reads of the disk overlap.
-        if (req.prefetch && !Cached(**range)) {
-          lk.lock();
-          YieldReadaheadTurn();
-          lk.unlock();
-        }
         lazy = PrepareLazily(**range, check_windows_, &check);
       } else {
         map = MapChecked(**range, &check);

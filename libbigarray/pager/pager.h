@@ -84,7 +84,7 @@ struct PagerOptions {
                                    // quarter of the budget)
   // Loader threads that may work on read-ahead at once (faults are served beside them by the
   // others). 0: one less than the CPUs the process may use (at least 1), so that a scanning
-  // reader keeps a CPU to itself (docs/pager.md, "Read-ahead").
+  // reader keeps a CPU to itself (docs/pager.md, section 8, "Read-ahead loaders").
   unsigned readahead_loaders = 0;
   std::string spill_dir = "/tmp";
   // Allocate the cache's RAM in the background as soon as a block size is first used, instead of
