@@ -6,7 +6,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -99,8 +98,7 @@ class FileSource : public BlockSource {
         std::unique_lock lock(source_->mu);
         if (source_->where.count(block_)) version = source_->where[block_].version;
         if (seen_ == 0) {  // a check begins: counted, and held while the test says so (bounded)
-          const int now = ++source_->in_check;
-          source_->max_in_check = std::max(source_->max_in_check, now);
+          ++source_->in_check;
           source_->cv.notify_all();
           source_->cv.wait_for(lock, std::chrono::seconds(20), [&] { return !source_->held_checks.count(block_); });
           --source_->in_check;
@@ -136,7 +134,7 @@ class FileSource : public BlockSource {
   int unmappable_fd = -1;  // answered instead of the file's (mmap fails)
   std::condition_variable cv;   // in_check changed, or held_checks
   std::set<uint64_t> held_checks;  // checks of these blocks wait in their first piece
-  int in_check = 0, max_in_check = 0;
+  int in_check = 0;
   // Waits (bounded) until at least n checks are held or running at once.
   bool WaitInCheck(int n) {
     std::unique_lock lock(mu);
@@ -347,8 +345,8 @@ TEST_CASE("mapped blocks: read-ahead checks slots in the page cache on readahead
   }
   source->ReleaseChecks();
   CHECK(Eventually([&] { return pager->stats().readahead_loads >= 8; }));
+  // (Checks of the reader's own faults, beside the read-ahead's, are not limited: no count here.)
   for (uint64_t b = 2; b < 12; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));
-  if (slots) CHECK(source->max_in_check == 1);
   SetCheckWayForTesting(CheckWay::kCheaper);
 }
 

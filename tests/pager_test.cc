@@ -14,10 +14,12 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "pager/fault_source.h"
 #include "pager/map_budget.h"
@@ -96,8 +98,10 @@ class FakeSource : public BlockSource {
 };
 
 struct Fixture {
-  explicit Fixture(uint64_t cache_blocks = 64, unsigned readahead = 0) {
-    pager = bigarray::testing::TestPager(cache_blocks * kBlock, readahead);
+  explicit Fixture(uint64_t cache_blocks = 64, unsigned readahead = 0)
+      : Fixture(bigarray::testing::TestPager(cache_blocks * kBlock, readahead)) {}
+  explicit Fixture(const PagerOptions& o) : Fixture(Pager::Create(o).value()) {}
+  explicit Fixture(std::shared_ptr<Pager> p) : pager(std::move(p)) {
     source = std::make_shared<FakeSource>();
     file = pager->OpenFile(source, kBlock, "array 'test'").value();
   }
@@ -402,18 +406,16 @@ TEST_CASE("P11: read-ahead that copies from its source overlaps, whatever readah
   o.cache_bytes = 64 * kBlock;
   o.readahead_blocks = 8;
   o.readahead_loaders = 1;
-  auto pager = Pager::Create(o).value();
-  auto source = std::make_shared<FakeSource>();
-  auto file = pager->OpenFile(source, kBlock, "array 'test'").value();
-  auto m = file->Map(0, 32).value();
-  for (uint64_t b = 2; b < 12; ++b) source->Hold(b);
+  Fixture fx(o);
+  auto m = fx.file->Map(0, 32).value();
+  for (uint64_t b = 2; b < 12; ++b) fx.source->Hold(b);
   (void)ReadByte(m->data());
   (void)ReadByte(m->data() + kBlock);  // a sequential run: blocks 2-9 are read ahead, and held
-  CHECK(source->WaitInLoad(2));
+  CHECK(fx.source->WaitInLoad(2));
   // A fault on another block is served beside the read-ahead, which still waits.
   CHECK(ReadByte(m->data() + 20 * kBlock) == FakeSource::Byte(0, 20, 0));
-  for (uint64_t b = 2; b < 12; ++b) source->Release(b);
-  CHECK(Eventually([&] { return pager->stats().readahead_loads >= 8; }));
+  for (uint64_t b = 2; b < 12; ++b) fx.source->Release(b);
+  CHECK(Eventually([&] { return fx.pager->stats().readahead_loads >= 8; }));
   for (uint64_t b = 2; b < 10; ++b) CHECK(BlockMatches(m->data() + b * kBlock, 0, b));
 }
 
