@@ -15,6 +15,7 @@
 
 #include "pager/bus_guard.h"
 #include "pager/io.h"
+#include "pager/map_budget.h"
 
 using namespace bigarray;
 using namespace bigarray::pager;
@@ -43,20 +44,27 @@ class ByteCheck : public RangeCheck {
   bool same_ = true;
 };
 
-// A file of `slots` slots, slot i filled with byte `first + i`.
-std::string MakeFile(const std::string& name, size_t slots, int first) {
-  const std::string path = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + "/check_window_" +
-                           std::to_string(getpid()) + "_" + name;
-  const int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0600);
-  REQUIRE(fd >= 0);
-  std::vector<std::byte> slot(kSlot);
-  for (size_t i = 0; i < slots; ++i) {
-    std::fill(slot.begin(), slot.end(), static_cast<std::byte>(first + static_cast<int>(i)));
-    REQUIRE(pwrite(fd, slot.data(), kSlot, static_cast<off_t>(i * kSlot)) == static_cast<ssize_t>(kSlot));
+// A file of `slots` slots, slot i filled with byte `first + i`, open for reading and writing;
+// closed and removed with the object.
+struct SlotFile {
+  SlotFile(const std::string& name, size_t slots, int first)
+      : path(std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + "/check_window_" +
+             std::to_string(getpid()) + "_" + name),
+        fd(open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600)) {
+    REQUIRE(fd >= 0);
+    std::vector<std::byte> slot(kSlot);
+    for (size_t i = 0; i < slots; ++i) {
+      std::fill(slot.begin(), slot.end(), static_cast<std::byte>(first + static_cast<int>(i)));
+      REQUIRE(pwrite(fd, slot.data(), kSlot, static_cast<off_t>(i * kSlot)) == static_cast<ssize_t>(kSlot));
+    }
   }
-  REQUIRE(close(fd) == 0);
-  return path;
-}
+  ~SlotFile() {
+    close(fd);
+    unlink(path.c_str());
+  }
+  const std::string path;
+  const int fd;
+};
 
 FileRange Slot(int fd, size_t i, int byte) {
   return FileRange{fd, static_cast<off_t>(i * kSlot), kSlot, std::make_shared<ByteCheck>(static_cast<std::byte>(byte), kSlot)};
@@ -79,9 +87,8 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
   InstallBusGuard();
   REQUIRE(BusGuardInstalled());
   const size_t batch = CheckWindows::kDropBatch / kSlot;
-  const std::string path = MakeFile("batches", batch + 4, 1);
-  const int fd = open(path.c_str(), O_RDONLY);
-  REQUIRE(fd >= 0);
+  const SlotFile file("batches", batch + 4, 1);
+  const int fd = file.fd;
   CheckWindows windows;
   CheckWindows::WindowInfo info;
   CHECK_FALSE(windows.MappedForTesting(fd, 0, &info));
@@ -104,36 +111,26 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
   Status error;
   REQUIRE(windows.Check(Slot(fd, 2, 99), &error) == GuardedRead::kDone);
   CHECK(error.code() == Code::kCorruption);
-  close(fd);
-  unlink(path.c_str());
 }
 
 TEST_CASE("check windows: a descriptor reused for another file is checked against that file") {
   InstallBusGuard();
-  const std::string a = MakeFile("a", 2, 10), b = MakeFile("b", 2, 20);
-  const int fd = open(a.c_str(), O_RDONLY);
-  REQUIRE(fd >= 0);
+  const SlotFile a("a", 2, 10), b("b", 2, 20);
+  const int fd = a.fd;
   CheckWindows windows;
   Status error;
   REQUIRE(windows.Check(Slot(fd, 1, 11), &error) == GuardedRead::kDone);
   CHECK(error.ok());
   // Same descriptor number, another file: its bytes, not those of the old window.
-  const int other = open(b.c_str(), O_RDONLY);
-  REQUIRE(other >= 0);
-  REQUIRE(dup2(other, fd) == fd);
-  close(other);
+  REQUIRE(dup2(b.fd, fd) == fd);
   REQUIRE(windows.Check(Slot(fd, 1, 21), &error) == GuardedRead::kDone);
   CHECK(error.ok());
-  close(fd);
-  unlink(a.c_str());
-  unlink(b.c_str());
 }
 
 TEST_CASE("check windows: a slot past the end of the window is checked through a larger one") {
   InstallBusGuard();
-  const std::string path = MakeFile("grow", 1, 5);
-  const int fd = open(path.c_str(), O_RDWR);
-  REQUIRE(fd >= 0);
+  const SlotFile file("grow", 1, 5);
+  const int fd = file.fd;
   CheckWindows windows;
   Status error;
   REQUIRE(windows.Check(Slot(fd, 0, 5), &error) == GuardedRead::kDone);
@@ -149,15 +146,12 @@ TEST_CASE("check windows: a slot past the end of the window is checked through a
   CHECK(grown.size >= slots * kSlot);
   REQUIRE(windows.Check(Slot(fd, 0, 5), &error) == GuardedRead::kDone);  // the old slots too
   CHECK(error.ok());
-  close(fd);
-  unlink(path.c_str());
 }
 
 TEST_CASE("check windows: a large file is shown in chunks, by a few windows at most") {
   InstallBusGuard();
-  const std::string path = MakeFile("chunks", 1, 30);
-  const int fd = open(path.c_str(), O_RDWR);
-  REQUIRE(fd >= 0);
+  const SlotFile file("chunks", 1, 30);
+  const int fd = file.fd;
   // A sparse file of 6 chunks and a slot: one slot written in each chunk, at its middle.
   const size_t chunks = 6;
   std::vector<std::byte> slot(kSlot);
@@ -182,20 +176,37 @@ TEST_CASE("check windows: a large file is shown in chunks, by a few windows at m
       CHECK(windows.CountForTesting() <= CheckWindows::kMaxWindows);
     }
   }
-  close(fd);
-  unlink(path.c_str());
+}
+
+TEST_CASE("check windows: a window is a map entry of the budget; none is made when it is spent") {
+  InstallBusGuard();
+  const SlotFile file("budget", 2, 60);
+  const int fd = file.fd;
+  MapBudget& budget = MapBudget::Get();
+  const uint64_t before = budget.used();
+  {
+    CheckWindows windows;
+    budget.Charge(1);  // somebody else's entry, and the limit reached (0 would mean "computed")
+    budget.SetLimitForTesting(before + 1);
+    Status error;
+    CHECK(windows.Check(Slot(fd, 0, 60), &error) == GuardedRead::kUnguarded);  // by pread instead
+    CHECK(windows.CountForTesting() == 0);
+    budget.SetLimitForTesting(0);
+    budget.Release(1);
+    REQUIRE(windows.Check(Slot(fd, 1, 61), &error) == GuardedRead::kDone);
+    CHECK(error.ok());
+    CHECK(budget.used() == before + 1);
+  }
+  CHECK(budget.used() == before);  // given back with the window
 }
 
 TEST_CASE("check windows: a file cut below a slot is reported as unreadable, the process goes on") {
   InstallBusGuard();
-  const std::string path = MakeFile("cut", 4, 1);
-  const int fd = open(path.c_str(), O_RDWR);
-  REQUIRE(fd >= 0);
+  const SlotFile file("cut", 4, 1);
+  const int fd = file.fd;
   CheckWindows windows;
   Status error;
   REQUIRE(windows.Check(Slot(fd, 0, 1), &error) == GuardedRead::kDone);  // the window maps 4 slots
   REQUIRE(ftruncate(fd, static_cast<off_t>(kSlot)) == 0);
   CHECK(windows.Check(Slot(fd, 3, 4), &error) == GuardedRead::kBus);
-  close(fd);
-  unlink(path.c_str());
 }

@@ -9,6 +9,7 @@
 
 #include "pager/file_ranges.h"
 #include "pager/io.h"
+#include "pager/map_budget.h"
 
 namespace bigarray::pager {
 
@@ -26,7 +27,9 @@ struct CheckWindows::Window {
   ~Window() {
     // Fails only for wrong arguments; the range would stay mapped read-only, shown by nobody.
     if (base) (void)munmap(base, size);
+    if (charged) MapBudget::Get().Release(1);
   }
+  bool charged = false;  // its map entry counts in the MapBudget
 };
 
 namespace {
@@ -51,9 +54,13 @@ std::shared_ptr<CheckWindows::Window> CheckWindows::For(const FileRange& r) {
   const size_t in_file = st.st_size > start ? static_cast<size_t>(st.st_size - start) : 0;
   const size_t want = std::max(end, std::min(in_file, kChunk));
   const size_t size = std::min(kChunk, (want + want / 4 + kHuge - 1) / kHuge * kHuge);
+  // One map entry, charged like the views' (map_budget.h): none when the budget is spent.
+  if (!MapBudget::Get().Fits(1)) return nullptr;
   void* m = MapAligned(size, PROT_READ, MAP_SHARED, r.fd, start);
   if (m == MAP_FAILED) return nullptr;  // checked another way; the old window (if any) stays
   auto w = std::make_shared<Window>();
+  MapBudget::Get().Charge(1);
+  w->charged = true;
   w->fd = r.fd;
   w->dev = st.st_dev;
   w->ino = st.st_ino;

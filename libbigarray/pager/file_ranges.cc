@@ -88,12 +88,11 @@ void SetCheckWayForTesting(CheckWay way) { g_way.store(way); }
 
 std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting() { return {g_checked[1].load(), g_checked[0].load()}; }
 
-bool CheckRange(const FileRange& r, CheckWindows& windows, Status* error) {
+bool CheckRange(const FileRange& r, bool cached, CheckWindows& windows, Status* error) {
   static CheckChoice choice;  // per process: the machine's costs
   const CheckWay way = g_way.load(std::memory_order_relaxed);
   const bool mapped = BusGuardInstalled() && (way == CheckWay::kCheaper ? choice.Mapped() : way == CheckWay::kMapping);
   // Only checks of cached ranges are timed: a read from the disk says nothing of either way.
-  const bool cached = r.length > 0 && Cached(r);
   const int64_t start = NowNs();
   bool unmappable = false;
   if (mapped) {
@@ -112,8 +111,7 @@ bool CheckRange(const FileRange& r, CheckWindows& windows, Status* error) {
   const int64_t pread_start = NowNs();
   const bool read = CheckByPread(r, error);
   if (cached && (read || !error->ok())) {
-    const int64_t took = NowNs() - pread_start;
-    choice.Record(false, r.length, took);
+    choice.Record(false, r.length, NowNs() - pread_start);
     // A mapping that could not be had costs its attempt and the pread: tried again one check
     // in 16 (it may work again once address space is freed), not at every check.
     if (unmappable) choice.Record(true, r.length, NowNs() - start);
@@ -128,10 +126,6 @@ bool Cached(const FileRange& r) {
   return preadv2(r.fd, &v, 1, r.offset + static_cast<off_t>(r.length) - 1, RWF_NOWAIT) == 1;
 }
 
-void ReadAheadUnlessCached(const FileRange& r) {
-  if (r.length == 0 || Cached(r)) return;
-  (void)readahead(r.fd, r.offset, r.length);
-}
 
 std::byte* MapChecked(const FileRange& r, Status* error) {
   void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)

@@ -46,8 +46,8 @@ bool ShownLazily(const FileRange& r);
 // other range through a mapping of its own, unmapped when done); or by pread (CheckByPread), also
 // where a mapping cannot be made or the guard is not installed. False when it could not be read
 // (the caller loads a copy, whose own read reports the error) or, with *error set, when the check
-// failed.
-bool CheckRange(const FileRange& r, CheckWindows& windows, Status* error);
+// failed. `cached`: Cached(r), which the caller needed too (one system call per block).
+bool CheckRange(const FileRange& r, bool cached, CheckWindows& windows, Status* error);
 
 // Feeds `r`'s check the bytes of `map` (where `r` is mapped), in one piece, under the SIGBUS
 // guard; does not finish the check.
@@ -63,17 +63,12 @@ std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting();
 // thread. As CheckRange.
 bool CheckByPread(const FileRange& r, Status* error);
 
-// Asks the kernel to read `r` into the page cache (readahead(2)) unless its last page is there
-// already (the kernel reads a file ahead in order): a one-byte read that starts no I/O
-// (RWF_NOWAIT) is one system call, where readahead(2) of a cached range looks up each of its
-// pages (512 for 2 MiB on this VM: a third of a loader's time in a first scan). A hint: whether
-// it worked changes nothing; a page missing in between is read by the reader's fault, as under
-// mmap.
-void ReadAheadUnlessCached(const FileRange& r);
-
 // Whether the last byte of `r` (length > 0) is in the page cache (the kernel reads a file ahead
-// in order): a one-byte read that starts no I/O (RWF_NOWAIT). False also where the file system
-// cannot tell (EOPNOTSUPP).
+// in order): a one-byte read that starts no I/O (RWF_NOWAIT), one system call, where
+// readahead(2) of a cached range looks up each of its pages (512 for 2 MiB on this VM: a third
+// of a loader's time in a first scan); so a range is asked for with readahead(2) only when this
+// says it is not cached. A hint: a page missing in between is read by the reader's fault, as
+// under mmap. False also where the file system cannot tell (EOPNOTSUPP).
 bool Cached(const FileRange& r);
 
 // Maps `r` read-only at an address of its own (2 MiB-aligned for a slot), faults every page of it

@@ -3,6 +3,7 @@
 // MapFromFile, Erase, Evict and doomed pages, the LRU list; construction, files and stats. The
 // locking and memory rules of the whole pager are at the top of pager_impl.h, which lists the
 // other files.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -364,9 +365,9 @@ bool Lazily(const Request& req, const FileRange& r) { return ShownLazily(r) && (
 // check) asks the kernel to read it into the page cache; the reader's faults read what it did
 // not. False when it could not be read (the caller loads a copy, whose own read reports the
 // error) or, with *error set, when the check failed.
-bool PrepareLazily(const FileRange& r, CheckWindows& windows, Status* error) {
-  if (r.check) return CheckRange(r, windows, error);
-  ReadAheadUnlessCached(r);
+bool PrepareLazily(const FileRange& r, bool cached, CheckWindows& windows, Status* error) {
+  if (r.check) return CheckRange(r, cached, windows, error);
+  if (!cached) (void)readahead(r.fd, r.offset, r.length);  // a hint (file_ranges.h, Cached)
   return true;
 }
 }  // namespace
@@ -407,13 +408,15 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
       // A read-ahead keeps its turn (section 8, "Read-ahead loaders") only for a slot in the
       // page cache, whose check is CPU work; one that reads the disk lets another loader take the
       // next read-ahead meanwhile: reads of the disk overlap.
-      if (req.prefetch && !(Lazily(req, **range) && Cached(**range))) {
+      const bool lazily = Lazily(req, **range);
+      const bool cached = lazily && Cached(**range);
+      if (req.prefetch && !cached) {
         lk.lock();
         YieldReadaheadTurn();
         lk.unlock();
       }
-      if (Lazily(req, **range)) {
-        lazy = PrepareLazily(**range, check_windows_, &check);
+      if (lazily) {
+        lazy = PrepareLazily(**range, cached, check_windows_, &check);
       } else {
         map = MapChecked(**range, &check);
       }
