@@ -7,8 +7,13 @@
 // against 110 us by pread, which copies every byte out first: 2026-12-03); a page cache of
 // small folios costs one entry per 4 KiB page, and on a day of this VM when each new entry cost
 // ~6 us a check through a mapping took 770-830 us against pread's 150 (2026-12-01). So each
-// way's cost per byte is kept as a running average, the cheaper way is used, and one check in
-// kProbeEvery goes the other way so that its average follows the machine.
+// way's cost per byte is kept as a running average of the checking thread's CPU time (a loader
+// preempted mid-check is not charged for the wait), the cheaper way is used, and one check in
+// kProbeEvery goes the other way so that its average follows the machine. The mapping is kept
+// while it costs less than half again as much as pread: where both work, their averages cross
+// back and forth (35-130 against 51-147 us per MiB in one scan, 2026-12-03), and first scans
+// through the mapping ran at 14-18 GB/s against 11-14 by pread; the cheaper choice had gone by
+// pread for a third to a half of the checks.
 #pragma once
 
 #include <atomic>
@@ -25,7 +30,8 @@ class CheckChoice {
   bool Mapped() {
     const uint64_t n = checks_.fetch_add(1, std::memory_order_relaxed);
     const uint64_t mapped = cost_[1].load(std::memory_order_relaxed), pread = cost_[0].load(std::memory_order_relaxed);
-    const bool best = mapped <= pread;  // a way not measured yet costs 0: it is tried first
+    // A way not measured yet costs 0: it is tried first.
+    const bool best = mapped <= pread + pread / 2;
     return n % kProbeEvery == kProbeEvery - 1 ? !best : best;
   }
 

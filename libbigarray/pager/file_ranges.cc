@@ -4,10 +4,10 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <memory>
 #include <span>
 #include <string>
@@ -53,9 +53,11 @@ GuardedRead CheckMapped(const FileRange& r, const std::byte* map) {
 
 namespace {
 
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+// The calling thread's CPU time (check_choice.h: what a check costs, not how long it waited).
+int64_t ThreadCpuNs() {
+  timespec t;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return 0;
+  return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
 }
 
 
@@ -93,7 +95,7 @@ bool CheckRange(const FileRange& r, bool cached, CheckWindows& windows, Status* 
   const CheckWay way = g_way.load(std::memory_order_relaxed);
   const bool mapped = BusGuardInstalled() && (way == CheckWay::kCheaper ? choice.Mapped() : way == CheckWay::kMapping);
   // Only checks of cached ranges are timed: a read from the disk says nothing of either way.
-  const int64_t start = NowNs();
+  const int64_t start = ThreadCpuNs();
   bool unmappable = false;
   if (mapped) {
     switch (CheckThroughMapping(r, windows, cached, error)) {
@@ -103,18 +105,18 @@ bool CheckRange(const FileRange& r, bool cached, CheckWindows& windows, Status* 
       case GuardedRead::kBus:
         return false;  // the copy's read reports the error
       case GuardedRead::kDone:
-        if (cached) choice.Record(true, r.length, NowNs() - start);
+        if (cached) choice.Record(true, r.length, ThreadCpuNs() - start);
         g_checked[1].fetch_add(1, std::memory_order_relaxed);
         return error->ok();
     }
   }
-  const int64_t pread_start = NowNs();
+  const int64_t pread_start = ThreadCpuNs();
   const bool read = CheckByPread(r, error);
   if (cached && (read || !error->ok())) {
-    choice.Record(false, r.length, NowNs() - pread_start);
+    choice.Record(false, r.length, ThreadCpuNs() - pread_start);
     // A mapping that could not be had costs its attempt and the pread: tried again one check
     // in 16 (it may work again once address space is freed), not at every check.
-    if (unmappable) choice.Record(true, r.length, NowNs() - start);
+    if (unmappable) choice.Record(true, r.length, ThreadCpuNs() - start);
   }
   if (read || !error->ok()) g_checked[0].fetch_add(1, std::memory_order_relaxed);
   return read;
