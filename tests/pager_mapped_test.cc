@@ -350,6 +350,54 @@ TEST_CASE("mapped blocks: read-ahead checks slots in the page cache on readahead
   SetCheckWayForTesting(CheckWay::kCheaper);
 }
 
+TEST_CASE("mapped blocks: a reader that gets to a block read-ahead is checking waits for it without a fault of its own") {
+  // The read-ahead announces the block's place in the view while it checks a slot in the page
+  // cache; the reader polls for the end of it instead of posting a fault, which a loader would
+  // only park on the page (docs/pager.md, section 6, "Announced loads"). Slots only (this file's
+  // 2 MiB build): other ranges are mapped populated, with nothing to announce.
+  SetCheckWayForTesting(CheckWay::kMapping);
+  PagerOptions o;
+  o.cache_bytes = 64 * kBlock;
+  o.readahead_blocks = 8;
+  o.readahead_loaders = 1;
+  auto pager = Pager::Create(o).value();
+  bigarray::testing::TempDir dir;
+  auto source = std::make_shared<FileSource>(dir / "blocks");
+  for (uint64_t b = 0; b < 16; ++b) source->Store(b, 1);
+  if (!ShownLazily(FileRange{source->fd, source->where[2].offset, kBlock, nullptr}) ||
+      !SignalFaultSource::PollsForTesting()) {
+    SetCheckWayForTesting(CheckWay::kCheaper);
+    return;  // not slots, or one CPU: nothing is announced
+  }
+  // The reader polls for as long as the test holds the check (the default, 200 us, is less than
+  // a loaded machine may take between the release below and the block's mapping).
+  SignalFaultSource::SetPollNsForTesting(int64_t{20} * 1000 * 1000 * 1000);
+  auto file = pager->OpenFile(source, kBlock, "array 'test'").value();
+  auto m = file->Map(0, 16).value();
+  {
+    std::lock_guard lock(source->mu);
+    source->held_checks.insert(2);
+  }
+  REQUIRE(Shows(m->data(), 1, 0));
+  REQUIRE(Shows(m->data() + kBlock, 1, 1));  // a sequential run: blocks 2-9 are read ahead
+  REQUIRE(source->WaitInCheck(1));           // block 2's check, held
+  const uint64_t faults = pager->stats().faults;
+  std::atomic<bool> read{false};
+  std::thread reader([&] {
+    (void)ReadByte(m->data() + 2 * kBlock + 4096);
+    read = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the reader faults, and waits
+  CHECK(!read);
+  source->ReleaseChecks();
+  reader.join();
+  CHECK(read);
+  CHECK(pager->stats().faults == faults);  // no fault was posted for it
+  CHECK(Shows(m->data() + 2 * kBlock, 1, 2));
+  SignalFaultSource::SetPollNsForTesting(0);
+  SetCheckWayForTesting(CheckWay::kCheaper);
+}
+
 TEST_CASE("mapped blocks: read-ahead never shows a block that fails its check") {
   Fixture fx(/*cache_blocks=*/64, /*readahead=*/4);
   for (uint64_t b = 0; b < 16; ++b) fx.source->Store(b, 1);

@@ -88,12 +88,26 @@ std::atomic<bool> g_ignore_cpu_access{false};
 std::atomic<int> g_spinners{0};
 bool g_may_poll = false;  // set before the handler is installed
 constexpr int64_t kSpinNs = 200000;
+std::atomic<int64_t> g_spin_ns{kSpinNs};  // kSpinNs but in tests (SetPollNsForTesting)
+
+// Loads announced by loaders (Announce): [start, end) of a range, accessible once withdrawn.
+// start 0: free; 1: being claimed. Claimed by CAS 0 -> 1, end written, then start (release);
+// withdrawn by storing 0. A handler reading a start and the end of a later announcement of the
+// same slot only waits in vain (at most kSpinNs) or not at all: announcements save hand-offs,
+// nothing depends on them.
+struct Announced {
+  std::atomic<uintptr_t> start{0};
+  std::atomic<uintptr_t> end{0};
+};
+constexpr size_t kMaxAnnounced = 64;  // read-ahead loads at once (loader threads)
+Announced g_announced[kMaxAnnounced];
 
 static_assert(std::atomic<uintptr_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<FaultTarget*>::is_always_lock_free);
 static_assert(std::atomic<RangeTable*>::is_always_lock_free);
 static_assert(std::atomic<int>::is_always_lock_free);
+static_assert(std::atomic<int64_t>::is_always_lock_free);
 
 FaultTarget* FindTarget(uintptr_t addr, pid_t* pid) {
   // Count in the current epoch's slot, and make sure the epoch did not move meanwhile: a
@@ -155,6 +169,7 @@ void AtForkChild() {
   g_readers[0] = 0;
   g_readers[1] = 0;
   g_spinners = 0;
+  for (Announced& a : g_announced) a.start = 0;  // the parent's loaders are not here
   g_posted = 0;  // records the parent's threads posted are never taken here: not ours to count
   if (const RangeTable* t = g_table.load()) {
     for (const Range& r : t->ranges) {
@@ -226,7 +241,7 @@ int64_t MonotonicNs() {
 void SpinUntilDone(const FaultRecord& r) {
   if (!g_may_poll) return;
   if (g_spinners.fetch_add(1, std::memory_order_relaxed) == 0) {
-    const int64_t until = MonotonicNs() + kSpinNs;
+    const int64_t until = MonotonicNs() + g_spin_ns.load(std::memory_order_relaxed);
     for (unsigned i = 1; r.state.load(std::memory_order_relaxed) != FaultRecord::kDone; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
@@ -235,6 +250,39 @@ void SpinUntilDone(const FaultRecord& r) {
     }
   }
   g_spinners.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// If a loader announced a load of `addr`, polls until it withdraws it (true: retry the access)
+// or kSpinNs pass (false), if no other thread is polling.
+bool WaitForAnnounced(uintptr_t addr) {
+  if (!g_may_poll) return false;
+  Announced* a = nullptr;
+  uintptr_t start = 0;
+  for (Announced& x : g_announced) {
+    start = x.start.load(std::memory_order_acquire);
+    if (start > 1 && start <= addr && addr < x.end.load(std::memory_order_relaxed)) {
+      a = &x;
+      break;
+    }
+  }
+  if (a == nullptr) return false;
+  bool withdrawn = false;
+  if (g_spinners.fetch_add(1, std::memory_order_relaxed) == 0) {
+    const int64_t until = MonotonicNs() + g_spin_ns.load(std::memory_order_relaxed);
+    for (unsigned i = 1;; ++i) {
+      if (a->start.load(std::memory_order_acquire) != start) {
+        withdrawn = true;
+        break;
+      }
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      if (i % 64 == 0 && MonotonicNs() > until) break;
+    }
+  }
+  g_spinners.fetch_sub(1, std::memory_order_relaxed);
+  if (withdrawn) BA_HAPPENS_AFTER(&g_handoff);
+  return withdrawn;
 }
 
 void Handler(int sig, siginfo_t* info, void* context) {
@@ -262,6 +310,10 @@ void Handler(int sig, siginfo_t* info, void* context) {
     sigaddset(&bus, SIGBUS);
     pthread_sigmask(SIG_UNBLOCK, &bus, nullptr);
     raise(SIGBUS);
+    errno = saved_errno;
+    return;
+  }
+  if (WaitForAnnounced(addr)) {  // a loader made it accessible meanwhile (or gave up): retry
     errno = saved_errno;
     return;
   }
@@ -341,6 +393,10 @@ SignalFaultSource::SignalFaultSource() {
   EnsureInstalled(true);
 }
 
+void SignalFaultSource::SetPollNsForTesting(int64_t ns) { g_spin_ns = ns > 0 ? ns : kSpinNs; }
+
+bool SignalFaultSource::PollsForTesting() { return g_may_poll; }
+
 void SignalFaultSource::IgnoreCpuAccessBitForTesting(bool ignore) { g_ignore_cpu_access = ignore; }
 
 SignalFaultSource& SignalFaultSource::Get() {
@@ -367,6 +423,25 @@ void SignalFaultSource::RemoveRange(uintptr_t start) {
   if (it == ranges.end()) return;
   ranges.erase(it);
   Publish(std::move(ranges));
+}
+
+int SignalFaultSource::Announce(uintptr_t start, size_t length) {
+  if (!g_may_poll || start <= 1) return -1;  // nobody would poll for it
+  for (size_t i = 0; i < kMaxAnnounced; ++i) {
+    uintptr_t expected = 0;
+    if (g_announced[i].start.compare_exchange_strong(expected, 1, std::memory_order_relaxed)) {
+      g_announced[i].end.store(start + length, std::memory_order_relaxed);
+      g_announced[i].start.store(start, std::memory_order_release);
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+void SignalFaultSource::Withdraw(int slot) {
+  if (slot < 0) return;
+  BA_HAPPENS_BEFORE(&g_handoff);
+  g_announced[slot].start.store(0, std::memory_order_release);
 }
 
 bool SignalFaultSource::AnyPosted() const { return g_posted.load(std::memory_order_relaxed) != 0; }

@@ -80,8 +80,23 @@ class SignalFaultSource {
   // Whether a record is posted and not taken yet, for any target (a hint: it may be taken by the
   // time the caller acts).
   bool AnyPosted() const;
+
+  // A loader about to make [start, start + length) of a range accessible in a moment (a
+  // read-ahead checking a cached block it will map there: docs/pager.md, section 6, "Announced
+  // loads") says so: a thread faulting there polls for Withdraw instead of posting a record, whose
+  // hand-off would wake a loader only to park the fault on the page being loaded. Returns the
+  // announcement's slot, or -1 when none is free (nothing announced). After Withdraw the faulting
+  // thread retries its access whatever became of the load: one that left the range inaccessible
+  // faults again and is posted. Polls as step 8 does: at most kSpinNs, one thread at a time.
+  int Announce(uintptr_t start, size_t length);
+  void Withdraw(int slot);
   // Finishes a taken record: sets the outcome (and message for kFatal) and wakes the thread.
   void Complete(FaultRecord* record, FaultOutcome outcome, const char* message = nullptr);
+
+  // For tests: how long a faulting thread polls (step 8, and for an announced load) before it
+  // sleeps or posts; 0 restores the default (200 us). Whether it polls at all (two CPUs or more).
+  static void SetPollNsForTesting(int64_t ns);
+  static bool PollsForTesting();
 
   // For tests: report every fault as FaultRecord::kUnknown, as on a CPU that does not say
   // whether an access was a write, so that the pager's fallback rule runs on x86-64 too.
@@ -89,6 +104,21 @@ class SignalFaultSource {
 
  private:
   SignalFaultSource();
+};
+
+// An announced load for the length of a scope: withdrawn when it ends, whatever the load did.
+class Announcement {
+ public:
+  Announcement() = default;
+  Announcement(const Announcement&) = delete;
+  Announcement& operator=(const Announcement&) = delete;
+  ~Announcement() { SignalFaultSource::Get().Withdraw(slot_); }
+  void Make(uintptr_t start, size_t length) {
+    if (slot_ < 0) slot_ = SignalFaultSource::Get().Announce(start, length);
+  }
+
+ private:
+  int slot_ = -1;
 };
 
 }  // namespace bigarray::pager

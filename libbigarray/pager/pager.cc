@@ -390,6 +390,17 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
   p.room = true;
   ++f->in_flight;
   BeginIo();
+  // A read-ahead that will map the block into a view announces it there while it checks a
+  // cached slot: the reader, if it gets there first, polls for the end instead of posting a
+  // fault (section 6, "Announced loads"). Withdrawn on return, after the MapInto below.
+  uintptr_t view_addr = 0;
+  if (req.prefetch && req.map_after_prefetch && req.mapping.serial != 0) {
+    const MappingSlot& m = f->mappings[req.mapping.index];
+    if (m.serial == req.mapping.serial && req.block >= m.first && req.block - m.first < m.count) {
+      view_addr = reinterpret_cast<uintptr_t>(m.base + (req.block - m.first) * f->block_size);
+    }
+  }
+  Announcement announced;
   Result<std::optional<FileRange>> range = std::optional<FileRange>();
   std::byte* map = nullptr;
   bool lazy = false;  // shown by mapping the range into views, faulted in by the reader
@@ -416,6 +427,7 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
         lk.unlock();
       }
       if (lazily) {
+        if (cached && view_addr != 0 && (*range)->check) announced.Make(view_addr, f->block_size);
         lazy = PrepareLazily(**range, cached, check_windows_, &check);
       } else {
         map = MapChecked(**range, &check);
