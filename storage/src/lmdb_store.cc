@@ -1657,7 +1657,19 @@ Result<CommitId> LmdbStore::TryCommit(const WriteBatch& batch, uint64_t need, ui
     t->Add(key, h.checksum, payload.size());
     return Status::Ok();
   };
-  for (const auto& p : batch.puts()) {
+  // In key order, whatever order the batch was filled in (the pager's writeout goes by its hash
+  // table): slots are taken lowest first, so the blocks of an array written in one commit lie in
+  // blocks.dat in block order, and a scan reads the file in order, which the kernel's read-ahead
+  // follows. Stored in the writeout's order, a cold scan read blocks.dat at random: 1.3-1.9 GB/s
+  // against 6-7.7 for a plain file (2026-12-04). Two puts of one block keep their order.
+  std::vector<const WriteBatch::Put*> puts;
+  puts.reserve(batch.puts().size());
+  for (const auto& p : batch.puts()) puts.push_back(&p);
+  std::stable_sort(puts.begin(), puts.end(), [](const WriteBatch::Put* x, const WriteBatch::Put* y) {
+    return std::pair(x->array, x->index) < std::pair(y->array, y->index);
+  });
+  for (const WriteBatch::Put* put : puts) {
+    const WriteBatch::Put& p = *put;
     const BlockKey key(p.array, p.index);
     std::vector<RecordRef> refs;
     BA_RETURN_IF_ERROR(CollectRecords(
