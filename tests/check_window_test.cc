@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "pager/bus_guard.h"
+#include "pager/file_ranges.h"
 #include "pager/io.h"
 #include "pager/map_budget.h"
 
@@ -94,7 +95,7 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
   CHECK_FALSE(windows.MappedForTesting(fd, 0, &info));
   for (size_t i = 0; i < batch + 4; ++i) {
     Status error;
-    REQUIRE(windows.Check(Slot(fd, i, 1 + static_cast<int>(i)), &error) == GuardedRead::kDone);
+    REQUIRE(windows.Check(Slot(fd, i, 1 + static_cast<int>(i)), true, &error) == GuardedRead::kDone);
     CHECK(error.ok());
     REQUIRE(windows.MappedForTesting(fd, 0, &info));
     if (i + 1 < batch) {
@@ -109,7 +110,7 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
 
   // Damage is the check's verdict, as through any other way.
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 2, 99), &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 2, 99), true, &error) == GuardedRead::kDone);
   CHECK(error.code() == Code::kCorruption);
 }
 
@@ -119,11 +120,11 @@ TEST_CASE("check windows: a descriptor reused for another file is checked agains
   const int fd = a.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 1, 11), &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 1, 11), true, &error) == GuardedRead::kDone);
   CHECK(error.ok());
   // Same descriptor number, another file: its bytes, not those of the old window.
   REQUIRE(dup2(b.fd, fd) == fd);
-  REQUIRE(windows.Check(Slot(fd, 1, 21), &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 1, 21), true, &error) == GuardedRead::kDone);
   CHECK(error.ok());
 }
 
@@ -133,18 +134,18 @@ TEST_CASE("check windows: a slot past the end of the window is checked through a
   const int fd = file.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 0, 5), &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 0, 5), true, &error) == GuardedRead::kDone);
   CheckWindows::WindowInfo first;
   REQUIRE(windows.MappedForTesting(fd, 0, &first));
   const size_t slots = first.size / kSlot + 3;  // the file grows past the window
   std::vector<std::byte> slot(kSlot, std::byte{7});
   REQUIRE(pwrite(fd, slot.data(), kSlot, static_cast<off_t>((slots - 1) * kSlot)) == static_cast<ssize_t>(kSlot));
-  REQUIRE(windows.Check(Slot(fd, slots - 1, 7), &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, slots - 1, 7), true, &error) == GuardedRead::kDone);
   CHECK(error.ok());
   CheckWindows::WindowInfo grown;
   REQUIRE(windows.MappedForTesting(fd, 0, &grown));
   CHECK(grown.size >= slots * kSlot);
-  REQUIRE(windows.Check(Slot(fd, 0, 5), &error) == GuardedRead::kDone);  // the old slots too
+  REQUIRE(windows.Check(Slot(fd, 0, 5), true, &error) == GuardedRead::kDone);  // the old slots too
   CHECK(error.ok());
 }
 
@@ -167,7 +168,7 @@ TEST_CASE("check windows: a large file is shown in chunks, by a few windows at m
       const off_t at = static_cast<off_t>(c * CheckWindows::kChunk + CheckWindows::kChunk / 2);
       Status error;
       FileRange r{fd, at, kSlot, std::make_shared<ByteCheck>(static_cast<std::byte>(40 + c), kSlot)};
-      REQUIRE(windows.Check(r, &error) == GuardedRead::kDone);
+      REQUIRE(windows.Check(r, true, &error) == GuardedRead::kDone);
       CHECK(error.ok());
       CheckWindows::WindowInfo info;
       REQUIRE(windows.MappedForTesting(fd, at, &info));
@@ -189,11 +190,11 @@ TEST_CASE("check windows: a window is a map entry of the budget; none is made wh
     budget.Charge(1);  // somebody else's entry, and the limit reached (0 would mean "computed")
     budget.SetLimitForTesting(before + 1);
     Status error;
-    CHECK(windows.Check(Slot(fd, 0, 60), &error) == GuardedRead::kUnguarded);  // by pread instead
+    CHECK(windows.Check(Slot(fd, 0, 60), true, &error) == GuardedRead::kUnguarded);  // by pread instead
     CHECK(windows.CountForTesting() == 0);
     budget.SetLimitForTesting(0);
     budget.Release(1);
-    REQUIRE(windows.Check(Slot(fd, 1, 61), &error) == GuardedRead::kDone);
+    REQUIRE(windows.Check(Slot(fd, 1, 61), true, &error) == GuardedRead::kDone);
     CHECK(error.ok());
     CHECK(budget.used() == before + 1);
   }
@@ -206,7 +207,25 @@ TEST_CASE("check windows: a file cut below a slot is reported as unreadable, the
   const int fd = file.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 0, 1), &error) == GuardedRead::kDone);  // the window maps 4 slots
+  REQUIRE(windows.Check(Slot(fd, 0, 1), true, &error) == GuardedRead::kDone);  // the window maps 4 slots
   REQUIRE(ftruncate(fd, static_cast<off_t>(kSlot)) == 0);
-  CHECK(windows.Check(Slot(fd, 3, 4), &error) == GuardedRead::kBus);
+  CHECK(windows.Check(Slot(fd, 3, 4), true, &error) == GuardedRead::kBus);
+}
+
+TEST_CASE("check windows: a slot not in the page cache is read in whole, then checked; a cut file is still unreadable") {
+  InstallBusGuard();
+  const SlotFile file("cold", 4, 1);
+  const int fd = file.fd;
+  REQUIRE(fdatasync(fd) == 0);
+  REQUIRE(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+  CheckWindows windows;
+  Status error;
+  REQUIRE(windows.Check(Slot(fd, 1, 2), false, &error) == GuardedRead::kDone);
+  CHECK(error.ok());
+  CHECK(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));
+  // The read before the hash fails past the end of the file; the hash's read reports it.
+  REQUIRE(ftruncate(fd, static_cast<off_t>(kSlot)) == 0);
+  CHECK(windows.Check(Slot(fd, 3, 4), false, &error) == GuardedRead::kBus);
+  REQUIRE(windows.Check(Slot(fd, 0, 1), false, &error) == GuardedRead::kDone);
+  CHECK(error.ok());
 }

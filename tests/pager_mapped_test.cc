@@ -350,6 +350,53 @@ TEST_CASE("mapped blocks: read-ahead checks slots in the page cache on readahead
   SetCheckWayForTesting(CheckWay::kCheaper);
 }
 
+TEST_CASE("mapped blocks: read-ahead reads slots that are not in the page cache one after the other") {
+  // A read-ahead that checks a slot keeps its turn while the slot is read from the disk: the
+  // slots of a run are read in file order by one loader at a time, which the kernel's read-ahead
+  // follows (docs/pager.md, section 8, "Read-ahead loaders"). Slots only (the 2 MiB build).
+  SetCheckWayForTesting(CheckWay::kMapping);
+  PagerOptions o;
+  o.cache_bytes = 64 * kBlock;
+  o.readahead_blocks = 8;
+  o.readahead_loaders = 1;
+  auto pager = Pager::Create(o).value();
+  bigarray::testing::TempDir dir;
+  auto source = std::make_shared<FileSource>(dir / "blocks");
+  // Blocks 0 and 1, 16 blocks of another array, then blocks 2-11: the reads of blocks 0 and 1
+  // (and the kernel's read-ahead after them) do not reach the others.
+  source->Store(0, 1);
+  source->Store(1, 1);
+  for (uint64_t b = 100; b < 116; ++b) source->Store(b, 1);
+  for (uint64_t b = 2; b < 12; ++b) source->Store(b, 1);
+  const bool slots = ShownLazily(FileRange{source->fd, source->where[2].offset, kBlock, nullptr});
+  REQUIRE(fdatasync(source->fd) == 0);
+  REQUIRE(posix_fadvise(source->fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+  const bool dropped = !Cached(FileRange{source->fd, source->where[5].offset, kBlock, nullptr});
+  if (!slots || !dropped) {  // the 64 KiB build, or a file system that keeps the pages (tmpfs)
+    MESSAGE("skipped: " << (slots ? "the page cache could not be dropped" : "not slots"));
+    SetCheckWayForTesting(CheckWay::kCheaper);
+    return;
+  }
+  auto file = pager->OpenFile(source, kBlock, "array 'test'").value();
+  auto m = file->Map(0, 12).value();
+  {
+    std::lock_guard lock(source->mu);
+    for (uint64_t b = 2; b < 12; ++b) source->held_checks.insert(b);
+  }
+  REQUIRE(Shows(m->data(), 1, 0));
+  REQUIRE(Shows(m->data() + kBlock, 1, 1));  // a sequential run: blocks 2-9 are read ahead
+  REQUIRE(source->WaitInCheck(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // another would have started by now
+  {
+    std::lock_guard lock(source->mu);
+    CHECK(source->in_check == 1);
+  }
+  source->ReleaseChecks();
+  CHECK(Eventually([&] { return pager->stats().readahead_loads >= 8; }));
+  for (uint64_t b = 2; b < 12; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));
+  SetCheckWayForTesting(CheckWay::kCheaper);
+}
+
 TEST_CASE("mapped blocks: a reader that gets to a block read-ahead is checking waits for it without a fault of its own") {
   // The read-ahead announces the block's place in the view while it checks a slot in the page
   // cache; the reader polls for the end of it instead of posting a fault, which a loader would

@@ -105,10 +105,12 @@ void CheckWindows::Checked(const std::shared_ptr<Window>& w, off_t offset, size_
   }
 }
 
-GuardedRead CheckWindows::Check(const FileRange& r, Status* error) {
+GuardedRead CheckWindows::Check(const FileRange& r, bool cached, Status* error) {
   const std::shared_ptr<Window> w = For(r);
   if (!w) return GuardedRead::kUnguarded;
-  const GuardedRead read = CheckMapped(r, w->base + (r.offset - w->start));
+  std::byte* at = w->base + (r.offset - w->start);
+  if (!cached) PopulateRead(at, r.length);
+  const GuardedRead read = CheckMapped(r, at);
   if (read == GuardedRead::kDone) *error = r.check->Finish();
   Checked(w, r.offset, r.length);
   return read;

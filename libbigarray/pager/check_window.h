@@ -47,8 +47,9 @@ class CheckWindows {
   // Feeds r's check the bytes of r (a slot: a 2 MiB-aligned offset) where they lie in the window
   // of r's file, under the SIGBUS guard, and sets *error to its verdict when it ran to the end
   // (kDone). kUnguarded: nothing read (no window could be mapped, e.g. no address space, or the
-  // guard is not installed); kBus: the range could not be read.
-  GuardedRead Check(const FileRange& r, Status* error);
+  // guard is not installed); kBus: the range could not be read. `cached`: Cached(r); a range
+  // that is not is read into the page cache first through the window (PopulateRead).
+  GuardedRead Check(const FileRange& r, bool cached, Status* error);
 
   // The window mapped for the chunk of `fd` that holds `offset`, if any (for tests): where it
   // shows offset `start` of the file, how many bytes, and how many bytes of checked slots it

@@ -65,13 +65,12 @@ int64_t ThreadCpuNs() {
 // range through a mapping of its own, unmapped when done. kUnguarded: not checked (no mapping to
 // be had, or the guard is not installed). `cached`: whether r is in the page cache.
 GuardedRead CheckThroughMapping(const FileRange& r, CheckWindows& windows, bool cached, Status* error) {
-  // A range not in the page cache is asked for (up to the device's read-ahead size), as pread's
-  // sequential read-ahead would: the hash's faults alone would read a read-around window at a
-  // time.
-  if (!cached) (void)readahead(r.fd, r.offset, r.length);
-  if (ShownLazily(r)) return windows.Check(r, error);
+  // A range not in the page cache is read in whole before the hash (PopulateRead): the hash's
+  // faults alone would read a read-around window at a time.
+  if (ShownLazily(r)) return windows.Check(r, cached, error);
   void* m = mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return GuardedRead::kUnguarded;
+  if (!cached) PopulateRead(static_cast<std::byte*>(m), r.length);
   const GuardedRead read = CheckMapped(r, static_cast<const std::byte*>(m));
   // Unmapping a whole mapping fails only for wrong arguments; should it ever, the range stays
   // mapped read-only here and the block is loaded by copy.
@@ -121,6 +120,8 @@ bool CheckRange(const FileRange& r, bool cached, CheckWindows& windows, Status* 
   if (read || !error->ok()) g_checked[0].fetch_add(1, std::memory_order_relaxed);
   return read;
 }
+
+void PopulateRead(std::byte* map, size_t length) { (void)madvise(map, length, kPopulateRead); }
 
 bool Cached(const FileRange& r) {
   std::byte b;

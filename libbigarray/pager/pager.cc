@@ -416,12 +416,14 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
     if (range.ok() && *range && (*range)->length > 0) {
       // Neither way retries the other: a range that could not be read is loaded by copy, whose
       // read reports the error (and a check is fed each byte once).
-      // A read-ahead keeps its turn (section 8, "Read-ahead loaders") only for a slot in the
-      // page cache, whose check is CPU work; one that reads the disk lets another loader take the
-      // next read-ahead meanwhile: reads of the disk overlap.
+      // A read-ahead keeps its turn (section 8, "Read-ahead loaders") for a slot it checks,
+      // whether in the page cache (CPU work) or not: the slots of a run are then read from the
+      // disk one after the other, in file order, which the kernel's read-ahead follows (several
+      // loaders reading a slot each read slower here: section 8). Any other read of the disk
+      // lets another loader take the next read-ahead meanwhile: such reads overlap.
       const bool lazily = Lazily(req, **range);
       const bool cached = lazily && Cached(**range);
-      if (req.prefetch && !cached) {
+      if (req.prefetch && !cached && !(lazily && (*range)->check)) {
         lk.lock();
         YieldReadaheadTurn();
         lk.unlock();
