@@ -11,6 +11,7 @@
 #include <string>
 
 #include "pager/fault_source.h"
+#include "pager/file_ranges.h"
 #include "pager/io.h"
 #include "pager/map_budget.h"
 #include "pager/pager_impl.h"
@@ -85,8 +86,11 @@ Result<std::shared_ptr<Mapping>> PagerImpl::Map(PagedFile& file, uint64_t first,
 Mapping::~Mapping() { file_->pager_->Unmap(*this); }
 
 void PagerImpl::Unmap(Mapping& m) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   FileState* f = m.file_->state_;
+  // A PopulateShown at work in the range would otherwise populate whatever the address space
+  // holds there next.
+  settled_cv_.wait(lock, [&] { return f->mappings[m.index_].populating == 0; });
   const uint64_t bit = uint64_t{1} << m.index_;
   // munmap of whole map entries never needs a new one, so it cannot fail for the limit. Were it
   // to fail, the range would stay reserved (and unreachable: nobody holds it) rather than be
@@ -192,6 +196,27 @@ bool PagerImpl::MapInto(Page& p, const MappingRef& ref) {
   if (want_write) p.writable |= bit;
   ChargeMapEntries(p, moved ? 4 : 2);
   return true;
+}
+
+void PagerImpl::PopulateShown(std::unique_lock<std::mutex>& lk, Page& p, const MappingRef& ref) {
+  FileState* f = p.file;
+  MappingSlot& m = f->mappings[ref.index];
+  const uint64_t bit = uint64_t{1} << ref.index;
+  if (m.serial != ref.serial || !(p.mapped & bit) || p.state != Page::kMapped || p.file_map || p.range.length == 0) {
+    return;
+  }
+  std::byte* addr = m.base + (p.block - m.first) * f->block_size;
+  const size_t length = p.range.length;
+  const unsigned index = ref.index;
+  ++m.populating;
+  // Not under mu_: the pages may have left the page cache since the check, and populating would
+  // then read them from the disk. Meanwhile the range may be unmapped from this view (eviction,
+  // invalidation: the populate then fails, or fills what replaced it); Unmap waits. A failure is
+  // left to the reader's own fault, as under mmap.
+  lk.unlock();
+  PopulateRead(addr, length);
+  lk.lock();
+  if (--f->mappings[index].populating == 0) settled_cv_.notify_all();  // mappings may have grown
 }
 
 // Shows a block mapped from its file at addr (one block of a view, mapping bit `bit`), read-only:

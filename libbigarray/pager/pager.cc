@@ -464,7 +464,7 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
   LruPush(p);
   WakeWaiters(p);
   if (!req.prefetch) return MapOutcome::kRetry;  // the page state machine maps it and completes
-  if (req.map_after_prefetch) MapInto(p, req.mapping);
+  if (req.map_after_prefetch && MapInto(p, req.mapping)) PopulateShown(lk, p, req.mapping);
   return MapOutcome::kDone;
 }
 
