@@ -13,7 +13,7 @@ keys = [
     "scan_first_noverify_cpu_vs_mmap", "scan_first_cold_pool_vs_mmap", "scan_first_copy_vs_mmap",
     "scan_hot_vs_memory", "scan_ooc_vs_mmap", "scan_ooc_peak_rss_over_budget_mib",
     "fault_p50_us", "fault_p99_us", "fault_noverify_p50_us", "fault_copy_p50_us",
-    "cold_cache_first_scan_vs_mmap",
+    "cold_cache_first_scan_vs_mmap", "scan_db_pmd_share", "scan_plain_pmd_share",
 ]
 hdf5_keys = ["read_vs_hdf5", "read_pread_vs_hdf5", "read_view_vs_hdf5", "write_vs_hdf5"]
 
@@ -32,4 +32,7 @@ if "HDF5: not built" not in run.stdout:
 bad = [k for k in keys if not isinstance(figures.get(k), (int, float)) or not math.isfinite(figures[k])]
 if bad:
     sys.exit("missing or not a finite number in --json: " + ", ".join(bad))
+shares = [k for k in ("scan_db_pmd_share", "scan_plain_pmd_share") if not (figures[k] == -1 or 0 <= figures[k] <= 1)]
+if shares:
+    sys.exit("a share of the page cache outside [0, 1] (or -1, not measured): " + ", ".join(shares))
 print(f"{len(keys)} keys, every one a finite number")
