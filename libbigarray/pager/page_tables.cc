@@ -89,7 +89,8 @@ void PagerImpl::Unmap(Mapping& m) {
   std::unique_lock lock(mu_);
   FileState* f = m.file_->state_;
   // A PopulateShown at work in the range would otherwise populate whatever the address space
-  // holds there next.
+  // holds there next. None starts meanwhile (read-aheads queued for this view may still map).
+  f->mappings[m.index_].closing = true;
   settled_cv_.wait(lock, [&] { return f->mappings[m.index_].populating == 0; });
   const uint64_t bit = uint64_t{1} << m.index_;
   // munmap of whole map entries never needs a new one, so it cannot fail for the limit. Were it
@@ -202,20 +203,23 @@ void PagerImpl::PopulateShown(std::unique_lock<std::mutex>& lk, Page& p, const M
   FileState* f = p.file;
   MappingSlot& m = f->mappings[ref.index];
   const uint64_t bit = uint64_t{1} << ref.index;
-  if (m.serial != ref.serial || !(p.mapped & bit) || p.state != Page::kMapped || p.file_map || p.range.length == 0) {
+  if (m.serial != ref.serial || m.closing || !(p.mapped & bit) || p.state != Page::kMapped || p.range.length == 0) {
     return;
   }
   std::byte* addr = m.base + (p.block - m.first) * f->block_size;
   const size_t length = p.range.length;
   const unsigned index = ref.index;
   ++m.populating;
-  // Not under mu_: the pages may have left the page cache since the check, and populating would
-  // then read them from the disk. Meanwhile the range may be unmapped from this view (eviction,
-  // invalidation: the populate then fails, or fills what replaced it); Unmap waits. A failure is
-  // left to the reader's own fault, as under mmap.
+  // Not under mu_, and as I/O: the pages may have left the page cache since the check (or never
+  // been read: a read-ahead without a check), and populating then reads them from the disk.
+  // Meanwhile the range may be unmapped from this view (eviction, invalidation: the populate then
+  // fails, or fills what replaced it); Unmap waits. A failure is left to the reader's own fault,
+  // as under mmap.
+  BeginIo();
   lk.unlock();
   PopulateRead(addr, length);
   lk.lock();
+  EndIo();
   if (--f->mappings[index].populating == 0) settled_cv_.notify_all();  // mappings may have grown
 }
 

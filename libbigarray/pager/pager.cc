@@ -337,6 +337,7 @@ void PagerImpl::Process(Request req) {
           p.state = Page::kDirty;
           ++dirty_blocks_, dirty_bytes_ += p.file->block_size;
         }
+        const bool moves_populated = p.state == Page::kMapped && p.file_map;  // its entries go along
         if (req.mapping.serial != 0 && !MapInto(p, req.mapping)) {
           Complete(req, FaultOutcome::kFatal,
                    ErrnoStatus(errno, "map " + f->name + " block " + std::to_string(req.block) +
@@ -348,6 +349,9 @@ void PagerImpl::Process(Request req) {
         }
         LruRemove(p);
         LruPush(p);
+        // A block mapped from its file without its entries: filled before the access goes on,
+        // which would fault them in otherwise (section 3b, step 3). Releases mu_: p unused after.
+        if (req.mapping.serial != 0 && !moves_populated) PopulateShown(lk, p, req.mapping);
         Complete(req, FaultOutcome::kRetry, Status());
         return;
       }
@@ -464,7 +468,9 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
   LruPush(p);
   WakeWaiters(p);
   if (!req.prefetch) return MapOutcome::kRetry;  // the page state machine maps it and completes
-  if (req.map_after_prefetch && MapInto(p, req.mapping)) PopulateShown(lk, p, req.mapping);
+  // A populated file_map takes its entries along into the view; a lazy slot gets them filled.
+  const bool populated = p.file_map != nullptr;
+  if (req.map_after_prefetch && MapInto(p, req.mapping) && !populated) PopulateShown(lk, p, req.mapping);
   return MapOutcome::kDone;
 }
 

@@ -133,6 +133,7 @@ struct MappingSlot {
   uint64_t first = 0;
   uint64_t count = 0;
   unsigned populating = 0;  // PopulateShown calls at work in this range, mu_ released: Unmap waits
+  bool closing = false;     // Unmap is waiting for them: no new ones
 };
 
 class FileState {
@@ -218,9 +219,10 @@ class PagerImpl final : public FaultTarget, public std::enable_shared_from_this<
   bool FreeSlot(Page& p);                        // false: still mapped somewhere, slot kept
   bool MapInto(Page& p, const MappingRef& ref);
   bool MapFileInto(Page& p, std::byte* addr, uint64_t bit);  // a kMapped page at addr, read-only
-  // Fills the page-table entries of p, a kMapped page shown lazily in view `ref`, so that the
-  // reader's first access of each 2 MiB takes no fault (docs/pager.md, section 3b, step 3).
-  // Releases mu_ (lk) while the kernel works: p must not be used after.
+  // Fills the page-table entries of p, a kMapped page just mapped into view `ref` without them,
+  // so that the reader's first access of each 2 MiB takes no fault (docs/pager.md, section 3b,
+  // step 3). Counts as I/O (BeginIo: the pages may have to be read again). Releases mu_ (lk)
+  // while the kernel works: p must not be used after.
   void PopulateShown(std::unique_lock<std::mutex>& lk, Page& p, const MappingRef& ref);
   void DropFileMap(Page& p);                   // unmaps p.file_map, if any
   bool UnmapAll(Page& p);                        // false: still visible in some mapping
