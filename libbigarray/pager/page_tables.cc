@@ -224,7 +224,7 @@ void PagerImpl::PopulateShown(std::unique_lock<std::mutex>& lk, Page& p, const M
 }
 
 // Shows a block mapped from its file at addr (one block of a view, mapping bit `bit`), read-only:
-// its populated file_map moved there, or a new mapping of its range (faulted in by the reader),
+// its populated file_map moved there, or a new mapping of its range (filled by PopulateShown),
 // then anonymous zeros for the rest of the block. On failure the block's range of the view is an
 // inaccessible reservation again, or, if even that failed, still counted as mapped (UnmapAll
 // retries it).
@@ -246,7 +246,7 @@ bool PagerImpl::MapFileInto(Page& p, std::byte* addr, uint64_t bit) {
     }
   } else if (len > 0) {
     // Not populated here: under mu_, populating could read the block from disk (its pages may
-    // have left the page cache since the check). The reader faults them in, as under mmap.
+    // have left the page cache since the check). The loader fills them after (PopulateShown).
     ok = retry([&] {
       return mmap(addr, len, PROT_READ, MAP_SHARED | MAP_FIXED, p.range.fd, p.range.offset) != MAP_FAILED;
     });

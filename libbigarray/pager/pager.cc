@@ -366,8 +366,8 @@ namespace {
 bool Lazily(const Request& req, const FileRange& r) { return ShownLazily(r) && (r.check || req.prefetch); }
 
 // Prepares `r` (Lazily) to be shown lazily: checks it (CheckRange), or (a read-ahead without a
-// check) asks the kernel to read it into the page cache; the reader's faults read what it did
-// not. False when it could not be read (the caller loads a copy, whose own read reports the
+// check) asks the kernel to read it into the page cache; filling the view's entries
+// (PopulateShown), or the reader's faults where that failed, read what it did not. False when it could not be read (the caller loads a copy, whose own read reports the
 // error) or, with *error set, when the check failed.
 bool PrepareLazily(const FileRange& r, bool cached, CheckWindows& windows, Status* error) {
   if (r.check) return CheckRange(r, cached, windows, error);
@@ -407,7 +407,7 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
   Announcement announced;
   Result<std::optional<FileRange>> range = std::optional<FileRange>();
   std::byte* map = nullptr;
-  bool lazy = false;  // shown by mapping the range into views, faulted in by the reader
+  bool lazy = false;  // shown by mapping the range into views (their entries filled by PopulateShown)
   Status check;
   do {
     p.invalidated = false;
