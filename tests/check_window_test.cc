@@ -6,20 +6,28 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pager/bus_guard.h"
 #include "pager/file_ranges.h"
 #include "pager/io.h"
 #include "pager/map_budget.h"
+#include "page_cache_util.h"
+#include "test_util.h"
 
 using namespace bigarray;
 using namespace bigarray::pager;
+using bigarray::testing::Eventually;
 
 namespace {
 
@@ -47,10 +55,11 @@ class ByteCheck : public RangeCheck {
 
 // A file of `slots` slots, slot i filled with byte `first + i`, open for reading and writing;
 // closed and removed with the object.
+std::string TempBase() { return std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp"; }
+
 struct SlotFile {
   SlotFile(const std::string& name, size_t slots, int first)
-      : path(std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + "/check_window_" +
-             std::to_string(getpid()) + "_" + name),
+      : path(TempBase() + "/check_window_" + std::to_string(getpid()) + "_" + name),
         fd(open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600)) {
     REQUIRE(fd >= 0);
     std::vector<std::byte> slot(kSlot);
@@ -95,7 +104,7 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
   CHECK_FALSE(windows.MappedForTesting(fd, 0, &info));
   for (size_t i = 0; i < batch + 4; ++i) {
     Status error;
-    REQUIRE(windows.Check(Slot(fd, i, 1 + static_cast<int>(i)), true, &error) == GuardedRead::kDone);
+    REQUIRE(windows.Check(Slot(fd, i, 1 + static_cast<int>(i)), Miss::kNone, &error) == GuardedRead::kDone);
     CHECK(error.ok());
     REQUIRE(windows.MappedForTesting(fd, 0, &info));
     if (i + 1 < batch) {
@@ -110,7 +119,7 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
 
   // Damage is the check's verdict, as through any other way.
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 2, 99), true, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 2, 99), Miss::kNone, &error) == GuardedRead::kDone);
   CHECK(error.code() == Code::kCorruption);
 }
 
@@ -120,11 +129,11 @@ TEST_CASE("check windows: a descriptor reused for another file is checked agains
   const int fd = a.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 1, 11), true, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 1, 11), Miss::kNone, &error) == GuardedRead::kDone);
   CHECK(error.ok());
   // Same descriptor number, another file: its bytes, not those of the old window.
   REQUIRE(dup2(b.fd, fd) == fd);
-  REQUIRE(windows.Check(Slot(fd, 1, 21), true, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 1, 21), Miss::kNone, &error) == GuardedRead::kDone);
   CHECK(error.ok());
 }
 
@@ -134,18 +143,18 @@ TEST_CASE("check windows: a slot past the end of the window is checked through a
   const int fd = file.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 0, 5), true, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 0, 5), Miss::kNone, &error) == GuardedRead::kDone);
   CheckWindows::WindowInfo first;
   REQUIRE(windows.MappedForTesting(fd, 0, &first));
   const size_t slots = first.size / kSlot + 3;  // the file grows past the window
   std::vector<std::byte> slot(kSlot, std::byte{7});
   REQUIRE(pwrite(fd, slot.data(), kSlot, static_cast<off_t>((slots - 1) * kSlot)) == static_cast<ssize_t>(kSlot));
-  REQUIRE(windows.Check(Slot(fd, slots - 1, 7), true, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, slots - 1, 7), Miss::kNone, &error) == GuardedRead::kDone);
   CHECK(error.ok());
   CheckWindows::WindowInfo grown;
   REQUIRE(windows.MappedForTesting(fd, 0, &grown));
   CHECK(grown.size >= slots * kSlot);
-  REQUIRE(windows.Check(Slot(fd, 0, 5), true, &error) == GuardedRead::kDone);  // the old slots too
+  REQUIRE(windows.Check(Slot(fd, 0, 5), Miss::kNone, &error) == GuardedRead::kDone);  // the old slots too
   CHECK(error.ok());
 }
 
@@ -168,7 +177,7 @@ TEST_CASE("check windows: a large file is shown in chunks, by a few windows at m
       const off_t at = static_cast<off_t>(c * CheckWindows::kChunk + CheckWindows::kChunk / 2);
       Status error;
       FileRange r{fd, at, kSlot, std::make_shared<ByteCheck>(static_cast<std::byte>(40 + c), kSlot)};
-      REQUIRE(windows.Check(r, true, &error) == GuardedRead::kDone);
+      REQUIRE(windows.Check(r, Miss::kNone, &error) == GuardedRead::kDone);
       CHECK(error.ok());
       CheckWindows::WindowInfo info;
       REQUIRE(windows.MappedForTesting(fd, at, &info));
@@ -190,11 +199,11 @@ TEST_CASE("check windows: a window is a map entry of the budget; none is made wh
     budget.Charge(1);  // somebody else's entry, and the limit reached (0 would mean "computed")
     budget.SetLimitForTesting(before + 1);
     Status error;
-    CHECK(windows.Check(Slot(fd, 0, 60), true, &error) == GuardedRead::kUnguarded);  // by pread instead
+    CHECK(windows.Check(Slot(fd, 0, 60), Miss::kNone, &error) == GuardedRead::kUnguarded);  // by pread instead
     CHECK(windows.CountForTesting() == 0);
     budget.SetLimitForTesting(0);
     budget.Release(1);
-    REQUIRE(windows.Check(Slot(fd, 1, 61), true, &error) == GuardedRead::kDone);
+    REQUIRE(windows.Check(Slot(fd, 1, 61), Miss::kNone, &error) == GuardedRead::kDone);
     CHECK(error.ok());
     CHECK(budget.used() == before + 1);
   }
@@ -207,9 +216,9 @@ TEST_CASE("check windows: a file cut below a slot is reported as unreadable, the
   const int fd = file.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 0, 1), true, &error) == GuardedRead::kDone);  // the window maps 4 slots
+  REQUIRE(windows.Check(Slot(fd, 0, 1), Miss::kNone, &error) == GuardedRead::kDone);  // the window maps 4 slots
   REQUIRE(ftruncate(fd, static_cast<off_t>(kSlot)) == 0);
-  CHECK(windows.Check(Slot(fd, 3, 4), true, &error) == GuardedRead::kBus);
+  CHECK(windows.Check(Slot(fd, 3, 4), Miss::kNone, &error) == GuardedRead::kBus);
 }
 
 TEST_CASE("check windows: a slot not in the page cache is read in whole, then checked; a cut file is still unreadable") {
@@ -220,12 +229,67 @@ TEST_CASE("check windows: a slot not in the page cache is read in whole, then ch
   REQUIRE(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 1, 2), false, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 1, 2), Miss::kExact, &error) == GuardedRead::kDone);
   CHECK(error.ok());
   CHECK(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));
   // The read before the hash fails past the end of the file; the hash's read reports it.
   REQUIRE(ftruncate(fd, static_cast<off_t>(kSlot)) == 0);
-  CHECK(windows.Check(Slot(fd, 3, 4), false, &error) == GuardedRead::kBus);
-  REQUIRE(windows.Check(Slot(fd, 0, 1), false, &error) == GuardedRead::kDone);
+  CHECK(windows.Check(Slot(fd, 3, 4), Miss::kExact, &error) == GuardedRead::kBus);
+  REQUIRE(windows.Check(Slot(fd, 0, 1), Miss::kExact, &error) == GuardedRead::kDone);
   CHECK(error.ok());
+}
+
+TEST_CASE("check windows: a slot read for a fault is read alone, in one 2 MiB folio; one read for a run reads on") {
+  // docs/pager.md, "Slots in 2 MiB folios".
+  using bigarray::testing::OneLargeFolio;
+  using bigarray::testing::ResidentPages;
+  InstallBusGuard();
+  const SlotFile file("exact", 8, 1);
+  const int fd = file.fd;
+  if (!bigarray::testing::DropFromPageCache(fd) || !bigarray::testing::ReadsLargeFolios(TempBase())) {
+    MESSAGE("skipped: a page cache that cannot be dropped, or no large folios here");
+    return;
+  }
+  const size_t pages = kSlot / static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  CheckWindows windows;
+  Status error;
+  REQUIRE(windows.Check(Slot(fd, 3, 4), Miss::kExact, &error) == GuardedRead::kDone);
+  CHECK(error.ok());
+  CHECK(ResidentPages(fd, 3 * kSlot, kSlot) == pages);
+  CHECK(ResidentPages(fd, 0, 3 * kSlot) == 0);
+  CHECK(ResidentPages(fd, 4 * kSlot, 4 * kSlot) == 0);  // nothing read on
+  CHECK(OneLargeFolio(fd, 3 * kSlot));
+  // A run's read lets the kernel read on, in 2 MiB folios: the next slot comes in meanwhile.
+  REQUIRE(windows.Check(Slot(fd, 5, 6), Miss::kAhead, &error) == GuardedRead::kDone);
+  CHECK(error.ok());
+  CHECK(OneLargeFolio(fd, 5 * kSlot));
+  CHECK(Eventually([&] { return ResidentPages(fd, 6 * kSlot, kSlot) == pages; }));
+  CHECK(OneLargeFolio(fd, 6 * kSlot));
+  // A read-ahead without a check reads through the window the same way (readahead(2) would read
+  // small folios).
+  REQUIRE(windows.Read(FileRange{fd, 0, kSlot, nullptr}));
+  CHECK(ResidentPages(fd, 0, kSlot) == pages);
+  CHECK(OneLargeFolio(fd, 0));
+}
+
+TEST_CASE("Cached: a slot's pages are looked up, not read") {
+  const SlotFile file("lookup", 4, 1);
+  const int fd = file.fd;
+  if (!bigarray::testing::DropFromPageCache(fd)) {
+    MESSAGE("skipped: a page cache that cannot be dropped");
+    return;
+  }
+  struct {
+    uint64_t off, len;
+  } range{0, 0};
+  uint64_t stat[5] = {};
+  if (syscall(451 /* cachestat */, fd, &range, stat, 0) != 0) {
+    MESSAGE("skipped: no cachestat(2) here (" << strerror(errno) << "): Cached reads a byte with RWF_NOWAIT");
+    return;
+  }
+  CHECK_FALSE(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a read started would be done by now
+  CHECK(bigarray::testing::ResidentPages(fd, 0, 4 * kSlot) == 0);
+  REQUIRE(pread(fd, std::vector<char>(kSlot).data(), kSlot, static_cast<off_t>(kSlot)) == static_cast<ssize_t>(kSlot));
+  CHECK(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));
 }

@@ -20,6 +20,7 @@
 #include "pager/file_ranges.h"
 #include "pager/map_budget.h"
 #include "pager/pager.h"
+#include "page_cache_util.h"
 #include "pager_test_util.h"
 #include "test_util.h"
 
@@ -443,6 +444,64 @@ TEST_CASE("mapped blocks: read-ahead reads slots that are not in the page cache 
   CHECK(Eventually([&] { return pager->stats().readahead_loads >= 8; }));
   for (uint64_t b = 2; b < 12; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));
   SetCheckWayForTesting(CheckWay::kCheaper);
+}
+
+TEST_CASE("mapped blocks: faults on slots not in the page cache read those slots alone, each into one 2 MiB folio") {
+  // A check reads its slot exactly through the file's window, and the view's populate starts no
+  // read-ahead of the next slots; the view shows the slot with one PMD entry (docs/pager.md,
+  // "Slots in 2 MiB folios"). Slots only (the 2 MiB build), where the kernel reads large folios.
+  auto pager = bigarray::testing::TestPager(64 * kBlock, 0);  // no read-ahead: the faults alone
+  bigarray::testing::TempDir dir;
+  auto source = std::make_shared<FileSource>(dir / "blocks");
+  constexpr uint64_t kBlocks = 16;
+  for (uint64_t b = 0; b < kBlocks; ++b) source->Store(b, 1);
+  const int fd = source->fd;
+  if (!ShownLazily(FileRange{fd, source->where[3].offset, kBlock, nullptr}) ||
+      !bigarray::testing::DropFromPageCache(fd) || !bigarray::testing::ReadsLargeFolios(dir.path())) {
+    MESSAGE("skipped: not slots, a page cache that cannot be dropped, or no large folios here");
+    return;
+  }
+  auto file = pager->OpenFile(source, kBlock, "array 'test'").value();
+  auto m = file->Map(0, kBlocks).value();
+  const size_t pages = kBlock / static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const std::set<uint64_t> faulted = {3, 9, 6, 12};
+  for (uint64_t b : faulted) {
+    CAPTURE(b);
+    REQUIRE(Shows(m->data() + b * kBlock, 1, b));
+    CHECK(bigarray::testing::SmapsAt(m->data() + b * kBlock).fields["FilePmdMapped"] == "2048 kB");
+    // The view's advice for the read is gone once its entries are filled (io.h, AdviseSlotReads).
+    CHECK(bigarray::testing::SmapsAt(m->data() + b * kBlock).fields["VmFlags"].find(" rr") == std::string::npos);
+  }
+  for (uint64_t b = 0; b < kBlocks; ++b) {  // nothing read on
+    CAPTURE(b);
+    CHECK(bigarray::testing::ResidentPages(fd, source->where[b].offset, kBlock) == (faulted.count(b) ? pages : 0));
+  }
+}
+
+TEST_CASE("mapped blocks: a scan of slots not in the page cache leaves each of them in one 2 MiB folio") {
+  // Read-ahead reads through the file's window in 2 MiB folios from the first slot on, where the
+  // kernel, asked for nothing, reads the first tens of MiB of a sequential read in small folios:
+  // every later scan of them, ours or a plain mmap's, would pay an entry per 4 KiB (docs/pager.md,
+  // "Slots in 2 MiB folios"). Slots only (the 2 MiB build), where the kernel reads large folios.
+  auto pager = bigarray::testing::TestPager(64 * kBlock, 8);
+  bigarray::testing::TempDir dir;
+  auto source = std::make_shared<FileSource>(dir / "blocks");
+  constexpr uint64_t kBlocks = 16;
+  for (uint64_t b = 0; b < kBlocks; ++b) source->Store(b, 1);
+  const int fd = source->fd;
+  if (!ShownLazily(FileRange{fd, source->where[3].offset, kBlock, nullptr}) ||
+      !bigarray::testing::DropFromPageCache(fd) || !bigarray::testing::ReadsLargeFolios(dir.path())) {
+    MESSAGE("skipped: not slots, a page cache that cannot be dropped, or no large folios here");
+    return;
+  }
+  auto file = pager->OpenFile(source, kBlock, "array 'test'").value();
+  auto m = file->Map(0, kBlocks).value();
+  for (uint64_t b = 0; b < kBlocks; ++b) REQUIRE(Shows(m->data() + b * kBlock, 1, b));
+  CHECK(pager->stats().readahead_loads > 0);
+  for (uint64_t b = 0; b < kBlocks; ++b) {
+    CAPTURE(b);
+    CHECK(bigarray::testing::OneLargeFolio(fd, source->where[b].offset));
+  }
 }
 
 TEST_CASE("mapped blocks: a reader that gets to a block read-ahead is checking waits for it without a fault of its own") {

@@ -24,6 +24,7 @@
 #include "pager/fault_source.h"
 #include "pager/map_budget.h"
 #include "pager/pager.h"
+#include "page_cache_util.h"
 #include "pager_test_util.h"
 #include "test_util.h"
 
@@ -31,6 +32,8 @@ using namespace bigarray;
 using namespace bigarray::pager;
 using bigarray::testing::Eventually;
 using bigarray::testing::ReadByte;
+using bigarray::testing::SmapsAt;
+using bigarray::testing::SmapsEntry;
 using bigarray::testing::WithAndWithoutCpuAccessBit;
 using bigarray::testing::WriteByte;
 
@@ -605,39 +608,6 @@ TEST_CASE("a mapping stays valid after its file handle is dropped") {
 }
 
 namespace {
-// The entry of /proc/self/smaps that maps `addr`: its start, its name and its fields
-// ("ShmemPmdMapped" -> "2048 kB", "VmFlags" -> "rd wr sh ... hg").
-struct SmapsEntry {
-  uintptr_t start = 0;
-  std::string name;
-  std::map<std::string, std::string> fields;
-};
-SmapsEntry SmapsAt(const void* addr) {
-  std::ifstream smaps("/proc/self/smaps");
-  const auto a = reinterpret_cast<uintptr_t>(addr);
-  SmapsEntry e;
-  bool in = false;
-  for (std::string line; std::getline(smaps, line);) {
-    const size_t colon = line.find(':');
-    const size_t dash = line.find('-');
-    if (dash != std::string::npos && dash < line.find(' ') && (colon == std::string::npos || dash < colon)) {
-      if (in) break;  // the entry after ours
-      const uintptr_t start = std::stoull(line.substr(0, dash), nullptr, 16);
-      const uintptr_t end = std::stoull(line.substr(dash + 1), nullptr, 16);
-      in = start <= a && a < end;
-      if (in) {
-        e.start = start;
-        const size_t slash = line.find('/');
-        e.name = slash == std::string::npos ? "" : line.substr(slash);
-      }
-    } else if (in && colon != std::string::npos) {
-      const size_t value = line.find_first_not_of(' ', colon + 1);
-      e.fields[line.substr(0, colon)] = value == std::string::npos ? "" : line.substr(value);
-    }
-  }
-  return e;
-}
-
 // Whether the kernel gives a memfd's mapping huge pages when asked (MADV_HUGEPAGE).
 bool ShmemHugePagesOnRequest() {
   std::ifstream f("/sys/kernel/mm/transparent_hugepage/shmem_enabled");

@@ -58,6 +58,7 @@ std::shared_ptr<CheckWindows::Window> CheckWindows::For(const FileRange& r) {
   if (!MapBudget::Get().Fits(1)) return nullptr;
   void* m = MapAligned(size, PROT_READ, MAP_SHARED, r.fd, start);
   if (m == MAP_FAILED) return nullptr;  // checked another way; the old window (if any) stays
+  AdviseSlotReads(m, size, /*exact=*/false);
   auto w = std::make_shared<Window>();
   MapBudget::Get().Charge(1);
   w->charged = true;
@@ -105,15 +106,23 @@ void CheckWindows::Checked(const std::shared_ptr<Window>& w, off_t offset, size_
   }
 }
 
-GuardedRead CheckWindows::Check(const FileRange& r, bool cached, Status* error) {
+GuardedRead CheckWindows::Check(const FileRange& r, Miss miss, Status* error) {
   const std::shared_ptr<Window> w = For(r);
   if (!w) return GuardedRead::kUnguarded;
   std::byte* at = w->base + (r.offset - w->start);
-  if (!cached) PopulateRead(at, r.length);
+  ReadSlot(at, r.length, miss);
   const GuardedRead read = CheckMapped(r, at);
   if (read == GuardedRead::kDone) *error = r.check->Finish();
   Checked(w, r.offset, r.length);
   return read;
+}
+
+bool CheckWindows::Read(const FileRange& r) {
+  const std::shared_ptr<Window> w = For(r);
+  if (!w) return false;
+  ReadSlot(w->base + (r.offset - w->start), r.length, Miss::kAhead);
+  Checked(w, r.offset, r.length);
+  return true;
 }
 
 bool CheckWindows::MappedForTesting(int fd, off_t offset, WindowInfo* info) const {

@@ -19,6 +19,9 @@
 // the file's identity (device, inode) at every use: a descriptor closed and reused for another
 // file gets windows of its own. Holders of a replaced or dropped window keep it mapped until
 // their checks are done.
+//
+// A window reads what it shows slot by slot, each miss in one 2 MiB folio and no more
+// (AdviseSlotReads, io.h); read-ahead without a check reads through it too (Read).
 #pragma once
 
 #include <sys/types.h>
@@ -30,6 +33,7 @@
 
 #include "bigarray/status.h"
 #include "pager/bus_guard.h"
+#include "pager/io.h"
 #include "pager/pager.h"
 
 namespace bigarray::pager {
@@ -47,9 +51,16 @@ class CheckWindows {
   // Feeds r's check the bytes of r (a slot: a 2 MiB-aligned offset) where they lie in the window
   // of r's file, under the SIGBUS guard, and sets *error to its verdict when it ran to the end
   // (kDone). kUnguarded: nothing read (no window could be mapped, e.g. no address space, or the
-  // guard is not installed); kBus: the range could not be read. `cached`: Cached(r); a range
-  // that is not is read into the page cache first through the window (PopulateRead).
-  GuardedRead Check(const FileRange& r, bool cached, Status* error);
+  // guard is not installed); kBus: the range could not be read. `miss`: whether r is in the
+  // page cache (Cached) and, if not, what it is read for: it is read in first through the window
+  // (ReadSlot).
+  GuardedRead Check(const FileRange& r, Miss miss, Status* error);
+
+  // Reads r (a slot without a check, not in the page cache) into the page cache through the window
+  // of its file, as Check does before it hashes: in one 2 MiB folio (io.h, AdviseSlotReads). A
+  // hint, as readahead(2), which reads in small folios; false: no window to be had (the caller
+  // falls back to readahead(2)).
+  bool Read(const FileRange& r);
 
   // The window mapped for the chunk of `fd` that holds `offset`, if any (for tests): where it
   // shows offset `start` of the file, how many bytes, and how many bytes of checked slots it

@@ -3,10 +3,13 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <memory>
 #include <span>
@@ -64,13 +67,13 @@ int64_t ThreadCpuNs() {
 // Checks `r` through a mapping: a slot through its file's window (check_window.h), any other
 // range through a mapping of its own, unmapped when done. kUnguarded: not checked (no mapping to
 // be had, or the guard is not installed). `cached`: whether r is in the page cache.
-GuardedRead CheckThroughMapping(const FileRange& r, CheckWindows& windows, bool cached, Status* error) {
+GuardedRead CheckThroughMapping(const FileRange& r, CheckWindows& windows, Miss miss, Status* error) {
   // A range not in the page cache is read in whole before the hash (PopulateRead): the hash's
   // faults alone would read a read-around window at a time.
-  if (ShownLazily(r)) return windows.Check(r, cached, error);
+  if (ShownLazily(r)) return windows.Check(r, miss, error);
   void* m = mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return GuardedRead::kUnguarded;
-  if (!cached) PopulateRead(static_cast<std::byte*>(m), r.length);
+  if (miss != Miss::kNone) PopulateRead(static_cast<std::byte*>(m), r.length);
   const GuardedRead read = CheckMapped(r, static_cast<const std::byte*>(m));
   // Unmapping a whole mapping fails only for wrong arguments; should it ever, the range stays
   // mapped read-only here and the block is loaded by copy.
@@ -89,15 +92,20 @@ void SetCheckWayForTesting(CheckWay way) { g_way.store(way); }
 
 std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting() { return {g_checked[1].load(), g_checked[0].load()}; }
 
-bool CheckRange(const FileRange& r, bool cached, CheckWindows& windows, Status* error) {
+bool CheckRange(const FileRange& r, Miss miss, CheckWindows& windows, Status* error) {
+  const bool cached = miss == Miss::kNone;
   static CheckChoice choice;  // per process: the machine's costs
   const CheckWay way = g_way.load(std::memory_order_relaxed);
-  const bool mapped = BusGuardInstalled() && (way == CheckWay::kCheaper ? choice.Mapped() : way == CheckWay::kMapping);
+  // A range not in the page cache is read through a mapping whatever the choice: one exact read
+  // into a 2 MiB folio for a slot (AdviseSlotReads), where pread's read-ahead reads on in small
+  // folios (4 times the bytes of a random read of a slot, here).
+  const bool mapped = BusGuardInstalled() &&
+                      (way == CheckWay::kCheaper ? !cached || choice.Mapped() : way == CheckWay::kMapping);
   // Only checks of cached ranges are timed: a read from the disk says nothing of either way.
   const int64_t start = ThreadCpuNs();
   bool unmappable = false;
   if (mapped) {
-    switch (CheckThroughMapping(r, windows, cached, error)) {
+    switch (CheckThroughMapping(r, windows, miss, error)) {
       case GuardedRead::kUnguarded:
         unmappable = true;  // no mapping to be had (address space): by pread, below
         break;
@@ -123,7 +131,39 @@ bool CheckRange(const FileRange& r, bool cached, CheckWindows& windows, Status* 
 
 void PopulateRead(std::byte* map, size_t length) { (void)madvise(map, length, kPopulateRead); }
 
+void ReadSlot(std::byte* map, size_t length, Miss miss) {
+  if (miss == Miss::kNone) return;
+  // Either advice fails only for want of a map entry to split the mapping with (or for a range
+  // that is not mapped, never here): the read then goes on as kAhead.
+  if (miss == Miss::kExact) (void)madvise(map, length, MADV_RANDOM);
+  PopulateRead(map, length);
+  if (miss == Miss::kExact) (void)madvise(map, length, MADV_NORMAL);
+}
+
+namespace {
+// cachestat(2), Linux 6.5: the same number on every architecture; glibc has no wrapper yet.
+constexpr long kSysCachestat = 451;
+struct CachestatRange {
+  uint64_t off, len;
+};
+struct Cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+std::atomic<bool> g_no_cachestat{false};  // the kernel has none (ENOSYS): not asked again
+}  // namespace
+
 bool Cached(const FileRange& r) {
+  if (!g_no_cachestat.load(std::memory_order_relaxed)) {
+    CachestatRange range{static_cast<uint64_t>(r.offset), r.length};
+    Cachestat st{};
+    if (syscall(kSysCachestat, r.fd, &range, &st, 0) == 0) {
+      const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+      return st.nr_cache >= (r.length + page - 1) / page;
+    }
+    if (errno == ENOSYS) g_no_cachestat.store(true, std::memory_order_relaxed);
+    // Else refused (EPERM where the kernel asks for write access to the file) or not supported
+    // by the file system: as on a kernel without it.
+  }
   std::byte b;
   iovec v{&b, 1};
   return preadv2(r.fd, &v, 1, r.offset + static_cast<off_t>(r.length) - 1, RWF_NOWAIT) == 1;
@@ -131,13 +171,18 @@ bool Cached(const FileRange& r) {
 
 
 std::byte* MapChecked(const FileRange& r, Status* error) {
-  void* m = ShownLazily(r) ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
-                           : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
+  const bool slot = ShownLazily(r);
+  void* m = slot ? MapAligned(r.length, PROT_READ, MAP_SHARED, r.fd, r.offset)
+                 : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return nullptr;
   auto* bytes = static_cast<std::byte*>(m);
+  // A slot is read in one 2 MiB folio and no more (io.h); the view it moves into keeps the first
+  // advice only (MADV_NORMAL ends the second).
+  if (slot) AdviseSlotReads(bytes, r.length, /*exact=*/true);
   // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error; the check
   // then reads the populated pages under the guard (they may be dropped and read again).
   bool shown = madvise(bytes, r.length, kPopulateRead) == 0;
+  if (slot) (void)madvise(bytes, r.length, MADV_NORMAL);  // fails only for an unmapped range
   if (shown && r.check) {
     switch (CheckMapped(r, bytes)) {
       case GuardedRead::kUnguarded:

@@ -32,6 +32,7 @@
 
 #include "bigarray/status.h"
 #include "pager/bus_guard.h"
+#include "pager/io.h"
 #include "pager/pager.h"
 
 namespace bigarray::pager {
@@ -46,8 +47,11 @@ bool ShownLazily(const FileRange& r);
 // other range through a mapping of its own, unmapped when done); or by pread (CheckByPread), also
 // where a mapping cannot be made or the guard is not installed. False when it could not be read
 // (the caller loads a copy, whose own read reports the error) or, with *error set, when the check
-// failed. `cached`: Cached(r), which the caller needed too (one system call per block).
-bool CheckRange(const FileRange& r, bool cached, CheckWindows& windows, Status* error);
+// failed. `miss`: kNone where Cached(r), which the caller needed too (one system call per
+// block); else what r is read for (a slot not in the page cache is read through a mapping
+// whatever the cheaper way: ReadSlot reads it exactly, in a 2 MiB folio, where pread reads on in
+// small ones).
+bool CheckRange(const FileRange& r, Miss miss, CheckWindows& windows, Status* error);
 
 // Feeds `r`'s check the bytes of `map` (where `r` is mapped), in one piece, under the SIGBUS
 // guard; does not finish the check.
@@ -63,12 +67,14 @@ std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting();
 // thread. As CheckRange.
 bool CheckByPread(const FileRange& r, Status* error);
 
-// Whether the last byte of `r` (length > 0) is in the page cache (the kernel reads a file ahead
-// in order): a one-byte read that starts no I/O (RWF_NOWAIT), one system call, where
-// readahead(2) of a cached range looks up each of its pages (512 for 2 MiB on this VM: a third
-// of a loader's time in a first scan); so a range is read ahead (PopulateRead, or readahead(2))
-// only when this says it is not cached. A hint: a page missing in between is read by the
-// reader's fault, as under mmap. False also where the file system cannot tell (EOPNOTSUPP).
+// Whether every page of `r` (length > 0) is in the page cache: one system call, cachestat(2),
+// which looks and reads nothing, where readahead(2) of a cached range looks up each of its pages
+// (512 for 2 MiB on this VM: a third of a loader's time in a first scan); so a range is read
+// ahead (PopulateRead, or readahead(2)) only when this says it is not cached. Where cachestat is
+// not to be had (Linux before 6.5, or refused), whether its last byte is, by a one-byte read
+// with RWF_NOWAIT, which waits for no I/O but starts the kernel's read-ahead around that byte,
+// in small folios (docs/pager.md, "Slots in 2 MiB folios"). A hint: a page missing in between is
+// read by the reader's fault, as under mmap. False also where the file system cannot tell.
 bool Cached(const FileRange& r);
 
 // Reads the `length` bytes of a file mapped read-only at `map` into the page cache and maps them
@@ -79,6 +85,11 @@ bool Cached(const FileRange& r);
 // 4.3-6.0: docs/benchmarks.md, "Blocks in file order"). A hint: a failure (a read error, a
 // kernel without it) is left to the guarded read that follows, which reports it.
 void PopulateRead(std::byte* map, size_t length);
+
+// PopulateRead of a slot mapped at `map` (advised by AdviseSlotReads, io.h) as `miss` says:
+// nothing for kNone; for kExact with MADV_RANDOM around it (the mapping's other slots keep their
+// advice; where the kernel cannot split the mapping for it, the read goes on as kAhead).
+void ReadSlot(std::byte* map, size_t length, Miss miss);
 
 // Maps `r` read-only at an address of its own (2 MiB-aligned for a slot), faults every page of it
 // in, and checks it there (when it has a check; by pread where the SIGBUS guard is not

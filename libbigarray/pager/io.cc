@@ -65,4 +65,11 @@ void* MapAligned(size_t size, int prot, int flags, int fd, off_t offset) {
   return base;
 }
 
+void AdviseSlotReads(void* map, size_t length, bool exact) {
+  // Either call fails only for a kernel without the advice or a range that is not mapped (never
+  // here); MADV_RANDOM alone would make each miss read one page at a time, so it needs the other.
+  if (madvise(map, length, MADV_HUGEPAGE) != 0) return;
+  if (exact) (void)madvise(map, length, MADV_RANDOM);
+}
+
 }  // namespace bigarray::pager

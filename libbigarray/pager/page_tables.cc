@@ -218,6 +218,9 @@ void PagerImpl::PopulateShown(std::unique_lock<std::mutex>& lk, Page& p, const M
   BeginIo();
   lk.unlock();
   PopulateRead(addr, length);
+  // Filled: the reader's accesses count as uses of the pages again (AdviseSlotReads). A range
+  // unmapped meanwhile is a reservation, or another block's, which this only makes read as usual.
+  (void)madvise(addr, length, MADV_NORMAL);
   lk.lock();
   EndIo();
   if (--f->mappings[index].populating == 0) settled_cv_.notify_all();  // mappings may have grown
@@ -250,6 +253,7 @@ bool PagerImpl::MapFileInto(Page& p, std::byte* addr, uint64_t bit) {
     ok = retry([&] {
       return mmap(addr, len, PROT_READ, MAP_SHARED | MAP_FIXED, p.range.fd, p.range.offset) != MAP_FAILED;
     });
+    if (ok) AdviseSlotReads(addr, len, /*exact=*/true);  // a slot: what a miss reads (io.h)
   }
   if (ok && len < bs) {
     ok = retry([&] {

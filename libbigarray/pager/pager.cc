@@ -366,12 +366,14 @@ namespace {
 bool Lazily(const Request& req, const FileRange& r) { return ShownLazily(r) && (r.check || req.prefetch); }
 
 // Prepares `r` (Lazily) to be shown lazily: checks it (CheckRange), or (a read-ahead without a
-// check) asks the kernel to read it into the page cache; filling the view's entries
-// (PopulateShown), or the reader's faults where that failed, read what it did not. False when it could not be read (the caller loads a copy, whose own read reports the
-// error) or, with *error set, when the check failed.
-bool PrepareLazily(const FileRange& r, bool cached, CheckWindows& windows, Status* error) {
-  if (r.check) return CheckRange(r, cached, windows, error);
-  if (!cached) (void)readahead(r.fd, r.offset, r.length);  // a hint (file_ranges.h, Cached)
+// check) reads it into the page cache through its file's window (CheckWindows::Read); filling
+// the view's entries (PopulateShown), or the reader's faults where that failed, read what it did
+// not. `miss`: as CheckRange. False when it could not be read (the caller loads a copy, whose own
+// read reports the error) or, with *error set, when the check failed.
+bool PrepareLazily(const FileRange& r, Miss miss, CheckWindows& windows, Status* error) {
+  if (r.check) return CheckRange(r, miss, windows, error);
+  // A hint (file_ranges.h, Cached), read in a 2 MiB folio through the file's window if it can be.
+  if (miss != Miss::kNone && !windows.Read(r)) (void)readahead(r.fd, r.offset, r.length);
   return true;
 }
 }  // namespace
@@ -434,7 +436,9 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
       }
       if (lazily) {
         if (cached && view_addr != 0 && (*range)->check) announced.Make(view_addr, f->block_size);
-        lazy = PrepareLazily(**range, cached, check_windows_, &check);
+        // A fault's slot is read exactly; a run's, with the kernel reading on (io.h, Miss).
+        const Miss miss = cached ? Miss::kNone : req.prefetch ? Miss::kAhead : Miss::kExact;
+        lazy = PrepareLazily(**range, miss, check_windows_, &check);
       } else {
         map = MapChecked(**range, &check);
       }
