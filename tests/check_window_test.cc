@@ -6,13 +6,10 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -53,10 +50,10 @@ class ByteCheck : public RangeCheck {
   bool same_ = true;
 };
 
-// A file of `slots` slots, slot i filled with byte `first + i`, open for reading and writing;
-// closed and removed with the object.
 std::string TempBase() { return std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp"; }
 
+// A file of `slots` slots, slot i filled with byte `first + i`, open for reading and writing;
+// closed and removed with the object.
 struct SlotFile {
   SlotFile(const std::string& name, size_t slots, int first)
       : path(TempBase() + "/check_window_" + std::to_string(getpid()) + "_" + name),
@@ -104,7 +101,7 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
   CHECK_FALSE(windows.MappedForTesting(fd, 0, &info));
   for (size_t i = 0; i < batch + 4; ++i) {
     Status error;
-    REQUIRE(windows.Check(Slot(fd, i, 1 + static_cast<int>(i)), Miss::kNone, &error) == GuardedRead::kDone);
+    REQUIRE(windows.Check(Slot(fd, i, 1 + static_cast<int>(i)), SlotRead{.cached = true}, &error) == GuardedRead::kDone);
     CHECK(error.ok());
     REQUIRE(windows.MappedForTesting(fd, 0, &info));
     if (i + 1 < batch) {
@@ -119,7 +116,7 @@ TEST_CASE("check windows: a slot is checked where it lies; entries of checked sl
 
   // Damage is the check's verdict, as through any other way.
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 2, 99), Miss::kNone, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 2, 99), SlotRead{.cached = true}, &error) == GuardedRead::kDone);
   CHECK(error.code() == Code::kCorruption);
 }
 
@@ -129,11 +126,11 @@ TEST_CASE("check windows: a descriptor reused for another file is checked agains
   const int fd = a.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 1, 11), Miss::kNone, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 1, 11), SlotRead{.cached = true}, &error) == GuardedRead::kDone);
   CHECK(error.ok());
   // Same descriptor number, another file: its bytes, not those of the old window.
   REQUIRE(dup2(b.fd, fd) == fd);
-  REQUIRE(windows.Check(Slot(fd, 1, 21), Miss::kNone, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 1, 21), SlotRead{.cached = true}, &error) == GuardedRead::kDone);
   CHECK(error.ok());
 }
 
@@ -143,18 +140,18 @@ TEST_CASE("check windows: a slot past the end of the window is checked through a
   const int fd = file.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 0, 5), Miss::kNone, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 0, 5), SlotRead{.cached = true}, &error) == GuardedRead::kDone);
   CheckWindows::WindowInfo first;
   REQUIRE(windows.MappedForTesting(fd, 0, &first));
   const size_t slots = first.size / kSlot + 3;  // the file grows past the window
   std::vector<std::byte> slot(kSlot, std::byte{7});
   REQUIRE(pwrite(fd, slot.data(), kSlot, static_cast<off_t>((slots - 1) * kSlot)) == static_cast<ssize_t>(kSlot));
-  REQUIRE(windows.Check(Slot(fd, slots - 1, 7), Miss::kNone, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, slots - 1, 7), SlotRead{.cached = true}, &error) == GuardedRead::kDone);
   CHECK(error.ok());
   CheckWindows::WindowInfo grown;
   REQUIRE(windows.MappedForTesting(fd, 0, &grown));
   CHECK(grown.size >= slots * kSlot);
-  REQUIRE(windows.Check(Slot(fd, 0, 5), Miss::kNone, &error) == GuardedRead::kDone);  // the old slots too
+  REQUIRE(windows.Check(Slot(fd, 0, 5), SlotRead{.cached = true}, &error) == GuardedRead::kDone);  // the old slots too
   CHECK(error.ok());
 }
 
@@ -177,7 +174,7 @@ TEST_CASE("check windows: a large file is shown in chunks, by a few windows at m
       const off_t at = static_cast<off_t>(c * CheckWindows::kChunk + CheckWindows::kChunk / 2);
       Status error;
       FileRange r{fd, at, kSlot, std::make_shared<ByteCheck>(static_cast<std::byte>(40 + c), kSlot)};
-      REQUIRE(windows.Check(r, Miss::kNone, &error) == GuardedRead::kDone);
+      REQUIRE(windows.Check(r, SlotRead{.cached = true}, &error) == GuardedRead::kDone);
       CHECK(error.ok());
       CheckWindows::WindowInfo info;
       REQUIRE(windows.MappedForTesting(fd, at, &info));
@@ -199,11 +196,11 @@ TEST_CASE("check windows: a window is a map entry of the budget; none is made wh
     budget.Charge(1);  // somebody else's entry, and the limit reached (0 would mean "computed")
     budget.SetLimitForTesting(before + 1);
     Status error;
-    CHECK(windows.Check(Slot(fd, 0, 60), Miss::kNone, &error) == GuardedRead::kUnguarded);  // by pread instead
+    CHECK(windows.Check(Slot(fd, 0, 60), SlotRead{.cached = true}, &error) == GuardedRead::kUnguarded);  // by pread instead
     CHECK(windows.CountForTesting() == 0);
     budget.SetLimitForTesting(0);
     budget.Release(1);
-    REQUIRE(windows.Check(Slot(fd, 1, 61), Miss::kNone, &error) == GuardedRead::kDone);
+    REQUIRE(windows.Check(Slot(fd, 1, 61), SlotRead{.cached = true}, &error) == GuardedRead::kDone);
     CHECK(error.ok());
     CHECK(budget.used() == before + 1);
   }
@@ -216,9 +213,9 @@ TEST_CASE("check windows: a file cut below a slot is reported as unreadable, the
   const int fd = file.fd;
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 0, 1), Miss::kNone, &error) == GuardedRead::kDone);  // the window maps 4 slots
+  REQUIRE(windows.Check(Slot(fd, 0, 1), SlotRead{.cached = true}, &error) == GuardedRead::kDone);  // the window maps 4 slots
   REQUIRE(ftruncate(fd, static_cast<off_t>(kSlot)) == 0);
-  CHECK(windows.Check(Slot(fd, 3, 4), Miss::kNone, &error) == GuardedRead::kBus);
+  CHECK(windows.Check(Slot(fd, 3, 4), SlotRead{.cached = true}, &error) == GuardedRead::kBus);
 }
 
 TEST_CASE("check windows: a slot not in the page cache is read in whole, then checked; a cut file is still unreadable") {
@@ -229,67 +226,78 @@ TEST_CASE("check windows: a slot not in the page cache is read in whole, then ch
   REQUIRE(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 1, 2), Miss::kExact, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 1, 2), SlotRead{.fault = true}, &error) == GuardedRead::kDone);
   CHECK(error.ok());
   CHECK(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));
   // The read before the hash fails past the end of the file; the hash's read reports it.
   REQUIRE(ftruncate(fd, static_cast<off_t>(kSlot)) == 0);
-  CHECK(windows.Check(Slot(fd, 3, 4), Miss::kExact, &error) == GuardedRead::kBus);
-  REQUIRE(windows.Check(Slot(fd, 0, 1), Miss::kExact, &error) == GuardedRead::kDone);
+  CHECK(windows.Check(Slot(fd, 3, 4), SlotRead{.fault = true}, &error) == GuardedRead::kBus);
+  REQUIRE(windows.Check(Slot(fd, 0, 1), SlotRead{.fault = true}, &error) == GuardedRead::kDone);
   CHECK(error.ok());
 }
 
 TEST_CASE("check windows: a slot read for a fault is read alone, in one 2 MiB folio; one read for a run reads on") {
   // docs/pager.md, "Slots in 2 MiB folios".
-  using bigarray::testing::OneLargeFolio;
   using bigarray::testing::ResidentPages;
   InstallBusGuard();
   const SlotFile file("exact", 8, 1);
   const int fd = file.fd;
-  if (!bigarray::testing::DropFromPageCache(fd) || !bigarray::testing::ReadsLargeFolios(TempBase())) {
-    MESSAGE("skipped: a page cache that cannot be dropped, or no large folios here");
-    return;
-  }
+  if (!bigarray::testing::SlotReadsTestable(fd, TempBase())) return;
   const size_t pages = kSlot / static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  auto one_folio = [&](size_t slot) {
+    return bigarray::testing::OneLargeFolio(fd, static_cast<off_t>(slot * kSlot)) ||
+           bigarray::testing::NoLargeFolioToBeHad(TempBase());
+  };
+  {
+    CheckWindows windows;
+    Status error;
+    REQUIRE(windows.Check(Slot(fd, 3, 4), SlotRead{.fault = true}, &error) == GuardedRead::kDone);
+    CHECK(error.ok());
+    CHECK(ResidentPages(fd, 3 * kSlot, kSlot) == pages);
+    CHECK(ResidentPages(fd, 0, 3 * kSlot) == 0);
+    CHECK(ResidentPages(fd, 4 * kSlot, 4 * kSlot) == 0);  // nothing read on
+    CHECK(one_folio(3));
+  }
+  {
+    // Checked again for a fault, through a window of its own (hashing faults its entries in): the
+    // kernel's read-ahead mark on the slot starts nothing either.
+    CheckWindows windows;
+    Status error;
+    REQUIRE(windows.Check(Slot(fd, 3, 4), SlotRead{.cached = true, .fault = true}, &error) == GuardedRead::kDone);
+    CHECK(error.ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a read started would be done by now
+    CHECK(ResidentPages(fd, 4 * kSlot, 4 * kSlot) == 0);
+  }
   CheckWindows windows;
   Status error;
-  REQUIRE(windows.Check(Slot(fd, 3, 4), Miss::kExact, &error) == GuardedRead::kDone);
-  CHECK(error.ok());
-  CHECK(ResidentPages(fd, 3 * kSlot, kSlot) == pages);
-  CHECK(ResidentPages(fd, 0, 3 * kSlot) == 0);
-  CHECK(ResidentPages(fd, 4 * kSlot, 4 * kSlot) == 0);  // nothing read on
-  CHECK(OneLargeFolio(fd, 3 * kSlot));
   // A run's read lets the kernel read on, in 2 MiB folios: the next slot comes in meanwhile.
-  REQUIRE(windows.Check(Slot(fd, 5, 6), Miss::kAhead, &error) == GuardedRead::kDone);
+  REQUIRE(windows.Check(Slot(fd, 5, 6), SlotRead{}, &error) == GuardedRead::kDone);
   CHECK(error.ok());
-  CHECK(OneLargeFolio(fd, 5 * kSlot));
+  CHECK(one_folio(5));
   CHECK(Eventually([&] { return ResidentPages(fd, 6 * kSlot, kSlot) == pages; }));
-  CHECK(OneLargeFolio(fd, 6 * kSlot));
+  CHECK(one_folio(6));
   // A read-ahead without a check reads through the window the same way (readahead(2) would read
   // small folios).
   REQUIRE(windows.Read(FileRange{fd, 0, kSlot, nullptr}));
   CHECK(ResidentPages(fd, 0, kSlot) == pages);
-  CHECK(OneLargeFolio(fd, 0));
+  CHECK(one_folio(0));
 }
 
 TEST_CASE("Cached: a slot's pages are looked up, not read") {
   const SlotFile file("lookup", 4, 1);
   const int fd = file.fd;
   if (!bigarray::testing::DropFromPageCache(fd)) {
-    MESSAGE("skipped: a page cache that cannot be dropped");
+    MESSAGE("skipped: the page cache keeps this file's pages (tmpfs?)");
     return;
   }
-  struct {
-    uint64_t off, len;
-  } range{0, 0};
-  uint64_t stat[5] = {};
-  if (syscall(451 /* cachestat */, fd, &range, stat, 0) != 0) {
-    MESSAGE("skipped: no cachestat(2) here (" << strerror(errno) << "): Cached reads a byte with RWF_NOWAIT");
+  if (!CachedLooksOnly(fd)) {
+    MESSAGE("skipped: no cachestat(2) here: Cached reads a byte with RWF_NOWAIT");
     return;
   }
   CHECK_FALSE(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a read started would be done by now
   CHECK(bigarray::testing::ResidentPages(fd, 0, 4 * kSlot) == 0);
-  REQUIRE(pread(fd, std::vector<char>(kSlot).data(), kSlot, static_cast<off_t>(kSlot)) == static_cast<ssize_t>(kSlot));
+  std::vector<char> slot(kSlot);
+  REQUIRE(pread(fd, slot.data(), kSlot, static_cast<off_t>(kSlot)) == static_cast<ssize_t>(kSlot));
   CHECK(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));
 }

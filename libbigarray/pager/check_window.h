@@ -20,8 +20,9 @@
 // file gets windows of its own. Holders of a replaced or dropped window keep it mapped until
 // their checks are done.
 //
-// A window reads what it shows slot by slot, each miss in one 2 MiB folio and no more
-// (AdviseSlotReads, io.h); read-ahead without a check reads through it too (Read).
+// A window reads what it shows in 2 MiB folios (AdviseSlotReads, io.h): for a run's read-ahead
+// with the kernel reading on, for a fault exactly (Check); read-ahead without a check reads
+// through it too (Read).
 #pragma once
 
 #include <sys/types.h>
@@ -51,15 +52,17 @@ class CheckWindows {
   // Feeds r's check the bytes of r (a slot: a 2 MiB-aligned offset) where they lie in the window
   // of r's file, under the SIGBUS guard, and sets *error to its verdict when it ran to the end
   // (kDone). kUnguarded: nothing read (no window could be mapped, e.g. no address space, or the
-  // guard is not installed); kBus: the range could not be read. `miss`: whether r is in the
-  // page cache (Cached) and, if not, what it is read for: it is read in first through the window
-  // (ReadSlot).
-  GuardedRead Check(const FileRange& r, Miss miss, Status* error);
+  // guard is not installed); kBus: the range could not be read. A slot not `how.cached` is read
+  // in whole first (PopulateRead); for a fault, exactly, its part of the window split off with
+  // BeginExactRead meanwhile (two map entries more, charged to the MapBudget; without them the
+  // read goes on as a run's).
+  GuardedRead Check(const FileRange& r, SlotRead how, Status* error);
 
-  // Reads r (a slot without a check, not in the page cache) into the page cache through the window
-  // of its file, as Check does before it hashes: in one 2 MiB folio (io.h, AdviseSlotReads). A
-  // hint, as readahead(2), which reads in small folios; false: no window to be had (the caller
-  // falls back to readahead(2)).
+  // Reads r (a slot without a check, not in the page cache, for a run's read-ahead) into the page
+  // cache through the window of its file, as Check does before it hashes: in 2 MiB folios
+  // (io.h, AdviseSlotReads), and the kernel may read on; where readahead(2) reads small folios.
+  // Waits for the read (a read error is left to the reader's access); false: no window to be
+  // had (the caller falls back to readahead(2)).
   bool Read(const FileRange& r);
 
   // The window mapped for the chunk of `fd` that holds `offset`, if any (for tests): where it

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -22,7 +23,6 @@
 
 namespace bigarray::pager {
 namespace {
-constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ, Linux 5.14
 constexpr size_t kCheckPiece = 256 << 10;  // read and checked in pieces that stay in the CPU cache
 }  // namespace
 
@@ -66,14 +66,14 @@ int64_t ThreadCpuNs() {
 
 // Checks `r` through a mapping: a slot through its file's window (check_window.h), any other
 // range through a mapping of its own, unmapped when done. kUnguarded: not checked (no mapping to
-// be had, or the guard is not installed). `cached`: whether r is in the page cache.
-GuardedRead CheckThroughMapping(const FileRange& r, CheckWindows& windows, Miss miss, Status* error) {
+// be had, or the guard is not installed). `how`: as CheckRange.
+GuardedRead CheckThroughMapping(const FileRange& r, CheckWindows& windows, SlotRead how, Status* error) {
   // A range not in the page cache is read in whole before the hash (PopulateRead): the hash's
   // faults alone would read a read-around window at a time.
-  if (ShownLazily(r)) return windows.Check(r, miss, error);
+  if (ShownLazily(r)) return windows.Check(r, how, error);
   void* m = mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return GuardedRead::kUnguarded;
-  if (miss != Miss::kNone) PopulateRead(static_cast<std::byte*>(m), r.length);
+  if (!how.cached) PopulateRead(static_cast<std::byte*>(m), r.length);
   const GuardedRead read = CheckMapped(r, static_cast<const std::byte*>(m));
   // Unmapping a whole mapping fails only for wrong arguments; should it ever, the range stays
   // mapped read-only here and the block is loaded by copy.
@@ -92,20 +92,24 @@ void SetCheckWayForTesting(CheckWay way) { g_way.store(way); }
 
 std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting() { return {g_checked[1].load(), g_checked[0].load()}; }
 
-bool CheckRange(const FileRange& r, Miss miss, CheckWindows& windows, Status* error) {
-  const bool cached = miss == Miss::kNone;
+bool CheckRange(const FileRange& r, SlotRead how, CheckWindows& windows, Status* error) {
+  const bool cached = how.cached;
   static CheckChoice choice;  // per process: the machine's costs
   const CheckWay way = g_way.load(std::memory_order_relaxed);
-  // A range not in the page cache is read through a mapping whatever the choice: one exact read
-  // into a 2 MiB folio for a slot (AdviseSlotReads), where pread's read-ahead reads on in small
-  // folios (4 times the bytes of a random read of a slot, here).
-  const bool mapped = BusGuardInstalled() &&
-                      (way == CheckWay::kCheaper ? !cached || choice.Mapped() : way == CheckWay::kMapping);
+  // The choice is for a run's checks of ranges in the page cache. Others go through a mapping: a
+  // range not in the page cache is read into 2 MiB folios for a slot (AdviseSlotReads), where
+  // pread's read-ahead reads small folios and reads on (4 times the bytes of a random read of a
+  // slot, here); and a fault's slot is read exactly (BeginExactRead), where a pread would start
+  // the kernel's read-ahead from the mark an exact read leaves on the slot (4 MiB more). A run's
+  // pread of a slot the kernel has just read on into can leave slots in small folios (known
+  // limit: docs/pager.md, "Slots in 2 MiB folios").
+  const bool mapped = BusGuardInstalled() && (way == CheckWay::kCheaper ? !cached || how.fault || choice.Mapped()
+                                                                         : way == CheckWay::kMapping);
   // Only checks of cached ranges are timed: a read from the disk says nothing of either way.
   const int64_t start = ThreadCpuNs();
   bool unmappable = false;
   if (mapped) {
-    switch (CheckThroughMapping(r, windows, miss, error)) {
+    switch (CheckThroughMapping(r, windows, how, error)) {
       case GuardedRead::kUnguarded:
         unmappable = true;  // no mapping to be had (address space): by pread, below
         break;
@@ -131,38 +135,42 @@ bool CheckRange(const FileRange& r, Miss miss, CheckWindows& windows, Status* er
 
 void PopulateRead(std::byte* map, size_t length) { (void)madvise(map, length, kPopulateRead); }
 
-void ReadSlot(std::byte* map, size_t length, Miss miss) {
-  if (miss == Miss::kNone) return;
-  // Either advice fails only for want of a map entry to split the mapping with (or for a range
-  // that is not mapped, never here): the read then goes on as kAhead.
-  if (miss == Miss::kExact) (void)madvise(map, length, MADV_RANDOM);
-  PopulateRead(map, length);
-  if (miss == Miss::kExact) (void)madvise(map, length, MADV_NORMAL);
-}
-
 namespace {
-// cachestat(2), Linux 6.5: the same number on every architecture; glibc has no wrapper yet.
-constexpr long kSysCachestat = 451;
+// cachestat(2), Linux 6.5; glibc 2.36 has neither a wrapper nor the number.
+#ifdef SYS_cachestat
+constexpr long kSysCachestat = SYS_cachestat;
+#elif defined(__alpha__)
+constexpr long kSysCachestat = 561;
+#else
+constexpr long kSysCachestat = 451;  // the number of every other architecture
+#endif
 struct CachestatRange {
   uint64_t off, len;
 };
 struct Cachestat {
   uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
 };
-std::atomic<bool> g_no_cachestat{false};  // the kernel has none (ENOSYS): not asked again
+// Refused once (no such call, ENOSYS; EPERM, where the kernel asks for write access to the file
+// or a filter forbids it): not asked again in this process.
+std::atomic<bool> g_no_cachestat{false};
+
+// The pages of [offset, offset + length) in the page cache; nullopt where cachestat cannot tell.
+std::optional<uint64_t> CachedPages(int fd, off_t offset, size_t length) {
+  if (g_no_cachestat.load(std::memory_order_relaxed)) return std::nullopt;
+  CachestatRange range{static_cast<uint64_t>(offset), length};
+  Cachestat st{};
+  if (syscall(kSysCachestat, fd, &range, &st, 0) == 0) return st.nr_cache;
+  if (errno == ENOSYS || errno == EPERM) g_no_cachestat.store(true, std::memory_order_relaxed);
+  return std::nullopt;  // or a file system that cannot tell (EOPNOTSUPP)
+}
 }  // namespace
 
+bool CachedLooksOnly(int fd) { return CachedPages(fd, 0, 0).has_value(); }
+
 bool Cached(const FileRange& r) {
-  if (!g_no_cachestat.load(std::memory_order_relaxed)) {
-    CachestatRange range{static_cast<uint64_t>(r.offset), r.length};
-    Cachestat st{};
-    if (syscall(kSysCachestat, r.fd, &range, &st, 0) == 0) {
-      const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-      return st.nr_cache >= (r.length + page - 1) / page;
-    }
-    if (errno == ENOSYS) g_no_cachestat.store(true, std::memory_order_relaxed);
-    // Else refused (EPERM where the kernel asks for write access to the file) or not supported
-    // by the file system: as on a kernel without it.
+  if (const std::optional<uint64_t> pages = CachedPages(r.fd, r.offset, r.length)) {
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    return *pages >= (r.length + page - 1) / page;
   }
   std::byte b;
   iovec v{&b, 1};
@@ -176,13 +184,13 @@ std::byte* MapChecked(const FileRange& r, Status* error) {
                  : mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return nullptr;
   auto* bytes = static_cast<std::byte*>(m);
-  // A slot is read in one 2 MiB folio and no more (io.h); the view it moves into keeps the first
-  // advice only (MADV_NORMAL ends the second).
+  // A slot is read into a 2 MiB folio, exactly (io.h); the view it moves into keeps only the
+  // first advice.
   if (slot) AdviseSlotReads(bytes, r.length, /*exact=*/true);
   // Populating reports what a read would raise SIGBUS for (EFAULT, EIO) as an error; the check
   // then reads the populated pages under the guard (they may be dropped and read again).
   bool shown = madvise(bytes, r.length, kPopulateRead) == 0;
-  if (slot) (void)madvise(bytes, r.length, MADV_NORMAL);  // fails only for an unmapped range
+  if (slot) EndExactRead(bytes, r.length);
   if (shown && r.check) {
     switch (CheckMapped(r, bytes)) {
       case GuardedRead::kUnguarded:

@@ -47,11 +47,12 @@ bool ShownLazily(const FileRange& r);
 // other range through a mapping of its own, unmapped when done); or by pread (CheckByPread), also
 // where a mapping cannot be made or the guard is not installed. False when it could not be read
 // (the caller loads a copy, whose own read reports the error) or, with *error set, when the check
-// failed. `miss`: kNone where Cached(r), which the caller needed too (one system call per
-// block); else what r is read for (a slot not in the page cache is read through a mapping
-// whatever the cheaper way: ReadSlot reads it exactly, in a 2 MiB folio, where pread reads on in
-// small ones).
-bool CheckRange(const FileRange& r, Miss miss, CheckWindows& windows, Status* error);
+// failed. `how.cached`: Cached(r), which the caller needed too (one system call per block). The
+// cheaper way is for a run's checks of ranges in the page cache: a range that is not is read
+// through a mapping, in 2 MiB folios for a slot (AdviseSlotReads), where pread's read-ahead
+// reads small folios and reads on; and a fault's check goes through a mapping too, exactly
+// (BeginExactRead), where pread would start the read-ahead that an exact read's mark asks for.
+bool CheckRange(const FileRange& r, SlotRead how, CheckWindows& windows, Status* error);
 
 // Feeds `r`'s check the bytes of `map` (where `r` is mapped), in one piece, under the SIGBUS
 // guard; does not finish the check.
@@ -77,19 +78,18 @@ bool CheckByPread(const FileRange& r, Status* error);
 // read by the reader's fault, as under mmap. False also where the file system cannot tell.
 bool Cached(const FileRange& r);
 
+// Whether Cached asks cachestat(2) for ranges of fd's file (else it reads a byte: above).
+bool CachedLooksOnly(int fd);
+
 // Reads the `length` bytes of a file mapped read-only at `map` into the page cache and maps them
 // there, all at once, before a check hashes them: MADV_POPULATE_READ, which reads through the
-// page-fault path, in the page cache's large folios and with the kernel's read-ahead of the
-// file, where readahead(2) reads in 4 KiB pages, one forced request at a time (with the
-// read-ahead's turn kept for the slot, a cold scan of 1 GiB here read 5.8-6.8 GB/s against
-// 4.3-6.0: docs/benchmarks.md, "Blocks in file order"). A hint: a failure (a read error, a
-// kernel without it) is left to the guarded read that follows, which reports it.
+// page-fault path as the mapping's advice says (2 MiB folios, exactly or reading on: io.h),
+// where readahead(2) reads in 4 KiB pages, one forced request at a time (with the read-ahead's
+// turn kept for the slot, a cold scan of 1 GiB here read 5.8-6.8 GB/s against 4.3-6.0:
+// docs/benchmarks.md, "Blocks in file order"). A hint: a failure (a read error, a kernel
+// without it) is left to the guarded read that follows, which reports it.
 void PopulateRead(std::byte* map, size_t length);
 
-// PopulateRead of a slot mapped at `map` (advised by AdviseSlotReads, io.h) as `miss` says:
-// nothing for kNone; for kExact with MADV_RANDOM around it (the mapping's other slots keep their
-// advice; where the kernel cannot split the mapping for it, the read goes on as kAhead).
-void ReadSlot(std::byte* map, size_t length, Miss miss);
 
 // Maps `r` read-only at an address of its own (2 MiB-aligned for a slot), faults every page of it
 // in, and checks it there (when it has a check; by pread where the SIGBUS guard is not

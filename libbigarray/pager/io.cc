@@ -2,9 +2,11 @@
 #include "pager/io.h"
 
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace bigarray::pager {
@@ -65,11 +67,35 @@ void* MapAligned(size_t size, int prot, int flags, int fd, off_t offset) {
   return base;
 }
 
+namespace {
+// Whether a miss of a MADV_HUGEPAGE file mapping reads the 2 MiB around it whatever the other
+// advice (Linux 5.18 on).
+bool HugeMissesReadWhole() {
+  static const bool whole = [] {
+    utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+    return major > 5 || (major == 5 && minor >= 18);
+  }();
+  return whole;
+}
+}  // namespace
+
 void AdviseSlotReads(void* map, size_t length, bool exact) {
-  // Either call fails only for a kernel without the advice or a range that is not mapped (never
-  // here); MADV_RANDOM alone would make each miss read one page at a time, so it needs the other.
+  // Fails only for a kernel without transparent huge pages (or a range that is not mapped, never
+  // here): then no exact read either, which needs it.
   if (madvise(map, length, MADV_HUGEPAGE) != 0) return;
-  if (exact) (void)madvise(map, length, MADV_RANDOM);
+  if (exact) (void)BeginExactRead(map, length);
+}
+
+bool BeginExactRead(void* map, size_t length) {
+  return HugeMissesReadWhole() && madvise(map, length, MADV_RANDOM) == 0;
+}
+
+void EndExactRead(void* map, size_t length) {
+  // Fails only for want of a map entry to merge with (never: it undoes a split) or for a range
+  // that is not mapped.
+  (void)madvise(map, length, MADV_NORMAL);
 }
 
 }  // namespace bigarray::pager

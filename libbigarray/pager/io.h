@@ -26,26 +26,35 @@ constexpr size_t kHuge = 2u << 20;  // what one PMD entry maps
 // folios at a 2 MiB-aligned offset). MAP_FAILED with errno set on failure, as mmap.
 void* MapAligned(size_t size, int prot, int flags, int fd, off_t offset);
 
+constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ, Linux 5.14 (not in glibc 2.36's headers)
+
 // Advice for a 2 MiB-aligned mapping of slots of a file (2 MiB at 2 MiB-aligned offsets), given
 // before anything reads through it (docs/pager.md, "Slots in 2 MiB folios"): MADV_HUGEPAGE, so
 // that a fault or a populate that has to read from the disk reads the 2 MiB around it into one
 // 2 MiB folio, which every later mapping of the file shows with one PMD entry. Without it the
 // kernel reads a mapping's misses in small folios, ramping up over the first tens of MiB of a
 // sequential read and around each miss of a random one; a slot in small folios then costs each
-// later scan, ours or a plain mmap's, 512 entries instead of one. With `exact`, MADV_RANDOM too:
-// a miss reads its 2 MiB and no more, and the first access to a folio so read starts no
-// read-ahead of the next 4 MiB (as it does through a mapping without it: 4 times the bytes of a
-// random read of a slot, here). A view's mapping has it until its entries are filled
-// (MADV_NORMAL then): the kernel does not count accesses through such a mapping as uses of the
-// pages when it reclaims. The check windows have it not: a run's read-ahead reads through them,
-// and the kernel's own read-ahead then brings the next slots in while a loader hashes (ReadSlot
-// asks for an exact read where a fault waits). Advice: a kernel that refuses it (no transparent
-// huge pages) only reads as before.
+// later scan, ours or a plain mmap's, 512 entries instead of one. With `exact`, BeginExactRead
+// too. A kernel that refuses the advice (no transparent huge pages) only reads as before.
 void AdviseSlotReads(void* map, size_t length, bool exact);
 
-// What a slot not in the page cache is read for: nothing to read (kNone), a run's read-ahead,
-// which the kernel may read on from (kAhead), or a fault, which reads its 2 MiB and no more
-// (kExact).
-enum class Miss { kNone, kAhead, kExact };
+// Makes what is read through [map, map + length) of such a mapping exact, until EndExactRead:
+// MADV_RANDOM, so that a miss reads its 2 MiB and no more, and that an access to a folio the
+// kernel marked for read-ahead starts none (through a mapping without it, the first access to a
+// slot so read started another 4 MiB of read-ahead: a random read of a slot read 4 times its
+// bytes, here). False where it is not done: before Linux 5.18 a miss of a MADV_HUGEPAGE mapping
+// does not read 2 MiB, and MADV_RANDOM alone reads page by page; or the kernel could not split
+// the mapping for it (no map entry to be had). Left on a mapping, it makes the kernel count no
+// access through it as a use of the pages when it reclaims: views and check windows end it.
+bool BeginExactRead(void* map, size_t length);
+void EndExactRead(void* map, size_t length);
+
+// How a slot is to be read and checked.
+struct SlotRead {
+  bool cached = false;  // all of it in the page cache already (Cached): nothing to read
+  bool fault = false;   // for a fault: exactly (BeginExactRead); else for a run's read-ahead,
+                        // which the kernel reads on from, so that the disk works while a loader
+                        // hashes (with MADV_RANDOM, a cold first scan fell from 0.82 of mmap to 0.6)
+};
 
 }  // namespace bigarray::pager

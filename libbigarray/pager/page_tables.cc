@@ -209,6 +209,7 @@ void PagerImpl::PopulateShown(std::unique_lock<std::mutex>& lk, Page& p, const M
   std::byte* addr = m.base + (p.block - m.first) * f->block_size;
   const size_t length = p.range.length;
   const unsigned index = ref.index;
+  const bool slot = ShownLazily(p.range);  // advised by MapFileInto
   ++m.populating;
   // Not under mu_, and as I/O: the pages may have left the page cache since the check (or never
   // been read: a read-ahead without a check), and populating then reads them from the disk.
@@ -218,9 +219,10 @@ void PagerImpl::PopulateShown(std::unique_lock<std::mutex>& lk, Page& p, const M
   BeginIo();
   lk.unlock();
   PopulateRead(addr, length);
-  // Filled: the reader's accesses count as uses of the pages again (AdviseSlotReads). A range
-  // unmapped meanwhile is a reservation, or another block's, which this only makes read as usual.
-  (void)madvise(addr, length, MADV_NORMAL);
+  // Filled: the reader's accesses count as uses of the pages again (io.h, BeginExactRead). A
+  // range unmapped meanwhile is a reservation (or a copy of the block in a slot of the pool),
+  // which this leaves as it is, or this block's range mapped again, which then reads as usual.
+  if (slot) EndExactRead(addr, length);
   lk.lock();
   EndIo();
   if (--f->mappings[index].populating == 0) settled_cv_.notify_all();  // mappings may have grown
@@ -253,7 +255,7 @@ bool PagerImpl::MapFileInto(Page& p, std::byte* addr, uint64_t bit) {
     ok = retry([&] {
       return mmap(addr, len, PROT_READ, MAP_SHARED | MAP_FIXED, p.range.fd, p.range.offset) != MAP_FAILED;
     });
-    if (ok) AdviseSlotReads(addr, len, /*exact=*/true);  // a slot: what a miss reads (io.h)
+    if (ok && ShownLazily(p.range)) AdviseSlotReads(addr, len, /*exact=*/true);  // until PopulateShown
   }
   if (ok && len < bs) {
     ok = retry([&] {

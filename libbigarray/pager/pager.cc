@@ -368,12 +368,12 @@ bool Lazily(const Request& req, const FileRange& r) { return ShownLazily(r) && (
 // Prepares `r` (Lazily) to be shown lazily: checks it (CheckRange), or (a read-ahead without a
 // check) reads it into the page cache through its file's window (CheckWindows::Read); filling
 // the view's entries (PopulateShown), or the reader's faults where that failed, read what it did
-// not. `miss`: as CheckRange. False when it could not be read (the caller loads a copy, whose own
+// not. `how`: as CheckRange. False when it could not be read (the caller loads a copy, whose own
 // read reports the error) or, with *error set, when the check failed.
-bool PrepareLazily(const FileRange& r, Miss miss, CheckWindows& windows, Status* error) {
-  if (r.check) return CheckRange(r, miss, windows, error);
-  // A hint (file_ranges.h, Cached), read in a 2 MiB folio through the file's window if it can be.
-  if (miss != Miss::kNone && !windows.Read(r)) (void)readahead(r.fd, r.offset, r.length);
+bool PrepareLazily(const FileRange& r, SlotRead how, CheckWindows& windows, Status* error) {
+  if (r.check) return CheckRange(r, how, windows, error);
+  // A hint (file_ranges.h, Cached), read in 2 MiB folios through the file's window if it can be.
+  if (!how.cached && !windows.Read(r)) (void)readahead(r.fd, r.offset, r.length);
   return true;
 }
 }  // namespace
@@ -436,9 +436,8 @@ PagerImpl::MapOutcome PagerImpl::MapFromFile(std::unique_lock<std::mutex>& lk, F
       }
       if (lazily) {
         if (cached && view_addr != 0 && (*range)->check) announced.Make(view_addr, f->block_size);
-        // A fault's slot is read exactly; a run's, with the kernel reading on (io.h, Miss).
-        const Miss miss = cached ? Miss::kNone : req.prefetch ? Miss::kAhead : Miss::kExact;
-        lazy = PrepareLazily(**range, miss, check_windows_, &check);
+        // A fault's slot is read exactly; a run's, with the kernel reading on (io.h, SlotRead).
+        lazy = PrepareLazily(**range, SlotRead{.cached = cached, .fault = !req.prefetch}, check_windows_, &check);
       } else {
         map = MapChecked(**range, &check);
       }
