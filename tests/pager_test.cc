@@ -621,7 +621,6 @@ bool ShmemHugePagesOnRequest() {
 }  // namespace
 
 TEST_CASE("the RAM pool of 2 MiB blocks asks for huge pages; where the kernel gives them, a block is one PMD entry") {
-  constexpr size_t kHuge = 2u << 20;
   auto pager = bigarray::testing::TestPager(16 * kHuge, 0);
   auto source = std::make_shared<FakeSource>();
   auto file = pager->OpenFile(source, kHuge, "array 'huge'").value();
