@@ -248,37 +248,50 @@ TEST_CASE("check windows: a slot read for a fault is read alone, in one 2 MiB fo
     return bigarray::testing::OneLargeFolio(fd, static_cast<off_t>(slot * kSlot)) ||
            bigarray::testing::NoLargeFolioToBeHad(TempBase());
   };
+  using bigarray::testing::ReadBytes;
   {
     CheckWindows windows;
     Status error;
+    const uint64_t used = MapBudget::Get().used(), read = ReadBytes();
     REQUIRE(windows.Check(Slot(fd, 3, 4), SlotRead{.fault = true}, &error) == GuardedRead::kDone);
     CHECK(error.ok());
+    CHECK(ReadBytes() - read == kSlot);  // the slot and no more, read-ahead included
     CHECK(ResidentPages(fd, 3 * kSlot, kSlot) == pages);
-    CHECK(ResidentPages(fd, 0, 3 * kSlot) == 0);
-    CHECK(ResidentPages(fd, 4 * kSlot, 4 * kSlot) == 0);  // nothing read on
     CHECK(one_folio(3));
+    // The window is one map entry again, without the exact read's advice; its charge alone stays.
+    CheckWindows::WindowInfo info;
+    REQUIRE(windows.MappedForTesting(fd, 0, &info));
+    const auto entry = bigarray::testing::SmapsAt(info.base + 3 * kSlot);
+    CHECK(entry.start == reinterpret_cast<uintptr_t>(info.base));
+    CHECK(entry.fields.at("VmFlags").find(" rr") == std::string::npos);
+    CHECK(entry.fields.at("VmFlags").find(" hg") != std::string::npos);
+    CHECK(MapBudget::Get().used() == used + 1);
   }
   {
-    // Checked again for a fault, through a window of its own (hashing faults its entries in): the
-    // kernel's read-ahead mark on the slot starts nothing either.
+    // Checked again for a fault, through a window of its own (populated afresh): the kernel's
+    // read-ahead mark on the slot starts nothing either.
     CheckWindows windows;
     Status error;
+    const uint64_t read = ReadBytes();
     REQUIRE(windows.Check(Slot(fd, 3, 4), SlotRead{.cached = true, .fault = true}, &error) == GuardedRead::kDone);
     CHECK(error.ok());
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a read started would be done by now
-    CHECK(ResidentPages(fd, 4 * kSlot, 4 * kSlot) == 0);
+    CHECK(ReadBytes() == read);
   }
   CheckWindows windows;
   Status error;
   // A run's read lets the kernel read on, in 2 MiB folios: the next slot comes in meanwhile.
+  uint64_t read = ReadBytes();
   REQUIRE(windows.Check(Slot(fd, 5, 6), SlotRead{}, &error) == GuardedRead::kDone);
   CHECK(error.ok());
+  CHECK(ReadBytes() - read > kSlot);
   CHECK(one_folio(5));
   CHECK(Eventually([&] { return ResidentPages(fd, 6 * kSlot, kSlot) == pages; }));
   CHECK(one_folio(6));
   // A read-ahead without a check reads through the window the same way (readahead(2) would read
   // small folios).
+  read = ReadBytes();
   REQUIRE(windows.Read(FileRange{fd, 0, kSlot, nullptr}));
+  CHECK(ReadBytes() - read >= kSlot);
   CHECK(ResidentPages(fd, 0, kSlot) == pages);
   CHECK(one_folio(0));
 }
@@ -294,9 +307,9 @@ TEST_CASE("Cached: a slot's pages are looked up, not read") {
     MESSAGE("skipped: no cachestat(2) here: Cached reads a byte with RWF_NOWAIT");
     return;
   }
+  const uint64_t read = bigarray::testing::ReadBytes();
   CHECK_FALSE(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a read started would be done by now
-  CHECK(bigarray::testing::ResidentPages(fd, 0, 4 * kSlot) == 0);
+  CHECK(bigarray::testing::ReadBytes() == read);
   std::vector<char> slot(kSlot);
   REQUIRE(pread(fd, slot.data(), kSlot, static_cast<off_t>(kSlot)) == static_cast<ssize_t>(kSlot));
   CHECK(Cached(FileRange{fd, static_cast<off_t>(kSlot), kSlot, nullptr}));

@@ -10,11 +10,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "pager/file_ranges.h"
 #include "pager/io.h"
 
 namespace bigarray::testing {
@@ -50,6 +52,17 @@ inline SmapsEntry SmapsAt(const void* addr) {
     }
   }
   return e;
+}
+
+// The bytes this process has asked the disk for so far (/proc/self/io: counted when a read is
+// submitted, read-ahead included, whichever thread submits it).
+inline uint64_t ReadBytes() {
+  std::ifstream io("/proc/self/io");
+  for (std::string line; std::getline(io, line);) {
+    if (line.rfind("read_bytes:", 0) == 0) return std::stoull(line.substr(11));
+  }
+  FAIL("no read_bytes in /proc/self/io");
+  return 0;
 }
 
 // How many pages of [offset, offset + length) of fd's file the page cache holds (mincore of a
@@ -92,8 +105,8 @@ inline bool OneLargeFolio(int fd, off_t offset) {
 // it (MADV_HUGEPAGE and MADV_RANDOM, as pager/io.h does): large folios for the file system,
 // transparent huge pages, Linux 5.18 or later.
 inline bool ReadsLargeFolios(const std::string& dir) {
-  const std::string path = dir + "/large_folio_probe";
-  const int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
+  std::string path = dir + "/large_folio_probe_XXXXXX";
+  const int fd = mkstemp(path.data());
   REQUIRE(fd >= 0);
   std::vector<char> bytes(pager::kHuge, 'x');
   REQUIRE(pwrite(fd, bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size()));
@@ -124,11 +137,15 @@ inline bool NoLargeFolioToBeHad(const std::string& dir) {
 }
 
 // Whether the tests of how slots are read can run on fd's file in `dir`: its pages can be dropped
-// from the page cache (not tmpfs) and this kernel reads 2 MiB folios (ReadsLargeFolios). Says
-// why not.
+// from the page cache (not tmpfs), the pager can tell what is cached without reading
+// (cachestat(2), Linux 6.5), and this kernel reads 2 MiB folios (ReadsLargeFolios). Says why not.
 inline bool SlotReadsTestable(int fd, const std::string& dir) {
   if (!DropFromPageCache(fd)) {
     MESSAGE("skipped: the page cache keeps this file's pages (tmpfs?)");
+    return false;
+  }
+  if (!pager::CachedLooksOnly(fd)) {
+    MESSAGE("skipped: no cachestat(2) here; Cached's one-byte read starts the kernel's read-ahead");
     return false;
   }
   if (!ReadsLargeFolios(dir)) {

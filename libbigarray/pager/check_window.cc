@@ -20,6 +20,7 @@ struct CheckWindows::Window {
   off_t start = 0;  // the offset of the file at base: a multiple of kChunk
   std::byte* base = nullptr;
   size_t size = 0;  // at most kChunk
+  bool huge = false;  // advised for 2 MiB folios (AdviseSlotReads): a fault's read may be exact
   std::mutex mu;    // guards checked, checked_bytes
   std::vector<std::pair<off_t, size_t>> checked;  // slots checked since the last drop (offsets of the file)
   size_t checked_bytes = 0;
@@ -58,8 +59,9 @@ std::shared_ptr<CheckWindows::Window> CheckWindows::For(const FileRange& r) {
   if (!MapBudget::Get().Fits(1)) return nullptr;
   void* m = MapAligned(size, PROT_READ, MAP_SHARED, r.fd, start);
   if (m == MAP_FAILED) return nullptr;  // checked another way; the old window (if any) stays
-  AdviseSlotReads(m, size, /*exact=*/false);
+  const bool huge = AdviseSlotReads(m, size, /*exact=*/false);
   auto w = std::make_shared<Window>();
+  w->huge = huge;
   MapBudget::Get().Charge(1);
   w->charged = true;
   w->fd = r.fd;
@@ -113,7 +115,7 @@ GuardedRead CheckWindows::Check(const FileRange& r, SlotRead how, Status* error)
   // A fault's slot: split off (the window and its two other parts) while it is read and hashed,
   // whether it is read from the disk or was before, maybe with a read-ahead mark on it.
   MapBudget& budget = MapBudget::Get();
-  bool exact = how.fault && budget.Fits(2);
+  bool exact = how.fault && w->huge && budget.Fits(2);
   if (exact) {
     budget.Charge(2);
     exact = BeginExactRead(at, r.length);

@@ -52,10 +52,11 @@ class CheckWindows {
   // Feeds r's check the bytes of r (a slot: a 2 MiB-aligned offset) where they lie in the window
   // of r's file, under the SIGBUS guard, and sets *error to its verdict when it ran to the end
   // (kDone). kUnguarded: nothing read (no window could be mapped, e.g. no address space, or the
-  // guard is not installed); kBus: the range could not be read. A slot not `how.cached` is read
-  // in whole first (PopulateRead); for a fault, exactly, its part of the window split off with
-  // BeginExactRead meanwhile (two map entries more, charged to the MapBudget; without them the
-  // read goes on as a run's).
+  // guard is not installed); kBus: the range could not be read. The slot is populated in whole
+  // first (PopulateRead: read then if it is not in the page cache); for a fault, exactly, its
+  // part of the window split off with BeginExactRead for the time of the check (two map entries
+  // more, charged to the MapBudget; without them, or in a window the kernel would not advise,
+  // the read goes on as a run's).
   GuardedRead Check(const FileRange& r, SlotRead how, Status* error);
 
   // Reads r (a slot without a check, not in the page cache, for a run's read-ahead) into the page

@@ -68,8 +68,9 @@ int64_t ThreadCpuNs() {
 // range through a mapping of its own, unmapped when done. kUnguarded: not checked (no mapping to
 // be had, or the guard is not installed). `how`: as CheckRange.
 GuardedRead CheckThroughMapping(const FileRange& r, CheckWindows& windows, SlotRead how, Status* error) {
-  // A range not in the page cache is read in whole before the hash (PopulateRead): the hash's
-  // faults alone would read a read-around window at a time.
+  // A slot is populated in whole before the hash (CheckWindows::Check), and so is any other range
+  // not in the page cache (PopulateRead): the hash's faults alone would read a read-around
+  // window at a time.
   if (ShownLazily(r)) return windows.Check(r, how, error);
   void* m = mmap(nullptr, r.length, PROT_READ, MAP_SHARED, r.fd, r.offset);
   if (m == MAP_FAILED) return GuardedRead::kUnguarded;
@@ -116,14 +117,14 @@ bool CheckRange(const FileRange& r, SlotRead how, CheckWindows& windows, Status*
       case GuardedRead::kBus:
         return false;  // the copy's read reports the error
       case GuardedRead::kDone:
-        if (cached) choice.Record(true, r.length, ThreadCpuNs() - start);
+        if (cached && !how.fault) choice.Record(true, r.length, ThreadCpuNs() - start);  // a run's
         g_checked[1].fetch_add(1, std::memory_order_relaxed);
         return error->ok();
     }
   }
   const int64_t pread_start = ThreadCpuNs();
   const bool read = CheckByPread(r, error);
-  if (cached && (read || !error->ok())) {
+  if (cached && !how.fault && (read || !error->ok())) {
     choice.Record(false, r.length, ThreadCpuNs() - pread_start);
     // A mapping that could not be had costs its attempt and the pread: tried again one check
     // in 16 (it may work again once address space is freed), not at every check.
@@ -150,8 +151,8 @@ struct CachestatRange {
 struct Cachestat {
   uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
 };
-// Refused once (no such call, ENOSYS; EPERM, where the kernel asks for write access to the file
-// or a filter forbids it): not asked again in this process.
+// The kernel has no such call (ENOSYS): not asked again. A refusal (EPERM, where the kernel asks
+// for write access to the file, which it decides file by file) costs that call each time.
 std::atomic<bool> g_no_cachestat{false};
 
 // The pages of [offset, offset + length) in the page cache; nullopt where cachestat cannot tell.
@@ -160,7 +161,7 @@ std::optional<uint64_t> CachedPages(int fd, off_t offset, size_t length) {
   CachestatRange range{static_cast<uint64_t>(offset), length};
   Cachestat st{};
   if (syscall(kSysCachestat, fd, &range, &st, 0) == 0) return st.nr_cache;
-  if (errno == ENOSYS || errno == EPERM) g_no_cachestat.store(true, std::memory_order_relaxed);
+  if (errno == ENOSYS) g_no_cachestat.store(true, std::memory_order_relaxed);
   return std::nullopt;  // or a file system that cannot tell (EOPNOTSUPP)
 }
 }  // namespace

@@ -81,11 +81,12 @@ bool HugeMissesReadWhole() {
 }
 }  // namespace
 
-void AdviseSlotReads(void* map, size_t length, bool exact) {
+bool AdviseSlotReads(void* map, size_t length, bool exact) {
   // Fails only for a kernel without transparent huge pages (or a range that is not mapped, never
   // here): then no exact read either, which needs it.
-  if (madvise(map, length, MADV_HUGEPAGE) != 0) return;
+  if (madvise(map, length, MADV_HUGEPAGE) != 0) return false;
   if (exact) (void)BeginExactRead(map, length);
+  return true;
 }
 
 bool BeginExactRead(void* map, size_t length) {
@@ -93,8 +94,8 @@ bool BeginExactRead(void* map, size_t length) {
 }
 
 void EndExactRead(void* map, size_t length) {
-  // Fails only for want of a map entry to merge with (never: it undoes a split) or for a range
-  // that is not mapped.
+  // Fails only where it must split the mapping and no map entry is to be had (io.h), or for a
+  // range that is not mapped: the part stays exact, which only makes its misses read exactly.
   (void)madvise(map, length, MADV_NORMAL);
 }
 
