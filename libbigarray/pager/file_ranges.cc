@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <atomic>
+#include <cerrno>
 #include <memory>
 #include <optional>
 #include <span>
@@ -94,7 +94,6 @@ void SetCheckWayForTesting(CheckWay way) { g_way.store(way); }
 std::pair<uint64_t, uint64_t> CheckRangeCountsForTesting() { return {g_checked[1].load(), g_checked[0].load()}; }
 
 bool CheckRange(const FileRange& r, SlotRead how, CheckWindows& windows, Status* error) {
-  const bool cached = how.cached;
   static CheckChoice choice;  // per process: the machine's costs
   const CheckWay way = g_way.load(std::memory_order_relaxed);
   // The choice is for a run's checks of ranges in the page cache. Others go through a mapping: a
@@ -104,7 +103,7 @@ bool CheckRange(const FileRange& r, SlotRead how, CheckWindows& windows, Status*
   // the kernel's read-ahead from the mark an exact read leaves on the slot (4 MiB more). A run's
   // pread of a slot the kernel has just read on into can leave slots in small folios (known
   // limit: docs/pager.md, "Slots in 2 MiB folios").
-  const bool mapped = BusGuardInstalled() && (way == CheckWay::kCheaper ? !cached || how.fault || choice.Mapped()
+  const bool mapped = BusGuardInstalled() && (way == CheckWay::kCheaper ? !how.cached || how.fault || choice.Mapped()
                                                                          : way == CheckWay::kMapping);
   // Only checks of cached ranges are timed: a read from the disk says nothing of either way.
   const int64_t start = ThreadCpuNs();
@@ -117,14 +116,14 @@ bool CheckRange(const FileRange& r, SlotRead how, CheckWindows& windows, Status*
       case GuardedRead::kBus:
         return false;  // the copy's read reports the error
       case GuardedRead::kDone:
-        if (cached && !how.fault) choice.Record(true, r.length, ThreadCpuNs() - start);  // a run's
+        if (how.cached && !how.fault) choice.Record(true, r.length, ThreadCpuNs() - start);  // a run's
         g_checked[1].fetch_add(1, std::memory_order_relaxed);
         return error->ok();
     }
   }
   const int64_t pread_start = ThreadCpuNs();
   const bool read = CheckByPread(r, error);
-  if (cached && !how.fault && (read || !error->ok())) {
+  if (how.cached && !how.fault && (read || !error->ok())) {
     choice.Record(false, r.length, ThreadCpuNs() - pread_start);
     // A mapping that could not be had costs its attempt and the pread: tried again one check
     // in 16 (it may work again once address space is freed), not at every check.

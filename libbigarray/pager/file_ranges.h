@@ -90,7 +90,6 @@ bool CachedLooksOnly(int fd);
 // without it) is left to the guarded read that follows, which reports it.
 void PopulateRead(std::byte* map, size_t length);
 
-
 // Maps `r` read-only at an address of its own (2 MiB-aligned for a slot), faults every page of it
 // in, and checks it there (when it has a check; by pread where the SIGBUS guard is not
 // installed). nullptr with *error ok: the file
